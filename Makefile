@@ -1,0 +1,79 @@
+# Edge pipeline: train -> export -> verify -> bundle. `make help` lists the targets.
+# Each stage's targets are the real files it writes, so make redoes only what changed.
+
+SHELL := /bin/bash
+.DEFAULT_GOAL := all
+
+PYTHON ?= python3
+VENV   ?= .venv
+PRESET ?= default
+CONFIG ?= configs/$(PRESET).toml
+BUILD  ?= build
+DIST   ?= dist
+
+PY       := $(VENV)/bin/python
+STAMP    := $(VENV)/.installed
+PIPELINE := $(PY) -m pipeline --config $(BUILD)/config.toml --build $(BUILD) --dist $(DIST)
+
+MODEL_KERAS := $(BUILD)/model.keras
+TRAIN_OUT   := $(MODEL_KERAS) $(BUILD)/train/history.json $(BUILD)/train/loss.png
+EXPORT_OUT  := $(BUILD)/model.onnx $(BUILD)/model.tflite $(BUILD)/reference.npz
+REPORT      := $(BUILD)/verify/report.json
+VERIFY_OUT  := $(REPORT) $(BUILD)/verify/report.md
+TARBALL     := $(DIST)/bundle.tar.gz
+
+COMMON_SRC  := pipeline/__main__.py pipeline/config.py pipeline/errors.py pipeline/fsutil.py pipeline/quiet.py
+TRAIN_SRC   := $(COMMON_SRC) pipeline/train.py pipeline/tfenv.py
+EXPORT_SRC  := $(COMMON_SRC) pipeline/export_stage.py pipeline/probes.py $(wildcard export/*.py)
+VERIFY_SRC  := $(COMMON_SRC) pipeline/verify.py pipeline/runners.py
+BUNDLE_SRC  := $(COMMON_SRC) pipeline/bundle.py $(wildcard runtime/*.py) runtime/requirements.txt
+
+.PHONY: all venv config train export verify bundle test runtime-check clean distclean help
+
+help: ## List the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 16
+
+all: $(TARBALL) ## Train, export, verify and bundle (PRESET=default|tutorial, or CONFIG=file)
+	@echo "all: done; report $(BUILD)/verify/report.md, bundle $(TARBALL) ($$(sha256sum $(TARBALL) | cut -c1-16)...)"
+
+venv: $(STAMP) ## Create .venv with the pinned requirements
+
+$(STAMP): requirements.txt
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt
+	@touch $@
+
+# The config in force, copied only when its content changes, so switching presets
+# (or editing the file) retrains, and re-running with the same one does nothing.
+$(BUILD)/config.toml: FORCE | $(STAMP)
+	@$(PY) -m pipeline config --config $(CONFIG) --out $@
+
+config: $(BUILD)/config.toml ## Validate CONFIG and make it the config in force
+
+$(TRAIN_OUT) &: $(BUILD)/config.toml $(TRAIN_SRC)
+	$(PIPELINE) train
+
+$(EXPORT_OUT) &: $(MODEL_KERAS) $(BUILD)/config.toml $(EXPORT_SRC)
+	$(PIPELINE) export
+
+$(VERIFY_OUT) &: $(BUILD)/model.onnx $(BUILD)/model.tflite $(BUILD)/reference.npz $(BUILD)/config.toml $(VERIFY_SRC)
+	$(PIPELINE) verify
+
+$(TARBALL): $(REPORT) $(BUILD)/config.toml $(BUNDLE_SRC)
+	$(PIPELINE) bundle
+
+train: $(MODEL_KERAS) ## Train the model (build/model.keras, build/train/)
+export: $(BUILD)/model.onnx ## Export ONNX and TFLite (build/model.onnx, build/model.tflite)
+verify: $(REPORT) ## Verify parity and accuracy (build/verify/report.md)
+bundle: $(TARBALL) ## Make the device bundle (dist/bundle/, dist/bundle.tar.gz)
+
+test: $(STAMP) ## Run the test suite (sets up .venv first)
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+clean: ## Remove build/ and dist/
+	rm -rf $(BUILD) $(DIST)
+
+distclean: clean ## Also remove .venv
+	rm -rf $(VENV)
+
+FORCE:

@@ -1,0 +1,57 @@
+"""The Keras 3 workaround, in one place: go through a SavedModel with a named signature.
+
+Why: with Keras 3, ``tf2onnx.convert.from_keras`` fails (KeyError 'keras_tensor_N',
+tensorflow-onnx issue #2448), and ``TFLiteConverter.from_concrete_functions`` on a
+``tf.function`` that calls a Keras 3 model does not freeze the model's variables (the
+.tflite file computes garbage; seen with TF 2.21). Writing a SavedModel with Keras's own
+``ExportArchive`` and converting from it works for both, and names the signature's
+input and output the way the device expects (``celsius`` -> ``fahrenheit``).
+
+When it can go: once tf2onnx converts Keras 3 models directly (#2448 closed in a
+release), ONNX can use ``from_keras`` again; TFLite is fine from the SavedModel either way.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+SIGNATURE = "serving_default"
+
+
+def write_savedmodel(model, dest: Path, input_name: str, output_name: str) -> Path:
+    """Write ``model`` as a SavedModel whose ``serving_default`` maps ``input_name`` to ``output_name``.
+
+    Args:
+        model: a built Keras 3 model with one input of shape (batch, 1).
+        dest: folder to create (must not exist).
+    """
+    from pipeline.tfenv import tensorflow
+
+    tf, keras = tensorflow()
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+    archive.add_endpoint(
+        name=SIGNATURE,
+        fn=lambda x: {output_name: model(x, training=False)},
+        input_signature=[tf.TensorSpec([None, 1], tf.float32, name=input_name)],
+    )
+    archive.write_out(str(dest), verbose=False)
+    return Path(dest)
+
+
+def serving_function(savedmodel_dir: Path, input_name: str):
+    """Load the SavedModel's signature as a ``tf.function`` of one keyword input, and its input spec."""
+    from pipeline.tfenv import tensorflow
+
+    tf, _ = tensorflow()
+    loaded = tf.saved_model.load(str(savedmodel_dir))
+    signature = loaded.signatures[SIGNATURE]
+    spec = (tf.TensorSpec([None, 1], tf.float32, name=input_name),)
+
+    @tf.function(input_signature=spec)
+    def fn(x):
+        return signature(**{input_name: x})
+
+    # Keep the loaded object (and its variables) alive as long as the function.
+    fn._loaded = loaded
+    return fn, spec

@@ -1,0 +1,1 @@
+"""The edge pipeline: train -> export -> verify -> bundle. See README.md."""

@@ -1,0 +1,201 @@
+"""Stage 4, bundle: a verified model -> dist/bundle/ and a byte-reproducible dist/bundle.tar.gz.
+
+The bundle holds model.onnx, golden.json (inputs and the Keras outputs for them),
+the runtime/ package with its requirements.txt, a short README, and manifest.json
+(sha256 of every file, I/O spec, opset/IR, oldest onnxruntime, tolerances, config and
+tool versions) with its own sha256 in manifest.json.sha256. Nothing in it depends on
+the time or the machine, so the same inputs give the same tarball, byte for byte.
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import json
+import shutil
+import tarfile
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from runtime import compat
+from runtime.manifest import FORMAT, MANIFEST, MANIFEST_SUM, sha256_bytes
+
+from . import fsutil
+from .config import canonical_json, config_hash
+from .errors import StageInputError, StateError, VerificationFailed
+
+ROOT = Path(__file__).resolve().parent.parent
+RUNTIME_DIR = ROOT / "runtime"
+BUNDLE_README = """\
+# Celsius -> Fahrenheit model bundle
+
+Runs on 64-bit Linux (e.g. Raspberry Pi OS on a Pi 4 or 5) with Python 3.11+.
+No TensorFlow, no build step, no internet once installed.
+
+    tar xzf bundle.tar.gz && cd bundle
+    python3 -m venv .venv && . .venv/bin/activate
+    pip install -r requirements.txt        # onnxruntime and numpy, nothing else
+    python -m runtime selfcheck            # hashes, onnxruntime version, golden outputs
+    python -m runtime predict 100 37.5 -40
+
+`python -m runtime --help` lists every command (predict, stream, selfcheck, info, bench).
+manifest.json records what this bundle is: the sha256 of every file, the model's input
+and output, its opset and IR version, the oldest onnxruntime that loads it, and the
+config and tool versions that made it.
+"""
+
+
+def _runtime_files() -> dict[str, bytes]:
+    files = {f"runtime/{p.name}": p.read_bytes() for p in sorted(RUNTIME_DIR.glob("*.py"))}
+    files["requirements.txt"] = (RUNTIME_DIR / "requirements.txt").read_bytes()
+    return files
+
+
+def _golden(cfg: dict[str, Any], ref: dict[str, np.ndarray]) -> dict[str, list[float]]:
+    """Pick ``golden_count`` valid probes: the training inputs, then evenly over the rest."""
+    lo, hi = cfg["runtime"]["valid_min_celsius"], cfg["runtime"]["valid_max_celsius"]
+    x, y = ref["x"], ref["keras_y"]
+    valid = (x.astype(np.float64) >= lo) & (x.astype(np.float64) <= hi) & np.isfinite(y)
+    idx = np.flatnonzero(valid)
+    n = cfg["runtime"]["golden_count"]
+    if idx.size > n:
+        idx = idx[np.unique(np.linspace(0, idx.size - 1, n).round().astype(int))]
+    return {"celsius": x[idx].tolist(), "fahrenheit": y[idx].tolist()}
+
+
+def check_report(build: Path, cfg: dict[str, Any]) -> dict[str, Any]:
+    """The verify report, if it passed and speaks for the model files that are there now."""
+    path = build / "verify" / "report.json"
+    try:
+        report = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise StageInputError(path, "not found", "run `make verify` first") from None
+    except (OSError, ValueError) as e:
+        raise StageInputError(path, f"unreadable: {e}", "re-run `make verify`") from None
+    if not report.get("passed"):
+        raise VerificationFailed(f"{path}: verification failed, refusing to bundle ({'; '.join(report.get('failures', []))})")
+    if report.get("config_sha256") != config_hash(cfg):
+        raise StateError(f"{path}: made with another config than the current one; re-run `make verify`")
+    for name, f in report.get("files", {}).items():
+        p = Path(f["path"])
+        actual = fsutil.sha256_file(p) if p.is_file() else "(missing)"
+        if actual != f["sha256"]:
+            raise StateError(
+                f"{p}: changed since it was verified (sha256 {actual}, verified {f['sha256']}); re-run `make verify`"
+            )
+    return report
+
+
+def build_files(cfg: dict[str, Any], build: Path, report: dict[str, Any]) -> dict[str, bytes]:
+    """Every file of the bundle, by relative path, manifest included."""
+    from .verify import load_reference
+
+    onnx_path = build / "model.onnx"
+    model_bytes = onnx_path.read_bytes()
+    ref = load_reference(build)
+    files = {
+        "model.onnx": model_bytes,
+        "golden.json": (json.dumps(_golden(cfg, ref)) + "\n").encode(),
+        "README.md": BUNDLE_README.encode(),
+        **_runtime_files(),
+    }
+    io_spec, opset, ir = _onnx_spec(model_bytes)
+    tol = cfg["verify"]["onnx"]
+    lo, hi = cfg["runtime"]["valid_min_celsius"], cfg["runtime"]["valid_max_celsius"]
+    manifest = {
+        "format": FORMAT,
+        "model": {
+            "file": "model.onnx",
+            **io_spec,
+            "opset": opset,
+            "ir_version": ir,
+            "min_onnxruntime": compat.oldest_onnxruntime(opset, ir),
+        },
+        "valid_input": {
+            "min_celsius": None if lo == float("-inf") else lo,
+            "max_celsius": None if hi == float("inf") else hi,
+        },
+        "golden": {"file": "golden.json", "atol": tol["atol"], "rtol": tol["rtol"]},
+        "files": {name: sha256_bytes(data) for name, data in sorted(files.items())},
+        "config": json.loads(canonical_json(cfg)),
+        "config_sha256": config_hash(cfg),
+        "verify": {
+            "parity_max_abs_err": {f: report["parity"][f]["max_abs_err"] for f in report["parity"]},
+            "accuracy_mae_f": {f: report["accuracy"][f]["mae_f"] for f in report["accuracy"]},
+        },
+        "tools": report["versions"],
+    }
+    data = (json.dumps(manifest, indent=2, sort_keys=True, allow_nan=False) + "\n").encode()
+    files[MANIFEST] = data
+    files[MANIFEST_SUM] = f"{sha256_bytes(data)}  {MANIFEST}\n".encode()
+    return files
+
+
+def _onnx_spec(model_bytes: bytes) -> tuple[dict[str, Any], int, int]:
+    import onnx
+
+    from export.onnx_export import describe
+
+    d = describe(onnx.load_from_string(model_bytes))
+    return {"input": d["inputs"][0], "output": d["outputs"][0]}, d["opset_imports"]["ai.onnx"], d["ir_version"]
+
+
+def tarball(files: dict[str, bytes], top: str = "bundle") -> bytes:
+    """A gzipped tar of ``files`` under ``top/``: sorted, no times, owners or names that vary."""
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        dirs = sorted({str(Path(top, n).parent) for n in files} | {top})
+        entries = [(d, None) for d in dirs] + [(f"{top}/{n}", files[n]) for n in sorted(files)]
+        for name, data in sorted(entries):
+            info = tarfile.TarInfo(name)
+            info.mtime = 0
+            info.uid = info.gid = 0
+            info.uname = info.gname = ""
+            if data is None:
+                info.type, info.mode = tarfile.DIRTYPE, 0o755
+                tar.addfile(info)
+            else:
+                info.size, info.mode = len(data), 0o644
+                tar.addfile(info, io.BytesIO(data))
+    out = io.BytesIO()
+    with gzip.GzipFile(filename="", mode="wb", fileobj=out, mtime=0, compresslevel=9) as gz:
+        gz.write(raw.getvalue())
+    return out.getvalue()
+
+
+def write_folder(files: dict[str, bytes], dest: Path) -> None:
+    """Write ``files`` into a fresh folder beside ``dest``, then swap it in for ``dest``."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
+    try:
+        for name, data in files.items():
+            fsutil.write_bytes(tmp / name, data)
+        tmp.chmod(0o755)
+        old = None
+        if dest.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{dest.name}.old.", dir=dest.parent))
+            dest.replace(old / dest.name)
+        tmp.replace(dest)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def run(cfg: dict[str, Any], cfg_path: Path, build: Path, dist: Path) -> dict[str, Any]:
+    build, dist = Path(build), Path(dist)
+    report = check_report(build, cfg)
+    files = build_files(cfg, build, report)
+    blob = tarball(files)
+    write_folder(files, dist / "bundle")
+    fsutil.write_bytes(dist / "bundle.tar.gz", blob)
+    return {
+        "tarball": str(dist / "bundle.tar.gz"),
+        "folder": str(dist / "bundle"),
+        "bytes": len(blob),
+        "sha256": sha256_bytes(blob),
+        "files": len(files),
+    }

@@ -1,0 +1,46 @@
+"""The inputs verification runs through every format. numpy only.
+
+Parity probes (against Keras): the training inputs, a dense grid, float edge cases and
+seeded random values. Accuracy probes (against F = 1.8 C + 32): a held-out grid of
+midpoints that contains no training input.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+# 0 and -0.0, tiny and huge magnitudes whose outputs stay finite in float32
+# (|w * 1e30| ~ 2e30 << 3.4e38), and the smallest subnormal.
+EDGE_CASES = (0.0, -0.0, 1.0, -1.0, 1e-30, -1e-30, 1e-45, -1e-45, 1e30, -1e30, 3e30, -3e30)
+
+
+def parity_probes(cfg: dict[str, Any]) -> dict[str, np.ndarray]:
+    """Named groups of float32 probe inputs, shape (n,) each."""
+    v = cfg["verify"]
+    rng = np.random.default_rng(v["random_seed"])
+    n_uniform = v["random_count"] // 2
+    n_log = v["random_count"] - n_uniform
+    uniform = rng.uniform(v["grid_min"], v["grid_max"], n_uniform)
+    log_magnitude = rng.choice([-1.0, 1.0], n_log) * 10.0 ** rng.uniform(-30, 30, n_log)
+    groups = {
+        "training": np.asarray(cfg["data"]["celsius"]),
+        "grid": np.linspace(v["grid_min"], v["grid_max"], v["grid_points"]),
+        "edge": np.asarray(EDGE_CASES),
+        "random": np.concatenate([uniform, log_magnitude]),
+    }
+    return {k: np.asarray(x, dtype=np.float32) for k, x in groups.items()}
+
+
+def accuracy_grid(cfg: dict[str, Any]) -> np.ndarray:
+    """Midpoints of an even grid over [accuracy_min, accuracy_max], minus any training input."""
+    v = cfg["verify"]
+    edges = np.linspace(v["accuracy_min"], v["accuracy_max"], v["accuracy_points"] + 1)
+    mids = ((edges[:-1] + edges[1:]) / 2).astype(np.float32)
+    return mids[~np.isin(mids, np.asarray(cfg["data"]["celsius"], dtype=np.float32))]
+
+
+def fahrenheit(celsius: np.ndarray) -> np.ndarray:
+    """The exact formula, in float64."""
+    return np.asarray(celsius, dtype=np.float64) * 1.8 + 32.0

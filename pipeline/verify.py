@@ -1,0 +1,287 @@
+"""Stage 3, verify: ONNX (onnxruntime) and TFLite (LiteRT) against the Keras reference and the formula.
+
+Reads build/model.onnx, build/model.tflite and build/reference.npz (the probe inputs and
+Keras's outputs for them, written by export). Writes build/verify/report.json and
+report.md whether it passes or not; a failure exits non-zero with one line naming the
+format, the worst input and the error, and removes any stale bundle from dist/.
+"""
+
+from __future__ import annotations
+
+import platform
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import fsutil, probes
+from .config import config_hash
+from .errors import StageInputError, VerificationFailed
+from .runners import OnnxRunner, Runner, TFLiteRunner
+
+FORMATS = ("onnx", "tflite")
+
+
+@dataclass
+class Parity:
+    """How one format's outputs compare with the reference: ``bool(p)`` is the verdict."""
+
+    passed: bool
+    probes: int
+    failures: int
+    max_abs_err: float
+    mean_abs_err: float
+    max_rel_err: float
+    mean_rel_err: float
+    worst_input: float
+    worst_output: float
+    worst_reference: float
+    atol: float
+    rtol: float
+    min_atol_to_pass: float  # the smallest atol (with this rtol) that would have passed
+
+    def __bool__(self) -> bool:
+        return self.passed
+
+
+def compare(x: np.ndarray, ref: np.ndarray, got: np.ndarray, atol: float, rtol: float) -> Parity:
+    """Elementwise |got - ref| <= atol + rtol * |ref|; equal infinities count as equal, NaN never."""
+    ref64 = ref.astype(np.float64)
+    got64 = got.astype(np.float64)
+    same = ref64 == got64  # also true for equal infinities
+    with np.errstate(invalid="ignore", over="ignore"):
+        abs_err = np.where(same, 0.0, np.abs(got64 - ref64))
+    abs_err = np.where(np.isnan(abs_err), np.inf, abs_err)
+    scale = np.where(np.isfinite(ref64), np.abs(ref64), 0.0)
+    rel_err = abs_err / np.maximum(scale, np.finfo(np.float32).tiny)
+    allowed = atol + rtol * scale
+    with np.errstate(invalid="ignore"):
+        excess = abs_err - allowed
+    worst = int(np.argmax(excess))
+    need = float(np.max(abs_err - rtol * scale))
+    return Parity(
+        passed=bool(np.all(abs_err <= allowed)),
+        probes=int(x.size),
+        failures=int(np.count_nonzero(abs_err > allowed)),
+        max_abs_err=float(abs_err.max()),
+        mean_abs_err=float(abs_err.mean()),
+        max_rel_err=float(rel_err.max()),
+        mean_rel_err=float(rel_err.mean()),
+        worst_input=float(x[worst]),
+        worst_output=float(got[worst]),
+        worst_reference=float(ref[worst]),
+        atol=atol,
+        rtol=rtol,
+        min_atol_to_pass=max(need, 0.0),
+    )
+
+
+def accuracy(x: np.ndarray, y: np.ndarray, max_mae_f: float) -> dict[str, Any]:
+    """MAE and max error in degF of outputs ``y`` against F = 1.8 C + 32."""
+    err = np.abs(y.astype(np.float64) - probes.fahrenheit(x))
+    worst = int(np.argmax(err))
+    mae = float(err.mean())
+    return {
+        "mae_f": mae,
+        "max_err_f": float(err[worst]),
+        "worst_input_c": float(x[worst]),
+        "points": int(x.size),
+        "range_c": [float(x.min()), float(x.max())],
+        "max_mae_f": max_mae_f,
+        "passed": bool(mae <= max_mae_f),
+    }
+
+
+def load_reference(build: Path) -> dict[str, np.ndarray]:
+    path = build / "reference.npz"
+    if not path.is_file():
+        raise StageInputError(path, "not found", "run `make export` or `python -m pipeline export` first")
+    try:
+        with np.load(path) as z:
+            return {k: z[k] for k in z.files}
+    except Exception as e:  # a damaged zip raises several kinds
+        raise StageInputError(path, f"unreadable: {e}", "re-run export") from None
+
+
+def open_runner(fmt: str, path: Path) -> Runner:
+    if not path.is_file():
+        raise StageInputError(path, "not found", "run `make export` or `python -m pipeline export` first")
+    try:
+        return OnnxRunner(path) if fmt == "onnx" else TFLiteRunner(path)
+    except Exception as e:  # the runtimes raise their own types for bad files
+        raise VerificationFailed(f"verify: {fmt}: {path} does not load: {e}") from None
+
+
+def check_format(fmt: str, runner: Runner, ref: dict[str, np.ndarray], cfg: dict[str, Any]) -> dict[str, Any]:
+    tol = cfg["verify"][fmt]
+    x, keras_y = ref["x"], ref["keras_y"]
+    large = cfg["verify"]["large_batch"]
+    reps = -(-large // x.size)
+    x_large = np.tile(x, reps)[:large]
+    y_large = runner.run(x_large)
+    runs = {
+        "batch_1": (x, runner.run_each(x), keras_y),
+        f"batch_{large}": (x_large, y_large, np.tile(keras_y, reps)[:large]),
+    }
+    all_x = np.concatenate([r[0] for r in runs.values()])
+    all_got = np.concatenate([r[1] for r in runs.values()])
+    all_ref = np.concatenate([r[2] for r in runs.values()])
+    overall = compare(all_x, all_ref, all_got, tol["atol"], tol["rtol"])
+    result = asdict(overall)
+    result["batches"] = {k: asdict(compare(a, c, b, tol["atol"], tol["rtol"])) for k, (a, b, c) in runs.items()}
+    groups = {}
+    for i, name in enumerate(ref["group_names"]):
+        sel = ref["group"] == i
+        groups[str(name)] = asdict(compare(x[sel], keras_y[sel], runs["batch_1"][1][sel], tol["atol"], tol["rtol"]))
+    result["groups"] = groups
+    return result
+
+
+def versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {"python": platform.python_version()}
+    for pkg in ("tensorflow-cpu", "keras", "tf2onnx", "onnx", "onnxruntime", "ai-edge-litert", "numpy"):
+        try:
+            out[pkg] = version(pkg)
+        except PackageNotFoundError:
+            out[pkg] = "not installed"
+    return out
+
+
+def run(cfg: dict[str, Any], build: Path, dist: Path | None = None) -> dict[str, Any]:
+    """Verify, write the report, and raise VerificationFailed (after writing it) on any breach."""
+    build = Path(build)
+    ref = load_reference(build)
+    paths = {"onnx": build / "model.onnx", "tflite": build / "model.tflite"}
+    runners = {fmt: open_runner(fmt, paths[fmt]) for fmt in FORMATS}
+    max_mae = cfg["verify"]["max_mae_f"]
+    acc_x = ref["accuracy_x"]
+    parity = {fmt: check_format(fmt, runners[fmt], ref, cfg) for fmt in FORMATS}
+    acc = {"keras": accuracy(acc_x, ref["keras_accuracy_y"], max_mae)}
+    for fmt in FORMATS:
+        acc[fmt] = accuracy(acc_x, runners[fmt].run(acc_x), max_mae)
+
+    failures = [
+        f"{fmt} differs from Keras by {p['max_abs_err']:.3g} at input {p['worst_input']!r} degC "
+        f"(got {p['worst_output']!r}, Keras {p['worst_reference']!r}; "
+        f"allowed atol {p['atol']:g} + rtol {p['rtol']:g} * |Keras|; {p['failures']} of {p['probes']} probes fail)"
+        for fmt, p in parity.items()
+        if not p["passed"]
+    ] + [
+        f"{fmt} is {a['mae_f']:.4g} degF off F = 1.8 C + 32 on average (allowed {a['max_mae_f']:g}; "
+        f"worst {a['max_err_f']:.4g} degF at {a['worst_input_c']!r} degC)"
+        for fmt, a in acc.items()
+        if not a["passed"]
+    ]
+    history = _read_history(build)
+    report = {
+        "passed": not failures,
+        "failures": failures,
+        "parity": parity,
+        "accuracy": acc,
+        "training": history,
+        "files": {name: {"path": str(p), "sha256": fsutil.sha256_file(p)} for name, p in paths.items()},
+        "keras_sha256": str(ref["keras_sha256"]),
+        "config_sha256": config_hash(cfg),
+        "versions": versions(),
+    }
+    fsutil.write_json(build / "verify" / "report.json", report)
+    fsutil.write_text(build / "verify" / "report.md", render_markdown(report))
+    if failures:
+        removed = remove_stale_bundle(dist) if dist else []
+        note = f" (removed stale {', '.join(removed)})" if removed else ""
+        raise VerificationFailed("verify failed: " + "; ".join(failures) + note)
+    return report
+
+
+def _read_history(build: Path) -> dict[str, Any]:
+    import json
+
+    try:
+        h = json.loads((build / "train" / "history.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    return {k: h[k] for k in ("steps", "final_loss", "weights", "prediction_at_100c", "least_squares") if k in h}
+
+
+def remove_stale_bundle(dist: Path) -> list[str]:
+    import shutil
+
+    removed = []
+    for p in (Path(dist) / "bundle.tar.gz", Path(dist) / "bundle"):
+        if p.is_dir():
+            shutil.rmtree(p, ignore_errors=True)
+            removed.append(str(p))
+        elif p.exists():
+            p.unlink()
+            removed.append(str(p))
+    return removed
+
+
+def render_markdown(r: dict[str, Any]) -> str:
+    lines = [
+        "# Verification report",
+        "",
+        f"**Result: {'PASSED' if r['passed'] else 'FAILED'}**",
+        "",
+    ]
+    for f in r["failures"]:
+        lines.append(f"- FAIL: {f}")
+    if r["failures"]:
+        lines.append("")
+    lines += [
+        "## Parity with Keras (the reference)",
+        "",
+        "Every probe (training inputs, grid, float edge cases, seeded random values) at batch 1 "
+        "and tiled to a large batch. Pass: |x - keras| <= atol + rtol * |keras| on every probe.",
+        "",
+        "| format | probes | max abs err | mean abs err | max rel err | worst input (degC) | atol | rtol | smallest atol that passes | result |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for fmt, p in r["parity"].items():
+        lines.append(
+            f"| {fmt} | {p['probes']} | {p['max_abs_err']:.3g} | {p['mean_abs_err']:.3g} | "
+            f"{p['max_rel_err']:.3g} | {p['worst_input']:.9g} | {p['atol']:g} | {p['rtol']:g} | "
+            f"{p['min_atol_to_pass']:.3g} | {'pass' if p['passed'] else 'FAIL'} |"
+        )
+    lines += [
+        "",
+        "## Accuracy against F = 1.8 C + 32",
+        "",
+    ]
+    any_acc = next(iter(r["accuracy"].values()))
+    lines += [
+        f"Held-out grid: {any_acc['points']} midpoints over {any_acc['range_c'][0]:g}..{any_acc['range_c'][1]:g} degC "
+        "(no training input).",
+        "",
+        "| format | MAE (degF) | max error (degF) | worst input (degC) | allowed MAE | result |",
+        "|---|---|---|---|---|---|",
+    ]
+    for fmt, a in r["accuracy"].items():
+        lines.append(
+            f"| {fmt} | {a['mae_f']:.4f} | {a['max_err_f']:.4f} | {a['worst_input_c']:g} | "
+            f"{a['max_mae_f']:g} | {'pass' if a['passed'] else 'FAIL'} |"
+        )
+    t = r.get("training") or {}
+    if t:
+        ls = t["least_squares"]
+        lines += ["", "## Training", "", f"Steps: {t['steps']}, final loss {t['final_loss']:.6g}.", ""]
+        lines += ["| | w | b | prediction at 100 degC |", "|---|---|---|---|"]
+        if len(t["weights"]) == 1:
+            w = t["weights"][0]
+            lines.append(
+                f"| learned | {w['kernel'][0][0]:.6f} | {w['bias'][0]:.6f} | {t['prediction_at_100c']:.4f} |"
+            )
+        else:
+            lines.append(f"| learned ({len(t['weights'])} layers) | - | - | {t['prediction_at_100c']:.4f} |")
+        lines.append(f"| closed-form optimum of the data | {ls['w']:.6f} | {ls['b']:.6f} | {ls['prediction_at_100c']:.4f} |")
+        lines.append("| exact formula | 1.8 | 32 | 212 |")
+    lines += ["", "## Files", ""]
+    for name, f in r["files"].items():
+        lines.append(f"- {name}: `{f['path']}` sha256 `{f['sha256']}`")
+    lines.append(f"- config sha256 `{r['config_sha256']}`")
+    lines += ["", "## Versions", ""]
+    lines += [f"- {k} {v}" for k, v in r["versions"].items()]
+    return "\n".join(lines) + "\n"

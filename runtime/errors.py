@@ -1,0 +1,27 @@
+"""The runner's exceptions; `python -m runtime` maps them to exit codes (README "Exit codes")."""
+
+EXIT_OK = 0
+EXIT_CHECK_FAILED = 1  # the bundle failed a check: hash, onnxruntime version, golden outputs, load
+EXIT_BAD_INPUT = 2  # bad input values or command line
+
+
+class RuntimeFailure(Exception):
+    """Base of every error the runner reports as one line, without a traceback."""
+
+    exit_code = EXIT_CHECK_FAILED
+
+    def __init__(self, message: str):
+        super().__init__(message)
+        self.message = message
+
+
+class BundleError(RuntimeFailure):
+    """The bundle is missing a file, was altered, or cannot run here."""
+
+    exit_code = EXIT_CHECK_FAILED
+
+
+class InputError(RuntimeFailure):
+    """An input value is not a valid temperature for this model."""
+
+    exit_code = EXIT_BAD_INPUT

@@ -1,0 +1,71 @@
+"""Read a bundle's manifest and check every file against it. Stdlib only.
+
+``manifest.json`` lists the sha256 of every other file in the bundle; its own sha256 is
+in ``manifest.json.sha256`` beside it. Nothing is handed to onnxruntime before its
+hash has been checked.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+from .errors import BundleError
+
+MANIFEST = "manifest.json"
+MANIFEST_SUM = "manifest.json.sha256"
+FORMAT = "edge-bundle/1"
+
+
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _read(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        raise BundleError(f"{path.name} | missing from bundle {path.parent}") from None
+    except OSError as e:
+        raise BundleError(f"{path.name} | cannot read: {e.strerror or e}") from None
+
+
+def _mismatch(name: str, expected: str, actual: str) -> BundleError:
+    return BundleError(f"{name} | sha256 mismatch: expected {expected}, got {actual}")
+
+
+def load(bundle: Path) -> dict[str, Any]:
+    """Read and hash-check manifest.json (against manifest.json.sha256); return it parsed."""
+    bundle = Path(bundle)
+    data = _read(bundle / MANIFEST)
+    expected = _read(bundle / MANIFEST_SUM).decode("ascii", "replace").split()
+    expected = expected[0] if expected else "(empty file)"
+    actual = sha256_bytes(data)
+    if actual != expected:
+        raise _mismatch(MANIFEST, expected, actual)
+    try:
+        manifest = json.loads(data)
+    except ValueError as e:
+        raise BundleError(f"{MANIFEST} | not valid JSON: {e}") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        raise BundleError(f"{MANIFEST} | expected format {FORMAT!r}, got {manifest.get('format') if isinstance(manifest, dict) else manifest!r}")
+    return manifest
+
+
+def check_file(bundle: Path, manifest: dict[str, Any], name: str) -> bytes:
+    """Return the bytes of bundle file ``name`` after checking them against the manifest."""
+    files = manifest.get("files", {})
+    if name not in files:
+        raise BundleError(f"{name} | not listed in {MANIFEST}")
+    data = _read(Path(bundle) / name)
+    actual = sha256_bytes(data)
+    if actual != files[name]:
+        raise _mismatch(name, files[name], actual)
+    return data
+
+
+def check_all(bundle: Path, manifest: dict[str, Any]) -> dict[str, bytes]:
+    """Check every file the manifest lists; return their bytes by name."""
+    return {name: check_file(bundle, manifest, name) for name in sorted(manifest.get("files", {}))}

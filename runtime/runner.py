@@ -1,0 +1,235 @@
+"""The device-side runner: a bundle's ONNX model in onnxruntime, checked before it serves.
+
+Imports the stdlib, numpy and onnxruntime only (tests/test_runtime_wall.py holds it to that).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import compat
+from . import manifest as manifest_mod
+from .errors import BundleError, InputError
+
+_NUMERIC_KINDS = "iuf"  # signed, unsigned, float; bools, strings and objects are refused
+
+
+def default_bundle() -> Path:
+    """The bundle this package sits in: the folder above ``runtime/``."""
+    return Path(__file__).resolve().parent.parent
+
+
+def session_options(threads: int = 1):
+    """onnxruntime options for a small device: ``threads`` intra-op threads, no spinning.
+
+    A spinning thread pool keeps idle cores busy between calls; on a 4-core Pi that is
+    CPU the rest of the device needs, so spinning is off.
+    """
+    import onnxruntime as ort
+
+    if threads < 1:
+        raise InputError(f"--threads: expected an integer >= 1, got {threads}")
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    opts.log_severity_level = 3
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    opts.add_session_config_entry("session.inter_op.allow_spinning", "0")
+    return opts
+
+
+class Runner:
+    """A verified bundle's model, ready to predict. Use ``Runner.from_bundle(path)``.
+
+    A context manager: leaving the ``with`` block releases the onnxruntime session.
+    """
+
+    def __init__(self, bundle: Path, manifest: dict[str, Any], session, threads: int):
+        self.bundle = Path(bundle)
+        self.manifest = manifest
+        self.session = session
+        self.threads = threads
+        model = manifest["model"]
+        self.input_name = model["input"]["name"]
+        self.output_name = model["output"]["name"]
+        valid = manifest["valid_input"]
+        self.min_celsius = -math.inf if valid["min_celsius"] is None else float(valid["min_celsius"])
+        self.max_celsius = math.inf if valid["max_celsius"] is None else float(valid["max_celsius"])
+        self._outputs = [self.output_name]
+
+    @classmethod
+    def from_bundle(cls, bundle: str | Path | None = None, threads: int = 1) -> "Runner":
+        """Check the manifest and model hashes and the onnxruntime version, then load the model.
+
+        Args:
+            bundle: the unpacked bundle folder (default: the one this package sits in).
+            threads: onnxruntime intra-op threads (default 1, the device setting).
+
+        Raises:
+            BundleError: a file is missing or altered, or this onnxruntime cannot load the model.
+        """
+        import onnxruntime as ort
+
+        bundle = Path(bundle) if bundle is not None else default_bundle()
+        if not (bundle / manifest_mod.MANIFEST).exists():
+            raise BundleError(
+                f"{bundle} | no {manifest_mod.MANIFEST}: expected an unpacked bundle "
+                "(dist/bundle, or pass --bundle DIR)"
+            )
+        manifest = manifest_mod.load(bundle)
+        model = manifest["model"]
+        model_bytes = manifest_mod.check_file(bundle, manifest, model["file"])
+        check_onnxruntime(ort.__version__, model)
+        try:
+            session = ort.InferenceSession(model_bytes, session_options(threads), providers=["CPUExecutionProvider"])
+        except Exception as e:  # onnxruntime raises its own exception types for bad models
+            raise BundleError(f"{model['file']} | onnxruntime {ort.__version__} cannot load it: {e}") from None
+        return cls(bundle, manifest, session, threads)
+
+    def __enter__(self) -> "Runner":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.session = None
+
+    def validate(self, values) -> np.ndarray:
+        """Return ``values`` as a float32 array of shape (n, 1), or raise InputError naming the problem.
+
+        Accepts a number, a sequence of numbers, or an array of shape (n,) or (n, 1).
+        """
+        if type(values) is float or type(values) is int:  # fast path for one plain number
+            if self.min_celsius <= values <= self.max_celsius and math.isfinite(values):
+                return np.array([[values]], dtype=np.float32)
+            self._refuse(np.array([values], dtype=np.float64))
+        try:
+            arr = np.asarray(values)
+        except (ValueError, TypeError) as e:
+            raise InputError(f"input: expected numbers, got {_short(values)} ({e})") from None
+        if arr.dtype.kind not in _NUMERIC_KINDS:
+            raise InputError(f"input: expected numbers, got {_short(values)} (dtype {arr.dtype})")
+        if arr.ndim == 0:
+            arr = arr.reshape(1)
+        elif arr.ndim == 2 and arr.shape[1] == 1:
+            arr = arr[:, 0]
+        if arr.ndim != 1:
+            raise InputError(f"input: expected shape (n,) or (n, 1), got {arr.shape}")
+        if arr.size == 0:
+            raise InputError("input: empty, expected at least one value")
+        x = arr.astype(np.float32)
+        lo, hi = x.min(), x.max()  # NaN propagates into both
+        if not (arr.min() >= self.min_celsius and arr.max() <= self.max_celsius and np.isfinite(lo) and np.isfinite(hi)):
+            self._refuse(arr.astype(np.float64))
+        return x.reshape(-1, 1)
+
+    def _refuse(self, arr: np.ndarray) -> None:
+        with np.errstate(over="ignore"):
+            as32 = arr.astype(np.float32)
+        for i, (v, v32) in enumerate(zip(arr.tolist(), as32.tolist())):
+            if math.isnan(v):
+                raise InputError(f"input[{i}] = nan: expected a number, got NaN")
+            if math.isinf(v):
+                raise InputError(f"input[{i}] = {v}: expected a finite number")
+            if math.isinf(v32):
+                raise InputError(f"input[{i}] = {v!r}: outside float32 range (|x| <= 3.4e38)")
+            if not self.min_celsius <= v <= self.max_celsius:
+                raise InputError(
+                    f"input[{i}] = {v!r}: outside the valid range "
+                    f"[{self.min_celsius:g}, {self.max_celsius:g}] degC"
+                    + (" (below absolute zero)" if v < self.min_celsius == -273.15 else "")
+                )
+        raise InputError("input: invalid")  # unreachable: the caller saw a bad value
+
+    def predict(self, values) -> np.ndarray:
+        """Fahrenheit for Celsius ``values``: float32 array of shape (n,).
+
+        Raises:
+            InputError: non-numeric, NaN, infinite, empty, wrongly shaped or out-of-range input.
+        """
+        x = self.validate(values)
+        return self.session.run(self._outputs, {self.input_name: x})[0].reshape(-1)
+
+    def predict_unchecked(self, x: np.ndarray) -> np.ndarray:
+        """Run a float32 (n, 1) array as is (the golden self-check and benchmarks)."""
+        return self.session.run(self._outputs, {self.input_name: x})[0].reshape(-1)
+
+
+def check_onnxruntime(version: str, model: dict[str, Any]) -> None:
+    opset, ir = model["opset"], model["ir_version"]
+    if not compat.supports(version, opset, ir):
+        raise BundleError(
+            f"{model['file']} | needs onnxruntime >= {model['min_onnxruntime']} "
+            f"(opset {opset}, IR version {ir}); installed: {version}"
+        )
+
+
+def _short(values: Any, limit: int = 60) -> str:
+    text = repr(values)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def selfcheck(bundle: str | Path | None = None, threads: int = 1) -> list[dict[str, Any]]:
+    """Run every check of a bundle; return one record per check (``name``, ``ok``, ``detail``).
+
+    Checks: the manifest and every file's sha256; onnxruntime can load the model's opset
+    and IR version; the model loads; the golden inputs reproduce the golden (Keras)
+    outputs within the manifest's tolerances. Stops at the first failed check.
+    """
+    import onnxruntime as ort
+
+    bundle = Path(bundle) if bundle is not None else default_bundle()
+    checks: list[dict[str, Any]] = []
+
+    def record(name: str, fn):
+        try:
+            detail = fn()
+        except BundleError as e:
+            checks.append({"name": name, "ok": False, "detail": e.message})
+            return None
+        checks.append({"name": name, "ok": True, "detail": detail})
+        return detail
+
+    manifest = record("manifest", lambda: manifest_mod.load(bundle) and f"sha256 matches {manifest_mod.MANIFEST_SUM}")
+    if manifest is None:
+        return checks
+    manifest = manifest_mod.load(bundle)
+    if record("hashes", lambda: f"{len(manifest_mod.check_all(bundle, manifest))} files match their sha256") is None:
+        return checks
+    model = manifest["model"]
+    if record("onnxruntime", lambda: check_onnxruntime(ort.__version__, model) or
+              f"{ort.__version__} loads opset {model['opset']} / IR {model['ir_version']} "
+              f"(needs >= {model['min_onnxruntime']})") is None:
+        return checks
+    runner = record("load", lambda: Runner.from_bundle(bundle, threads))
+    if runner is None:
+        return checks
+    checks[-1]["detail"] = f"{model['file']} loaded ({', '.join(runner.session.get_providers())})"
+    record("golden", lambda: _check_golden(bundle, manifest, runner))
+    return checks
+
+
+def _check_golden(bundle: Path, manifest: dict[str, Any], runner: Runner) -> str:
+    g = manifest["golden"]
+    data = json.loads(manifest_mod.check_file(bundle, manifest, g["file"]))
+    x = np.asarray(data["celsius"], dtype=np.float32).reshape(-1, 1)
+    want = np.asarray(data["fahrenheit"], dtype=np.float32).astype(np.float64)
+    got = runner.predict_unchecked(x).astype(np.float64)
+    atol, rtol = g["atol"], g["rtol"]
+    err = np.abs(got - want)
+    allowed = atol + rtol * np.abs(want)
+    bad = np.flatnonzero(~(err <= allowed))
+    if bad.size:
+        i = int(bad[np.argmax(err[bad] - allowed[bad])])
+        raise BundleError(
+            f"{g['file']} | {bad.size} of {x.shape[0]} golden outputs differ: worst at {float(x[i, 0])!r} degC, "
+            f"got {got[i]!r}, expected {want[i]!r} (atol {atol:g} + rtol {rtol:g} * |expected|)"
+        )
+    return f"{x.shape[0]} golden outputs within atol {atol:g} + rtol {rtol:g} (max abs err {err.max():.3g})"

@@ -1,0 +1,130 @@
+"""`stream`: one Celsius value per input line -> one output line per input line, in order.
+
+Lines are read as they arrive (``read1``: no waiting for a full batch when the source is
+slow), run through the model in micro-batches of up to ``batch`` lines, written, and
+flushed after each batch. A bad line gets ``error: line N: ...`` in its place and the
+stream goes on. Memory stays flat: at most one read chunk, one batch and one capped
+partial line are held at a time, whatever the length of the stream.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import BinaryIO
+
+import numpy as np
+
+from .runner import Runner
+
+READ_SIZE = 1 << 16
+MAX_LINE = 256  # bytes; a longer line is refused (no temperature needs more)
+OUTPUT_FORMAT = "%.9g"  # 9 significant digits read back to the same float32
+
+
+def format_values(values: list[float]) -> list[str]:
+    return [OUTPUT_FORMAT % v for v in values]
+
+
+def _describe(line: bytes, limit: int = 40) -> str:
+    text = line.decode("utf-8", "backslashreplace")
+    return repr(text if len(text) <= limit else text[:limit] + "...")
+
+
+class _Batch:
+    """Parse, validate, run and format one batch of lines."""
+
+    def __init__(self, runner: Runner):
+        self.runner = runner
+        self.lo, self.hi = runner.min_celsius, runner.max_celsius
+
+    def problem(self, line: bytes) -> str:
+        """Why ``line`` is not a valid input (called only for lines the fast path refused)."""
+        if len(line) > MAX_LINE:
+            return f"line longer than {MAX_LINE} bytes, expected one number"
+        if not line.strip():
+            return "empty line, expected a number in degrees Celsius"
+        try:
+            v = float(line)
+        except ValueError:
+            return f"{_describe(line)}: expected a number in degrees Celsius"
+        if math.isnan(v):
+            return f"{_describe(line)}: NaN, expected a number"
+        if math.isinf(v):
+            return f"{_describe(line)}: expected a finite number"
+        if math.isinf(float(np.float32(v))) if abs(v) > 3e38 else False:
+            return f"{_describe(line)}: outside float32 range (|x| <= 3.4e38)"
+        return (f"{_describe(line)}: outside the valid range [{self.lo:g}, {self.hi:g}] degC"
+                + (" (below absolute zero)" if v < self.lo == -273.15 else ""))
+
+    def run(self, lines: list[bytes], first_line_no: int) -> tuple[bytes, int]:
+        n = len(lines)
+        try:
+            if max(map(len, lines)) > MAX_LINE:
+                raise ValueError("a line is too long")
+            x = np.array(list(map(float, lines)), dtype=np.float64)
+            parsed_all = True
+        except ValueError:
+            parsed_all = False
+            x = np.empty(n, dtype=np.float64)
+            for i, line in enumerate(lines):
+                try:
+                    x[i] = float(line) if len(line) <= MAX_LINE else math.nan
+                except ValueError:
+                    x[i] = math.nan
+        with np.errstate(over="ignore", invalid="ignore"):
+            x32 = x.astype(np.float32)
+            ok = np.isfinite(x32) & (x >= self.lo) & (x <= self.hi)
+        if parsed_all and ok.all():
+            y = self.runner.predict_unchecked(x32.reshape(-1, 1))
+            return ("\n".join(format_values(y.tolist())) + "\n").encode(), 0
+        out = [""] * n
+        good = np.flatnonzero(ok)
+        if good.size:
+            y = self.runner.predict_unchecked(x32[good].reshape(-1, 1))
+            for i, s in zip(good.tolist(), format_values(y.tolist())):
+                out[i] = s
+        bad = np.flatnonzero(~ok).tolist()
+        for i in bad:
+            out[i] = f"error: line {first_line_no + i}: {self.problem(lines[i])}"
+        return ("\n".join(out) + "\n").encode(), len(bad)
+
+
+def stream(runner: Runner, fin: BinaryIO, fout: BinaryIO, batch: int = 4096) -> int:
+    """Serve ``fin`` to ``fout`` until EOF; return the number of bad lines."""
+    worker = _Batch(runner)
+    read = getattr(fin, "read1", fin.read)
+    pending = b""
+    skipping = False  # inside an over-long line: drop bytes until its newline
+    line_no = 1
+    bad = 0
+
+    def emit(lines: list[bytes]) -> None:
+        nonlocal line_no, bad
+        for start in range(0, len(lines), batch):
+            part = lines[start : start + batch]
+            data, n_bad = worker.run(part, line_no)
+            fout.write(data)
+            line_no += len(part)
+            bad += n_bad
+        fout.flush()
+
+    while True:
+        chunk = read(READ_SIZE)
+        if not chunk:
+            break
+        if skipping:
+            cut = chunk.find(b"\n")
+            if cut < 0:
+                continue
+            chunk, skipping = chunk[cut + 1 :], False
+            pending = b""
+        lines = (pending + chunk).split(b"\n")
+        pending = lines.pop()
+        if len(pending) > MAX_LINE:
+            lines.append(pending)  # refused now (one error line), rest of it skipped
+            pending, skipping = b"", True
+        if lines:
+            emit([ln[:-1] if ln.endswith(b"\r") else ln for ln in lines])
+    if pending and not skipping:  # a last line without a newline
+        emit([pending[:-1] if pending.endswith(b"\r") else pending])
+    return bad
