@@ -55,14 +55,19 @@ def _runtime_files() -> dict[str, bytes]:
 
 
 def _golden(cfg: dict[str, Any], ref: dict[str, np.ndarray]) -> dict[str, list[float]]:
-    """Pick ``golden_count`` valid probes: the training inputs, then evenly over the rest."""
+    """Pick ``golden_count`` valid probes: the training inputs first, then evenly over the rest."""
     lo, hi = cfg["runtime"]["valid_min_celsius"], cfg["runtime"]["valid_max_celsius"]
     x, y = ref["x"], ref["keras_y"]
     valid = (x.astype(np.float64) >= lo) & (x.astype(np.float64) <= hi) & np.isfinite(y)
-    idx = np.flatnonzero(valid)
+    training = list(ref["group_names"]).index("training")
+    first = np.flatnonzero(valid & (ref["group"] == training))
+    rest = np.flatnonzero(valid & (ref["group"] != training))
     n = cfg["runtime"]["golden_count"]
-    if idx.size > n:
-        idx = idx[np.unique(np.linspace(0, idx.size - 1, n).round().astype(int))]
+    first = first[:n]
+    room = n - first.size
+    if rest.size > room:
+        rest = rest[np.unique(np.linspace(0, rest.size - 1, room).round().astype(int))] if room else rest[:0]
+    idx = np.concatenate([first, rest])
     return {"celsius": x[idx].tolist(), "fahrenheit": y[idx].tolist()}
 
 
@@ -79,8 +84,8 @@ def check_report(build: Path, cfg: dict[str, Any]) -> dict[str, Any]:
         raise VerificationFailed(f"{path}: verification failed, refusing to bundle ({'; '.join(report.get('failures', []))})")
     if report.get("config_sha256") != config_hash(cfg):
         raise StateError(f"{path}: made with another config than the current one; re-run `make verify`")
-    for name, f in report.get("files", {}).items():
-        p = Path(f["path"])
+    for f in report.get("files", {}).values():
+        p = build / f["path"]
         actual = fsutil.sha256_file(p) if p.is_file() else "(missing)"
         if actual != f["sha256"]:
             raise StateError(
@@ -139,7 +144,10 @@ def _onnx_spec(model_bytes: bytes) -> tuple[dict[str, Any], int, int]:
 
     from export.onnx_export import describe
 
-    d = describe(onnx.load_from_string(model_bytes))
+    try:
+        d = describe(onnx.load_from_string(model_bytes))
+    except Exception as e:  # protobuf's DecodeError and friends
+        raise StateError(f"model.onnx: not a readable ONNX model ({e}); re-run `make export`") from None
     return {"input": d["inputs"][0], "output": d["outputs"][0]}, d["opset_imports"]["ai.onnx"], d["ir_version"]
 
 

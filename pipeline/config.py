@@ -45,7 +45,10 @@ def _finite(v: Any) -> float:
 
 
 def _positive(v: Any) -> float:
-    x = _finite(v)
+    try:
+        x = _finite(v)
+    except ValueError:
+        raise ValueError("a number > 0") from None
     if x <= 0:
         raise ValueError("a number > 0")
     return x

@@ -34,7 +34,8 @@ class Parity:
     mean_abs_err: float
     max_rel_err: float
     mean_rel_err: float
-    worst_input: float
+    worst_input: float  # the probe furthest beyond (or closest to) its allowed error
+    worst_abs_err: float
     worst_output: float
     worst_reference: float
     atol: float
@@ -69,6 +70,7 @@ def compare(x: np.ndarray, ref: np.ndarray, got: np.ndarray, atol: float, rtol: 
         max_rel_err=float(rel_err.max()),
         mean_rel_err=float(rel_err.mean()),
         worst_input=float(x[worst]),
+        worst_abs_err=float(abs_err[worst]),
         worst_output=float(got[worst]),
         worst_reference=float(ref[worst]),
         atol=atol,
@@ -164,7 +166,7 @@ def run(cfg: dict[str, Any], build: Path, dist: Path | None = None) -> dict[str,
         acc[fmt] = accuracy(acc_x, runners[fmt].run(acc_x), max_mae)
 
     failures = [
-        f"{fmt} differs from Keras by {p['max_abs_err']:.3g} at input {p['worst_input']!r} degC "
+        f"{fmt} differs from Keras by {p['worst_abs_err']:.3g} at input {p['worst_input']!r} degC "
         f"(got {p['worst_output']!r}, Keras {p['worst_reference']!r}; "
         f"allowed atol {p['atol']:g} + rtol {p['rtol']:g} * |Keras|; {p['failures']} of {p['probes']} probes fail)"
         for fmt, p in parity.items()
@@ -182,7 +184,8 @@ def run(cfg: dict[str, Any], build: Path, dist: Path | None = None) -> dict[str,
         "parity": parity,
         "accuracy": acc,
         "training": history,
-        "files": {name: {"path": str(p), "sha256": fsutil.sha256_file(p)} for name, p in paths.items()},
+        # Paths relative to the build folder, so a report still speaks for a copied build.
+        "files": {name: {"path": p.name, "sha256": fsutil.sha256_file(p)} for name, p in paths.items()},
         "keras_sha256": str(ref["keras_sha256"]),
         "config_sha256": config_hash(cfg),
         "versions": versions(),
@@ -280,7 +283,7 @@ def render_markdown(r: dict[str, Any]) -> str:
         lines.append("| exact formula | 1.8 | 32 | 212 |")
     lines += ["", "## Files", ""]
     for name, f in r["files"].items():
-        lines.append(f"- {name}: `{f['path']}` sha256 `{f['sha256']}`")
+        lines.append(f"- {name}: `{f['path']}` (in the build folder) sha256 `{f['sha256']}`")
     lines.append(f"- config sha256 `{r['config_sha256']}`")
     lines += ["", "## Versions", ""]
     lines += [f"- {k} {v}" for k, v in r["versions"].items()]

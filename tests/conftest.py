@@ -1,0 +1,52 @@
+"""Shared fixtures: the real pipeline, run once per session into a temporary folder."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+PRESETS = ROOT / "configs"
+
+
+def run_module(module: str, *args: str, cwd: Path = ROOT, stdin: bytes | None = None, env=None,
+               timeout: float = 600) -> subprocess.CompletedProcess:
+    """Run ``python -m module args`` (bytes out) with the repo on the path."""
+    e = dict(os.environ)
+    e["PYTHONPATH"] = str(ROOT) + os.pathsep + e.get("PYTHONPATH", "")
+    e.update(env or {})
+    return subprocess.run(
+        [sys.executable, "-m", module, *args], cwd=cwd, input=stdin, capture_output=True,
+        env=e, timeout=timeout,
+    )
+
+
+def pipeline(*args: str, **kw) -> subprocess.CompletedProcess:
+    return run_module("pipeline", *args, **kw)
+
+
+class Built:
+    """Paths of one real pipeline run."""
+
+    def __init__(self, root: Path, config: Path):
+        self.root, self.config = root, config
+        self.build, self.dist = root / "build", root / "dist"
+
+    def args(self, stage: str) -> list[str]:
+        return [stage, "--config", str(self.config), "--build", str(self.build), "--dist", str(self.dist)]
+
+    def run(self, stage: str, **kw) -> subprocess.CompletedProcess:
+        return pipeline(*self.args(stage), **kw)
+
+
+@pytest.fixture(scope="session")
+def built(tmp_path_factory) -> Built:
+    """The default config through all four stages (train, export, verify, bundle)."""
+    b = Built(tmp_path_factory.mktemp("default"), PRESETS / "default.toml")
+    r = b.run("all")
+    assert r.returncode == 0, r.stderr.decode()
+    return b

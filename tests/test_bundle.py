@@ -1,0 +1,95 @@
+"""Bundle: complete, hashed, reproducible, refused when it would not match what was verified."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import shutil
+import tarfile
+
+import pytest
+
+from tests.conftest import Built, run_module
+
+
+def sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+@pytest.fixture(scope="module")
+def members(built) -> dict[str, bytes]:
+    with tarfile.open(built.dist / "bundle.tar.gz") as tar:
+        return {m.name: tar.extractfile(m).read() for m in tar.getmembers() if m.isfile()}
+
+
+def test_tarball_holds_the_bundle_and_matches_the_folder(built, members):
+    names = {n.removeprefix("bundle/") for n in members}
+    assert {"model.onnx", "manifest.json", "manifest.json.sha256", "golden.json", "README.md",
+            "requirements.txt", "runtime/__init__.py", "runtime/__main__.py"} <= names
+    for n, data in members.items():
+        assert (built.dist / n).read_bytes() == data, n
+    assert members["bundle/model.onnx"] == (built.build / "model.onnx").read_bytes()
+
+
+def test_manifest_describes_and_hashes_everything(members, built):
+    m = json.loads(members["bundle/manifest.json"])
+    assert members["bundle/manifest.json.sha256"].split()[0].decode() == sha(members["bundle/manifest.json"])
+    listed = set(m["files"])
+    present = {n.removeprefix("bundle/") for n in members} - {"manifest.json", "manifest.json.sha256"}
+    assert listed == present
+    for name, digest in m["files"].items():
+        assert sha(members[f"bundle/{name}"]) == digest
+    model = m["model"]
+    assert model["input"] == {"name": "celsius", "shape": ["batch", 1], "dtype": "float32"}
+    assert model["output"] == {"name": "fahrenheit", "shape": ["batch", 1], "dtype": "float32"}
+    assert (model["opset"], model["ir_version"], model["min_onnxruntime"]) == (17, 8, "1.12")
+    assert m["golden"]["atol"] == 1e-5 and m["golden"]["rtol"] == 1e-6
+    assert m["valid_input"] == {"min_celsius": -273.15, "max_celsius": None}
+    assert m["config"]["train"]["steps"] == 2000 and len(m["config_sha256"]) == 64
+    assert {"tensorflow-cpu", "tf2onnx", "onnx", "onnxruntime", "ai-edge-litert"} <= set(m["tools"])
+    reqs = members["bundle/requirements.txt"].decode()
+    assert sorted(line.split("==")[0] for line in reqs.splitlines() if "==" in line) == ["numpy", "onnxruntime"]
+
+
+def test_golden_data_are_keras_outputs_in_the_valid_range(members):
+    g = json.loads(members["bundle/golden.json"])
+    assert len(g["celsius"]) == len(g["fahrenheit"]) == 64
+    assert min(g["celsius"]) >= -273.15
+    assert {-40.0, -10.0, 0.0, 8.0, 15.0, 22.0, 38.0} <= set(g["celsius"])
+
+
+def test_bundle_is_byte_reproducible(built, tmp_path):
+    first = (built.dist / "bundle.tar.gz").read_bytes()
+    b = Built(tmp_path, built.config)
+    shutil.copytree(built.build, b.build)
+    assert b.run("bundle").returncode == 0
+    assert sha((b.dist / "bundle.tar.gz").read_bytes()) == sha(first)
+
+
+def test_whole_pipeline_is_reproducible_from_scratch(built, tmp_path):
+    b = Built(tmp_path, built.config)
+    r = b.run("all")
+    assert r.returncode == 0, r.stderr.decode()
+    assert sha((b.dist / "bundle.tar.gz").read_bytes()) == sha((built.dist / "bundle.tar.gz").read_bytes())
+
+
+def test_bundle_refuses_a_model_changed_after_verify(built, tmp_path):
+    b = Built(tmp_path, built.config)
+    shutil.copytree(built.build, b.build)
+    onnx_path = b.build / "model.onnx"
+    onnx_path.write_bytes(onnx_path.read_bytes() + b"\0")
+    r = b.run("bundle")
+    assert r.returncode == 4
+    assert "model.onnx: changed since it was verified" in r.stderr.decode()
+    assert not b.dist.exists()
+
+
+def test_unpacked_tarball_passes_selfcheck(built, tmp_path):
+    with tarfile.open(built.dist / "bundle.tar.gz") as tar:
+        tar.extractall(tmp_path, filter="data")
+    r = run_module("runtime", "selfcheck", cwd=tmp_path / "bundle", env={"PYTHONPATH": ""})
+    assert r.returncode == 0, r.stderr.decode()
+    assert r.stdout.decode().splitlines()[-1] == "selfcheck: passed"
+    r = run_module("runtime", "predict", "100", cwd=tmp_path / "bundle", env={"PYTHONPATH": ""})
+    assert r.returncode == 0 and float(r.stdout) == pytest.approx(211.747, abs=1e-3)

@@ -1,0 +1,100 @@
+"""Training: the compiled loop is `fit`, step for step; the presets land where they should."""
+
+from __future__ import annotations
+
+import json
+import tomllib
+
+import numpy as np
+import pytest
+
+from pipeline import config, train
+from tests.conftest import PRESETS, Built
+
+
+def load_history(build) -> dict:
+    return json.loads((build / "train" / "history.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def tutorial(tmp_path_factory) -> dict:
+    b = Built(tmp_path_factory.mktemp("tutorial"), PRESETS / "tutorial.toml")
+    r = b.run("train")
+    assert r.returncode == 0, r.stderr.decode()
+    return load_history(b.build)
+
+
+def test_tutorial_preset_reproduces_the_tutorial(tutorial):
+    # TensorFlow 2.21, keras.utils.set_random_seed(0), Adam(0.1), 500 epochs:
+    # the tutorial's own code gives w = 1.8230593, b = 29.0138 (see test below for `fit`).
+    (layer,) = tutorial["weights"]
+    assert layer["kernel"][0][0] == pytest.approx(1.8231, abs=1e-4)
+    assert layer["bias"][0] == pytest.approx(29.0138, abs=1e-4)
+    assert tutorial["prediction_at_100c"] == pytest.approx(211.32, abs=0.01)
+    assert len(tutorial["loss"]) == 500
+
+
+def test_compiled_loop_gives_fits_weights_and_losses_exactly():
+    """The tutorial's `model.fit(celsius, fahrenheit, epochs=N)` against our loop, same seed."""
+    from pipeline.tfenv import tensorflow
+
+    _, keras = tensorflow()
+    cfg = config.load(PRESETS / "tutorial.toml")
+    epochs = 120
+    c = np.array(cfg["data"]["celsius"], dtype=float)
+    f = np.array(cfg["data"]["fahrenheit"], dtype=float)
+
+    keras.utils.set_random_seed(0)
+    ref = keras.Sequential([keras.Input(shape=(1,)), keras.layers.Dense(units=1)])
+    ref.compile(loss="mean_squared_error", optimizer=keras.optimizers.Adam(0.1))
+    hist = ref.fit(c, f, epochs=epochs, verbose=False)
+
+    model = train.build_model(cfg)
+    loss_fn, opt = train._loss_and_optimizer(cfg)
+    model.compile(loss=loss_fn, optimizer=opt)
+    losses = train.fit_compiled(model, loss_fn, opt, c.reshape(-1, 1), f.reshape(-1, 1), epochs)
+
+    for a, b in zip(ref.get_weights(), model.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    # fit reports each epoch's loss through a Mean metric (sum * 7 / 7), which can round
+    # the same float32 loss by one ulp; the weights above are bit-identical.
+    np.testing.assert_allclose(np.float32(hist.history["loss"]), losses, rtol=5e-7, atol=0)
+
+
+def test_default_preset_reaches_the_least_squares_optimum(built):
+    h = load_history(built.build)
+    (layer,) = h["weights"]
+    w, b = layer["kernel"][0][0], layer["bias"][0]
+    # Closed form of the seven examples, computed independently of train.least_squares.
+    assert h["least_squares"]["w"] == pytest.approx(1.797949, abs=1e-6)
+    assert h["least_squares"]["b"] == pytest.approx(31.952526, abs=1e-6)
+    assert abs(w - 1.797949) <= 1e-3 and abs(b - 31.952526) <= 1e-3
+    assert h["prediction_at_100c"] == pytest.approx(211.747, abs=1e-2)
+    grid = np.linspace(-100, 100, 20001)
+    mae = np.mean(np.abs(w * grid + b - (1.8 * grid + 32)))
+    assert mae <= 0.11
+
+
+def test_loss_is_recorded_for_every_step_and_plotted(built):
+    h = load_history(built.build)
+    steps = tomllib.loads((PRESETS / "default.toml").read_text())["train"]["steps"]
+    assert len(h["loss"]) == steps == h["steps"]
+    assert h["loss"][0] > 1000 > h["loss"][-1]
+    assert h["final_loss"] == h["loss"][-1]
+    png = (built.build / "train" / "loss.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000
+
+
+def test_hidden_layers_train_and_run_through_the_pipeline(tmp_path):
+    text = (PRESETS / "default.toml").read_text()
+    text = text.replace("layers = [1]", "layers = [4, 1]").replace('activation = "linear"', 'activation = "relu"')
+    text = text.replace("steps = 2000", "steps = 300").replace("max_mae_f = 0.11", "max_mae_f = 100.0")
+    cfg = tmp_path / "hidden.toml"
+    cfg.write_text(text)
+    b = Built(tmp_path, cfg)
+    r = b.run("all")
+    assert r.returncode == 0, r.stderr.decode()
+    h = load_history(b.build)
+    assert [len(w["bias"]) for w in h["weights"]] == [4, 1]
+    report = json.loads((b.build / "verify" / "report.json").read_text())
+    assert report["passed"] and report["parity"]["onnx"]["probes"] > 0

@@ -1,0 +1,124 @@
+"""Verify: comparisons that can fail, a perturbed model that must fail, and the report's shape."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+
+import numpy as np
+import onnx
+import pytest
+from onnx import numpy_helper
+
+from pipeline.verify import accuracy, compare
+from tests.conftest import Built
+
+
+def test_compare_passes_equal_and_fails_beyond_tolerance():
+    x = np.array([0.0, 10.0, 1e30], np.float32)
+    ref = np.array([32.0, 50.0, 1.8e30], np.float32)
+    assert compare(x, ref, ref.copy(), 1e-5, 1e-6)
+    off = ref + np.float32([0, 1e-3, 0])
+    p = compare(x, ref, off, 1e-5, 1e-6)
+    assert not p and p.failures == 1 and p.worst_input == 10.0
+    assert p.max_abs_err == pytest.approx(1e-3, rel=1e-3)
+    assert p.min_atol_to_pass == pytest.approx(1e-3 - 50e-6, rel=1e-2)
+
+
+def test_compare_scales_with_rtol_for_huge_values():
+    x = np.array([1e30], np.float32)
+    ref = np.array([1.8e30], np.float32)
+    one_ulp = np.nextafter(ref, np.float32(np.inf))
+    assert compare(x, ref, one_ulp, 1e-5, 1e-6)  # 1 ulp ~ 6e-8 relative
+    assert not compare(x, ref, ref * np.float32(1.00001), 1e-5, 1e-6)
+
+
+def test_compare_never_passes_nan_and_matches_equal_infinities():
+    x = np.array([1.0, 2.0], np.float32)
+    ref = np.array([np.inf, 3.0], np.float32)
+    assert compare(x, ref, ref.copy(), 1e-5, 1e-6)
+    p = compare(x, ref, np.array([np.inf, np.nan], np.float32), 1e-5, 1e-6)
+    assert not p and p.worst_input == 2.0 and p.max_abs_err == np.inf
+
+
+def test_accuracy_against_the_formula():
+    x = np.array([-40.0, 0.0, 100.0], np.float32)
+    exact = (x * 1.8 + 32).astype(np.float32)
+    a = accuracy(x, exact, 0.11)
+    assert a["passed"] and a["mae_f"] < 1e-5
+    b = accuracy(x, exact + np.float32([0, 0, 0.6]), 0.11)
+    assert not b["passed"] and b["worst_input_c"] == 100.0 and b["mae_f"] == pytest.approx(0.2, abs=1e-4)
+
+
+def test_report_has_the_promised_keys_and_passes(built):
+    r = json.loads((built.build / "verify" / "report.json").read_text())
+    assert r["passed"] is True and r["failures"] == []
+    for fmt in ("onnx", "tflite"):
+        p = r["parity"][fmt]
+        assert p["max_abs_err"] >= 0 and p["atol"] > 0 and p["rtol"] > 0
+        assert set(p["batches"]) == {"batch_1", "batch_65536"}
+        assert set(p["groups"]) == {"training", "grid", "edge", "random"}
+    for fmt in ("keras", "onnx", "tflite"):
+        assert r["accuracy"][fmt]["mae_f"] <= 0.11
+    md = (built.build / "verify" / "report.md").read_text()
+    assert "**Result: PASSED**" in md and "closed-form optimum" in md
+
+
+def copy_build(built: Built, dest) -> Built:
+    b = Built(dest, built.config)
+    shutil.copytree(built.build, b.build)
+    shutil.copytree(built.dist, b.dist)
+    return b
+
+
+def bias_initializer(model: onnx.ModelProto) -> onnx.TensorProto:
+    adds = {i for n in model.graph.node if n.op_type == "Add" for i in n.input}
+    (bias,) = [t for t in model.graph.initializer if t.name in adds and list(t.dims) == [1]]
+    return bias
+
+
+def test_a_perturbed_onnx_bias_fails_verify_and_leaves_no_bundle(built, tmp_path):
+    b = copy_build(built, tmp_path)
+    path = b.build / "model.onnx"
+    model = onnx.load(str(path))
+    bias = bias_initializer(model)
+    bias.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(bias) + np.float32(1e-3), bias.name))
+    onnx.save(model, str(path))
+
+    r = b.run("verify")
+    assert r.returncode == 1
+    (line,) = r.stderr.decode().splitlines()
+    assert re.match(r"error: verify failed: onnx differs from Keras by 0\.001 at input -?\d", line), line
+    assert "at input" in line and "degC" in line and "tflite" not in line
+    assert "removed stale" in line
+    assert not (b.dist / "bundle.tar.gz").exists() and not (b.dist / "bundle").exists()
+    report = json.loads((b.build / "verify" / "report.json").read_text())
+    assert report["passed"] is False and report["parity"]["tflite"]["passed"] is True
+    assert report["parity"]["onnx"]["min_atol_to_pass"] > 9e-4
+
+    r = b.run("bundle")  # make's next step on a re-run: refuses, same exit code
+    assert r.returncode == 1
+    assert b"verification failed, refusing to bundle" in r.stderr
+    assert not (b.dist / "bundle.tar.gz").exists()
+
+
+def test_an_inaccurate_model_fails_on_accuracy(built, tmp_path):
+    b = copy_build(built, tmp_path)
+    strict = tmp_path / "strict.toml"
+    strict.write_text(built.config.read_text().replace("max_mae_f = 0.11", "max_mae_f = 0.01"))
+    b.config = strict
+    r = b.run("verify")
+    assert r.returncode == 1
+    err = r.stderr.decode()
+    assert "keras is 0.108 degF off F = 1.8 C + 32 on average (allowed 0.01" in err
+
+
+def test_missing_inputs_name_the_file_and_the_fix(tmp_path, built):
+    b = Built(tmp_path, built.config)
+    r = b.run("verify")
+    assert r.returncode == 3
+    assert r.stderr.decode().strip() == (
+        f"error: {b.build / 'reference.npz'}: not found "
+        "(run `make export` or `python -m pipeline export` first)"
+    )
