@@ -89,7 +89,7 @@ def test_a_perturbed_onnx_bias_fails_verify_and_leaves_no_bundle(built, tmp_path
     r = b.run("verify")
     assert r.returncode == 1
     (line,) = r.stderr.decode().splitlines()
-    assert re.match(r"error: verify failed: onnx differs from Keras by 0\.001 at input -?\d", line), line
+    assert re.match(r"error: verify failed: onnx differs from Keras by 0\.00(1|0999) at input -?\d", line), line
     assert "at input" in line and "degC" in line and "tflite" not in line
     assert "removed stale" in line
     assert not (b.dist / "bundle.tar.gz").exists() and not (b.dist / "bundle").exists()
