@@ -70,10 +70,24 @@ bundle: $(TARBALL) ## Make the device bundle (dist/bundle/, dist/bundle.tar.gz)
 test: $(STAMP) ## Run the test suite (sets up .venv first)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
+# The device's situation: a venv with nothing but the bundle's requirements.txt (plus
+# pytest to run the tests), running the runtime tests against dist/bundle.tar.gz.
+RT_VENV  ?= .cache/runtime-venv
+RT_TESTS := tests/test_runtime_api.py tests/test_runtime_cli.py tests/test_runtime_wall.py
+
+$(RT_VENV)/.installed: runtime/requirements.txt
+	rm -rf $(RT_VENV)
+	$(PYTHON) -m venv $(RT_VENV)
+	$(RT_VENV)/bin/python -m pip install --quiet --disable-pip-version-check -r runtime/requirements.txt pytest==9.2.0
+	@touch $@
+
+runtime-check: $(TARBALL) $(RT_VENV)/.installed ## Runtime tests in a venv made from the bundle's requirements.txt alone
+	RUNTIME_TEST_BUNDLE=$(abspath $(TARBALL)) $(RT_VENV)/bin/python -m pytest -q -p no:cacheprovider $(RT_TESTS)
+
 clean: ## Remove build/ and dist/
 	rm -rf $(BUILD) $(DIST)
 
-distclean: clean ## Also remove .venv
-	rm -rf $(VENV)
+distclean: clean ## Also remove .venv and .cache/
+	rm -rf $(VENV) .cache
 
 FORCE:

@@ -9,8 +9,9 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
-from .errors import EXIT_BAD_INPUT, EXIT_CHECK_FAILED, RuntimeFailure
+from .errors import EXIT_BAD_INPUT, EXIT_CHECK_FAILED, InputError, RuntimeFailure
 
 
 def _threads(text: str) -> int:
@@ -42,6 +43,12 @@ def _parser() -> argparse.ArgumentParser:
     sc = sub.add_parser("selfcheck", parents=[common], help="verify hashes, onnxruntime version and golden outputs")
     sc.add_argument("--json", action="store_true", help="print the checks as JSON")
     sub.add_parser("info", parents=[common], help="manifest, model I/O, onnxruntime version, providers, threads")
+    be = sub.add_parser("bench", parents=[common], help="cold start, latency, throughput and peak RSS, as JSON")
+    be.add_argument("--calls", type=_threads, default=20000, metavar="N", help="batch-1 calls timed (default: 20000)")
+    be.add_argument("--large-batch", type=_threads, default=1_000_000, metavar="N",
+                    help="batch size for throughput (default: 1000000)")
+    be.add_argument("--cold-runs", type=int, default=5, metavar="N",
+                    help="fresh processes timed for cold start; 0 skips (default: 5)")
     return p
 
 
@@ -53,9 +60,15 @@ def cmd_predict(args) -> int:
         try:
             values.append(float(text))
         except ValueError:
-            raise_input(f"argument {i + 1} = {text!r}: expected a number in degrees Celsius")
+            raise InputError(f"argument {i + 1} = {text!r}: expected a number in degrees Celsius") from None
     with Runner.from_bundle(args.bundle, args.threads) as runner:
-        out = runner.predict(values)
+        try:
+            out = runner.predict(values)
+        except InputError as e:
+            if e.index is None:
+                raise
+            problem = e.message.split(": ", 1)[1]
+            raise InputError(f"argument {e.index + 1} = {args.values[e.index]!r}: {problem}") from None
     if args.json:
         print(json.dumps({"celsius": values, "fahrenheit": [float(v) for v in out]}))
     else:
@@ -63,12 +76,6 @@ def cmd_predict(args) -> int:
 
         sys.stdout.write("".join(s + "\n" for s in format_values(out.tolist())))
     return 0
-
-
-def raise_input(message: str):
-    from .errors import InputError
-
-    raise InputError(message)
 
 
 def cmd_selfcheck(args) -> int:
@@ -122,7 +129,18 @@ def cmd_stream(args) -> int:
     return 0
 
 
-COMMANDS = {"predict": cmd_predict, "selfcheck": cmd_selfcheck, "info": cmd_info, "stream": cmd_stream}
+def cmd_bench(args) -> int:
+    from . import bench
+    from .runner import default_bundle
+
+    bundle = Path(args.bundle) if args.bundle else default_bundle()
+    result = bench.run(bundle.resolve(), args.threads, args.calls, args.large_batch, args.cold_runs)
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+COMMANDS = {"predict": cmd_predict, "selfcheck": cmd_selfcheck, "info": cmd_info, "stream": cmd_stream,
+            "bench": cmd_bench}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -22,6 +22,13 @@ class BundleError(RuntimeFailure):
 
 
 class InputError(RuntimeFailure):
-    """An input value is not a valid temperature for this model."""
+    """An input value is not a valid temperature for this model.
+
+    ``index`` is the position of the first bad value, when there is one.
+    """
 
     exit_code = EXIT_BAD_INPUT
+
+    def __init__(self, message: str, index: int | None = None):
+        super().__init__(message)
+        self.index = index

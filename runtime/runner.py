@@ -17,6 +17,7 @@ from . import manifest as manifest_mod
 from .errors import BundleError, InputError
 
 _NUMERIC_KINDS = "iuf"  # signed, unsigned, float; bools, strings and objects are refused
+F32_MAX = float(np.finfo(np.float32).max)
 
 
 def default_bundle() -> Path:
@@ -61,6 +62,9 @@ class Runner:
         valid = manifest["valid_input"]
         self.min_celsius = -math.inf if valid["min_celsius"] is None else float(valid["min_celsius"])
         self.max_celsius = math.inf if valid["max_celsius"] is None else float(valid["max_celsius"])
+        # The same bounds rounded to float32, for float32 input.
+        self._min32 = float(np.float32(self.min_celsius))
+        self._max32 = float(np.float32(self.max_celsius))
         self._outputs = [self.output_name]
 
     @classmethod
@@ -105,48 +109,67 @@ class Runner:
         """Return ``values`` as a float32 array of shape (n, 1), or raise InputError naming the problem.
 
         Accepts a number, a sequence of numbers, or an array of shape (n,) or (n, 1).
+        Float32 input is held to the range bounds rounded to float32, so -273.15 typed as
+        float32 is accepted; everything else to the bounds as written.
         """
-        if type(values) is float or type(values) is int:  # fast path for one plain number
-            if self.min_celsius <= values <= self.max_celsius and math.isfinite(values):
-                return np.array([[values]], dtype=np.float32)
-            self._refuse(np.array([values], dtype=np.float64))
+        t = type(values)
+        if t is float or t is int:  # one plain number: no numpy until it is known good
+            if self.min_celsius <= values <= self.max_celsius and -F32_MAX <= values <= F32_MAX:
+                return np.array([[values]], dtype=np.float32)  # NaN failed the comparisons
+            self._refuse([values])
         try:
             arr = np.asarray(values)
         except (ValueError, TypeError) as e:
             raise InputError(f"input: expected numbers, got {_short(values)} ({e})") from None
         if arr.dtype.kind not in _NUMERIC_KINDS:
             raise InputError(f"input: expected numbers, got {_short(values)} (dtype {arr.dtype})")
-        if arr.ndim == 0:
+        if arr.ndim == 2 and arr.shape[1] == 1:
+            arr = arr.reshape(-1)
+        elif arr.ndim == 0:
             arr = arr.reshape(1)
-        elif arr.ndim == 2 and arr.shape[1] == 1:
-            arr = arr[:, 0]
         if arr.ndim != 1:
             raise InputError(f"input: expected shape (n,) or (n, 1), got {arr.shape}")
-        if arr.size == 0:
+        if arr.dtype == np.float32:
+            x, lo, hi = arr, self._min32, self._max32
+        else:
+            x, lo, hi = None, self.min_celsius, self.max_celsius
+        if arr.size == 1:
+            v = arr.item()
+            ok = lo <= v <= hi and -F32_MAX <= v <= F32_MAX  # NaN fails every comparison
+        elif arr.size:
+            mn, mx = arr.min(), arr.max()  # NaN propagates into both
+            ok = lo <= mn and mx <= hi and -F32_MAX <= mn and mx <= F32_MAX
+        else:
             raise InputError("input: empty, expected at least one value")
-        x = arr.astype(np.float32)
-        lo, hi = x.min(), x.max()  # NaN propagates into both
-        if not (arr.min() >= self.min_celsius and arr.max() <= self.max_celsius and np.isfinite(lo) and np.isfinite(hi)):
-            self._refuse(arr.astype(np.float64))
+        if not ok:
+            self._refuse(arr.tolist(), lo, hi)
+        if x is None:
+            x = arr.astype(np.float32)
         return x.reshape(-1, 1)
 
-    def _refuse(self, arr: np.ndarray) -> None:
-        with np.errstate(over="ignore"):
-            as32 = arr.astype(np.float32)
-        for i, (v, v32) in enumerate(zip(arr.tolist(), as32.tolist())):
+    def _refuse(self, values: list, lo: float | None = None, hi: float | None = None) -> None:
+        """Raise InputError for the first bad value in ``values``."""
+        lo = self.min_celsius if lo is None else lo
+        hi = self.max_celsius if hi is None else hi
+        for i, v in enumerate(values):
+            try:
+                v = float(v)
+            except OverflowError:  # an int beyond any float
+                raise InputError(f"input[{i}] = {v}: outside float32 range (|x| <= 3.4e38)", index=i) from None
             if math.isnan(v):
-                raise InputError(f"input[{i}] = nan: expected a number, got NaN")
+                raise InputError(f"input[{i}] = nan: expected a number, got NaN", index=i)
             if math.isinf(v):
-                raise InputError(f"input[{i}] = {v}: expected a finite number")
-            if math.isinf(v32):
-                raise InputError(f"input[{i}] = {v!r}: outside float32 range (|x| <= 3.4e38)")
-            if not self.min_celsius <= v <= self.max_celsius:
+                raise InputError(f"input[{i}] = {v}: expected a finite number", index=i)
+            if abs(v) > F32_MAX:
+                raise InputError(f"input[{i}] = {v!r}: outside float32 range (|x| <= 3.4e38)", index=i)
+            if not lo <= v <= hi:
                 raise InputError(
                     f"input[{i}] = {v!r}: outside the valid range "
                     f"[{self.min_celsius:g}, {self.max_celsius:g}] degC"
-                    + (" (below absolute zero)" if v < self.min_celsius == -273.15 else "")
+                    + (" (below absolute zero)" if v < lo and self.min_celsius == -273.15 else ""),
+                    index=i,
                 )
-        raise InputError("input: invalid")  # unreachable: the caller saw a bad value
+        raise AssertionError("no bad value among the refused input")
 
     def predict(self, values) -> np.ndarray:
         """Fahrenheit for Celsius ``values``: float32 array of shape (n,).

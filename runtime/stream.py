@@ -14,7 +14,7 @@ from typing import BinaryIO
 
 import numpy as np
 
-from .runner import Runner
+from .runner import F32_MAX, Runner
 
 READ_SIZE = 1 << 16
 MAX_LINE = 256  # bytes; a longer line is refused (no temperature needs more)
@@ -51,7 +51,7 @@ class _Batch:
             return f"{_describe(line)}: NaN, expected a number"
         if math.isinf(v):
             return f"{_describe(line)}: expected a finite number"
-        if math.isinf(float(np.float32(v))) if abs(v) > 3e38 else False:
+        if abs(v) > F32_MAX:
             return f"{_describe(line)}: outside float32 range (|x| <= 3.4e38)"
         return (f"{_describe(line)}: outside the valid range [{self.lo:g}, {self.hi:g}] degC"
                 + (" (below absolute zero)" if v < self.lo == -273.15 else ""))
@@ -73,7 +73,7 @@ class _Batch:
                     x[i] = math.nan
         with np.errstate(over="ignore", invalid="ignore"):
             x32 = x.astype(np.float32)
-            ok = np.isfinite(x32) & (x >= self.lo) & (x <= self.hi)
+            ok = (np.abs(x) <= F32_MAX) & (x >= self.lo) & (x <= self.hi)  # NaN fails all three
         if parsed_all and ok.all():
             y = self.runner.predict_unchecked(x32.reshape(-1, 1))
             return ("\n".join(format_values(y.tolist())) + "\n").encode(), 0

@@ -50,3 +50,27 @@ def built(tmp_path_factory) -> Built:
     r = b.run("all")
     assert r.returncode == 0, r.stderr.decode()
     return b
+
+
+@pytest.fixture(scope="session")
+def bundle_tarball(request) -> Path:
+    """The bundle under test: $RUNTIME_TEST_BUNDLE (make runtime-check), else a fresh pipeline run's."""
+    given = os.environ.get("RUNTIME_TEST_BUNDLE")
+    if given:
+        return Path(given).resolve()
+    return request.getfixturevalue("built").dist / "bundle.tar.gz"
+
+
+@pytest.fixture
+def bundle(tmp_path, bundle_tarball) -> Path:
+    """A freshly unpacked copy of the bundle (tests may damage it)."""
+    import tarfile
+
+    with tarfile.open(bundle_tarball) as tar:
+        tar.extractall(tmp_path, filter="data")
+    return tmp_path / "bundle"
+
+
+def runtime_cli(bundle: Path, *args: str, stdin: bytes | None = None) -> subprocess.CompletedProcess:
+    """`python -m runtime ...` run from inside the bundle, with the bundle's own runtime/."""
+    return run_module("runtime", *args, cwd=bundle, stdin=stdin, env={"PYTHONPATH": ""})
