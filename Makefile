@@ -3,6 +3,9 @@
 
 SHELL := /bin/bash
 .DEFAULT_GOAL := all
+# Two jobs: the loss plot (matplotlib, ~0.5 s) draws on the second core while export runs.
+# Output is grouped per target, so lines from the two never interleave.
+MAKEFLAGS += --jobs=2 --output-sync=target
 
 PYTHON ?= python3
 VENV   ?= .venv
@@ -16,7 +19,9 @@ STAMP    := $(VENV)/.installed
 PIPELINE := $(PY) -m pipeline --config $(BUILD)/config.toml --build $(BUILD) --dist $(DIST)
 
 MODEL_KERAS := $(BUILD)/model.keras
-TRAIN_OUT   := $(MODEL_KERAS) $(BUILD)/train/history.json $(BUILD)/train/loss.png
+HISTORY     := $(BUILD)/train/history.json
+LOSS_PNG    := $(BUILD)/train/loss.png
+TRAIN_OUT   := $(MODEL_KERAS) $(HISTORY)
 EXPORT_OUT  := $(BUILD)/model.onnx $(BUILD)/model.tflite $(BUILD)/reference.npz
 REPORT      := $(BUILD)/verify/report.json
 VERIFY_OUT  := $(REPORT) $(BUILD)/verify/report.md
@@ -28,12 +33,12 @@ EXPORT_SRC  := $(COMMON_SRC) pipeline/export_stage.py pipeline/probes.py $(wildc
 VERIFY_SRC  := $(COMMON_SRC) pipeline/verify.py pipeline/runners.py
 BUNDLE_SRC  := $(COMMON_SRC) pipeline/bundle.py $(wildcard runtime/*.py) runtime/requirements.txt
 
-.PHONY: all venv config train export verify bundle test runtime-check clean distclean help
+.PHONY: all venv config train export verify bundle test runtime-check bench bench-quick clean distclean help
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 16
 
-all: $(TARBALL) ## Train, export, verify and bundle (PRESET=default|tutorial, or CONFIG=file)
+all: $(TARBALL) $(LOSS_PNG) ## Train, export, verify and bundle (PRESET=default|tutorial, or CONFIG=file)
 	@echo "all: done; report $(BUILD)/verify/report.md, bundle $(TARBALL) ($$(sha256sum $(TARBALL) | cut -c1-16)...)"
 
 venv: $(STAMP) ## Create .venv with the pinned requirements
@@ -51,7 +56,10 @@ $(BUILD)/config.toml: FORCE | $(STAMP)
 config: $(BUILD)/config.toml ## Validate CONFIG and make it the config in force
 
 $(TRAIN_OUT) &: $(BUILD)/config.toml $(TRAIN_SRC)
-	$(PIPELINE) train
+	$(PIPELINE) train --no-plot
+
+$(LOSS_PNG): $(HISTORY) pipeline/lossplot.py
+	$(PIPELINE) plot
 
 $(EXPORT_OUT) &: $(MODEL_KERAS) $(BUILD)/config.toml $(EXPORT_SRC)
 	$(PIPELINE) export
@@ -62,7 +70,7 @@ $(VERIFY_OUT) &: $(BUILD)/model.onnx $(BUILD)/model.tflite $(BUILD)/reference.np
 $(TARBALL): $(REPORT) $(BUILD)/config.toml $(BUNDLE_SRC)
 	$(PIPELINE) bundle
 
-train: $(MODEL_KERAS) ## Train the model (build/model.keras, build/train/)
+train: $(MODEL_KERAS) $(LOSS_PNG) ## Train the model (build/model.keras, build/train/)
 export: $(BUILD)/model.onnx ## Export ONNX and TFLite (build/model.onnx, build/model.tflite)
 verify: $(REPORT) ## Verify parity and accuracy (build/verify/report.md)
 bundle: $(TARBALL) ## Make the device bundle (dist/bundle/, dist/bundle.tar.gz)
@@ -83,6 +91,12 @@ $(RT_VENV)/.installed: runtime/requirements.txt
 
 runtime-check: $(TARBALL) $(RT_VENV)/.installed ## Runtime tests in a venv made from the bundle's requirements.txt alone
 	RUNTIME_TEST_BUNDLE=$(abspath $(TARBALL)) $(RT_VENV)/bin/python -m pytest -q -p no:cacheprovider $(RT_TESTS)
+
+bench: $(TARBALL) $(RT_VENV)/.installed ## Benchmarks: pipeline and runner beside their peers (build/bench/results.md)
+	$(PY) -m bench --build $(BUILD) --dist $(DIST)
+
+bench-quick: $(TARBALL) $(RT_VENV)/.installed ## The same, fewer runs and smaller batches (for CI)
+	$(PY) -m bench --quick --build $(BUILD) --dist $(DIST)
 
 clean: ## Remove build/ and dist/
 	rm -rf $(BUILD) $(DIST)

@@ -17,6 +17,7 @@ from .errors import PipelineError
 from .quiet import filtered_stderr
 
 STAGES = ("train", "export", "verify", "bundle")
+EXTRA = ("plot",)  # draws build/train/loss.png; train does it too unless --no-plot
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -27,14 +28,16 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "stage",
-        choices=("config", *STAGES, "all"),
+        choices=("config", *STAGES, *EXTRA, "all"),
         help="config: validate CONFIG and write it to --out if it changed; "
+        "plot: redraw build/train/loss.png from history.json; "
         "all: every stage in order, in one process",
     )
     p.add_argument("--config", default="configs/default.toml", help="TOML config (default: %(default)s)")
     p.add_argument("--build", default="build", help="folder for build outputs (default: %(default)s)")
     p.add_argument("--dist", default="dist", help="folder for the bundle (default: %(default)s)")
     p.add_argument("--out", help="config stage only: where to write the validated copy")
+    p.add_argument("--no-plot", action="store_true", help="train only: leave loss.png to `plot`")
     return p
 
 
@@ -57,11 +60,11 @@ def stage_config(cfg_path: Path, out: Path | None) -> None:
     _say(f"config: {cfg_path} -> {out}")
 
 
-def stage_train(cfg, build: Path) -> None:
+def stage_train(cfg, build: Path, plot: bool = True) -> None:
     from . import train
 
     t0 = time.perf_counter()
-    h = train.run(cfg, build)
+    h = train.run(cfg, build, plot=plot)
     w = h["weights"]
     wb = f"w = {w[0]['kernel'][0][0]:.6f}, b = {w[0]['bias'][0]:.6f}; " if len(w) == 1 else ""
     ls = h["least_squares"]
@@ -112,9 +115,19 @@ def stage_bundle(cfg, cfg_path: Path, build: Path, dist: Path) -> None:
     )
 
 
-def run_stage(stage: str, cfg, cfg_path: Path, build: Path, dist: Path) -> None:
+def stage_plot(build: Path) -> None:
+    from . import lossplot
+
+    t0 = time.perf_counter()
+    dest = lossplot.run(build)
+    _say(f"plot: {dest} [{time.perf_counter() - t0:.1f} s]")
+
+
+def run_stage(stage: str, cfg, cfg_path: Path, build: Path, dist: Path, plot: bool = True) -> None:
     if stage == "train":
-        stage_train(cfg, build)
+        stage_train(cfg, build, plot)
+    elif stage == "plot":
+        stage_plot(build)
     elif stage == "export":
         stage_export(cfg, build)
     elif stage == "verify":
@@ -136,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
         stages = STAGES if args.stage == "all" else (args.stage,)
         for stage in stages:
             with filtered_stderr():
-                run_stage(stage, cfg, cfg_path, build, dist)
+                run_stage(stage, cfg, cfg_path, build, dist, plot=not args.no_plot)
         return 0
     except PipelineError as e:
         print(f"error: {e.message}", file=sys.stderr)

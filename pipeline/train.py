@@ -1,4 +1,4 @@
-"""Stage 1, train: config -> build/model.keras, build/train/history.json, build/train/loss.png.
+"""Stage 1, train: config -> build/model.keras, build/train/history.json (and loss.png).
 
 All steps run inside one compiled TensorFlow loop (``tf.function`` over ``tf.range``)
 that records the loss of every step, instead of ``model.fit(..., epochs=N)``'s Python
@@ -95,8 +95,12 @@ def dense_weights(model) -> list[dict[str, list]]:
     ]
 
 
-def run(cfg: dict[str, Any], build: Path) -> dict[str, Any]:
-    """Train and write the stage's outputs; return a summary for the console."""
+def run(cfg: dict[str, Any], build: Path, plot: bool = True) -> dict[str, Any]:
+    """Train and write the stage's outputs; return a summary for the console.
+
+    Args:
+        plot: also draw build/train/loss.png (make draws it in a parallel job instead).
+    """
     build = Path(build)
     c = np.asarray(cfg["data"]["celsius"], dtype=np.float32).reshape(-1, 1)
     f = np.asarray(cfg["data"]["fahrenheit"], dtype=np.float32).reshape(-1, 1)
@@ -130,25 +134,8 @@ def run(cfg: dict[str, Any], build: Path) -> dict[str, Any]:
     with fsutil.atomic_path(build / "model.keras") as tmp:
         model.save(tmp)
     fsutil.write_json(build / "train" / "history.json", history)
-    plot_loss(losses, build / "train" / "loss.png")
+    if plot:
+        from .lossplot import plot_loss
+
+        plot_loss(losses, build / "train" / "loss.png")
     return history
-
-
-def plot_loss(losses: np.ndarray, dest: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 3.5), dpi=100)
-    ax.plot(np.arange(1, len(losses) + 1), losses, lw=1.2)
-    ax.set_yscale("log")
-    ax.set_xlabel("step (full batch)")
-    ax.set_ylabel("training loss")
-    ax.set_title(f"Loss per step; final {losses[-1]:.6g}")
-    ax.grid(True, which="both", alpha=0.3)
-    fig.subplots_adjust(left=0.13, right=0.97, bottom=0.15, top=0.9)  # tight_layout costs 0.3 s
-    with fsutil.atomic_path(dest) as tmp:
-        # No timestamp in the PNG metadata: same run, same bytes.
-        fig.savefig(tmp, format="png", metadata={"Software": None})
-    plt.close(fig)

@@ -1,0 +1,1 @@
+"""`make bench`: the pipeline and the runner measured beside their peers, in one run."""

@@ -1,0 +1,379 @@
+"""`python -m bench [--quick]`: measure the pipeline and the runner beside their peers.
+
+Everything is measured in this one invocation and quoted as ratios against baselines
+measured in the same run (this machine is shared and noisy): medians with min and max.
+Writes build/bench/results.json and results.md and prints the table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+PY = sys.executable
+ENGINES = ("runtime", "onnxruntime", "litert", "keras_call", "keras_predict", "numpy")
+
+
+def stats(values: list[float]) -> dict[str, float]:
+    return {"median": statistics.median(values), "min": min(values), "max": max(values), "n": len(values)}
+
+
+def pct(values: list[float], q: int) -> float:
+    return statistics.quantiles(values, n=100, method="inclusive")[q - 1] if len(values) > 1 else values[0]
+
+
+def timed(cmd: list[str], cwd: Path = ROOT, stdin=None, stdout=subprocess.DEVNULL, env=None) -> dict:
+    """Run ``cmd``; wall seconds, exit code and the child's own peak RSS (os.wait4)."""
+    t = time.perf_counter()
+    p = subprocess.Popen(cmd, cwd=cwd, stdin=stdin, stdout=stdout, stderr=subprocess.PIPE, env=env)
+    _, status, usage = os.wait4(p.pid, 0)
+    wall = time.perf_counter() - t
+    p.returncode = os.waitstatus_to_exitcode(status)
+    err = p.stderr.read().decode(errors="replace")
+    if p.returncode != 0:
+        raise SystemExit(f"bench: {' '.join(cmd)} failed ({p.returncode}): {err.strip()[-500:]}")
+    return {"wall_s": wall, "peak_rss_mb": usage.ru_maxrss / 1024}
+
+
+def make(*args: str) -> list[str]:
+    return ["make", "--no-print-directory", "-C", str(ROOT), f"VENV={Path(PY).parent.parent}", *args]
+
+
+# --- the pipeline ---
+
+
+def bench_pipeline(work: Path, runs: int, quick: bool) -> dict:
+    out: dict = {}
+    walls, noops, stage_times = [], [], {s: [] for s in ("train", "export", "verify", "bundle")}
+    for _ in range(runs):
+        d = work / "make"
+        shutil.rmtree(d, ignore_errors=True)
+        walls.append(timed(make("all", f"BUILD={d}/build", f"DIST={d}/dist"))["wall_s"])
+        for _ in range(3):
+            noops.append(timed(make("all", f"BUILD={d}/build", f"DIST={d}/dist"))["wall_s"])
+        d = work / "stages"
+        shutil.rmtree(d, ignore_errors=True)
+        for stage in stage_times:
+            cmd = [PY, "-m", "pipeline", stage, "--build", f"{d}/build", "--dist", f"{d}/dist"]
+            stage_times[stage].append(timed(cmd)["wall_s"])
+    out["make_all_from_empty_s"] = stats(walls)
+    out["make_all_noop_s"] = stats(noops)
+    out["stages_s"] = {s: stats(v) for s, v in stage_times.items()}
+    # A no-op run must start no stage: the only Python make runs is the config check.
+    r = subprocess.run(make("all", f"BUILD={work}/make/build", f"DIST={work}/make/dist"),
+                       capture_output=True, text=True)
+    out["noop_stages_run"] = sum(f" {s}\n" in r.stdout for s in stage_times)
+
+    tut = work / "tutorial"
+    shutil.rmtree(tut, ignore_errors=True)
+    out["tutorial_train_stage_s"] = stats([
+        timed([PY, "-m", "pipeline", "train", "--config", "configs/tutorial.toml", "--build", str(tut)])["wall_s"]
+        for _ in range(runs)
+    ])
+    if quick:  # model.fit(epochs=500) alone takes ~15 s here
+        return out
+    r = subprocess.run([PY, str(ROOT / "bench" / "train_vs_fit.py"), "3"],
+                       cwd=ROOT, capture_output=True, text=True, check=True)
+    tvf = json.loads(r.stdout.strip().splitlines()[-1])
+    ratios = [f / o for f, o in zip(tvf["fit_s"], tvf["compiled_loop_s"])]
+    out["train_loop_vs_fit"] = {
+        "compiled_loop_s": stats(tvf["compiled_loop_s"]), "fit_500_epochs_s": stats(tvf["fit_s"]),
+        "speedup": stats(ratios), "identical_weights": tvf["identical_weights"],
+    }
+    plain, walls_plain = [], []
+    for _ in range(runs):
+        t = time.perf_counter()
+        r = subprocess.run([PY, str(ROOT / "bench" / "plain_way.py")], cwd=ROOT, capture_output=True, text=True)
+        walls_plain.append(time.perf_counter() - t)
+        if r.returncode != 0:
+            raise SystemExit(f"bench: plain way failed: {r.stderr[-500:]}")
+        plain.append(json.loads(r.stdout.strip().splitlines()[-1]))
+    out["plain_way_s"] = stats(walls_plain)
+    out["plain_way_fit_s"] = stats([p["parts"]["fit"] for p in plain])
+    out["plain_way_ratio"] = stats([p / m for p, m in zip(walls_plain, walls)])
+    return out
+
+
+# --- inference engines ---
+
+
+def run_worker(engine: str, threads: int, build: Path, bundle: Path, args: argparse.Namespace,
+               cold_only: bool) -> dict:
+    cmd = [PY, "-m", "bench.worker", engine, "--build", str(build), "--bundle", str(bundle),
+           "--threads", str(threads), "--budget", str(args.budget), "--large-batch", str(args.large_batch),
+           "--large-runs", str(args.large_runs)] + (["--cold-only"] if cold_only else [])
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "3"}
+    t = time.perf_counter()
+    p = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    first_line = p.stdout.readline().decode()
+    cold = time.perf_counter() - t
+    rest = p.stdout.read().decode()
+    _, status, usage = os.wait4(p.pid, 0)
+    err = p.stderr.read().decode(errors="replace")
+    if os.waitstatus_to_exitcode(status) != 0 or not first_line.startswith("FIRST"):
+        raise SystemExit(f"bench: worker {engine} failed: {err.strip()[-800:]}")
+    _, first_inference, load = first_line.split()
+    result = json.loads(rest.strip().splitlines()[-1]) if not cold_only else {}
+    result.update(cold_start_s=cold, first_inference_s=float(first_inference), load_s=float(load),
+                  process_peak_rss_mb=usage.ru_maxrss / 1024)
+    return result
+
+
+def bench_inference(build: Path, bundle: Path, args: argparse.Namespace) -> dict:
+    engines = [e for e in ENGINES if not (args.quick and e == "keras_predict")]
+    out = {}
+    for threads in (1, 0):  # 0: each library's default thread count
+        rows = {}
+        for engine in engines:
+            n_cold = 1 if args.quick and engine.startswith("keras") else args.cold_runs
+            colds = [run_worker(engine, threads, build, bundle, args, True) for _ in range(n_cold)]
+            full = run_worker(engine, threads, build, bundle, args, False)
+            lat = full["batch1_s"]
+            rows[engine] = {
+                "cold_start_s": stats([c["cold_start_s"] for c in colds]),
+                "first_inference_ms": stats([c["first_inference_s"] * 1e3 for c in colds]),
+                "batch1_us": {"p50": pct(lat, 50) * 1e6, "p90": pct(lat, 90) * 1e6, "p99": pct(lat, 99) * 1e6,
+                              "calls": len(lat)},
+                "batch1_calls_per_s": 1 / statistics.median(lat),
+                "large_batch_values_per_s": stats([args.large_batch / s for s in full["large_s"]]),
+                "peak_rss_mb": full["process_peak_rss_mb"],
+                "cold_peak_rss_mb": stats([c["process_peak_rss_mb"] for c in colds]),
+            }
+        for engine, row in rows.items():
+            row["vs_onnxruntime"] = _ratios(row, rows["onnxruntime"])
+            row["vs_numpy"] = _ratios(row, rows["numpy"])
+        out["threads_1" if threads == 1 else "threads_default"] = rows
+    return out
+
+
+def _ratios(row: dict, base: dict) -> dict:
+    return {
+        "cold_start": row["cold_start_s"]["median"] / base["cold_start_s"]["median"],
+        "batch1_p50": row["batch1_us"]["p50"] / base["batch1_us"]["p50"],
+        "large_batch_time": base["large_batch_values_per_s"]["median"] / row["large_batch_values_per_s"]["median"],
+        "peak_rss": row["peak_rss_mb"] / base["peak_rss_mb"],
+    }
+
+
+def bench_cli_vs_bare(bundle: Path, runs: int) -> dict:
+    """`python -m runtime predict 100` against a bare onnxruntime script, alternating, pair by pair."""
+    cli, bare = [], []
+    env = {**os.environ, "PYTHONPATH": ""}
+    for _ in range(runs + 1):
+        cli.append(timed([PY, "-m", "runtime", "predict", "100"], cwd=bundle, env=env))
+        bare.append(timed([PY, str(ROOT / "bench" / "bare_ort.py"), "model.onnx"], cwd=bundle, env=env))
+    cli, bare = cli[1:], bare[1:]  # the first pair warms the page cache
+    return {
+        "runtime_predict_s": stats([c["wall_s"] for c in cli]),
+        "bare_script_s": stats([b["wall_s"] for b in bare]),
+        "wall_ratio": stats([c["wall_s"] / b["wall_s"] for c, b in zip(cli, bare)]),
+        "runtime_peak_rss_mb": stats([c["peak_rss_mb"] for c in cli]),
+        "bare_peak_rss_mb": stats([b["peak_rss_mb"] for b in bare]),
+        "rss_ratio": stats([c["peak_rss_mb"] / b["peak_rss_mb"] for c, b in zip(cli, bare)]),
+    }
+
+
+def bench_stream(bundle: Path, work: Path, lines: int, runs: int) -> dict:
+    import numpy as np
+
+    src = work / "stream-input.txt"
+    x = np.random.default_rng(0).uniform(-273.15, 1000.0, lines)
+    src.write_text("\n".join(f"{v:.4f}" for v in x) + "\n")
+    walls = []
+    for _ in range(runs):
+        with open(src, "rb") as fin:
+            walls.append(timed([PY, "-m", "runtime", "stream"], cwd=bundle, stdin=fin,
+                               env={**os.environ, "PYTHONPATH": ""})["wall_s"])
+    src.unlink()
+    return {"lines": lines, "wall_s": stats(walls), "lines_per_s": stats([lines / w for w in walls])}
+
+
+def du(path: Path) -> int | None:
+    if not path.exists():
+        return None
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file() and not p.is_symlink())
+
+
+def sizes(build: Path, dist: Path) -> dict:
+    py = f"python{sys.version_info.major}.{sys.version_info.minor}"
+    pipe = du(Path(PY).parent.parent / "lib" / py / "site-packages")
+    rt = du(ROOT / ".cache" / "runtime-venv" / "lib" / py / "site-packages")
+    return {
+        "model_onnx_bytes": (build / "model.onnx").stat().st_size,
+        "model_tflite_bytes": (build / "model.tflite").stat().st_size,
+        "bundle_tarball_bytes": (dist / "bundle.tar.gz").stat().st_size,
+        "pipeline_site_packages_mb": pipe / 2**20 if pipe else None,
+        "runtime_site_packages_mb": rt / 2**20 if rt else None,
+        "runtime_vs_pipeline_install": (rt / pipe) if rt and pipe else None,
+    }
+
+
+def machine() -> dict:
+    cpu = "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    pkgs = {}
+    for name in ("tensorflow-cpu", "keras", "tf2onnx", "onnx", "onnxruntime", "ai-edge-litert", "numpy"):
+        try:
+            pkgs[name] = version(name)
+        except PackageNotFoundError:
+            pkgs[name] = None
+    return {"cpu": cpu, "cores": os.cpu_count(), "platform": platform.platform(),
+            "python": platform.python_version(), "packages": pkgs}
+
+
+# --- the report ---
+
+
+def targets(r: dict) -> list[dict]:
+    p, inf = r["pipeline"], r["inference"]["threads_1"]
+    rows = []
+    if "train_loop_vs_fit" in p:
+        tvf = p["train_loop_vs_fit"]
+        rows.append(("train loop vs model.fit(epochs=500), same weights", ">= 10x", tvf["speedup"]["median"],
+                     lambda v: v >= 10 and tvf["identical_weights"],
+                     f"{tvf['speedup']['median']:.1f}x, identical weights: {tvf['identical_weights']}"))
+    rows += [
+        ("make all from an empty build/", "<= 8 s", p["make_all_from_empty_s"]["median"], lambda v: v <= 8,
+         f"{p['make_all_from_empty_s']['median']:.2f} s"),
+        ("make all with nothing changed", "< 1 s, no stage", p["make_all_noop_s"]["median"],
+         lambda v: v < 1 and p["noop_stages_run"] == 0,
+         f"{p['make_all_noop_s']['median']:.3f} s, stages run: {p['noop_stages_run']}"),
+        ("runtime predict 100 cold vs bare onnxruntime script", "<= 1.15x wall",
+         r["cli_vs_bare"]["wall_ratio"]["median"], lambda v: v <= 1.15, f"{r['cli_vs_bare']['wall_ratio']['median']:.3f}x"),
+        ("runtime predict 100 peak RSS vs bare script", "<= 1.1x",
+         r["cli_vs_bare"]["rss_ratio"]["median"], lambda v: v <= 1.1, f"{r['cli_vs_bare']['rss_ratio']['median']:.3f}x"),
+        ("Runner.predict vs raw session.run, batch 1 p50", "<= 1.25x",
+         inf["runtime"]["vs_onnxruntime"]["batch1_p50"], lambda v: v <= 1.25,
+         f"{inf['runtime']['vs_onnxruntime']['batch1_p50']:.3f}x"),
+        ("stream, text in and out", ">= 500,000 lines/s", r["stream"]["lines_per_s"]["median"],
+         lambda v: v >= 500_000, f"{r['stream']['lines_per_s']['median']:,.0f} lines/s"),
+    ]
+    return [{"target": t, "goal": g, "measured": text, "met": bool(ok(v))} for t, g, v, ok, text in rows]
+
+
+def markdown(r: dict) -> str:
+    m = r["machine"]
+    L = [f"# Benchmark results ({'quick' if r['quick'] else 'full'})", "",
+         f"Machine: {m['cpu']}, {m['cores']} cores, Python {m['python']}; "
+         + ", ".join(f"{k} {v}" for k, v in m["packages"].items()), "",
+         "Medians with [min, max] over repeated runs; ratios are computed within this run.", "",
+         "## Targets", "", "| target | goal | measured | met |", "|---|---|---|---|"]
+    L += [f"| {t['target']} | {t['goal']} | {t['measured']} | {'yes' if t['met'] else 'NO'} |" for t in r["targets"]]
+    p = r["pipeline"]
+
+    def s(x, fmt="{:.2f}"):
+        return f"{fmt.format(x['median'])} [{fmt.format(x['min'])}, {fmt.format(x['max'])}]"
+
+    L += ["", "## Pipeline (seconds)", "", "| what | time |", "|---|---|",
+          f"| make all, empty build/ | {s(p['make_all_from_empty_s'])} |",
+          f"| make all, nothing changed | {s(p['make_all_noop_s'], '{:.3f}')} |"]
+    L += [f"| stage {k} (own process) | {s(v)} |" for k, v in p["stages_s"].items()]
+    L += [f"| train stage, tutorial preset (process) | {s(p['tutorial_train_stage_s'])} |"]
+    if "train_loop_vs_fit" in p:
+        L += [f"| compiled loop, 500 steps (in process) | {s(p['train_loop_vs_fit']['compiled_loop_s'], '{:.3f}')} |",
+              f"| model.fit(epochs=500) (in process) | {s(p['train_loop_vs_fit']['fit_500_epochs_s'])} |"]
+    if "plain_way_s" in p:
+        L += [f"| the plain way: tutorial fit + TFLite + tf2onnx + compare (process) | {s(p['plain_way_s'])} |",
+              f"| plain way / make all | {s(p['plain_way_ratio'])}x |"]
+    else:
+        L += ["| model.fit and the plain way | skipped in quick mode |"]
+    for key, title in (("threads_1", "1 thread (the device setting)"), ("threads_default", "default threads")):
+        rows = r["inference"][key]
+        L += ["", f"## Inference, {title}", "",
+              "| engine | cold start s | first inf. ms | batch-1 p50 / p90 / p99 us | batch-1 calls/s | "
+              f"batch {r['args']['large_batch']:,} values/s | peak RSS MB | p50 vs ORT | p50 vs numpy | cold vs ORT |",
+              "|---|---|---|---|---|---|---|---|---|---|"]
+        for e, row in rows.items():
+            b = row["batch1_us"]
+            L.append(
+                f"| {e} | {s(row['cold_start_s'], '{:.3f}')} | {row['first_inference_ms']['median']:.3f} | "
+                f"{b['p50']:.1f} / {b['p90']:.1f} / {b['p99']:.1f} | {row['batch1_calls_per_s']:,.0f} | "
+                f"{row['large_batch_values_per_s']['median']:,.0f} | {row['peak_rss_mb']:.0f} | "
+                f"{row['vs_onnxruntime']['batch1_p50']:.2f}x | {row['vs_numpy']['batch1_p50']:.1f}x | "
+                f"{row['vs_onnxruntime']['cold_start']:.2f}x |")
+    c = r["cli_vs_bare"]
+    st = r["stream"]
+    z = r["sizes"]
+    L += ["", "## Runner cold start against a bare onnxruntime script", "",
+          "| | wall s | peak RSS MB |", "|---|---|---|",
+          f"| python -m runtime predict 100 | {s(c['runtime_predict_s'], '{:.3f}')} | {c['runtime_peak_rss_mb']['median']:.1f} |",
+          f"| bare script (import, session, run once) | {s(c['bare_script_s'], '{:.3f}')} | {c['bare_peak_rss_mb']['median']:.1f} |",
+          f"| ratio (pair by pair) | {s(c['wall_ratio'], '{:.3f}')} | {s(c['rss_ratio'], '{:.3f}')} |",
+          "", "## Stream", "",
+          f"{st['lines']:,} lines through `python -m runtime stream`, process start to exit: "
+          f"{s(st['lines_per_s'], '{:,.0f}')} lines/s.",
+          "", "## Sizes", "", "| what | size |", "|---|---|",
+          f"| model.onnx | {z['model_onnx_bytes']:,} B |", f"| model.tflite | {z['model_tflite_bytes']:,} B |",
+          f"| bundle.tar.gz | {z['bundle_tarball_bytes']:,} B |"]
+    if z["runtime_site_packages_mb"]:
+        L += [f"| runtime requirements installed | {z['runtime_site_packages_mb']:.0f} MB |",
+              f"| pipeline requirements installed | {z['pipeline_site_packages_mb']:.0f} MB |",
+              f"| runtime / pipeline | {z['runtime_vs_pipeline_install']:.3f} |"]
+    return "\n".join(L) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
+    p.add_argument("--quick", action="store_true", help="fewer runs, smaller batches, no plain-way or Keras predict")
+    p.add_argument("--build", type=Path, default=ROOT / "build")
+    p.add_argument("--dist", type=Path, default=ROOT / "dist")
+    a = p.parse_args(argv)
+    a.runs = 1 if a.quick else 3
+    a.cold_runs = 2 if a.quick else 5
+    a.budget = 0.2 if a.quick else 1.0
+    a.large_batch = 100_000 if a.quick else 1_000_000
+    a.large_runs = 3 if a.quick else 5
+    bundle = a.dist / "bundle"
+    for need in (a.build / "model.onnx", a.build / "model.keras", bundle / "manifest.json"):
+        if not need.exists():
+            print(f"error: {need}: not found (run `make all` first)", file=sys.stderr)
+            return 3
+    out_dir = a.build / "bench"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix="work-", dir=out_dir))
+    try:
+        t0 = time.perf_counter()
+        r = {"quick": a.quick, "machine": machine(),
+             "args": {"runs": a.runs, "cold_runs": a.cold_runs, "large_batch": a.large_batch}}
+        print("bench: pipeline ...", file=sys.stderr, flush=True)
+        r["pipeline"] = bench_pipeline(work, a.runs, a.quick)
+        print("bench: inference engines ...", file=sys.stderr, flush=True)
+        r["inference"] = bench_inference(a.build, bundle, a)
+        print("bench: runner cold start, stream, sizes ...", file=sys.stderr, flush=True)
+        r["cli_vs_bare"] = bench_cli_vs_bare(bundle, 5 if a.quick else 15)
+        r["stream"] = bench_stream(bundle, work, 200_000 if a.quick else 2_000_000, a.runs)
+        r["sizes"] = sizes(a.build, a.dist)
+        r["targets"] = targets(r)
+        r["seconds"] = time.perf_counter() - t0
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    sys.path.insert(0, str(ROOT))
+    from pipeline import fsutil
+
+    fsutil.write_json(out_dir / "results.json", r)
+    md = markdown(r)
+    fsutil.write_text(out_dir / "results.md", md)
+    print(md)
+    print(f"bench: {r['seconds']:.0f} s; {out_dir / 'results.md'}, {out_dir / 'results.json'}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
