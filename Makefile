@@ -4,8 +4,9 @@
 SHELL := /bin/bash
 .DEFAULT_GOAL := all
 # Two jobs: the loss plot (matplotlib, ~0.5 s) draws on the second core while export runs.
-# Output is grouped per target, so lines from the two never interleave.
-MAKEFLAGS += --jobs=2 --output-sync=target
+# No --output-sync: it would hold back long recipes (bench, test) until they end; each
+# stage prints whole lines with one write, so the two jobs never mix mid-line.
+MAKEFLAGS += --jobs=2
 
 PYTHON ?= python3
 VENV   ?= .venv
@@ -27,7 +28,7 @@ REPORT      := $(BUILD)/verify/report.json
 VERIFY_OUT  := $(REPORT) $(BUILD)/verify/report.md
 TARBALL     := $(DIST)/bundle.tar.gz
 
-COMMON_SRC  := pipeline/__main__.py pipeline/config.py pipeline/errors.py pipeline/fsutil.py pipeline/quiet.py
+COMMON_SRC  := pipeline/__main__.py pipeline/config.py pipeline/errors.py pipeline/fsutil.py pipeline/quiet.py pipeline/lock.py
 TRAIN_SRC   := $(COMMON_SRC) pipeline/train.py pipeline/tfenv.py
 EXPORT_SRC  := $(COMMON_SRC) pipeline/export_stage.py pipeline/probes.py $(wildcard export/*.py)
 VERIFY_SRC  := $(COMMON_SRC) pipeline/verify.py pipeline/runners.py

@@ -25,7 +25,8 @@ def convert(savedmodel_dir: Path, input_name: str, output_name: str, opset: int,
 
 
 def tidy(model, input_name: str, output_name: str, opset: int, ir_version: int):
-    """Drop unused opset imports, name the batch dimension, set the IR version, and check."""
+    """Drop unused opset imports, name the batch dimension, set the IR version, clear the
+    process-dependent doc string, and check."""
     import onnx
 
     graph = model.graph
@@ -45,6 +46,9 @@ def tidy(model, input_name: str, output_name: str, opset: int, ir_version: int):
     for vi in list(graph.input) + list(graph.output):
         vi.type.tensor_type.shape.dim[0].dim_param = BATCH_DIM
     model.ir_version = ir_version
+    # tf2onnx writes "converted from b'__inference_fn_NNN'", NNN counting the functions
+    # traced so far in the process: the same model would not give the same bytes.
+    graph.doc_string = ""
     onnx.checker.check_model(model, full_check=True)
     return model
 

@@ -13,7 +13,8 @@ import time
 from pathlib import Path
 
 from . import config as config_mod
-from .errors import PipelineError
+from .errors import EXIT_IO, PipelineError
+from .lock import exclusive
 from .quiet import filtered_stderr
 
 STAGES = ("train", "export", "verify", "bundle")
@@ -141,19 +142,28 @@ def main(argv: list[str] | None = None) -> int:
     cfg_path, build, dist = Path(args.config), Path(args.build), Path(args.dist)
     try:
         if args.stage == "config":
-            stage_config(cfg_path, Path(args.out) if args.out else None)
+            if args.out is None:
+                stage_config(cfg_path, None)
+            else:
+                with exclusive(build):
+                    stage_config(cfg_path, Path(args.out))
             return 0
         if args.out:
             raise config_mod.ConfigError(None, "--out", "only valid with the config stage")
         cfg = config_mod.load(cfg_path)
         stages = STAGES if args.stage == "all" else (args.stage,)
-        for stage in stages:
-            with filtered_stderr():
-                run_stage(stage, cfg, cfg_path, build, dist, plot=not args.no_plot)
+        with exclusive(build, dist):
+            for stage in stages:
+                with filtered_stderr():
+                    run_stage(stage, cfg, cfg_path, build, dist, plot=not args.no_plot)
         return 0
     except PipelineError as e:
         print(f"error: {e.message}", file=sys.stderr)
         return e.exit_code
+    except OSError as e:  # an I/O failure no stage anticipated: still one line, named
+        where = e.filename or "(no file name)"
+        print(f"error: cannot read or write {where}: {e.strerror or e}", file=sys.stderr)
+        return EXIT_IO
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return 130

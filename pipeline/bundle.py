@@ -25,7 +25,7 @@ from runtime.manifest import FORMAT, MANIFEST, MANIFEST_SUM, sha256_bytes
 
 from . import fsutil
 from .config import canonical_json, config_hash
-from .errors import StageInputError, StateError, VerificationFailed
+from .errors import OutputError, StageInputError, StateError, VerificationFailed
 
 ROOT = Path(__file__).resolve().parent.parent
 RUNTIME_DIR = ROOT / "runtime"
@@ -176,17 +176,23 @@ def tarball(files: dict[str, bytes], top: str = "bundle") -> bytes:
 
 def write_folder(files: dict[str, bytes], dest: Path) -> None:
     """Write ``files`` into a fresh folder beside ``dest``, then swap it in for ``dest``."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
+    except OSError as e:
+        raise OutputError(e.filename or dest, e.strerror or str(e)) from None
     try:
         for name, data in files.items():
             fsutil.write_bytes(tmp / name, data)
-        tmp.chmod(0o755)
-        old = None
-        if dest.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{dest.name}.old.", dir=dest.parent))
-            dest.replace(old / dest.name)
-        tmp.replace(dest)
+        try:
+            tmp.chmod(0o755)
+            old = None
+            if dest.exists():
+                old = Path(tempfile.mkdtemp(prefix=f".{dest.name}.old.", dir=dest.parent))
+                dest.replace(old / dest.name)
+            tmp.replace(dest)
+        except OSError as e:
+            raise OutputError(dest, e.strerror or str(e)) from None
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
     finally:

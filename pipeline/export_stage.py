@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from . import fsutil, probes
-from .errors import StageInputError
+from .errors import OutputError, StageInputError
 from .tfenv import tensorflow
 from .train import INPUT_NAME, OUTPUT_NAME
 
@@ -58,12 +58,16 @@ def run(cfg: dict[str, Any], build: Path) -> dict[str, Any]:
     build = Path(build)
     keras_path = build / "model.keras"
     model = load_keras_model(keras_path)
-    with tempfile.TemporaryDirectory(prefix=".export-", dir=build) as tmp:
-        saved = keras3_savedmodel.write_savedmodel(model, Path(tmp) / "savedmodel", INPUT_NAME, OUTPUT_NAME)
-        onnx_model = onnx_export.convert(
-            saved, INPUT_NAME, OUTPUT_NAME, cfg["export"]["opset"], cfg["export"]["ir_version"]
-        )
-        tflite_bytes = tflite_export.convert(saved)
+    tf, _ = tensorflow()
+    try:
+        with tempfile.TemporaryDirectory(prefix=".export-", dir=build) as tmp:
+            saved = keras3_savedmodel.write_savedmodel(model, Path(tmp) / "savedmodel", INPUT_NAME, OUTPUT_NAME)
+            onnx_model = onnx_export.convert(
+                saved, INPUT_NAME, OUTPUT_NAME, cfg["export"]["opset"], cfg["export"]["ir_version"]
+            )
+            tflite_bytes = tflite_export.convert(saved)
+    except tf.errors.OpError as e:  # TensorFlow's own I/O errors (disk full, read-only folder)
+        raise OutputError(build, e.message.splitlines()[0] if e.message else type(e).__name__) from None
 
     ref = reference_arrays(cfg, model)
     ref["keras_sha256"] = np.array(fsutil.sha256_file(keras_path))

@@ -10,6 +10,7 @@ import contextlib
 import hashlib
 import json
 import os
+import signal
 import tempfile
 from pathlib import Path
 from typing import Iterator
@@ -44,15 +45,29 @@ def atomic_path(dest: str | Path) -> Iterator[Path]:
     tmp = Path(tmp)
     try:
         yield tmp
+        _fault_point(dest, "written")
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
+        _fault_point(dest, "synced")
         os.replace(tmp, dest)
         _fsync_dir(dest.parent)
+        _fault_point(dest, "renamed")
     except OSError as e:
         raise OutputError(dest, e.strerror or str(e)) from None
     finally:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
+
+
+def _fault_point(dest: Path, phase: str) -> None:
+    """Test hook: PIPELINE_KILL_AT=NAME:PHASE makes this process SIGKILL itself there.
+
+    The fault-injection tests use it to kill real runs at exact points of an atomic
+    write (``written``: temporary complete; ``synced``: fsynced; ``renamed``: in place).
+    """
+    spec = os.environ.get("PIPELINE_KILL_AT")
+    if spec and spec == f"{dest.name}:{phase}":
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def _fsync_dir(folder: Path) -> None:

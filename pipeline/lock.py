@@ -1,0 +1,54 @@
+"""One pipeline run at a time per build folder.
+
+Every stage holds an exclusive ``flock`` on ``BUILD/.lock`` while it runs; a second run
+(two `make all` in one checkout, a CI job and a person) waits for it, saying so once on
+stderr. The lock dies with its process, so a killed run never leaves it held. Holding
+it, a stage may clear temporary files a killed run left behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import shutil
+import sys
+from pathlib import Path
+from typing import Iterator
+
+from .errors import OutputError
+
+
+@contextlib.contextmanager
+def exclusive(build: Path, *folders: Path) -> Iterator[None]:
+    """Hold BUILD/.lock; on entry, remove temporaries left in ``build`` and ``folders`` by killed runs."""
+    build = Path(build)
+    try:
+        build.mkdir(parents=True, exist_ok=True)
+        fd = os.open(build / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as e:
+        raise OutputError(build / ".lock", e.strerror or str(e)) from None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            print(f"waiting for {build / '.lock'}: another pipeline run is using {build}", file=sys.stderr, flush=True)
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        for folder in (build, *folders):
+            remove_stale(Path(folder))
+        yield
+    finally:
+        os.close(fd)
+
+
+def remove_stale(folder: Path) -> None:
+    """Delete what atomic writes of a killed run leave: ``.NAME.*.tmp*`` files and ``.export-*``/``.bundle.*`` folders."""
+    if not folder.is_dir():
+        return
+    for sub in [folder, *(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))]:
+        for p in sub.glob(".*"):
+            if p.is_dir() and (p.name.startswith(".export-") or p.name.startswith(".bundle.")):
+                shutil.rmtree(p, ignore_errors=True)
+            elif p.is_file() and ".tmp" in p.name:
+                with contextlib.suppress(FileNotFoundError):
+                    p.unlink()

@@ -1,0 +1,214 @@
+"""Faults: SIGKILL at any point, two runs at once, a read-only or full disk.
+
+None of them may leave a partial file that make or a later stage takes as good, and the
+next `make all` must end with the same bundle, byte for byte, as an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import tarfile
+import time
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.conftest import ROOT, Built
+
+pytestmark = pytest.mark.slow
+
+# Points at which a real run SIGKILLs itself (pipeline/fsutil.py's test hook): the file
+# being written, the phase of its atomic write, and the output to delete first so that
+# make reruns the stage that writes it. Every stage, before and after the rename.
+KILL_POINTS = [
+    ("config.toml", "written", "build/config.toml"),
+    ("model.keras", "written", "build/model.keras"),
+    ("history.json", "renamed", "build/train/history.json"),
+    ("loss.png", "written", "build/train/loss.png"),
+    ("reference.npz", "synced", "build/reference.npz"),
+    ("model.tflite", "written", "build/model.tflite"),
+    ("model.onnx", "written", "build/model.onnx"),
+    ("model.onnx", "renamed", "build/model.onnx"),
+    ("report.json", "written", "build/verify/report.json"),
+    ("report.md", "synced", "build/verify/report.md"),
+    ("golden.json", "written", "dist/bundle.tar.gz"),
+    ("manifest.json", "written", "dist/bundle.tar.gz"),
+    ("bundle.tar.gz", "written", "dist/bundle.tar.gz"),
+]
+
+
+def sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def make_all(tmp: Path, env: dict | None = None, **kw) -> subprocess.Popen:
+    venv = Path(sys.prefix)
+    if not (venv / ".installed").exists():
+        pytest.skip("run through `make test` (needs the Makefile's .venv)")
+    return subprocess.Popen(
+        ["make", "--no-print-directory", "-C", str(ROOT), f"VENV={venv}", f"BUILD={tmp}/build", f"DIST={tmp}/dist", "all"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})},
+        start_new_session=True, **kw,
+    )
+
+
+def check_no_partial_files(tmp: Path) -> int:
+    """Every visible output parses completely; return how many were checked."""
+    checked = 0
+    for p in (tmp / "build").rglob("*"):
+        if not p.is_file() or p.name.startswith("."):
+            continue
+        data = p.read_bytes()
+        if p.suffix == ".json":
+            json.loads(data)
+        elif p.suffix == ".npz":
+            with np.load(p) as z:
+                [z[k] for k in z.files]
+        elif p.suffix == ".keras":
+            assert zipfile.ZipFile(p).testzip() is None
+        elif p.suffix == ".onnx":
+            import onnx
+
+            onnx.checker.check_model(onnx.load_from_string(data))
+        elif p.suffix == ".png":
+            assert data.endswith(b"IEND\xaeB`\x82"), p
+        elif p.suffix == ".md":
+            assert data.endswith(b"\n"), p
+        checked += 1
+    tarball = tmp / "dist" / "bundle.tar.gz"
+    if tarball.exists():
+        with tarfile.open(tarball) as tar:
+            for m in tar.getmembers():
+                if m.isfile():
+                    tar.extractfile(m).read()
+        checked += 1
+    return checked
+
+
+@pytest.fixture(scope="module")
+def reference_sha(built) -> str:
+    return sha(built.dist / "bundle.tar.gz")
+
+
+def test_sigkill_at_every_write_point_then_make_all_recovers(tmp_path, reference_sha, capsys):
+    kills = checked = 0
+    for name, phase, force in KILL_POINTS:
+        (tmp_path / force).unlink(missing_ok=True)
+        p = make_all(tmp_path, env={"PIPELINE_KILL_AT": f"{name}:{phase}"})
+        out = p.communicate(timeout=300)[0].decode()
+        assert p.returncode != 0, f"{name}:{phase} was not reached:\n{out}"
+        kills += 1
+        checked += check_no_partial_files(tmp_path)
+    p = make_all(tmp_path)
+    out = p.communicate(timeout=300)[0].decode()
+    assert p.returncode == 0, out
+    assert sha(tmp_path / "dist" / "bundle.tar.gz") == reference_sha
+    leftovers = [str(q) for q in tmp_path.rglob(".*tmp*")] + [str(q) for q in tmp_path.rglob(".export-*")]
+    assert leftovers == []
+    with capsys.disabled():
+        print(f"\n  faults: {kills} SIGKILLs at atomic-write points; {checked} outputs checked whole after them; "
+              "partial files 0; recovered to the same bundle sha256")
+
+
+def test_sigkill_at_random_moments_then_make_all_recovers(tmp_path, reference_sha, capsys):
+    rng = random.Random(7)
+    kills = 0
+    for _ in range(6):
+        p = make_all(tmp_path)
+        try:
+            p.wait(timeout=rng.uniform(0.3, 6.0))
+        except subprocess.TimeoutExpired:
+            os.killpg(p.pid, signal.SIGKILL)
+            p.wait()
+            kills += 1
+        p.stdout.close()
+        check_no_partial_files(tmp_path)
+    p = make_all(tmp_path)
+    out = p.communicate(timeout=300)[0].decode()
+    assert p.returncode == 0, out
+    assert sha(tmp_path / "dist" / "bundle.tar.gz") == reference_sha
+    with capsys.disabled():
+        print(f"\n  faults: {kills} SIGKILLs of the whole make process group at random moments, recovered")
+    assert kills >= 3
+
+
+def test_two_make_all_at_once_do_not_corrupt_each_other(tmp_path, reference_sha):
+    a = make_all(tmp_path)
+    time.sleep(0.2)
+    b = make_all(tmp_path)
+    out_a = a.communicate(timeout=300)[0].decode()
+    out_b = b.communicate(timeout=300)[0].decode()
+    assert a.returncode == 0 and b.returncode == 0, out_a + out_b
+    assert "another pipeline run is using" in out_a + out_b
+    assert sha(tmp_path / "dist" / "bundle.tar.gz") == reference_sha
+    check_no_partial_files(tmp_path)
+
+
+@pytest.fixture
+def mount(tmp_path):
+    """Mount a small tmpfs (options given) at a fresh folder; skip where mounting is not allowed."""
+    mounted = []
+
+    def do(name: str, options: str) -> Path:
+        target = tmp_path / name
+        target.mkdir()
+        r = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(target)], capture_output=True)
+        if r.returncode != 0:
+            pytest.skip(f"cannot mount a tmpfs here: {r.stderr.decode().strip()}")
+        mounted.append(target)
+        return target
+
+    yield do
+    for target in mounted:
+        subprocess.run(["umount", "-l", str(target)], check=False)
+
+
+def test_read_only_output_folder_is_one_clear_line_and_no_file(built, tmp_path, mount):
+    ro = mount("ro", "ro,size=1m")
+    b = Built(tmp_path, built.config)
+    shutil.copytree(built.build, b.build)
+    b.dist = ro / "dist"
+    r = b.run("bundle")
+    assert r.returncode == 3
+    (line,) = r.stderr.decode().splitlines()
+    assert line.startswith("error: cannot write ") and str(ro) in line and "Read-only file system" in line, line
+    assert list(ro.iterdir()) == []
+
+
+def test_full_disk_is_one_clear_line_and_no_partial_file(built, tmp_path, mount):
+    small = mount("full", "size=40k")
+    b = Built(tmp_path, built.config)
+    shutil.copytree(built.build, b.build)
+    b.dist = small / "dist"
+    r = b.run("bundle")
+    assert r.returncode == 3
+    (line,) = r.stderr.decode().splitlines()
+    assert line.startswith("error: cannot write ") and "No space left on device" in line, line
+    leftovers = [p for p in small.rglob("*") if p.is_file()]
+    assert leftovers == []  # neither the bundle files nor their temporaries
+
+
+def test_full_disk_during_verify_keeps_the_previous_report(built, tmp_path, mount):
+    small = mount("build", "size=200k")
+    b = Built(tmp_path, built.config)
+    b.build = small / "build"
+    shutil.copytree(built.build, b.build, ignore=shutil.ignore_patterns("model.keras", "*.png", "history.json"))
+    before = (b.build / "verify" / "report.json").read_bytes()
+    filler = small / "filler"
+    free = shutil.disk_usage(small).free
+    filler.write_bytes(b"\0" * max(free - 4096, 0))
+    r = b.run("verify")
+    assert r.returncode == 3, r.stderr
+    (line,) = r.stderr.decode().splitlines()
+    assert "report.json" in line and "No space left on device" in line, line
+    assert (b.build / "verify" / "report.json").read_bytes() == before
+    assert [p.name for p in (b.build / "verify").iterdir() if p.name.startswith(".")] == []
