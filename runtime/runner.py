@@ -5,6 +5,8 @@ Imports the stdlib, numpy and onnxruntime only (tests/test_runtime_wall.py holds
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import math
 from pathlib import Path
@@ -91,7 +93,10 @@ class Runner:
         model_bytes = manifest_mod.check_file(bundle, manifest, model["file"])
         check_onnxruntime(ort.__version__, model)
         try:
-            session = ort.InferenceSession(model_bytes, session_options(threads), providers=["CPUExecutionProvider"])
+            # On a failed load onnxruntime's Python wrapper prints an "EP Error" banner to
+            # stdout, where it would mix with the answers; the exception says it all.
+            with contextlib.redirect_stdout(io.StringIO()):
+                session = ort.InferenceSession(model_bytes, session_options(threads), providers=["CPUExecutionProvider"])
         except Exception as e:  # onnxruntime raises its own exception types for bad models
             raise BundleError(f"{model['file']} | onnxruntime {ort.__version__} cannot load it: {e}") from None
         return cls(bundle, manifest, session, threads)

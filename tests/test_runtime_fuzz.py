@@ -254,7 +254,7 @@ def test_bit_flips_and_truncations_are_all_refused_by_the_hash_check(module_bund
 
 
 RESIGNED = """
-import json, random, sys
+import contextlib, io, json, random, sys
 from pathlib import Path
 sys.path.insert(0, sys.argv[1])
 from runtime import BundleError, Runner
@@ -273,10 +273,13 @@ for i in range(int(sys.argv[3])):
     m = json.loads((bundle / "manifest.json").read_text()); m["files"]["model.onnx"] = sha256_bytes(data)
     raw = (json.dumps(m) + "\\n").encode(); (bundle / "manifest.json").write_bytes(raw)
     (bundle / "manifest.json.sha256").write_text(sha256_bytes(raw) + "  manifest.json\\n")
+    out = io.StringIO()
     try:
-        Runner.from_bundle(bundle).predict([1.0, 2.0]); loaded += 1
+        with contextlib.redirect_stdout(out):
+            Runner.from_bundle(bundle).predict([1.0, 2.0]); loaded += 1
     except BundleError as e:
         assert "model.onnx |" in e.message, e.message; refused += 1
+    assert out.getvalue() == "", out.getvalue()  # nothing on stdout, where answers go
 print("RESULT", refused, loaded)
 """
 
