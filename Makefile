@@ -34,7 +34,7 @@ EXPORT_SRC  := $(COMMON_SRC) pipeline/export_stage.py pipeline/probes.py $(wildc
 VERIFY_SRC  := $(COMMON_SRC) pipeline/verify.py pipeline/runners.py
 BUNDLE_SRC  := $(COMMON_SRC) pipeline/bundle.py $(wildcard runtime/*.py) runtime/requirements.txt
 
-.PHONY: all venv config train export verify bundle test runtime-check bench bench-quick clean distclean help
+.PHONY: all venv config train export verify bundle test runtime-check bench bench-quick pi-check clean distclean help
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 16
@@ -98,6 +98,9 @@ bench: $(TARBALL) $(RT_VENV)/.installed ## Benchmarks: pipeline and runner besid
 
 bench-quick: $(TARBALL) $(RT_VENV)/.installed ## The same, fewer runs and smaller batches (for CI)
 	$(PY) -m bench --quick --build $(BUILD) --dist $(DIST)
+
+pi-check: $(TARBALL) ## The bundle under emulated arm64 (QEMU Cortex-A72 = Pi 4, A76 = Pi 5) against x86
+	$(PY) -m pipeline.picheck --tarball $(TARBALL) --cache .cache/pi --out $(BUILD)/pi-check
 
 clean: ## Remove build/ and dist/
 	rm -rf $(BUILD) $(DIST)
