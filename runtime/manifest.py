@@ -16,6 +16,14 @@ from .errors import BundleError
 MANIFEST = "manifest.json"
 MANIFEST_SUM = "manifest.json.sha256"
 FORMAT = "edge-bundle/1"
+_NUM = (int, float)
+# What the runner reads from a manifest, and its type (checked once, at load).
+REQUIRED = (
+    ("model.file", str), ("model.input.name", str), ("model.output.name", str),
+    ("model.opset", int), ("model.ir_version", int), ("model.min_onnxruntime", str),
+    ("valid_input.min_celsius", (*_NUM, type(None))), ("valid_input.max_celsius", (*_NUM, type(None))),
+    ("golden.file", str), ("golden.atol", _NUM), ("golden.rtol", _NUM), ("files", dict),
+)
 
 
 try:  # CPython's own sha256: unlike hashlib's OpenSSL, costs no ~4 MB of RSS at start-up
@@ -58,8 +66,23 @@ def load(bundle: Path) -> dict[str, Any]:
     except ValueError as e:
         raise BundleError(f"{MANIFEST} | not valid JSON: {e}") from None
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
-        raise BundleError(f"{MANIFEST} | expected format {FORMAT!r}, got {manifest.get('format') if isinstance(manifest, dict) else manifest!r}")
+        got = manifest.get("format") if isinstance(manifest, dict) else type(manifest).__name__
+        raise BundleError(f"{MANIFEST} | expected format {FORMAT!r}, got {got!r}")
+    for path, kind in REQUIRED:
+        value = manifest
+        for key in path.split("."):
+            value = value.get(key) if isinstance(value, dict) else None
+        if not isinstance(value, kind) or isinstance(value, bool):
+            raise BundleError(f"{MANIFEST} | {path}: expected {kind_name(kind)}, got {value!r}")
+    if not all(isinstance(k, str) and isinstance(v, str) for k, v in manifest["files"].items()):
+        raise BundleError(f"{MANIFEST} | files: expected file names mapped to sha256 strings")
     return manifest
+
+
+def kind_name(kind) -> str:
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    return " or ".join({str: "a string", int: "an integer", float: "a number", dict: "a table",
+                        type(None): "null"}[k] for k in kinds)
 
 
 def check_file(bundle: Path, manifest: dict[str, Any], name: str) -> bytes:

@@ -207,40 +207,45 @@ def _short(values: Any, limit: int = 60) -> str:
 def selfcheck(bundle: str | Path | None = None, threads: int = 1) -> list[dict[str, Any]]:
     """Run every check of a bundle; return one record per check (``name``, ``ok``, ``detail``).
 
-    Checks: the manifest and every file's sha256; onnxruntime can load the model's opset
-    and IR version; the model loads; the golden inputs reproduce the golden (Keras)
-    outputs within the manifest's tolerances. Stops at the first failed check.
+    Checks, in order, stopping at the first that fails: the manifest's sha256; every file's
+    sha256; onnxruntime can load the model's opset and IR version; the model loads; the
+    golden inputs reproduce the golden (Keras) outputs within the manifest's tolerances.
     """
     import onnxruntime as ort
 
     bundle = Path(bundle) if bundle is not None else default_bundle()
-    checks: list[dict[str, Any]] = []
+    found: dict[str, Any] = {}
 
-    def record(name: str, fn):
+    def manifest() -> str:
+        found["manifest"] = manifest_mod.load(bundle)
+        return f"sha256 matches {manifest_mod.MANIFEST_SUM}"
+
+    def hashes() -> str:
+        return f"{len(manifest_mod.check_all(bundle, found['manifest']))} files match their sha256"
+
+    def version() -> str:
+        model = found["manifest"]["model"]
+        check_onnxruntime(ort.__version__, model)
+        return (f"{ort.__version__} loads opset {model['opset']} / IR {model['ir_version']} "
+                f"(needs >= {model['min_onnxruntime']})")
+
+    def load() -> str:
+        found["runner"] = Runner.from_bundle(bundle, threads)
+        return f"{found['manifest']['model']['file']} loaded ({', '.join(found['runner'].session.get_providers())})"
+
+    def golden() -> str:
+        return _check_golden(bundle, found["manifest"], found["runner"])
+
+    checks: list[dict[str, Any]] = []
+    for name, step in (("manifest", manifest), ("hashes", hashes), ("onnxruntime", version),
+                       ("load", load), ("golden", golden)):
         try:
-            detail = fn()
+            checks.append({"name": name, "ok": True, "detail": step()})
         except BundleError as e:
             checks.append({"name": name, "ok": False, "detail": e.message})
-            return None
-        checks.append({"name": name, "ok": True, "detail": detail})
-        return detail
-
-    manifest = record("manifest", lambda: manifest_mod.load(bundle) and f"sha256 matches {manifest_mod.MANIFEST_SUM}")
-    if manifest is None:
-        return checks
-    manifest = manifest_mod.load(bundle)
-    if record("hashes", lambda: f"{len(manifest_mod.check_all(bundle, manifest))} files match their sha256") is None:
-        return checks
-    model = manifest["model"]
-    if record("onnxruntime", lambda: check_onnxruntime(ort.__version__, model) or
-              f"{ort.__version__} loads opset {model['opset']} / IR {model['ir_version']} "
-              f"(needs >= {model['min_onnxruntime']})") is None:
-        return checks
-    runner = record("load", lambda: Runner.from_bundle(bundle, threads))
-    if runner is None:
-        return checks
-    checks[-1]["detail"] = f"{model['file']} loaded ({', '.join(runner.session.get_providers())})"
-    record("golden", lambda: _check_golden(bundle, manifest, runner))
+            break
+    if "runner" in found:
+        found["runner"].close()
     return checks
 
 

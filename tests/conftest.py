@@ -74,3 +74,17 @@ def bundle(tmp_path, bundle_tarball) -> Path:
 def runtime_cli(bundle: Path, *args: str, stdin: bytes | None = None) -> subprocess.CompletedProcess:
     """`python -m runtime ...` run from inside the bundle, with the bundle's own runtime/."""
     return run_module("runtime", *args, cwd=bundle, stdin=stdin, env={"PYTHONPATH": ""})
+
+
+def resign(bundle: Path, name: str, data: bytes) -> None:
+    """Replace a bundle file and make the manifest's hashes agree with it (a re-signed bad file)."""
+    import json
+
+    from runtime.manifest import sha256_bytes
+
+    (bundle / name).write_bytes(data)
+    m = json.loads((bundle / "manifest.json").read_text())
+    m["files"][name] = sha256_bytes(data)
+    raw = (json.dumps(m, indent=2, sort_keys=True) + "\n").encode()
+    (bundle / "manifest.json").write_bytes(raw)
+    (bundle / "manifest.json.sha256").write_text(f"{sha256_bytes(raw)}  manifest.json\n")

@@ -172,27 +172,29 @@ def mount(tmp_path):
         subprocess.run(["umount", "-l", str(target)], check=False)
 
 
-def test_read_only_output_folder_is_one_clear_line_and_no_file(built, tmp_path, mount):
-    ro = mount("ro", "ro,size=1m")
+def bundle_into(built, tmp_path: Path, dist: Path) -> str:
+    """Run the bundle stage from a copy of the good build into ``dist``; expect exit 3 and one line."""
     b = Built(tmp_path, built.config)
     shutil.copytree(built.build, b.build)
-    b.dist = ro / "dist"
+    b.dist = dist
     r = b.run("bundle")
-    assert r.returncode == 3
+    assert r.returncode == 3, r.stderr
     (line,) = r.stderr.decode().splitlines()
-    assert line.startswith("error: cannot write ") and str(ro) in line and "Read-only file system" in line, line
+    assert line.startswith("error: cannot write "), line
+    return line
+
+
+def test_read_only_output_folder_is_one_clear_line_and_no_file(built, tmp_path, mount):
+    ro = mount("ro", "ro,size=1m")
+    line = bundle_into(built, tmp_path, ro / "dist")
+    assert str(ro) in line and "Read-only file system" in line, line
     assert list(ro.iterdir()) == []
 
 
 def test_full_disk_is_one_clear_line_and_no_partial_file(built, tmp_path, mount):
     small = mount("full", "size=40k")
-    b = Built(tmp_path, built.config)
-    shutil.copytree(built.build, b.build)
-    b.dist = small / "dist"
-    r = b.run("bundle")
-    assert r.returncode == 3
-    (line,) = r.stderr.decode().splitlines()
-    assert line.startswith("error: cannot write ") and "No space left on device" in line, line
+    line = bundle_into(built, tmp_path, small / "dist")
+    assert "No space left on device" in line, line
     leftovers = [p for p in small.rglob("*") if p.is_file()]
     assert leftovers == []  # neither the bundle files nor their temporaries
 

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from runtime import BundleError, InputError, Runner, selfcheck
-from runtime.manifest import sha256_bytes
 from runtime.runner import check_onnxruntime
+from tests.conftest import resign
 
 
 @pytest.fixture
@@ -84,16 +84,6 @@ def test_an_old_onnxruntime_is_named_with_the_version_needed():
         check_onnxruntime("1.11.1", model)
 
 
-def resign(bundle, name: str, data: bytes) -> None:
-    """Replace a bundle file and make the manifest's hashes agree (a re-signed bad file)."""
-    (bundle / name).write_bytes(data)
-    m = json.loads((bundle / "manifest.json").read_text())
-    m["files"][name] = sha256_bytes(data)
-    raw = (json.dumps(m, indent=2, sort_keys=True) + "\n").encode()
-    (bundle / "manifest.json").write_bytes(raw)
-    (bundle / "manifest.json.sha256").write_text(f"{sha256_bytes(raw)}  manifest.json\n")
-
-
 def test_selfcheck_catches_golden_outputs_the_model_does_not_reproduce(bundle):
     g = golden(bundle)
     g["fahrenheit"][3] += 0.01
@@ -107,3 +97,25 @@ def test_a_resigned_corrupt_model_gets_a_clear_load_error(bundle):
     resign(bundle, "model.onnx", (bundle / "model.onnx").read_bytes()[:-40])
     with pytest.raises(BundleError, match=r"model\.onnx \| onnxruntime .* cannot load it"):
         Runner.from_bundle(bundle)
+
+
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (lambda m: m["model"].pop("opset"), r"model\.opset: expected an integer, got None"),
+        (lambda m: m["golden"].update(atol="1e-5"), r"golden\.atol: expected an integer or a number, got '1e-5'"),
+        (lambda m: m.update(files=[]), r"files: expected a table"),
+        (lambda m: m.update(format="other/2"), r"expected format 'edge-bundle/1', got 'other/2'"),
+    ],
+)
+def test_a_resigned_manifest_of_the_wrong_shape_is_refused_naming_the_key(bundle, edit, message):
+    from runtime.manifest import sha256_bytes
+
+    m = json.loads((bundle / "manifest.json").read_text())
+    edit(m)
+    raw = json.dumps(m).encode()
+    (bundle / "manifest.json").write_bytes(raw)
+    (bundle / "manifest.json.sha256").write_text(f"{sha256_bytes(raw)}  manifest.json\n")
+    with pytest.raises(BundleError, match=message):
+        Runner.from_bundle(bundle)
+    assert selfcheck(bundle)[0]["ok"] is False

@@ -7,7 +7,6 @@ bit flips and truncations of the bundle's files. Each test prints how many input
 from __future__ import annotations
 
 import io
-import json
 import os
 import random
 import re
@@ -201,17 +200,6 @@ def test_stream_memory_stays_flat_on_an_endless_input(module_bundle, capsys):
         print(f"\n  stream: {sent:,} lines in 8 s, RSS {settle / 1024:.1f} MB -> max {max(samples) / 1024:.1f} MB, "
               f"lines lost 0")
     assert growth_mb < 5, samples
-
-
-def resign(bundle, name: str, data: bytes) -> None:
-    from runtime.manifest import sha256_bytes
-
-    (bundle / name).write_bytes(data)
-    m = json.loads((bundle / "manifest.json").read_text())
-    m["files"][name] = sha256_bytes(data)
-    raw = (json.dumps(m, indent=2, sort_keys=True) + "\n").encode()
-    (bundle / "manifest.json").write_bytes(raw)
-    (bundle / "manifest.json.sha256").write_text(f"{sha256_bytes(raw)}  manifest.json\n")
 
 
 def damage(data: bytes, rng: random.Random) -> bytes:
