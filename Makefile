@@ -50,9 +50,10 @@ $(STAMP): requirements.txt
 	@touch $@
 
 # The config in force, copied only when its content changes, so switching presets
-# (or editing the file) retrains, and re-running with the same one does nothing.
+# (or editing the file) retrains, and re-running with the same one does nothing (not even
+# start Python: an unchanged file was validated when it was copied).
 $(BUILD)/config.toml: FORCE | $(STAMP)
-	@$(PY) -m pipeline config --config $(CONFIG) --out $@
+	@cmp -s $(CONFIG) $@ 2>/dev/null || $(PY) -m pipeline --build $(BUILD) config --config $(CONFIG) --out $@
 
 config: $(BUILD)/config.toml ## Validate CONFIG and make it the config in force
 
