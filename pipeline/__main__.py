@@ -8,6 +8,7 @@ bad export); 2 bad command line or config; 3 a file could not be read or written
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 import time
 from pathlib import Path
@@ -152,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
             raise config_mod.ConfigError(None, "--out", "only valid with the config stage")
         cfg = config_mod.load(cfg_path)
         stages = STAGES if args.stage == "all" else (args.stage,)
-        with exclusive(build, dist):
+        with contextlib.nullcontext() if stages == ("plot",) else exclusive(build, dist):
             for stage in stages:
                 with filtered_stderr():
                     run_stage(stage, cfg, cfg_path, build, dist, plot=not args.no_plot)

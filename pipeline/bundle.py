@@ -178,7 +178,7 @@ def write_folder(files: dict[str, bytes], dest: Path) -> None:
     """Write ``files`` into a fresh folder beside ``dest``, then swap it in for ``dest``."""
     try:
         dest.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
+        tmp = Path(tempfile.mkdtemp(prefix=fsutil.temp_prefix(dest.name), dir=dest.parent))
     except OSError as e:
         raise OutputError(e.filename or dest, e.strerror or str(e)) from None
     try:
@@ -188,7 +188,7 @@ def write_folder(files: dict[str, bytes], dest: Path) -> None:
             tmp.chmod(0o755)
             old = None
             if dest.exists():
-                old = Path(tempfile.mkdtemp(prefix=f".{dest.name}.old.", dir=dest.parent))
+                old = Path(tempfile.mkdtemp(prefix=fsutil.temp_prefix(dest.name + ".old"), dir=dest.parent))
                 dest.replace(old / dest.name)
             tmp.replace(dest)
         except OSError as e:

@@ -60,7 +60,7 @@ def run(cfg: dict[str, Any], build: Path) -> dict[str, Any]:
     model = load_keras_model(keras_path)
     tf, _ = tensorflow()
     try:
-        with tempfile.TemporaryDirectory(prefix=".export-", dir=build) as tmp:
+        with tempfile.TemporaryDirectory(prefix=fsutil.temp_prefix("export"), dir=build) as tmp:
             saved = keras3_savedmodel.write_savedmodel(model, Path(tmp) / "savedmodel", INPUT_NAME, OUTPUT_NAME)
             onnx_model = onnx_export.convert(
                 saved, INPUT_NAME, OUTPUT_NAME, cfg["export"]["opset"], cfg["export"]["ir_version"]

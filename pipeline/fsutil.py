@@ -10,12 +10,35 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import signal
 import tempfile
 from pathlib import Path
 from typing import Iterator
 
 from .errors import OutputError
+
+
+_OWNER = re.compile(r"\.pid(\d+)\.")
+
+
+def temp_prefix(name: str) -> str:
+    """Prefix of a temporary beside ``name``: hidden, and naming the process that owns it."""
+    return f".{name}.pid{os.getpid()}."
+
+
+def owner_alive(temp_name: str) -> bool:
+    """Whether the process named in a temporary's name (see temp_prefix) is still running."""
+    m = _OWNER.search(temp_name)
+    if not m:
+        return False
+    try:
+        os.kill(int(m.group(1)), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, someone else's
+        return True
+    return True
 
 
 def _read_umask() -> int:
@@ -37,7 +60,7 @@ def atomic_path(dest: str | Path) -> Iterator[Path]:
     dest = Path(dest)
     try:
         dest.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp" + dest.suffix, dir=dest.parent)
+        fd, tmp = tempfile.mkstemp(prefix=temp_prefix(dest.name), suffix=".tmp" + dest.suffix, dir=dest.parent)
         os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp makes 0600; outputs are ordinary files
         os.close(fd)
     except OSError as e:

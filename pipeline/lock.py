@@ -3,7 +3,8 @@
 Every stage holds an exclusive ``flock`` on ``BUILD/.lock`` while it runs; a second run
 (two `make all` in one checkout, a CI job and a person) waits for it, saying so once on
 stderr. The lock dies with its process, so a killed run never leaves it held. Holding
-it, a stage may clear temporary files a killed run left behind.
+it, a stage clears the temporaries of killed runs. `plot` takes no lock: it only reads
+history.json and replaces loss.png atomically, so make can draw it while export runs.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import sys
 from pathlib import Path
 from typing import Iterator
 
+from . import fsutil
 from .errors import OutputError
 
 
@@ -42,13 +44,19 @@ def exclusive(build: Path, *folders: Path) -> Iterator[None]:
 
 
 def remove_stale(folder: Path) -> None:
-    """Delete what atomic writes of a killed run leave: ``.NAME.*.tmp*`` files and ``.export-*``/``.bundle.*`` folders."""
+    """Delete temporaries (files and folders) whose owning process is gone: what a killed run left.
+
+    Temporaries are hidden and carry their owner's pid (fsutil.temp_prefix), so a run never
+    deletes the temporary of one still writing, such as the loss plot drawn beside export.
+    """
     if not folder.is_dir():
         return
     for sub in [folder, *(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))]:
-        for p in sub.glob(".*"):
-            if p.is_dir() and (p.name.startswith(".export-") or p.name.startswith(".bundle.")):
+        for p in sub.glob(".*.pid*"):
+            if fsutil.owner_alive(p.name):
+                continue
+            if p.is_dir():
                 shutil.rmtree(p, ignore_errors=True)
-            elif p.is_file() and ".tmp" in p.name:
+            else:
                 with contextlib.suppress(FileNotFoundError):
                     p.unlink()

