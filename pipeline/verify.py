@@ -122,16 +122,15 @@ def check_format(fmt: str, runner: Runner, ref: dict[str, np.ndarray], cfg: dict
     reps = -(-large // x.size)
     x_large = np.tile(x, reps)[:large]
     y_large = runner.run(x_large)
-    runs = {
+    runs = {  # name: (inputs, the format's outputs, Keras's outputs)
         "batch_1": (x, runner.run_each(x), keras_y),
         f"batch_{large}": (x_large, y_large, np.tile(keras_y, reps)[:large]),
     }
-    all_x = np.concatenate([r[0] for r in runs.values()])
-    all_got = np.concatenate([r[1] for r in runs.values()])
-    all_ref = np.concatenate([r[2] for r in runs.values()])
-    overall = compare(all_x, all_ref, all_got, tol["atol"], tol["rtol"])
-    result = asdict(overall)
-    result["batches"] = {k: asdict(compare(a, c, b, tol["atol"], tol["rtol"])) for k, (a, b, c) in runs.items()}
+    inputs, got, want = (np.concatenate(parts) for parts in zip(*runs.values()))
+    result = asdict(compare(inputs, want, got, tol["atol"], tol["rtol"]))
+    result["batches"] = {
+        name: asdict(compare(xs, ys_keras, ys, tol["atol"], tol["rtol"])) for name, (xs, ys, ys_keras) in runs.items()
+    }
     groups = {}
     for i, name in enumerate(ref["group_names"]):
         sel = ref["group"] == i
