@@ -24,11 +24,13 @@ class BundleError(RuntimeFailure):
 class InputError(RuntimeFailure):
     """An input value is not a valid temperature for this model.
 
-    ``index`` is the position of the first bad value, when there is one.
+    ``index`` is the position of the first bad value and ``problem`` what is wrong with
+    it, when the error is about one value.
     """
 
     exit_code = EXIT_BAD_INPUT
 
-    def __init__(self, message: str, index: int | None = None):
+    def __init__(self, message: str, index: int | None = None, problem: str | None = None):
         super().__init__(message)
         self.index = index
+        self.problem = problem

@@ -152,28 +152,31 @@ class Runner:
             x = arr.astype(np.float32)
         return x.reshape(-1, 1)
 
-    def _refuse(self, values: list, lo: float | None = None, hi: float | None = None) -> None:
-        """Raise InputError for the first bad value in ``values``."""
+    def value_problem(self, v: float, lo: float | None = None, hi: float | None = None) -> str | None:
+        """Why the number ``v`` is not a valid input, or None when it is (bounds default to the manifest's)."""
         lo = self.min_celsius if lo is None else lo
         hi = self.max_celsius if hi is None else hi
+        if math.isnan(v):
+            return "expected a number, got NaN"
+        if math.isinf(v):
+            return "expected a finite number"
+        if abs(v) > F32_MAX:
+            return "outside float32 range (|x| <= 3.4e38)"
+        if not lo <= v <= hi:
+            return (f"outside the valid range [{self.min_celsius:g}, {self.max_celsius:g}] degC"
+                    + (" (below absolute zero)" if v < lo and self.min_celsius == -273.15 else ""))
+        return None
+
+    def _refuse(self, values: list, lo: float | None = None, hi: float | None = None) -> None:
+        """Raise InputError for the first bad value in ``values``."""
         for i, v in enumerate(values):
             try:
-                v = float(v)
+                problem = self.value_problem(float(v), lo, hi)
             except OverflowError:  # an int beyond any float
-                raise InputError(f"input[{i}] = {v}: outside float32 range (|x| <= 3.4e38)", index=i) from None
-            if math.isnan(v):
-                raise InputError(f"input[{i}] = nan: expected a number, got NaN", index=i)
-            if math.isinf(v):
-                raise InputError(f"input[{i}] = {v}: expected a finite number", index=i)
-            if abs(v) > F32_MAX:
-                raise InputError(f"input[{i}] = {v!r}: outside float32 range (|x| <= 3.4e38)", index=i)
-            if not lo <= v <= hi:
-                raise InputError(
-                    f"input[{i}] = {v!r}: outside the valid range "
-                    f"[{self.min_celsius:g}, {self.max_celsius:g}] degC"
-                    + (" (below absolute zero)" if v < lo and self.min_celsius == -273.15 else ""),
-                    index=i,
-                )
+                problem = "outside float32 range (|x| <= 3.4e38)"
+            if problem:
+                shown = "nan" if isinstance(v, float) and math.isnan(v) else repr(v)
+                raise InputError(f"input[{i}] = {shown}: {problem}", index=i, problem=problem)
         raise AssertionError("no bad value among the refused input")
 
     def predict(self, values) -> np.ndarray:

@@ -47,14 +47,7 @@ class _Batch:
             v = float(line)
         except ValueError:
             return f"{_describe(line)}: expected a number in degrees Celsius"
-        if math.isnan(v):
-            return f"{_describe(line)}: NaN, expected a number"
-        if math.isinf(v):
-            return f"{_describe(line)}: expected a finite number"
-        if abs(v) > F32_MAX:
-            return f"{_describe(line)}: outside float32 range (|x| <= 3.4e38)"
-        return (f"{_describe(line)}: outside the valid range [{self.lo:g}, {self.hi:g}] degC"
-                + (" (below absolute zero)" if v < self.lo == -273.15 else ""))
+        return f"{_describe(line)}: {self.runner.value_problem(v)}"
 
     def run(self, lines: list[bytes], first_line_no: int) -> tuple[bytes, int]:
         n = len(lines)
