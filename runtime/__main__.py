@@ -14,20 +14,26 @@ from pathlib import Path
 from .errors import EXIT_BAD_INPUT, EXIT_CHECK_FAILED, InputError, RuntimeFailure
 
 
-def _threads(text: str) -> int:
-    try:
-        n = int(text)
-    except ValueError:
-        n = 0
-    if n < 1:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}")
-    return n
+def _int_at_least(low: int):
+    def parse(text: str) -> int:
+        try:
+            n = int(text)
+        except ValueError:
+            n = low - 1
+        if n < low:
+            raise argparse.ArgumentTypeError(f"expected an integer >= {low}, got {text!r}")
+        return n
+
+    return parse
+
+
+_positive = _int_at_least(1)
 
 
 def _parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--bundle", metavar="DIR", help="unpacked bundle folder (default: the one this runtime sits in)")
-    common.add_argument("--threads", type=_threads, default=1, metavar="N",
+    common.add_argument("--threads", type=_positive, default=1, metavar="N",
                         help="onnxruntime intra-op threads (default: 1, no spinning)")
     p = argparse.ArgumentParser(
         prog="python -m runtime",
@@ -39,15 +45,15 @@ def _parser() -> argparse.ArgumentParser:
     pr.add_argument("values", nargs="+", metavar="CELSIUS")
     pr.add_argument("--json", action="store_true", help="print a JSON object instead of lines")
     st = sub.add_parser("stream", parents=[common], help="one Celsius value per stdin line -> one line per input line")
-    st.add_argument("--batch", type=_threads, default=4096, metavar="N", help="lines per micro-batch (default: 4096)")
+    st.add_argument("--batch", type=_positive, default=4096, metavar="N", help="lines per micro-batch (default: 4096)")
     sc = sub.add_parser("selfcheck", parents=[common], help="verify hashes, onnxruntime version and golden outputs")
     sc.add_argument("--json", action="store_true", help="print the checks as JSON")
     sub.add_parser("info", parents=[common], help="manifest, model I/O, onnxruntime version, providers, threads")
     be = sub.add_parser("bench", parents=[common], help="cold start, latency, throughput and peak RSS, as JSON")
-    be.add_argument("--calls", type=_threads, default=20000, metavar="N", help="batch-1 calls timed (default: 20000)")
-    be.add_argument("--large-batch", type=_threads, default=1_000_000, metavar="N",
+    be.add_argument("--calls", type=_positive, default=20000, metavar="N", help="batch-1 calls timed (default: 20000)")
+    be.add_argument("--large-batch", type=_positive, default=1_000_000, metavar="N",
                     help="batch size for throughput (default: 1000000)")
-    be.add_argument("--cold-runs", type=int, default=5, metavar="N",
+    be.add_argument("--cold-runs", type=_int_at_least(0), default=5, metavar="N",
                     help="fresh processes timed for cold start; 0 skips (default: 5)")
     return p
 
@@ -67,8 +73,7 @@ def cmd_predict(args) -> int:
         except InputError as e:
             if e.index is None:
                 raise
-            problem = e.message.split(": ", 1)[1]
-            raise InputError(f"argument {e.index + 1} = {args.values[e.index]!r}: {problem}") from None
+            raise InputError(f"argument {e.index + 1} = {args.values[e.index]!r}: {e.problem}") from None
     if args.json:
         print(json.dumps({"celsius": values, "fahrenheit": [float(v) for v in out]}))
     else:

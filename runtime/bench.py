@@ -19,6 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .errors import RuntimeFailure
+
 
 def _percentiles(ns: list[int]) -> dict[str, float]:
     q = statistics.quantiles(ns, n=100, method="inclusive")
@@ -37,7 +39,7 @@ def cold_start(bundle: Path, runs: int, threads: int) -> dict[str, float]:
         )
         times.append(time.perf_counter() - t0)
         if r.returncode != 0:
-            raise RuntimeError(r.stderr.decode().strip())
+            raise RuntimeFailure(f"bench: cold-start run failed: {r.stderr.decode().strip()}")
     peak_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     return {"median_s": statistics.median(times), "min_s": min(times), "max_s": max(times),
             "runs": runs, "peak_rss_mb": peak_kb / 1024}
