@@ -83,14 +83,17 @@ def atomic_path(dest: str | Path) -> Iterator[Path]:
 
 
 def _fault_point(dest: Path, phase: str) -> None:
-    """Test hook: PIPELINE_KILL_AT=NAME:PHASE makes this process SIGKILL itself there.
+    """Test hooks at exact points of an atomic write: ``PIPELINE_KILL_AT=NAME:PHASE`` makes
+    this process SIGKILL itself there, ``PIPELINE_STOP_AT=NAME:PHASE`` SIGSTOP itself (a test
+    observes the stop, does its part, then sends SIGCONT).
 
-    The fault-injection tests use it to kill real runs at exact points of an atomic
-    write (``written``: temporary complete; ``synced``: fsynced; ``renamed``: in place).
+    Phases: ``written`` (temporary complete), ``synced`` (fsynced), ``renamed`` (in place).
     """
-    spec = os.environ.get("PIPELINE_KILL_AT")
-    if spec and spec == f"{dest.name}:{phase}":
+    here = f"{dest.name}:{phase}"
+    if os.environ.get("PIPELINE_KILL_AT") == here:
         os.kill(os.getpid(), signal.SIGKILL)
+    if os.environ.get("PIPELINE_STOP_AT") == here:
+        os.kill(os.getpid(), signal.SIGSTOP)
 
 
 def _fsync_dir(folder: Path) -> None:

@@ -6,6 +6,7 @@ next `make all` must end with the same bundle, byte for byte, as an uninterrupte
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -15,6 +16,7 @@ import signal
 import subprocess
 import sys
 import tarfile
+import threading
 import time
 import zipfile
 from pathlib import Path
@@ -119,36 +121,91 @@ def test_sigkill_at_every_write_point_then_make_all_recovers(tmp_path, reference
               "partial files 0; recovered to the same bundle sha256")
 
 
-def test_sigkill_at_random_moments_then_make_all_recovers(tmp_path, reference_sha, capsys):
-    rng = random.Random(7)
-    kills = 0
-    for _ in range(6):
-        p = make_all(tmp_path)
-        try:
-            p.wait(timeout=rng.uniform(0.3, 6.0))
-        except subprocess.TimeoutExpired:
+# Moments a run is killed at, defined by progress the test sees on make's output (never
+# by wall time): a stage's command echoed by make (its Python is starting or working) or
+# a stage's result line (it is done; the next one is starting), each with the output to
+# delete first so that the round has that work to do.
+MOMENTS = [
+    ("train starts", lambda line: line.endswith(" train --no-plot"), "build/model.keras"),
+    ("train done", lambda line: line.startswith("train: "), "build/model.keras"),
+    ("plot starts", lambda line: line.endswith(" plot"), "build/train/loss.png"),
+    ("export starts", lambda line: line.endswith(" export"), "build/model.onnx"),
+    ("export done", lambda line: line.startswith("export: "), "build/model.onnx"),
+    ("verify starts", lambda line: line.endswith(" verify"), "build/verify/report.json"),
+    ("verify done", lambda line: line.startswith("verify: passed"), "build/verify/report.json"),
+    ("bundle starts", lambda line: line.endswith(" bundle"), "dist/bundle.tar.gz"),
+]
+
+
+def kill_when(p: subprocess.Popen, seen) -> list[str]:
+    """Read make's output until a line satisfies ``seen``, then SIGKILL make's whole process group."""
+    lines = []
+    for raw in p.stdout:
+        lines.append(raw.decode().rstrip("\n"))
+        if seen(lines[-1]):
             os.killpg(p.pid, signal.SIGKILL)
-            p.wait()
-            kills += 1
-        p.stdout.close()
+            break
+    p.stdout.close()
+    p.wait(timeout=300)
+    return lines
+
+
+def test_sigkill_at_observed_moments_then_make_all_recovers(tmp_path, reference_sha, capsys):
+    rng = random.Random(7)
+    p = make_all(tmp_path)  # a complete build to start from, so every later round is partial work
+    assert p.communicate(timeout=300)[0] is not None and p.returncode == 0
+    rounds = rng.sample(MOMENTS, len(MOMENTS))  # each moment once, in a seeded order
+    for name, seen, force in rounds:
+        (tmp_path / force).unlink(missing_ok=True)  # missing: an earlier round's kill left that work undone
+        p = make_all(tmp_path)
+        out = kill_when(p, seen)
+        # Killed, not finished: make itself died of the SIGKILL, so the round cut real work.
+        assert p.returncode == -signal.SIGKILL, f"{name}: make ended by itself:\n" + "\n".join(out)
         check_no_partial_files(tmp_path)
     p = make_all(tmp_path)
     out = p.communicate(timeout=300)[0].decode()
     assert p.returncode == 0, out
     assert sha(tmp_path / "dist" / "bundle.tar.gz") == reference_sha
+    assert [str(q) for q in tmp_path.rglob(".*.pid*")] == []
     with capsys.disabled():
-        print(f"\n  faults: {kills} SIGKILLs of the whole make process group at random moments, recovered")
-    assert kills >= 3
+        print(f"\n  faults: {len(rounds)} SIGKILLs of the whole make process group at observed moments "
+              f"({', '.join(sorted({r[0] for r in rounds}))}), recovered to the same bundle sha256")
+
+
+def stopped_writer(folder: Path, name: str, deadline: float) -> int:
+    """The pid of the process stopped (PIPELINE_STOP_AT) with its temporary of ``name`` written in ``folder``."""
+    while time.monotonic() < deadline:
+        for tmp in folder.glob(f".{name}.pid*"):
+            pid = int(tmp.name.split(".pid")[1].split(".")[0])
+            with contextlib.suppress(FileNotFoundError):
+                state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+                if state == "T":
+                    return pid
+        time.sleep(0.05)  # polling for an observed state, not a guessed duration
+    raise AssertionError(f"no process stopped at {name} within the time limit")
 
 
 def test_two_make_all_at_once_do_not_corrupt_each_other(tmp_path, reference_sha):
-    a = make_all(tmp_path)
-    time.sleep(0.2)
+    # The first run stops itself mid-train, holding the build lock; the second starts then,
+    # must say it waits, and only then does the first go on: the overlap is certain.
+    a = make_all(tmp_path, env={"PIPELINE_STOP_AT": "model.keras:written"})
+    pid = stopped_writer(tmp_path / "build", "model.keras", time.monotonic() + 300)
     b = make_all(tmp_path)
+    # Failsafe only: if b never says it waits (the bug this test is for), let a go on at
+    # last so that both end and the assertions below report it, instead of hanging.
+    failsafe = threading.Timer(300, os.kill, (pid, signal.SIGCONT))
+    failsafe.start()
+    out_b = []
+    for raw in b.stdout:
+        out_b.append(raw.decode())
+        if "another pipeline run is using" in out_b[-1]:
+            break
+    failsafe.cancel()
+    os.kill(pid, signal.SIGCONT)
     out_a = a.communicate(timeout=300)[0].decode()
-    out_b = b.communicate(timeout=300)[0].decode()
-    assert a.returncode == 0 and b.returncode == 0, out_a + out_b
-    assert "another pipeline run is using" in out_a + out_b
+    out_b.append(b.communicate(timeout=300)[0].decode())
+    assert a.returncode == 0 and b.returncode == 0, out_a + "".join(out_b)
+    assert "waiting for" in "".join(out_b) and "another pipeline run is using" in "".join(out_b)
     assert sha(tmp_path / "dist" / "bundle.tar.gz") == reference_sha
     check_no_partial_files(tmp_path)
 
