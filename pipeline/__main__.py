@@ -2,7 +2,8 @@
 
 Exit codes: 0 done; 1 a check of the model failed (verify breach, diverged training,
 bad export); 2 bad command line or config; 3 a file could not be read or written;
-4 inconsistent state (e.g. bundling a model that did not pass verify). See README.
+4 inconsistent state (e.g. bundling a model that did not pass verify); 5 this Python
+lacks a package the pipeline needs (run it with the project's .venv). See README.
 """
 
 from __future__ import annotations
@@ -14,32 +15,73 @@ import time
 from pathlib import Path
 
 from . import config as config_mod
-from .errors import EXIT_IO, PipelineError
+from .errors import EXIT_IO, MissingDependency, PipelineError
 from .lock import exclusive
 from .quiet import filtered_stderr
 
 STAGES = ("train", "export", "verify", "bundle")
-EXTRA = ("plot",)  # draws build/train/loss.png; train does it too unless --no-plot
+
+# What each command reads and writes (its --help; README "The stages").
+COMMANDS = {
+    "config": ("validate CONFIG; with --out, copy it there when its content changed",
+               "reads CONFIG; writes OUT (make uses BUILD/config.toml, the config in force)"),
+    "train": ("train the Keras model",
+              "reads CONFIG; writes BUILD/model.keras, BUILD/train/history.json and "
+              "BUILD/train/loss.png (not with --no-plot)"),
+    "plot": ("redraw the loss curve",
+             "reads BUILD/train/history.json; writes BUILD/train/loss.png"),
+    "export": ("convert the Keras model to ONNX and TFLite; record Keras's outputs on the probes",
+               "reads CONFIG, BUILD/model.keras; writes BUILD/model.onnx, BUILD/model.tflite, "
+               "BUILD/reference.npz"),
+    "verify": ("check ONNX and TFLite against Keras and the formula",
+               "reads CONFIG, BUILD/model.onnx, BUILD/model.tflite, BUILD/reference.npz, "
+               "BUILD/train/history.json; writes BUILD/verify/report.json and report.md; "
+               "on a failure removes DIST/bundle and DIST/bundle.tar.gz"),
+    "bundle": ("make the device bundle from a verified model",
+               "reads CONFIG, BUILD/verify/report.json, BUILD/model.onnx, BUILD/reference.npz, "
+               "runtime/; writes DIST/bundle/ and DIST/bundle.tar.gz"),
+    "all": ("train, export, verify and bundle in one process (the loss plot drawn by train)",
+            "reads CONFIG; writes everything the four stages write"),
+}
+RECORDS = "Every stage but plot also records CONFIG as BUILD/config.toml, the config make compares with."
+
+
+def _options(defaults: bool) -> argparse.ArgumentParser:
+    """--config, --build, --dist: accepted before and after the command.
+
+    The copy given to each command has no defaults (SUPPRESS), so an option given before
+    the command is not overwritten by the command's default.
+    """
+    def d(value):
+        return value if defaults else argparse.SUPPRESS
+
+    p = argparse.ArgumentParser(add_help=False)
+    p.add_argument("--config", default=d("configs/default.toml"), metavar="CONFIG",
+                   help="TOML config (default: configs/default.toml)")
+    p.add_argument("--build", default=d("build"), metavar="BUILD", help="folder for build outputs (default: build)")
+    p.add_argument("--dist", default=d("dist"), metavar="DIST", help="folder for the bundle (default: dist)")
+    return p
 
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m pipeline",
+        parents=[_options(defaults=True)],
         description="Train -> export (ONNX, TFLite) -> verify -> bundle, one stage at a time. "
-        "`make all` runs the stages that are out of date.",
+        "`make all` runs the stages that are out of date. Run it with the project's venv "
+        "(.venv/bin/python -m pipeline ..., made by `make venv`).",
+        epilog=RECORDS + " `python -m pipeline COMMAND --help` says what a command reads and writes. "
+        "Exit codes: README, \"Exit codes\".",
     )
-    p.add_argument(
-        "stage",
-        choices=("config", *STAGES, *EXTRA, "all"),
-        help="config: validate CONFIG and write it to --out if it changed; "
-        "plot: redraw build/train/loss.png from history.json; "
-        "all: every stage in order, in one process",
-    )
-    p.add_argument("--config", default="configs/default.toml", help="TOML config (default: %(default)s)")
-    p.add_argument("--build", default="build", help="folder for build outputs (default: %(default)s)")
-    p.add_argument("--dist", default="dist", help="folder for the bundle (default: %(default)s)")
-    p.add_argument("--out", help="config stage only: where to write the validated copy")
-    p.add_argument("--no-plot", action="store_true", help="train only: leave loss.png to `plot`")
+    sub = p.add_subparsers(dest="stage", required=True, metavar="command")
+    for name, (summary, files) in COMMANDS.items():
+        c = sub.add_parser(name, parents=[_options(defaults=False)], help=summary,
+                           description=f"{summary}. {files[0].upper()}{files[1:]}.",
+                           epilog=None if name in ("config", "plot") else RECORDS)
+        if name == "config":
+            c.add_argument("--out", metavar="OUT", help="where to write the validated copy")
+        if name == "train":
+            c.add_argument("--no-plot", action="store_true", help="leave loss.png to `plot` (make draws it in parallel)")
     return p
 
 
@@ -97,10 +139,13 @@ def stage_verify(cfg, build: Path, dist: Path) -> None:
     t0 = time.perf_counter()
     r = verify.run(cfg, build, dist)
     p, a = r["parity"], r["accuracy"]
+    lo, hi = next(iter(p.values()))["range_c"]
     _say(
-        "verify: passed; max abs err vs Keras: "
-        + ", ".join(f"{f} {p[f]['max_abs_err']:.3g}" for f in p)
-        + "; MAE vs formula (degF): "
+        "verify: passed; vs Keras: "
+        + ", ".join(f"{f} {p[f]['max_ulp']:,} ulp" for f in p)
+        + f" at most (max abs err over {lo:g}..{hi:g} degC: "
+        + ", ".join(f"{f} {p[f]['range_max_abs_err']:.3g}" for f in p)
+        + " degF); MAE vs formula (degF): "
         + ", ".join(f"{f} {a[f]['mae_f']:.4f}" for f in a)
         + f" -> {build}/verify/report.md [{time.perf_counter() - t0:.1f} s]"
     )
@@ -138,6 +183,21 @@ def run_stage(stage: str, cfg, cfg_path: Path, build: Path, dist: Path, plot: bo
         stage_bundle(cfg, cfg_path, build, dist)
 
 
+def record_config(cfg_path: Path, build: Path) -> None:
+    """Make ``cfg_path`` the config in force (BUILD/config.toml), as `make config` would.
+
+    make decides what is out of date by comparing CONFIG with BUILD/config.toml; a stage
+    run by hand with another config records it there too, so the next `make all` with a
+    different config sees the change and rebuilds. Written only when the content differs.
+    """
+    from . import fsutil
+
+    in_force = build / "config.toml"
+    data = cfg_path.read_bytes()
+    if cfg_path.resolve() != in_force.resolve() and not (in_force.is_file() and in_force.read_bytes() == data):
+        fsutil.write_bytes(in_force, data)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     cfg_path, build, dist = Path(args.config), Path(args.build), Path(args.dist)
@@ -149,18 +209,25 @@ def main(argv: list[str] | None = None) -> int:
                 with exclusive(build):
                     stage_config(cfg_path, Path(args.out))
             return 0
-        if args.out:
-            raise config_mod.ConfigError(None, "--out", "only valid with the config stage")
         cfg = config_mod.load(cfg_path)
         stages = STAGES if args.stage == "all" else (args.stage,)
         with contextlib.nullcontext() if stages == ("plot",) else exclusive(build, dist):
+            if stages != ("plot",):
+                record_config(cfg_path, build)
             for stage in stages:
                 with filtered_stderr():
-                    run_stage(stage, cfg, cfg_path, build, dist, plot=not args.no_plot)
+                    run_stage(stage, cfg, cfg_path, build, dist, plot=not getattr(args, "no_plot", False))
         return 0
     except PipelineError as e:
-        print(f"error: {e.message}", file=sys.stderr)
+        for line in e.message.splitlines():
+            print(f"error: {line}", file=sys.stderr)
         return e.exit_code
+    except ModuleNotFoundError as e:  # run outside the venv, or the venv is incomplete
+        if (e.name or "").split(".")[0] in ("pipeline", "export", "runtime"):
+            raise  # one of ours: a bug, keep its traceback
+        err = MissingDependency(e.name or str(e), " ".join(["python -m pipeline", *(argv or sys.argv[1:])]))
+        print(f"error: {err.message}", file=sys.stderr)
+        return err.exit_code
     except OSError as e:  # an I/O failure no stage anticipated: still one line, named
         where = e.filename or "(no file name)"
         print(f"error: cannot read or write {where}: {e.strerror or e}", file=sys.stderr)

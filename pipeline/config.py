@@ -206,7 +206,7 @@ def load(path: str | Path) -> dict[str, Any]:
     try:
         text = path.read_bytes().decode("utf-8")
     except FileNotFoundError:
-        raise ConfigError(path, "file", "not found (expected a TOML config such as configs/default.toml)") from None
+        raise ConfigError(path, "file", f"not found (expected a TOML config; the presets are {presets()})") from None
     except (OSError, UnicodeDecodeError) as e:
         raise ConfigError(path, "file", f"cannot read: {e}") from None
     try:
@@ -214,6 +214,12 @@ def load(path: str | Path) -> dict[str, Any]:
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(path, "file", f"not valid TOML: {e}") from None
     return validate(raw, path)
+
+
+def presets() -> str:
+    """The preset files in configs/, for messages: 'configs/default.toml, configs/tutorial.toml'."""
+    folder = Path(__file__).resolve().parent.parent / "configs"
+    return ", ".join(f"configs/{p.name}" for p in sorted(folder.glob("*.toml"))) or "(none in configs/)"
 
 
 def canonical_json(cfg: dict[str, Any]) -> str:

@@ -10,6 +10,7 @@ EXIT_VERIFY_FAILED = 1  # the model was built but is not faithful/accurate enoug
 EXIT_USAGE = 2  # bad command line or bad config
 EXIT_IO = 3  # a file could not be read or written, or a stage's input is missing
 EXIT_STATE = 4  # inputs are inconsistent (e.g. bundling a model that did not pass verify)
+EXIT_ENVIRONMENT = 5  # this Python lacks a package the pipeline needs (not the project's venv)
 
 
 class PipelineError(Exception):
@@ -58,3 +59,33 @@ class VerificationFailed(PipelineError):
 
 class StateError(PipelineError):
     exit_code = EXIT_STATE
+
+
+# Import name -> the requirements.txt package that provides it, where they differ.
+_PACKAGES = {"absl": "absl-py", "ai_edge_litert": "ai-edge-litert", "tensorflow": "tensorflow-cpu",
+             "google": "protobuf", "PIL": "pillow", "yaml": "pyyaml"}
+
+
+class MissingDependency(PipelineError):
+    """A package from requirements.txt is not importable: the stage ran outside the venv."""
+
+    exit_code = EXIT_ENVIRONMENT
+
+    def __init__(self, module: str, command: str):
+        import os
+        import sys
+        from pathlib import Path
+
+        top = module.split(".")[0]
+        package = _PACKAGES.get(top, top)
+        venv = Path(__file__).resolve().parent.parent / ".venv"
+        try:
+            shown = os.path.relpath(venv)
+        except ValueError:
+            shown = str(venv)
+        shown = shown if len(shown) < len(str(venv)) else str(venv)
+        fix = f"{shown}/bin/{command}" if (venv / "bin" / "python").exists() else f"`make venv`, then {shown}/bin/{command}"
+        super().__init__(
+            f"no module named {module!r} (package {package}) in {sys.executable}: the pipeline needs the "
+            f"project's venv; run {fix} (or activate it: . {shown}/bin/activate)"
+        )
