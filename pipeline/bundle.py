@@ -4,7 +4,8 @@ The bundle holds model.onnx, golden.json (inputs and the Keras outputs for them)
 the runtime/ package with its requirements.txt, a short README, and manifest.json
 (sha256 of every file, I/O spec, opset/IR, oldest onnxruntime, tolerances, config and
 tool versions) with its own sha256 in manifest.json.sha256. Nothing in it depends on
-the time or the machine, so the same inputs give the same tarball, byte for byte.
+the time or the machine: its files carry the source's date (SOURCE_DATE_EPOCH, else the
+last commit's time), so the same inputs give the same tarball, byte for byte.
 """
 
 from __future__ import annotations
@@ -12,7 +13,9 @@ from __future__ import annotations
 import gzip
 import io
 import json
+import os
 import shutil
+import subprocess
 import tarfile
 import tempfile
 from pathlib import Path
@@ -25,10 +28,13 @@ from runtime.manifest import FORMAT, MANIFEST, MANIFEST_SUM, sha256_bytes
 
 from . import fsutil
 from .config import canonical_json, config_hash
-from .errors import OutputError, StageInputError, StateError, VerificationFailed
+from .errors import ConfigError, OutputError, StageInputError, StateError, VerificationFailed
 
 ROOT = Path(__file__).resolve().parent.parent
 RUNTIME_DIR = ROOT / "runtime"
+# The files' date in the tarball when neither SOURCE_DATE_EPOCH nor git gives one:
+# 2026-01-01 00:00:00 UTC (README, "The bundle and the device").
+DEFAULT_EPOCH = 1767225600
 BUNDLE_README = """\
 # Celsius -> Fahrenheit model bundle
 
@@ -55,19 +61,24 @@ def _runtime_files() -> dict[str, bytes]:
 
 
 def _golden(cfg: dict[str, Any], ref: dict[str, np.ndarray]) -> dict[str, list[float]]:
-    """Pick ``golden_count`` valid probes: the training inputs first, then evenly over the rest."""
+    """Pick ``golden_count`` valid probes: the training inputs, the float edge cases, then evenly over the grid.
+
+    The edge cases (0, -0.0, subnormals, +-1e30 where valid) earn their place: they catch a
+    device that flushes subnormals, overflows or rounds differently at the extremes. The
+    seeded random probes do not ship: they add nothing the grid and the edges lack.
+    """
     lo, hi = cfg["runtime"]["valid_min_celsius"], cfg["runtime"]["valid_max_celsius"]
     x, y = ref["x"], ref["keras_y"]
     valid = (x.astype(np.float64) >= lo) & (x.astype(np.float64) <= hi) & np.isfinite(y)
-    training = list(ref["group_names"]).index("training")
-    first = np.flatnonzero(valid & (ref["group"] == training))
-    rest = np.flatnonzero(valid & (ref["group"] != training))
+    names = list(ref["group_names"])
+    picked = [np.flatnonzero(valid & (ref["group"] == names.index(g))) for g in ("training", "edge")]
     n = cfg["runtime"]["golden_count"]
-    first = first[:n]
+    first = np.concatenate(picked)[:n]
+    grid = np.flatnonzero(valid & (ref["group"] == names.index("grid")))
     room = n - first.size
-    if rest.size > room:
-        rest = rest[np.unique(np.linspace(0, rest.size - 1, room).round().astype(int))] if room else rest[:0]
-    idx = np.concatenate([first, rest])
+    if grid.size > room:
+        grid = grid[np.unique(np.linspace(0, grid.size - 1, room).round().astype(int))] if room else grid[:0]
+    idx = np.concatenate([first, grid])
     return {"celsius": x[idx].tolist(), "fahrenheit": y[idx].tolist()}
 
 
@@ -94,7 +105,7 @@ def check_report(build: Path, cfg: dict[str, Any]) -> dict[str, Any]:
     return report
 
 
-def build_files(cfg: dict[str, Any], build: Path, report: dict[str, Any]) -> dict[str, bytes]:
+def build_files(cfg: dict[str, Any], build: Path, report: dict[str, Any], epoch: int = DEFAULT_EPOCH) -> dict[str, bytes]:
     """Every file of the bundle, by relative path, manifest included."""
     from .verify import load_reference
 
@@ -127,11 +138,14 @@ def build_files(cfg: dict[str, Any], build: Path, report: dict[str, Any]) -> dic
         "files": {name: sha256_bytes(data) for name, data in sorted(files.items())},
         "config": json.loads(canonical_json(cfg)),
         "config_sha256": config_hash(cfg),
-        "verify": {
-            "parity_max_abs_err": {f: report["parity"][f]["max_abs_err"] for f in report["parity"]},
+        "verify": {  # what verify measured, as its report leads with it
+            "parity_max_ulp": {f: p["max_ulp"] for f, p in report["parity"].items()},
+            "parity_range_c": next(iter(report["parity"].values()))["range_c"],
+            "parity_range_max_abs_err_f": {f: p["range_max_abs_err"] for f, p in report["parity"].items()},
             "accuracy_mae_f": {f: report["accuracy"][f]["mae_f"] for f in report["accuracy"]},
         },
         "tools": report["versions"],
+        "source_date_epoch": epoch,  # the files' date in the tarball
     }
     data = (json.dumps(manifest, indent=2, sort_keys=True, allow_nan=False) + "\n").encode()
     files[MANIFEST] = data
@@ -151,15 +165,36 @@ def _onnx_spec(model_bytes: bytes) -> tuple[dict[str, Any], int, int]:
     return {"input": d["inputs"][0], "output": d["outputs"][0]}, d["opset_imports"]["ai.onnx"], d["ir_version"]
 
 
-def tarball(files: dict[str, bytes], top: str = "bundle") -> bytes:
-    """A gzipped tar of ``files`` under ``top/``: sorted, no times, owners or names that vary."""
+def source_date_epoch() -> int:
+    """The date the bundle's files carry, by the reproducible-builds convention.
+
+    ``SOURCE_DATE_EPOCH`` when set; else the time of the checkout's last commit; else
+    DEFAULT_EPOCH. The same source gives the same tarball, and an unpacked bundle's
+    files are dated when their source was, not 1 January 1970.
+    """
+    given = os.environ.get("SOURCE_DATE_EPOCH")
+    if given is not None:
+        if not given.strip().isdigit():
+            raise ConfigError(None, "SOURCE_DATE_EPOCH", f"expected a whole number of seconds since 1970, got {given!r}")
+        return int(given)
+    try:
+        r = subprocess.run(["git", "-C", str(ROOT), "log", "-1", "--format=%ct"], capture_output=True, text=True,
+                           timeout=60)
+    except (OSError, subprocess.SubprocessError):  # no git here
+        return DEFAULT_EPOCH
+    out = r.stdout.strip()
+    return int(out) if r.returncode == 0 and out.isdigit() else DEFAULT_EPOCH
+
+
+def tarball(files: dict[str, bytes], top: str = "bundle", mtime: int = DEFAULT_EPOCH) -> bytes:
+    """A gzipped tar of ``files`` under ``top/``: sorted, dated ``mtime``, no owners or names that vary."""
     raw = io.BytesIO()
     with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tar:
         dirs = sorted({str(Path(top, n).parent) for n in files} | {top})
         entries = [(d, None) for d in dirs] + [(f"{top}/{n}", files[n]) for n in sorted(files)]
         for name, data in sorted(entries):
             info = tarfile.TarInfo(name)
-            info.mtime = 0
+            info.mtime = mtime
             info.uid = info.gid = 0
             info.uname = info.gname = ""
             if data is None:
@@ -202,8 +237,9 @@ def write_folder(files: dict[str, bytes], dest: Path) -> None:
 def run(cfg: dict[str, Any], cfg_path: Path, build: Path, dist: Path) -> dict[str, Any]:
     build, dist = Path(build), Path(dist)
     report = check_report(build, cfg)
-    files = build_files(cfg, build, report)
-    blob = tarball(files)
+    epoch = source_date_epoch()
+    files = build_files(cfg, build, report, epoch)
+    blob = tarball(files, mtime=epoch)
     write_folder(files, dist / "bundle")
     fsutil.write_bytes(dist / "bundle.tar.gz", blob)
     return {

@@ -15,34 +15,56 @@ from . import fsutil
 from .errors import StageInputError
 
 
-def plot_loss(losses, dest: Path) -> None:
-    """Draw the loss of every step on a log scale into ``dest`` (no timestamp in the file)."""
+def plot_loss(history: dict, dest: Path) -> None:
+    """Draw the loss curve into ``dest`` as a PNG (no timestamp in the file)."""
+    fig = loss_figure(history)
+    with fsutil.atomic_path(dest) as tmp:
+        fig.savefig(tmp, format="png", metadata={"Software": None})
+
+
+def loss_figure(history: dict):
+    """The loss of every step (history.json's ``loss``) on a log scale, as a matplotlib Figure.
+
+    A dashed line marks the loss of the least-squares line through the training data:
+    for mean squared error the best any line can do, so the gap between the curve's
+    end and it is how far training stopped from the optimum.
+    """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    losses = np.asarray(losses, dtype=np.float64)
+    losses = np.asarray(history["loss"], dtype=np.float64)
+    name = history.get("loss_name", "loss").replace("_", " ")
+    optimum = (history.get("least_squares") or {}).get("loss")
     fig = Figure(figsize=(6, 3.5), dpi=100)
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
-    ax.plot(np.arange(1, len(losses) + 1), losses, lw=1.2)
+    ax.plot(np.arange(1, len(losses) + 1), losses, lw=1.2, label="training loss")
+    title = f"Loss per step; final {losses[-1]:.6g}"
+    if optimum is not None and optimum > 0:
+        ax.axhline(optimum, color="tab:red", ls="--", lw=1, label=f"least-squares line: {optimum:.6g}")
+        ratio = losses[-1] / optimum  # the float32 loss may sit a rounding below the float64 optimum
+        title += (f"; {ratio:.3g}x the least-squares line's" if ratio >= 1.01
+                  else f"; at the least-squares line's (relative gap {ratio - 1:+.1g})")
+        ax.legend(loc="upper right", fontsize=8)
     ax.set_yscale("log")
     ax.set_xlabel("step (full batch)")
-    ax.set_ylabel("training loss")
-    ax.set_title(f"Loss per step; final {losses[-1]:.6g}")
+    ax.set_ylabel(f"{name} (log scale)")
+    ax.set_title(title, fontsize=10)
     ax.grid(True, which="both", alpha=0.3)
     fig.subplots_adjust(left=0.13, right=0.97, bottom=0.15, top=0.9)  # tight_layout costs 0.3 s
-    with fsutil.atomic_path(dest) as tmp:
-        fig.savefig(tmp, format="png", metadata={"Software": None})
+    return fig
 
 
 def run(build: Path) -> Path:
     src = Path(build) / "train" / "history.json"
     try:
-        losses = json.loads(src.read_text())["loss"]
+        history = json.loads(src.read_text())
     except FileNotFoundError:
         raise StageInputError(src, "not found", "run `make train` or `python -m pipeline train` first") from None
-    except (OSError, ValueError, KeyError) as e:
+    except (OSError, ValueError) as e:
         raise StageInputError(src, f"unreadable: {e}", "re-run train") from None
+    if not isinstance(history, dict) or not history.get("loss"):
+        raise StageInputError(src, "no 'loss' list in it", "re-run train")
     dest = Path(build) / "train" / "loss.png"
-    plot_loss(losses, dest)
+    plot_loss(history, dest)
     return dest

@@ -31,6 +31,19 @@ def least_squares(cfg: dict[str, Any]) -> tuple[float, float]:
     return float(w), float(b)
 
 
+def loss_at(cfg: dict[str, Any], w: float, b: float) -> float:
+    """The training loss (the config's loss function, as Keras computes it) of the line w * c + b, in float64."""
+    c = np.asarray(cfg["data"]["celsius"], dtype=np.float64)
+    f = np.asarray(cfg["data"]["fahrenheit"], dtype=np.float64)
+    r = np.abs(w * c + b - f)
+    loss = cfg["train"]["loss"]
+    if loss == "mean_squared_error":
+        return float(np.mean(r**2))
+    if loss == "mean_absolute_error":
+        return float(np.mean(r))
+    return float(np.mean(np.where(r <= 1.0, 0.5 * r**2, r - 0.5)))  # huber, Keras's delta = 1
+
+
 def build_model(cfg: dict[str, Any]):
     """The Sequential model of ``model.layers``, seeded with ``train.seed`` before it is built."""
     _, keras = tensorflow()
@@ -129,7 +142,9 @@ def run(cfg: dict[str, Any], build: Path, plot: bool = True) -> dict[str, Any]:
         "final_loss": float(losses[-1]),
         "weights": dense_weights(model),
         "prediction_at_100c": at_100,
-        "least_squares": {"w": w_opt, "b": b_opt, "prediction_at_100c": w_opt * 100 + b_opt},
+        "loss_name": cfg["train"]["loss"],
+        "least_squares": {"w": w_opt, "b": b_opt, "prediction_at_100c": w_opt * 100 + b_opt,
+                          "loss": loss_at(cfg, w_opt, b_opt)},
     }
     with fsutil.atomic_path(build / "model.keras") as tmp:
         model.save(tmp)
@@ -137,5 +152,5 @@ def run(cfg: dict[str, Any], build: Path, plot: bool = True) -> dict[str, Any]:
     if plot:
         from .lossplot import plot_loss
 
-        plot_loss(losses, build / "train" / "loss.png")
+        plot_loss(history, build / "train" / "loss.png")
     return history

@@ -7,6 +7,7 @@ import json
 import shutil
 import tarfile
 
+import numpy as np
 import pytest
 
 from tests.conftest import Built, run_module
@@ -47,15 +48,51 @@ def test_manifest_describes_and_hashes_everything(members, built):
     assert m["valid_input"] == {"min_celsius": -273.15, "max_celsius": None}
     assert m["config"]["train"]["steps"] == 2000 and len(m["config_sha256"]) == 64
     assert {"tensorflow-cpu", "tf2onnx", "onnx", "onnxruntime", "ai-edge-litert"} <= set(m["tools"])
+    # What verify measured, as the report leads with it: ulps and the working-range error,
+    # not the full-range absolute error that huge probes inflate (512 degF for TFLite).
+    v = m["verify"]
+    assert "parity_max_abs_err" not in v and set(v["parity_max_ulp"]) == {"onnx", "tflite"}
+    assert v["parity_range_c"] == [-273.15, 1000.0] and max(v["parity_range_max_abs_err_f"].values()) < 1e-3
     reqs = members["bundle/requirements.txt"].decode()
     assert sorted(line.split("==")[0] for line in reqs.splitlines() if "==" in line) == ["numpy", "onnxruntime"]
 
 
 def test_golden_data_are_keras_outputs_in_the_valid_range(members):
+    from pipeline.probes import EDGE_CASES
+
     g = json.loads(members["bundle/golden.json"])
     assert len(g["celsius"]) == len(g["fahrenheit"]) == 64
     assert min(g["celsius"]) >= -273.15
-    assert {-40.0, -10.0, 0.0, 8.0, 15.0, 22.0, 38.0} <= set(g["celsius"])
+    # The training inputs, the valid float edge cases, the rest evenly over the grid: no
+    # random log-magnitude probe (those reached ~8.9e26 degC).
+    edges = [float(np.float32(e)) for e in EDGE_CASES if e >= -273.15]
+    assert g["celsius"][:7] == [-40.0, -10.0, 0.0, 8.0, 15.0, 22.0, 38.0]
+    assert g["celsius"][7 : 7 + len(edges)] == edges
+    rest = g["celsius"][7 + len(edges) :]
+    assert len(rest) == 47 and all(-273.15 <= c <= 1000.0 for c in rest) and rest == sorted(rest)
+
+
+def test_tarball_files_carry_the_source_date(built, members, tmp_path):
+    import subprocess
+
+    from tests.conftest import ROOT
+
+    commit = subprocess.run(["git", "-C", str(ROOT), "log", "-1", "--format=%ct"], capture_output=True, text=True)
+    want = int(commit.stdout) if commit.returncode == 0 else 1767225600  # no git: the documented constant
+    with tarfile.open(built.dist / "bundle.tar.gz") as tar:
+        assert {m.mtime for m in tar.getmembers()} == {want}
+    assert json.loads(members["bundle/manifest.json"])["source_date_epoch"] == want
+
+    b = Built(tmp_path, built.config)
+    shutil.copytree(built.build, b.build)
+    assert b.run("bundle", env={"SOURCE_DATE_EPOCH": "1700000000"}).returncode == 0
+    with tarfile.open(b.dist / "bundle.tar.gz") as tar:
+        assert {m.mtime for m in tar.getmembers()} == {1700000000}
+    r = b.run("bundle", env={"SOURCE_DATE_EPOCH": "yesterday"})
+    assert r.returncode == 2
+    assert r.stderr.decode().splitlines() == [
+        "error: config error: SOURCE_DATE_EPOCH: expected a whole number of seconds since 1970, got 'yesterday'"
+    ]
 
 
 def test_bundle_is_byte_reproducible(built, tmp_path):

@@ -11,7 +11,7 @@ import onnx
 import pytest
 from onnx import numpy_helper
 
-from pipeline.verify import accuracy, compare
+from pipeline.verify import accuracy, compare, ulp_distance
 from tests.conftest import Built
 
 
@@ -42,6 +42,16 @@ def test_compare_never_passes_nan_and_matches_equal_infinities():
     assert not p and p.worst_input == 2.0 and p.max_abs_err == np.inf
 
 
+def test_ulp_distance_counts_float32_steps_at_any_magnitude():
+    a = np.array([1.0, 1e30, 0.0, -0.0, -1.0, np.float32(1e-45)], np.float32)
+    up = np.nextafter(a, np.float32(np.inf))
+    np.testing.assert_array_equal(ulp_distance(a, up), [1, 1, 1, 1, 1, 1])
+    assert ulp_distance(np.float32([0.0]), np.float32([-0.0]))[0] == 0
+    # across zero: from the smallest negative subnormal to the smallest positive one is 2 steps
+    assert ulp_distance(np.float32([-1e-45]), np.float32([1e-45]))[0] == 2
+    assert ulp_distance(np.float32([32.0]), np.float32([32.0]) + np.float32(1e-3))[0] == 262
+
+
 def test_accuracy_against_the_formula():
     x = np.array([-40.0, 0.0, 100.0], np.float32)
     exact = (x * 1.8 + 32).astype(np.float32)
@@ -57,12 +67,18 @@ def test_report_has_the_promised_keys_and_passes(built):
     for fmt in ("onnx", "tflite"):
         p = r["parity"][fmt]
         assert p["max_abs_err"] >= 0 and p["atol"] > 0 and p["rtol"] > 0
+        # The headline numbers: ulps, and the error over the working range, which stays
+        # small where the full-range maximum (huge probes, huge ulps) does not.
+        assert isinstance(p["max_ulp"], int) and p["max_ulp"] <= 64
+        assert p["range_c"] == [-273.15, 1000.0] and p["range_max_abs_err"] < 1e-3
         assert set(p["batches"]) == {"batch_1", "batch_65536"}
         assert set(p["groups"]) == {"training", "grid", "edge", "random"}
     for fmt in ("keras", "onnx", "tflite"):
         assert r["accuracy"][fmt]["mae_f"] <= 0.11
     md = (built.build / "verify" / "report.md").read_text()
     assert "**Result: PASSED**" in md and "closed-form optimum" in md
+    table = md.split("## Parity with Keras", 1)[1]
+    assert table.index("| format | max ulp | max abs err, -273.15..1000 degC (degF) |") < table.index("| max abs err |")
 
 
 def copy_build(built: Built, dest) -> Built:
@@ -88,10 +104,14 @@ def test_a_perturbed_onnx_bias_fails_verify_and_leaves_no_bundle(built, tmp_path
 
     r = b.run("verify")
     assert r.returncode == 1
-    (line,) = r.stderr.decode().splitlines()
-    assert re.match(r"error: verify failed: onnx differs from Keras by 0\.00(1|0999) at input -?\d", line), line
-    assert "at input" in line and "degC" in line and "tflite" not in line
-    assert "removed stale" in line
+    check, summary = r.stderr.decode().splitlines()  # one short line per failing check, then the verdict
+    m = re.fullmatch(r"error: verify: onnx parity: ([\d,]+) of ([\d,]+) probes beyond atol 1e-05 \+ rtol 1e-06 \* \|Keras\|; "
+                     r"worst at (\S+) degC: (\S+) vs Keras (\S+) degF \(off by 0\.00(?:1|0999); ([\d,]+) ulp at most\)", check)
+    assert m, check
+    for number in m.groups()[2:5]:  # rounded to what matters: at most 6 significant digits
+        assert len(number.lstrip("-").replace(".", "").lstrip("0")) <= 6 or "e" in number, check
+    assert len(check) < 200
+    assert summary.startswith("error: verify failed: 1 check(s); report ") and "removed stale" in summary
     assert not (b.dist / "bundle.tar.gz").exists() and not (b.dist / "bundle").exists()
     report = json.loads((b.build / "verify" / "report.json").read_text())
     assert report["passed"] is False and report["parity"]["tflite"]["passed"] is True
@@ -110,8 +130,13 @@ def test_an_inaccurate_model_fails_on_accuracy(built, tmp_path):
     b.config = strict
     r = b.run("verify")
     assert r.returncode == 1
-    err = r.stderr.decode()
-    assert "keras is 0.108 degF off F = 1.8 C + 32 on average (allowed 0.01" in err
+    lines = r.stderr.decode().splitlines()
+    # w = 1.797949, b = 31.95248: at 99.95 degC, 211.6575 against the formula's 211.91
+    assert lines[:3] == [
+        f"error: verify: {fmt} accuracy: MAE 0.108 degF against F = 1.8 C + 32 (allowed 0.01); worst 0.2525 degF at 99.95 degC"
+        for fmt in ("keras", "onnx", "tflite")
+    ], lines
+    assert lines[3].startswith("error: verify failed: 3 check(s)")
 
 
 def test_missing_inputs_name_the_file_and_the_fix(tmp_path, built):
