@@ -56,7 +56,7 @@ def main() -> None:
     import onnxruntime as ort
 
     from runtime import Runner
-    from runtime.__main__ import main as runtime_main
+    from runtime.cli import main as runtime_main
 
     imported = time.perf_counter()
     code, out, err = cli(runtime_main, ["selfcheck", "--json", "--bundle", bundle])

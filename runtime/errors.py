@@ -3,6 +3,7 @@
 EXIT_OK = 0
 EXIT_CHECK_FAILED = 1  # the bundle failed a check: hash, onnxruntime version, golden outputs, load
 EXIT_BAD_INPUT = 2  # bad input values or command line
+EXIT_ENVIRONMENT = 5  # this Python cannot run the runner: too old, or numpy/onnxruntime missing
 
 
 class RuntimeFailure(Exception):
@@ -19,6 +20,15 @@ class BundleError(RuntimeFailure):
     """The bundle is missing a file, was altered, or cannot run here."""
 
     exit_code = EXIT_CHECK_FAILED
+
+
+class SetupError(RuntimeFailure):
+    """This Python cannot run the runner: numpy or onnxruntime is missing or does not import.
+
+    (A Python older than 3.10 is refused by ``runtime/__init__.py`` before this module loads.)
+    """
+
+    exit_code = EXIT_ENVIRONMENT
 
 
 class InputError(RuntimeFailure):

@@ -35,6 +35,29 @@ except ImportError:
         from hashlib import sha256 as _sha256
 
 
+HOME = Path(__file__).resolve().parent.parent  # the folder this runtime/ sits in
+
+
+def locate(bundle: str | Path | None = None) -> Path:
+    """The bundle folder to use: ``bundle`` when given, else the folder this runtime/ sits in
+    (an unpacked bundle), else that folder's dist/bundle (a checkout after `make all`).
+
+    Raises BundleError when the folder holds no manifest, naming every place looked.
+    """
+    if bundle is not None:
+        bundle = Path(bundle)
+        if not (bundle / MANIFEST).exists():
+            raise BundleError(f"{bundle} | no {MANIFEST}: expected an unpacked bundle "
+                              "(dist/bundle, or pass --bundle DIR)")
+        return bundle
+    checkout = HOME / "dist" / "bundle"
+    for candidate in (HOME, checkout):
+        if (candidate / MANIFEST).exists():
+            return candidate
+    raise BundleError(f"{HOME} | no {MANIFEST} here nor in {checkout}: expected an unpacked bundle "
+                      "(or pass --bundle DIR)")
+
+
 def sha256_bytes(data: bytes) -> str:
     return _sha256(data).hexdigest()
 

@@ -14,17 +14,12 @@ from typing import Any
 
 import numpy as np
 
-from . import compat
+from . import compat, env
 from . import manifest as manifest_mod
-from .errors import BundleError, InputError
+from .errors import BundleError, InputError, SetupError
 
 _NUMERIC_KINDS = "iuf"  # signed, unsigned, float; bools, strings and objects are refused
 F32_MAX = float(np.finfo(np.float32).max)
-
-
-def default_bundle() -> Path:
-    """The bundle this package sits in: the folder above ``runtime/``."""
-    return Path(__file__).resolve().parent.parent
 
 
 def session_options(threads: int = 1):
@@ -74,20 +69,18 @@ class Runner:
         """Check the manifest and model hashes and the onnxruntime version, then load the model.
 
         Args:
-            bundle: the unpacked bundle folder (default: the one this package sits in).
+            bundle: the unpacked bundle folder (default: the one this package sits in, or from
+                a checkout its dist/bundle).
             threads: onnxruntime intra-op threads (default 1, the device setting).
 
         Raises:
+            SetupError: onnxruntime does not import here (the message says how to fix it).
             BundleError: a file is missing or altered, or this onnxruntime cannot load the model.
         """
+        env.require(bundle)
         import onnxruntime as ort
 
-        bundle = Path(bundle) if bundle is not None else default_bundle()
-        if not (bundle / manifest_mod.MANIFEST).exists():
-            raise BundleError(
-                f"{bundle} | no {manifest_mod.MANIFEST}: expected an unpacked bundle "
-                "(dist/bundle, or pass --bundle DIR)"
-            )
+        bundle = manifest_mod.locate(bundle)
         manifest = manifest_mod.load(bundle)
         model = manifest["model"]
         model_bytes = manifest_mod.check_file(bundle, manifest, model["file"])
@@ -98,7 +91,8 @@ class Runner:
             with contextlib.redirect_stdout(io.StringIO()):
                 session = ort.InferenceSession(model_bytes, session_options(threads), providers=["CPUExecutionProvider"])
         except Exception as e:  # onnxruntime raises its own exception types for bad models
-            raise BundleError(f"{model['file']} | onnxruntime {ort.__version__} cannot load it: {e}") from None
+            why = " ".join(str(e).split())  # its messages may end in a newline: keep the error one line
+            raise BundleError(f"{model['file']} | onnxruntime {ort.__version__} cannot load it: {why}") from None
         return cls(bundle, manifest, session, threads)
 
     def __enter__(self) -> "Runner":
@@ -210,41 +204,45 @@ def _short(values: Any, limit: int = 60) -> str:
 def selfcheck(bundle: str | Path | None = None, threads: int = 1) -> list[dict[str, Any]]:
     """Run every check of a bundle; return one record per check (``name``, ``ok``, ``detail``).
 
-    Checks, in order, stopping at the first that fails: the manifest's sha256; every file's
-    sha256; onnxruntime can load the model's opset and IR version; the model loads; the
-    golden inputs reproduce the golden (Keras) outputs within the manifest's tolerances.
+    Checks, in order, stopping at the first that fails: this Python imports numpy and
+    onnxruntime; the manifest's sha256; every file's sha256; onnxruntime can load the model's
+    opset and IR version; the model loads; the golden inputs reproduce the golden (Keras)
+    outputs within the manifest's tolerances.
     """
-    import onnxruntime as ort
-
-    bundle = Path(bundle) if bundle is not None else default_bundle()
     found: dict[str, Any] = {}
 
+    def python() -> str:
+        return env.require(bundle)
+
     def manifest() -> str:
-        found["manifest"] = manifest_mod.load(bundle)
+        found["bundle"] = b = manifest_mod.locate(bundle)
+        found["manifest"] = manifest_mod.load(b)
         return f"sha256 matches {manifest_mod.MANIFEST_SUM}"
 
     def hashes() -> str:
-        return f"{len(manifest_mod.check_all(bundle, found['manifest']))} files match their sha256"
+        return f"{len(manifest_mod.check_all(found['bundle'], found['manifest']))} files match their sha256"
 
     def version() -> str:
+        import onnxruntime as ort
+
         model = found["manifest"]["model"]
         check_onnxruntime(ort.__version__, model)
         return (f"{ort.__version__} loads opset {model['opset']} / IR {model['ir_version']} "
                 f"(needs >= {model['min_onnxruntime']})")
 
     def load() -> str:
-        found["runner"] = Runner.from_bundle(bundle, threads)
+        found["runner"] = Runner.from_bundle(found["bundle"], threads)
         return f"{found['manifest']['model']['file']} loaded ({', '.join(found['runner'].session.get_providers())})"
 
     def golden() -> str:
-        return _check_golden(bundle, found["manifest"], found["runner"])
+        return _check_golden(found["bundle"], found["manifest"], found["runner"])
 
     checks: list[dict[str, Any]] = []
-    for name, step in (("manifest", manifest), ("hashes", hashes), ("onnxruntime", version),
+    for name, step in (("python", python), ("manifest", manifest), ("hashes", hashes), ("onnxruntime", version),
                        ("load", load), ("golden", golden)):
         try:
             checks.append({"name": name, "ok": True, "detail": step()})
-        except BundleError as e:
+        except (SetupError, BundleError) as e:
             checks.append({"name": name, "ok": False, "detail": e.message})
             break
     if "runner" in found:

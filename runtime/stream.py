@@ -19,6 +19,22 @@ from .runner import F32_MAX, Runner
 READ_SIZE = 1 << 16
 MAX_LINE = 256  # bytes; a longer line is refused (no temperature needs more)
 OUTPUT_FORMAT = "%.9g"  # 9 significant digits read back to the same float32
+NOT_A_NUMBER = "expected a number in degrees Celsius"
+
+
+def parse_celsius(text: str | bytes) -> float:
+    """``float(text)`` for one input value; ValueError saying what is wrong with it.
+
+    float() also reads digit separators ('1_000' -> 1000.0, PEP 515). No sensor or script
+    writes those, and '1_000' may as well be a garbled '1.000': refused.
+    """
+    try:
+        v = float(text)
+    except ValueError:
+        raise ValueError(NOT_A_NUMBER) from None
+    if ("_" if isinstance(text, str) else b"_") in text:
+        raise ValueError(f"{NOT_A_NUMBER} (no digit separators)")
+    return v
 
 
 def format_values(values: list[float]) -> list[str]:
@@ -44,9 +60,9 @@ class _Batch:
         if not line.strip():
             return "empty line, expected a number in degrees Celsius"
         try:
-            v = float(line)
-        except ValueError:
-            return f"{_describe(line)}: expected a number in degrees Celsius"
+            v = parse_celsius(line)
+        except ValueError as e:
+            return f"{_describe(line)}: {e}"
         return f"{_describe(line)}: {self.runner.value_problem(v)}"
 
     def run(self, lines: list[bytes], first_line_no: int) -> tuple[bytes, int]:
@@ -54,6 +70,8 @@ class _Batch:
         try:
             if max(map(len, lines)) > MAX_LINE:
                 raise ValueError("a line is too long")
+            if b"_" in b"".join(lines):  # one check per batch keeps float() the fast path
+                raise ValueError("a digit separator")
             x = np.array(list(map(float, lines)), dtype=np.float64)
             parsed_all = True
         except ValueError:
@@ -61,7 +79,7 @@ class _Batch:
             x = np.empty(n, dtype=np.float64)
             for i, line in enumerate(lines):
                 try:
-                    x[i] = float(line) if len(line) <= MAX_LINE else math.nan
+                    x[i] = parse_celsius(line) if len(line) <= MAX_LINE else math.nan
                 except ValueError:
                     x[i] = math.nan
         with np.errstate(over="ignore", invalid="ignore"):

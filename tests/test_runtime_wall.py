@@ -31,7 +31,8 @@ def test_no_runtime_source_imports_a_heavy_package():
 
 def test_importing_and_running_the_runtime_loads_none_of_them(bundle):
     code = (
-        "import sys, runtime, runtime.__main__, runtime.stream, runtime.bench, runtime.compat; "
+        "import sys, runtime, runtime.__main__, runtime.cli, runtime.env, runtime.stream, runtime.bench; "
+        "import runtime.compat; "
         "from runtime import Runner; r = Runner.from_bundle('.'); r.predict([1.0, 2.0]); "
         "from runtime import selfcheck; assert all(c['ok'] for c in selfcheck('.')); "
         f"print(sorted(m for m in sys.modules if m.split('.')[0] in {sorted(FORBIDDEN)!r}))"

@@ -1,0 +1,245 @@
+"""`python -m runtime <command> [--bundle DIR]`: the device runner's command line.
+
+Exit codes: 0 success; 1 the bundle failed a check (hash, onnxruntime version, golden
+outputs, model load); 2 bad input or command line (in `stream`: at least one bad line);
+5 this Python cannot run the runner (too old, or numpy/onnxruntime missing).
+
+Imports neither numpy nor onnxruntime before env.require() has checked that they import,
+so a missing one is one `error:` line saying how to fix it, and `--help` needs neither.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from . import env
+from . import manifest as manifest_mod
+from .errors import EXIT_BAD_INPUT, EXIT_CHECK_FAILED, EXIT_ENVIRONMENT, InputError, RuntimeFailure, SetupError
+
+
+def _int_at_least(low: int):
+    def parse(text: str) -> int:
+        try:
+            n = int(text)
+        except ValueError:
+            n = low - 1
+        if n < low:
+            raise argparse.ArgumentTypeError(f"expected an integer >= {low}, got {text!r}")
+        return n
+
+    return parse
+
+
+_positive = _int_at_least(1)
+
+
+def _parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--bundle", metavar="DIR",
+                        help="unpacked bundle folder (default: the one this runtime sits in; "
+                             "from a checkout, dist/bundle)")
+    common.add_argument("--threads", type=_positive, default=1, metavar="N",
+                        help="onnxruntime intra-op threads (default: 1, no spinning)")
+    p = argparse.ArgumentParser(
+        prog="python -m runtime",
+        description="Celsius -> Fahrenheit on a device: the bundle's ONNX model in onnxruntime, checked before it serves.",
+        epilog="Exit codes: 0 ok; 1 a bundle check failed; 2 bad input or command line; "
+               "5 this Python cannot run the runner (too old, or numpy/onnxruntime missing).",
+    )
+    sub = p.add_subparsers(dest="command", required=True, metavar="command")
+    pr = sub.add_parser("predict", parents=[common], help="predict for the values given, one line each")
+    pr.add_argument("values", nargs="+", metavar="CELSIUS", help="degrees Celsius; negative numbers need no '--'")
+    pr.add_argument("--json", action="store_true", help="print a JSON object instead of lines")
+    st = sub.add_parser("stream", parents=[common], help="one Celsius value per stdin line -> one line per input line")
+    st.add_argument("--batch", type=_positive, default=4096, metavar="N", help="lines per micro-batch (default: 4096)")
+    sc = sub.add_parser("selfcheck", parents=[common],
+                        help="verify Python packages, hashes, onnxruntime version and golden outputs")
+    sc.add_argument("--json", action="store_true", help="print the checks as JSON")
+    sub.add_parser("info", parents=[common],
+                   help="bundle, Python/numpy/onnxruntime versions, what the model needs, model I/O, threads")
+    be = sub.add_parser("bench", parents=[common], help="cold start, latency, throughput and peak RSS, as JSON")
+    be.add_argument("--calls", type=_positive, default=20000, metavar="N", help="batch-1 calls timed (default: 20000)")
+    be.add_argument("--large-batch", type=_positive, default=1_000_000, metavar="N",
+                    help="batch size for throughput (default: 1000000)")
+    be.add_argument("--cold-runs", type=_int_at_least(0), default=5, metavar="N",
+                    help="fresh processes timed for cold start; 0 skips (default: 5)")
+    return p
+
+
+_TAKES_A_VALUE = ("--bundle", "--threads")  # predict's options with a value
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _values_last(argv: list[str]) -> list[str]:
+    """``predict``'s arguments with its CELSIUS values moved behind "--", in their order.
+
+    argparse takes "-1e-3", "-inf" or "-.5e2" for options (it knows only plain negative
+    numbers, and how differs between Python versions), so here every argument that reads
+    as a number is a value, wherever it stands. An option's own value stays with it, joined
+    as "--threads=N" so that argparse cannot mistake it either; after "--" all are values.
+    """
+    if argv[:1] != ["predict"]:
+        return argv
+    options, values = [], []
+    rest = iter(argv[1:])
+    for arg in rest:
+        if arg == "--":
+            values += rest
+        elif len(arg) > 2 and "=" not in arg and any(o.startswith(arg) for o in _TAKES_A_VALUE):
+            value = next(rest, None)  # none: argparse says "expected one argument"
+            options.append(arg if value is None else f"{arg}={value}")
+        elif arg.startswith("-") and arg != "-" and not _is_number(arg):
+            options.append(arg)
+        else:
+            values.append(arg)
+    return ["predict", *options, "--", *values]
+
+
+def cmd_predict(args) -> int:
+    from .runner import Runner
+    from .stream import format_values, parse_celsius
+
+    values = []
+    for i, text in enumerate(args.values):
+        try:
+            values.append(parse_celsius(text))
+        except ValueError as e:
+            raise InputError(f"argument {i + 1} = {text!r}: {e}") from None
+    with Runner.from_bundle(args.bundle, args.threads) as runner:
+        try:
+            out = runner.predict(values)
+        except InputError as e:
+            if e.index is None:
+                raise
+            raise InputError(f"argument {e.index + 1} = {args.values[e.index]!r}: {e.problem}") from None
+    if args.json:
+        print(json.dumps({"celsius": values, "fahrenheit": [float(v) for v in out]}))
+    else:
+        sys.stdout.write("".join(s + "\n" for s in format_values(out.tolist())))
+    return 0
+
+
+def cmd_selfcheck(args) -> int:
+    try:  # the first check, here too: without numpy the runner cannot even be imported
+        env.require(args.bundle, args.argv)
+    except SetupError as e:
+        checks = [{"name": "python", "ok": False, "detail": e.message}]
+    else:
+        from .runner import selfcheck
+
+        checks = selfcheck(args.bundle, args.threads)
+    failed = next((c for c in checks if not c["ok"]), None)
+    if args.json:
+        print(json.dumps({"passed": failed is None, "checks": checks}, indent=2))
+    else:
+        for c in checks:
+            print(f"{'ok  ' if c['ok'] else 'FAIL'} {c['name']:<12} {c['detail']}")
+        print("selfcheck: passed" if failed is None else "selfcheck: FAILED")
+    if failed is None:
+        return 0
+    print(f"error: selfcheck {failed['name']}: {failed['detail']}", file=sys.stderr)
+    return EXIT_ENVIRONMENT if failed["name"] == "python" else EXIT_CHECK_FAILED
+
+
+def cmd_info(args) -> int:
+    """All that can be known, as JSON, even when the model cannot load here: that is when
+    it is needed. Then the exit code and the one `error:` line of the first problem."""
+    found, _ = env.probe()
+    info = {
+        "bundle": None,
+        "python": {"version": found["python"], "executable": sys.executable},
+        "numpy": found["numpy"],
+        "onnxruntime": found["onnxruntime"],
+        "model_needs": None,  # opset, IR version and oldest onnxruntime, from the manifest
+        "loaded": False,
+        "problem": None,
+        "manifest": None,
+        "model_inputs": None,
+        "model_outputs": None,
+        "providers": None,
+        "available_providers": None,
+        "threads": {"intra_op": args.threads, "inter_op": 1, "spinning": False},
+    }
+    failure = None
+    try:
+        env.require(args.bundle, args.argv)
+    except SetupError as e:
+        failure = e
+    try:
+        bundle = manifest_mod.locate(args.bundle)
+        info["bundle"] = str(bundle.resolve())
+        info["manifest"] = manifest = manifest_mod.load(bundle)
+        info["model_needs"] = {k: manifest["model"][k] for k in ("opset", "ir_version", "min_onnxruntime")}
+        if failure is None:
+            import onnxruntime as ort
+
+            from .runner import Runner
+
+            info["available_providers"] = ort.get_available_providers()
+            with Runner.from_bundle(bundle, args.threads) as r:
+                sess = r.session
+                info["model_inputs"] = [{"name": i.name, "shape": i.shape, "type": i.type} for i in sess.get_inputs()]
+                info["model_outputs"] = [{"name": o.name, "shape": o.shape, "type": o.type} for o in sess.get_outputs()]
+                info["providers"] = sess.get_providers()
+            info["loaded"] = True
+    except RuntimeFailure as e:
+        failure = failure or e
+    info["problem"] = failure.message if failure else None
+    print(json.dumps(info, indent=2))
+    if failure is None:
+        return 0
+    print(f"error: {failure.message}", file=sys.stderr)
+    return failure.exit_code
+
+
+def cmd_stream(args) -> int:
+    from .runner import Runner
+    from .stream import stream
+
+    with Runner.from_bundle(args.bundle, args.threads) as runner:
+        bad = stream(runner, sys.stdin.buffer, sys.stdout.buffer, batch=args.batch)
+    if bad:
+        print(f"error: stream: {bad} bad line(s); each got an 'error:' line in its place", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    return 0
+
+
+def cmd_bench(args) -> int:
+    from . import bench
+
+    result = bench.run(manifest_mod.locate(args.bundle).resolve(), args.threads, args.calls, args.large_batch,
+                       args.cold_runs)
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+COMMANDS = {"predict": cmd_predict, "selfcheck": cmd_selfcheck, "info": cmd_info, "stream": cmd_stream,
+            "bench": cmd_bench}
+REPORT_THEIR_OWN_SETUP = ("selfcheck", "info")  # as a failed check, as JSON with nulls
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = _parser().parse_args(_values_last(argv))
+    args.argv = argv  # for the "run it with the venv's Python" advice
+    try:
+        if args.command not in REPORT_THEIR_OWN_SETUP:
+            env.require(args.bundle, argv)
+        return COMMANDS[args.command](args)
+    except RuntimeFailure as e:
+        print(f"error: {e.message}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:  # e.g. `... | head`: the reader left; not an error of ours
+        sys.stderr.close()
+        return 0
