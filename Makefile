@@ -81,23 +81,19 @@ test: $(STAMP) ## Run the test suite (sets up .venv first)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 # The device's situation: a venv with nothing but the bundle's requirements.txt (plus
-# pytest to run the tests), running the runtime tests against dist/bundle.tar.gz.
+# pytest to run the tests), running the runtime tests against dist/bundle.tar.gz, under
+# every supported Python found here (PYTHON, pyenv's, python3.X), each with its own venv.
 RT_VENV  ?= .cache/runtime-venv
-RT_TESTS := tests/test_runtime_api.py tests/test_runtime_cli.py tests/test_runtime_wall.py
 
-$(RT_VENV)/.installed: runtime/requirements.txt
-	rm -rf $(RT_VENV)
-	$(PYTHON) -m venv $(RT_VENV)
-	$(RT_VENV)/bin/python -m pip install --quiet --disable-pip-version-check -r runtime/requirements.txt pytest==9.2.0
-	@touch $@
+runtime-check: $(TARBALL) ## Runtime tests in venvs made from the bundle's requirements.txt alone, per Python found
+	$(PYTHON) -m pipeline.runtime_check --tarball $(TARBALL) --python $(PYTHON) --cache $(RT_VENV)
 
-runtime-check: $(TARBALL) $(RT_VENV)/.installed ## Runtime tests in a venv made from the bundle's requirements.txt alone
-	RUNTIME_TEST_BUNDLE=$(abspath $(TARBALL)) $(RT_VENV)/bin/python -m pytest -q -p no:cacheprovider $(RT_TESTS)
-
-bench: $(TARBALL) $(RT_VENV)/.installed ## Benchmarks: pipeline and runner beside their peers (build/bench/results.md)
+bench: $(TARBALL) ## Benchmarks: pipeline and runner beside their peers (build/bench/results.md)
+	$(PYTHON) -m pipeline.runtime_check --venv-only --python $(PY) --cache $(RT_VENV) >/dev/null
 	$(PY) -m bench --build $(BUILD) --dist $(DIST)
 
-bench-quick: $(TARBALL) $(RT_VENV)/.installed ## The same, fewer runs and smaller batches (for CI)
+bench-quick: $(TARBALL) ## The same, fewer runs and smaller batches (for CI)
+	$(PYTHON) -m pipeline.runtime_check --venv-only --python $(PY) --cache $(RT_VENV) >/dev/null
 	$(PY) -m bench --quick --build $(BUILD) --dist $(DIST)
 
 pi-check: $(TARBALL) ## The bundle under emulated arm64 (QEMU Cortex-A72 = Pi 4, A76 = Pi 5) against x86

@@ -216,7 +216,9 @@ def du(path: Path) -> int | None:
 def sizes(build: Path, dist: Path) -> dict:
     py = f"python{sys.version_info.major}.{sys.version_info.minor}"
     pipe = du(Path(PY).parent.parent / "lib" / py / "site-packages")
-    rt = du(ROOT / ".cache" / "runtime-venv" / "lib" / py / "site-packages")
+    # The device's install: the runtime venv `make bench` makes for this Python (pipeline/runtime_check.py).
+    rt = du(ROOT / ".cache" / "runtime-venv" / f"py{sys.version_info.major}.{sys.version_info.minor}" / "lib" / py
+            / "site-packages")
     return {
         "model_onnx_bytes": (build / "model.onnx").stat().st_size,
         "model_tflite_bytes": (build / "model.tflite").stat().st_size,

@@ -38,7 +38,7 @@ DEFAULT_EPOCH = 1767225600
 BUNDLE_README = """\
 # Celsius -> Fahrenheit model bundle
 
-Runs on 64-bit Linux (e.g. Raspberry Pi OS on a Pi 4 or 5) with Python 3.11+.
+Runs on 64-bit Linux (e.g. Raspberry Pi OS on a Pi 4 or 5) with Python 3.10+.
 No TensorFlow, no build step, no internet once installed.
 
     tar xzf bundle.tar.gz && cd bundle
@@ -46,6 +46,10 @@ No TensorFlow, no build step, no internet once installed.
     pip install -r requirements.txt        # onnxruntime and numpy, nothing else
     python -m runtime selfcheck            # hashes, onnxruntime version, golden outputs
     python -m runtime predict 100 37.5 -40
+
+From any other directory (a service, a cron job), give Python the runtime folder:
+
+    /path/to/bundle/.venv/bin/python /path/to/bundle/runtime selfcheck
 
 `python -m runtime --help` lists every command (predict, stream, selfcheck, info, bench).
 manifest.json records what this bundle is: the sha256 of every file, the model's input

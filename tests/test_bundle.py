@@ -54,7 +54,10 @@ def test_manifest_describes_and_hashes_everything(members, built):
     assert "parity_max_abs_err" not in v and set(v["parity_max_ulp"]) == {"onnx", "tflite"}
     assert v["parity_range_c"] == [-273.15, 1000.0] and max(v["parity_range_max_abs_err_f"].values()) < 1e-3
     reqs = members["bundle/requirements.txt"].decode()
-    assert sorted(line.split("==")[0] for line in reqs.splitlines() if "==" in line) == ["numpy", "onnxruntime"]
+    # Exact pins of the two packages, per Python (markers: no cp310 wheels of the newest)
+    pins = [line for line in reqs.splitlines() if "==" in line and not line.startswith("#")]
+    assert sorted({line.split("==")[0] for line in pins}) == ["numpy", "onnxruntime"]
+    assert all('; python_version ' in line for line in pins) and len(pins) == 4
 
 
 def test_golden_data_are_keras_outputs_in_the_valid_range(members):

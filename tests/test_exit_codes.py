@@ -22,17 +22,20 @@ def table() -> dict[int, tuple[str, str]]:
 
 def test_every_pipeline_code_is_documented_as_it_is_used():
     rows = table()
-    assert sorted(rows) == [0, 1, 2, 3, 4]
-    assert (perr.EXIT_OK, perr.EXIT_VERIFY_FAILED, perr.EXIT_USAGE, perr.EXIT_IO, perr.EXIT_STATE) == (0, 1, 2, 3, 4)
+    assert sorted(rows) == [0, 1, 2, 3, 4, 5]
+    assert (perr.EXIT_OK, perr.EXIT_VERIFY_FAILED, perr.EXIT_USAGE, perr.EXIT_IO, perr.EXIT_STATE,
+            perr.EXIT_ENVIRONMENT) == (0, 1, 2, 3, 4, 5)
     assert perr.VerificationFailed.exit_code == 1 and "verify" in rows[1][0]
     assert perr.ConfigError.exit_code == 2 and "config" in rows[2][0]
     assert perr.StageInputError.exit_code == perr.OutputError.exit_code == 3 and "read or written" in rows[3][0]
     assert perr.StateError.exit_code == 4 and "changed since it was verified" in rows[4][0]
+    assert perr.MissingDependency.exit_code == 5 and "lacks a package" in rows[5][0]
 
 
 def test_every_runtime_code_is_documented_as_it_is_used():
     rows = table()
-    assert (rerr.EXIT_OK, rerr.EXIT_CHECK_FAILED, rerr.EXIT_BAD_INPUT) == (0, 1, 2)
+    assert (rerr.EXIT_OK, rerr.EXIT_CHECK_FAILED, rerr.EXIT_BAD_INPUT, rerr.EXIT_ENVIRONMENT) == (0, 1, 2, 5)
     assert rerr.BundleError.exit_code == 1 and "sha256 mismatch" in rows[1][1]
     assert rerr.InputError.exit_code == 2 and "bad input" in rows[2][1] and "stream" in rows[2][1]
     assert rows[3][1] == rows[4][1] == "–"
+    assert "older than 3.10" in rows[5][1] and "onnxruntime missing" in rows[5][1]
