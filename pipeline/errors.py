@@ -63,7 +63,7 @@ class StateError(PipelineError):
 
 # Import name -> the requirements.txt package that provides it, where they differ.
 _PACKAGES = {"absl": "absl-py", "ai_edge_litert": "ai-edge-litert", "tensorflow": "tensorflow-cpu",
-             "google": "protobuf", "PIL": "pillow", "yaml": "pyyaml"}
+             "google": "protobuf", "PIL": "pillow"}
 
 
 class MissingDependency(PipelineError):
