@@ -32,7 +32,7 @@ COMMON_SRC  := pipeline/__main__.py pipeline/config.py pipeline/errors.py pipeli
 TRAIN_SRC   := $(COMMON_SRC) pipeline/train.py pipeline/tfenv.py
 EXPORT_SRC  := $(COMMON_SRC) pipeline/export_stage.py pipeline/probes.py $(wildcard export/*.py)
 VERIFY_SRC  := $(COMMON_SRC) pipeline/verify.py pipeline/runners.py
-BUNDLE_SRC  := $(COMMON_SRC) pipeline/bundle.py $(wildcard runtime/*.py) runtime/requirements.txt
+BUNDLE_SRC  := $(COMMON_SRC) pipeline/bundle.py $(wildcard runtime/*.py runtime/systemd/edge-model.*) runtime/requirements.txt
 
 .PHONY: all venv config train export verify bundle test runtime-check bench bench-quick pi-check clean distclean help
 

@@ -51,7 +51,17 @@ From any other directory (a service, a cron job), give Python the runtime folder
 
     /path/to/bundle/.venv/bin/python /path/to/bundle/runtime selfcheck
 
-`python -m runtime --help` lists every command (predict, stream, selfcheck, info, bench).
+As a service (HTTP on 127.0.0.1:8080; POST /predict, GET /healthz /info /metrics):
+
+    python -m runtime serve
+
+As a systemd service: copy systemd/edge-model.socket and systemd/edge-model.service to
+/etc/systemd/system/ (do not edit them here: manifest.json hashes them; use
+`systemctl edit` drop-ins), create the user edge-model, point EDGE_BUNDLE at this
+folder if it is not /opt/edge-model/current, then
+`systemctl daemon-reload && systemctl enable --now edge-model.socket edge-model.service`.
+
+`python -m runtime --help` lists every command (predict, stream, selfcheck, info, bench, serve).
 manifest.json records what this bundle is: the sha256 of every file, the model's input
 and output, its opset and IR version, the oldest onnxruntime that loads it, and the
 config and tool versions that made it.
@@ -59,8 +69,10 @@ config and tool versions that made it.
 
 
 def _runtime_files() -> dict[str, bytes]:
+    """The runner (runtime/*.py), its requirements.txt and the systemd units (systemd/)."""
     files = {f"runtime/{p.name}": p.read_bytes() for p in sorted(RUNTIME_DIR.glob("*.py"))}
     files["requirements.txt"] = (RUNTIME_DIR / "requirements.txt").read_bytes()
+    files.update({f"systemd/{p.name}": p.read_bytes() for p in sorted((RUNTIME_DIR / "systemd").glob("edge-model.*"))})
     return files
 
 

@@ -22,6 +22,13 @@ if sys.version_info < (3, 10):  # the code uses 3.10 syntax (int | None); numpy 
         sys.exit(5)  # errors.EXIT_ENVIRONMENT, which cannot be imported on this Python
     raise ImportError(_TOO_OLD[len("error: "):])
 
+import os  # noqa: E402
+
+# onnxruntime (1.32) otherwise writes a telemetry database and a device ID under
+# ~/.cache/Microsoft at every model load: megabytes on a device's SD card from every cron
+# `predict`. Read at its import, so set here, before any; an explicit setting wins.
+os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
+
 from .errors import BundleError, InputError, RuntimeFailure, SetupError  # noqa: E402
 
 __all__ = ["Runner", "selfcheck", "BundleError", "InputError", "RuntimeFailure", "SetupError"]

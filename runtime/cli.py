@@ -2,7 +2,7 @@
 
 Exit codes: 0 success; 1 the bundle failed a check (hash, onnxruntime version, golden
 outputs, model load); 2 bad input or command line (in `stream`: at least one bad line);
-5 this Python cannot run the runner (too old, or numpy/onnxruntime missing).
+3 `serve` cannot listen or read its token file; 5 this Python cannot run the runner (too old, or numpy/onnxruntime missing).
 
 Imports neither numpy nor onnxruntime before env.require() has checked that they import,
 so a missing one is one `error:` line saying how to fix it, and `--help` needs neither.
@@ -46,6 +46,7 @@ def _parser() -> argparse.ArgumentParser:
         prog="python -m runtime",
         description="Celsius -> Fahrenheit on a device: the bundle's ONNX model in onnxruntime, checked before it serves.",
         epilog="Exit codes: 0 ok; 1 a bundle check failed; 2 bad input or command line; "
+               "3 serve cannot listen or read its token file; "
                "5 this Python cannot run the runner (too old, or numpy/onnxruntime missing).",
     )
     sub = p.add_subparsers(dest="command", required=True, metavar="command")
@@ -65,7 +66,41 @@ def _parser() -> argparse.ArgumentParser:
                     help="batch size for throughput (default: 1000000)")
     be.add_argument("--cold-runs", type=_int_at_least(0), default=5, metavar="N",
                     help="fresh processes timed for cold start; 0 skips (default: 5)")
+    sv = sub.add_parser("serve", parents=[common],
+                        help="serve the model over HTTP (POST /predict, GET /healthz /info /metrics)",
+                        description="Serve the model over HTTP/1.1 after the bundle passes its self-check. "
+                                    "SIGHUP re-checks the bundle path and swaps the model in if it passes; "
+                                    "SIGTERM finishes the requests in flight and exits 0. Under systemd the "
+                                    "listening socket comes from socket activation (LISTEN_FDS).")
+    sv.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
+    sv.add_argument("--port", type=_int_at_least(0), default=8080, metavar="N", help="TCP port (default: 8080)")
+    sv.add_argument("--unix", metavar="PATH", help="listen on this Unix socket instead of --host/--port")
+    sv.add_argument("--token-file", metavar="FILE", help="require 'Authorization: Bearer <the file's token>' "
+                                                         "(all endpoints but /healthz)")
+    sv.add_argument("--max-body", type=_positive, default=1 << 20, metavar="BYTES",
+                    help="largest request body (default: 1048576)")
+    sv.add_argument("--max-values", type=_positive, default=100_000, metavar="N",
+                    help="most Celsius values in one request (default: 100000)")
+    sv.add_argument("--max-header", type=_positive, default=16 << 10, metavar="BYTES",
+                    help="largest request line and headers together (default: 16384)")
+    sv.add_argument("--idle-timeout", type=_seconds, default=10.0, metavar="S",
+                    help="seconds a connection may take to send one whole request, or to start the next "
+                         "(default: 10)")
+    sv.add_argument("--max-connections", type=_positive, default=64, metavar="N",
+                    help="connections served at once; more are answered 503 (default: 64)")
+    sv.add_argument("--drain-timeout", type=_seconds, default=10.0, metavar="S",
+                    help="seconds SIGTERM waits for requests in flight (default: 10)")
     return p
+
+
+def _seconds(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        v = -1.0
+    if not 0 < v < 86400:
+        raise argparse.ArgumentTypeError(f"expected seconds > 0, got {text!r}")
+    return v
 
 
 _TAKES_A_VALUE = ("--bundle", "--threads")  # predict's options with a value
@@ -222,8 +257,17 @@ def cmd_bench(args) -> int:
     return 0
 
 
+def cmd_serve(args) -> int:
+    from .serve import Limits, run
+
+    limits = Limits(max_body=args.max_body, max_values=args.max_values, max_header=args.max_header,
+                    idle_timeout=args.idle_timeout, max_connections=args.max_connections,
+                    drain_timeout=args.drain_timeout)
+    return run(args.bundle, args.threads, args.host, args.port, args.unix, args.token_file, limits)
+
+
 COMMANDS = {"predict": cmd_predict, "selfcheck": cmd_selfcheck, "info": cmd_info, "stream": cmd_stream,
-            "bench": cmd_bench}
+            "bench": cmd_bench, "serve": cmd_serve}
 REPORT_THEIR_OWN_SETUP = ("selfcheck", "info")  # as a failed check, as JSON with nulls
 
 

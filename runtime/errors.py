@@ -3,6 +3,7 @@
 EXIT_OK = 0
 EXIT_CHECK_FAILED = 1  # the bundle failed a check: hash, onnxruntime version, golden outputs, load
 EXIT_BAD_INPUT = 2  # bad input values or command line
+EXIT_CANNOT_SERVE = 3  # `serve` cannot listen on its address or read its token file
 EXIT_ENVIRONMENT = 5  # this Python cannot run the runner: too old, or numpy/onnxruntime missing
 
 

@@ -88,3 +88,84 @@ def resign(bundle: Path, name: str, data: bytes) -> None:
     raw = (json.dumps(m, indent=2, sort_keys=True) + "\n").encode()
     (bundle / "manifest.json").write_bytes(raw)
     (bundle / "manifest.json.sha256").write_text(f"{sha256_bytes(raw)}  manifest.json\n")
+
+
+class Server:
+    """A real `python -m runtime serve` process; ``url`` once it said where it listens."""
+
+    def __init__(self, bundle: Path, *args: str, env: dict | None = None, pass_fds=(), cwd: Path | None = None):
+        e = {**os.environ, "PYTHONPATH": "", **(env or {})}
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "runtime", "serve", "--bundle", str(bundle), *args],
+            cwd=cwd or bundle, env=e, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, pass_fds=pass_fds,
+        )
+        self.log: list[str] = []
+        self.where = self.wait_for("serving model ").rsplit(" on ", 1)[1].split(" (")[0]
+        host, _, port = self.where.rpartition(":")
+        self.host, self.port = host, int(port) if port.isdigit() else None
+        self.url = f"http://{self.where}" if self.port else None
+
+    def wait_for(self, text: str) -> str:
+        """Read the server's log until a line holding ``text`` (observed progress); fail if it exits first."""
+        for raw in self.proc.stderr:
+            line = raw.decode().rstrip("\n")
+            self.log.append(line)
+            if text in line:
+                return line
+        self.proc.wait(timeout=60)
+        raise AssertionError(f"serve exited ({self.proc.returncode}) before {text!r}: {self.log}")
+
+    def stop(self, sig=None) -> int:
+        import signal
+
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig or signal.SIGTERM)
+        rest = self.proc.stderr.read().decode()
+        self.log += rest.splitlines()
+        return self.proc.wait(timeout=120)
+
+
+@pytest.fixture
+def serve(bundle):
+    """Start servers on the test's bundle (``serve(*args)``, ephemeral port by default); all stopped at the end."""
+    started = []
+
+    def start(*args: str, bundle_dir: Path | None = None, **kw) -> Server:
+        if not any(a in ("--port", "--unix") for a in args) and "pass_fds" not in kw:
+            args = (*args, "--port", "0")
+        s = Server(bundle_dir or bundle, *args, **kw)
+        started.append(s)
+        return s
+
+    yield start
+    for s in started:
+        s.stop()
+
+
+def shifted_bundle(bundle: Path, dest: Path, delta: float = 1.0) -> Path:
+    """A copy of ``bundle`` whose model's output bias is moved by ``delta`` degF, re-signed
+    throughout (model, golden data, manifest): a second valid model with known answers.
+
+    Edits the bias's four float32 bytes in the ONNX file directly, so it needs no onnx
+    package (the runtime-check venvs have none).
+    """
+    import json
+    import shutil
+    import struct
+
+    import numpy as np
+
+    from runtime import Runner
+
+    shutil.copytree(bundle, dest)
+    with Runner.from_bundle(dest) as r:
+        bias = r.predict(np.float32([0.0]))[0]  # a one-neuron model: f(0) is the bias
+    model = (dest / "model.onnx").read_bytes()
+    old, new = struct.pack("<f", bias), struct.pack("<f", np.float32(bias + np.float32(delta)))
+    assert model.count(old) == 1, "the bias's bytes are not unique in model.onnx"
+    resign(dest, "model.onnx", model.replace(old, new))
+    g = json.loads((dest / "golden.json").read_text())
+    with Runner.from_bundle(dest) as r:
+        g["fahrenheit"] = r.predict(np.float32(g["celsius"])).tolist()
+    resign(dest, "golden.json", json.dumps(g).encode())
+    return dest

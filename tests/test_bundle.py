@@ -26,7 +26,8 @@ def members(built) -> dict[str, bytes]:
 def test_tarball_holds_the_bundle_and_matches_the_folder(built, members):
     names = {n.removeprefix("bundle/") for n in members}
     assert {"model.onnx", "manifest.json", "manifest.json.sha256", "golden.json", "README.md",
-            "requirements.txt", "runtime/__init__.py", "runtime/__main__.py"} <= names
+            "requirements.txt", "runtime/__init__.py", "runtime/__main__.py", "runtime/serve.py",
+            "systemd/edge-model.socket", "systemd/edge-model.service"} <= names
     for n, data in members.items():
         assert (built.dist / n).read_bytes() == data, n
     assert members["bundle/model.onnx"] == (built.build / "model.onnx").read_bytes()

@@ -37,5 +37,8 @@ def test_every_runtime_code_is_documented_as_it_is_used():
     assert (rerr.EXIT_OK, rerr.EXIT_CHECK_FAILED, rerr.EXIT_BAD_INPUT, rerr.EXIT_ENVIRONMENT) == (0, 1, 2, 5)
     assert rerr.BundleError.exit_code == 1 and "sha256 mismatch" in rows[1][1]
     assert rerr.InputError.exit_code == 2 and "bad input" in rows[2][1] and "stream" in rows[2][1]
-    assert rows[3][1] == rows[4][1] == "–"
+    from runtime.serve import ServeError
+
+    assert ServeError.exit_code == 3 and "cannot listen" in rows[3][1] and "token file" in rows[3][1]
+    assert rows[4][1] == "–"
     assert "older than 3.10" in rows[5][1] and "onnxruntime missing" in rows[5][1]

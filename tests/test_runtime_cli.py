@@ -289,3 +289,10 @@ def test_bench_reports_the_promised_metrics(bundle):
     assert doc["batch1_latency"]["p50_us"] <= doc["batch1_latency"]["p99_us"]
     assert doc["large_batch"]["values_per_s"] > 0 and doc["peak_rss_mb"] > 0
     assert doc["cold_start"]["runs"] == 1 and doc["first_inference_s"] > 0
+
+
+def test_onnxruntime_writes_no_telemetry_under_home(bundle, tmp_path):
+    """onnxruntime 1.32 keeps a telemetry database under ~/.cache/Microsoft unless told not to."""
+    r = run_module("runtime", "predict", "1", cwd=bundle, env={"PYTHONPATH": "", "HOME": str(tmp_path)})
+    assert r.returncode == 0, r.stderr
+    assert not (tmp_path / ".cache" / "Microsoft").exists()
