@@ -20,6 +20,8 @@ import time
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
+from bench import serve_bench
+
 ROOT = Path(__file__).resolve().parent.parent
 PY = sys.executable
 ENGINES = ("runtime", "onnxruntime", "litert", "keras_call", "keras_predict", "numpy")
@@ -275,7 +277,99 @@ def targets(r: dict) -> list[dict]:
         ("stream, text in and out", ">= 500,000 lines/s", r["stream"]["lines_per_s"]["median"],
          lambda v: v >= 500_000, f"{r['stream']['lines_per_s']['median']:,.0f} lines/s"),
     ]
+    if "serve" in r:
+        rows += serve_targets(r["serve"])
     return [{"target": t, "goal": g, "measured": text, "met": bool(ok(v))} for t, g, v, ok, text in rows]
+
+
+def serve_targets(sv: dict) -> list[tuple]:
+    s8, b, rss = sv["single"]["8"], sv["batch"], sv["rss"]
+    real, const = s8["real"], s8["constant"]
+    clean = real["errors"] == 0 and const["errors"] == 0
+    pred = sv["predict_100"]["peak_rss_mb"]["median"]
+    return [
+        ("serve, 8 keep-alive clients, single values: throughput vs the same server answering a constant",
+         ">= 0.7x", s8["throughput_ratio"]["median"], lambda v: v >= 0.7 and clean,
+         f"{s8['throughput_ratio']['median']:.2f}x ({real['req_per_s']['median']:,.0f} vs "
+         f"{const['req_per_s']['median']:,.0f} req/s)" + ("" if clean else ", with errors")),
+        ("serve, 8 clients: p99 latency vs the constant server", "<= 2x", s8["p99_ratio"]["median"],
+         lambda v: v <= 2, f"{s8['p99_ratio']['median']:.2f}x ({real['p99_ms']['median']:.2f} vs "
+                           f"{const['p99_ms']['median']:.2f} ms)"),
+        (f"serve, requests of {serve_bench.BATCH_VALUES:,} values (1 client)", ">= 2M values/s",
+         b["real"]["values_per_s"]["median"], lambda v: v >= 2e6 and b["real"]["errors"] == 0,
+         f"{b['real']['values_per_s']['median'] / 1e6:.2f}M values/s"),
+        ("serve peak RSS (VmHWM at the end of its load) vs runtime predict 100", "<= 1.2x", rss["ratio_vs_predict"],
+         lambda v: v <= 1.2, f"{rss['ratio_vs_predict']:.2f}x ({rss['after_batch_mb']:.1f} vs {pred:.1f} MB)"),
+    ]
+
+
+def serve_markdown(sv: dict, s) -> list[str]:
+    """The serve section of results.md; ``s`` formats a stats dict as median [min, max]."""
+    m = sv["method"]
+    cpus = m["client_cpus"]
+    L = ["", "## Serving over HTTP (python -m runtime serve)", "",
+         "`real` is `python -m runtime serve`; `constant` is the same server code answering a ready constant "
+         "instead of calling the model (bench/const_server.py), the floor of this server design; `cli` runs "
+         "`python -m runtime predict VALUE` per request, that many at a time. The two servers run side by side "
+         "on 127.0.0.1 and are loaded alternately; ratios are pair by pair. Clients: http.client keep-alive "
+         f"connections in {m['client_procs']['8']} processes (1 for 1 client) "
+         + (f"confined to CPU {','.join(map(str, cpus))}" if cpus else "on any CPU")
+         + f"; {m['rounds']} rounds of {m['requests_per_run']:,} requests (at most {m['time_cap_s']:g} s) per "
+           "server and client count. Latency: request written to answer read. Cores: CPU seconds per second "
+           "of the run (client processes; server process).", "",
+         "| clients | server | req/s | p50 ms | p99 ms | req/s vs constant | p99 vs constant | client cores | "
+         "server cores |", "|---|---|---|---|---|---|---|---|---|"]
+
+    def single_rows(block: dict, with_cli: bool) -> list[str]:
+        out = []
+        for c, v in block.items():
+            for key in ("real", "constant"):
+                x = v[key]
+                ratio = (f"{s(v['throughput_ratio'])}x | {s(v['p99_ratio'])}x" if key == "real" else "1 | 1")
+                name = key + (f" ({x['errors']} failed requests)" if x["errors"] else "")
+                out.append(f"| {c} | {name} | {s(x['req_per_s'], '{:,.0f}')} | {x['p50_ms']['median']:.2f} | "
+                           f"{s(x['p99_ms'])} | {ratio} | {x['client_cores']['median']:.2f} | "
+                           f"{x['server_cores']['median']:.2f} |")
+            if with_cli:
+                k = sv["cli"][c]
+                out.append(f"| {c} | cli (process per request, {k['requests']} requests) | {k['req_per_s']:,.1f} | "
+                           f"{k['latency_ms']['p50']:.0f} | {k['latency_ms']['p99']:.0f} | "
+                           f"{k['req_per_s'] / v['constant']['req_per_s']['median']:.4f}x | | | |")
+        return out
+
+    L += single_rows(sv["single"], True)
+    L += ["", "Against a process per request: " + "; ".join(
+        f"{c} client{'s' if c != '1' else ''} {v['real']['req_per_s']['median'] / sv['cli'][c]['req_per_s']:,.0f}x "
+        f"the requests per second, p50 {v['real']['p50_ms']['median']:.2f} ms vs "
+        f"{sv['cli'][c]['latency_ms']['p50']:.0f} ms" for c, v in sv["single"].items()) + "."]
+    if "single_unpinned" in sv:
+        L += ["", "The same with the connection threads not pinned to one CPU (`serve --cpu any`; the default, "
+                  "`--cpu auto`, pins them to the last CPU, above):", "",
+              "| clients | server | req/s | p50 ms | p99 ms | req/s vs constant | p99 vs constant | client cores | "
+              "server cores |", "|---|---|---|---|---|---|---|---|---|"]
+        L += single_rows(sv["single_unpinned"], False)
+    L += ["", f"Requests of {m['batch_values']:,} values, {m['batch_requests_per_run']} per run:", "",
+          "| clients | server | values/s | p50 ms | p99 ms | server cores |", "|---|---|---|---|---|---|"]
+    for blk in (sv["batch"], sv.get("batch_8")):
+        if blk:
+            for key in ("real", "constant"):
+                x = blk[key]
+                L.append(f"| {blk['clients']} | {key} | {s(x['values_per_s'], '{:,.0f}')} | "
+                         f"{x['p50_ms']['median']:.2f} | {x['p99_ms']['median']:.2f} | "
+                         f"{x['server_cores']['median']:.2f} |")
+    rss, pr = sv["rss"], sv["predict_100"]
+    L += ["", "Peak RSS (VmHWM of the real server, MB, as its load went on; `predict 100` from os.wait4):", "",
+          "| process | peak RSS MB |", "|---|---|",
+          f"| python -m runtime predict 100 | {s(pr['peak_rss_mb'], '{:.1f}')} |",
+          f"| serve, after the self-check and model load | {rss['start_mb']:.1f} |",
+          f"| serve, after the single-value runs | {rss['after_single_mb']:.1f} |",
+          f"| serve, after the {m['batch_values']:,}-value requests (the target's figure) | "
+          f"{rss['after_batch_mb']:.1f} |"]
+    if "after_batch_8_mb" in rss:
+        L.append(f"| serve, after 8 clients of {m['batch_values']:,}-value requests at once | "
+                 f"{rss['after_batch_8_mb']:.1f} |")
+    L.append(f"| constant server, at the end of its load | {rss['constant_mb']:.1f} |")
+    return L
 
 
 def markdown(r: dict) -> str:
@@ -340,6 +434,8 @@ def markdown(r: dict) -> str:
         L += [f"| runtime requirements installed | {z['runtime_site_packages_mb']:.0f} MB |",
               f"| pipeline requirements installed | {z['pipeline_site_packages_mb']:.0f} MB |",
               f"| runtime / pipeline | {z['runtime_vs_pipeline_install']:.3f} |"]
+    if "serve" in r:
+        L += serve_markdown(r["serve"], s)
     return "\n".join(L) + "\n"
 
 
@@ -374,6 +470,9 @@ def main(argv: list[str] | None = None) -> int:
         r["cli_vs_bare"] = bench_cli_vs_bare(bundle, 5 if a.quick else 15)
         r["predict_overhead"] = bench_predict_overhead(bundle, 10 if a.quick else 40)
         r["stream"] = bench_stream(bundle, work, 200_000 if a.quick else 2_000_000, a.runs)
+        print("bench: serve (HTTP) against its constant floor and a process per request ...", file=sys.stderr,
+              flush=True)
+        r["serve"] = serve_bench.run(bundle.resolve(), work, a.quick)
         r["sizes"] = sizes(a.build, a.dist)
         r["targets"] = targets(r)
         r["seconds"] = time.perf_counter() - t0

@@ -90,7 +90,16 @@ def _parser() -> argparse.ArgumentParser:
                     help="connections served at once; more are answered 503 (default: 64)")
     sv.add_argument("--drain-timeout", type=_seconds, default=10.0, metavar="S",
                     help="seconds SIGTERM waits for requests in flight (default: 10)")
+    sv.add_argument("--cpu", type=_cpu, default="auto", metavar="N|auto|any",
+                    help="CPU for the connection threads: auto = the last one allowed (default), "
+                         "N = that one, any = not pinned")
     return p
+
+
+def _cpu(text: str) -> str:
+    if text in ("auto", "any") or text.isdigit():
+        return text
+    raise argparse.ArgumentTypeError(f"expected a CPU number, auto or any, got {text!r}")
 
 
 def _seconds(text: str) -> float:
@@ -263,7 +272,7 @@ def cmd_serve(args) -> int:
     limits = Limits(max_body=args.max_body, max_values=args.max_values, max_header=args.max_header,
                     idle_timeout=args.idle_timeout, max_connections=args.max_connections,
                     drain_timeout=args.drain_timeout)
-    return run(args.bundle, args.threads, args.host, args.port, args.unix, args.token_file, limits)
+    return run(args.bundle, args.threads, args.host, args.port, args.unix, args.token_file, limits, args.cpu)
 
 
 COMMANDS = {"predict": cmd_predict, "selfcheck": cmd_selfcheck, "info": cmd_info, "stream": cmd_stream,

@@ -15,8 +15,6 @@ auth belong in a reverse proxy in front (Caddy, nginx).
 
 from __future__ import annotations
 
-import hmac
-import http.server
 import io
 import json
 import os
@@ -30,7 +28,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import manifest as manifest_mod
+# http.server imports http.client, which imports ssl (OpenSSL: ~4 MB of resident memory)
+# for HTTPS clients. The service never speaks TLS (a reverse proxy does): hide ssl during
+# that import. http.client then lacks HTTPSConnection in this process; nothing here uses it.
+_hide_ssl = "ssl" not in sys.modules
+if _hide_ssl:
+    sys.modules["ssl"] = None  # type: ignore[assignment]
+try:
+    import http.server
+finally:
+    if _hide_ssl and sys.modules.get("ssl", 0) is None:
+        del sys.modules["ssl"]
+
+import numpy as np  # noqa: E402
+
+from . import manifest as manifest_mod  # noqa: E402
 from .errors import EXIT_CANNOT_SERVE, EXIT_CHECK_FAILED, InputError, RuntimeFailure
 from .runner import Runner, selfcheck
 from .stream import OUTPUT_FORMAT
@@ -195,6 +207,7 @@ class State:
     metrics: Metrics = field(default_factory=Metrics)
     stopping: threading.Event = field(default_factory=threading.Event)
     connections: set = field(default_factory=set)
+    starting: int = 0  # accepted connections whose thread has not registered yet
     conn_lock: threading.Lock = field(default_factory=threading.Lock)
     slots: threading.BoundedSemaphore | None = None
 
@@ -259,19 +272,26 @@ class Handler(http.server.BaseHTTPRequestHandler):
     # --- connection life -------------------------------------------------------------
 
     def setup(self) -> None:
+        # Nothing here may raise: finish() (which frees the slot and the registration) runs
+        # only after a setup that returned.
         self.state = self.server.state
         self.connection = self.request
-        if self.connection.family in (socket.AF_INET, socket.AF_INET6):
-            # One write per answer already; NODELAY so the kernel never holds it back (Nagle
-            # meeting the client's delayed ACK costs ~40 ms a request).
-            self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self.reader = _DeadlineReader(self.connection)
-        self.rfile = io.BufferedReader(self.reader, 1 << 16)
-        self.wfile = _Writer(self.connection)
         self.idle = True
+        self.served = 0  # requests answered on this connection
         self.lock = threading.Lock()
         with self.state.conn_lock:
             self.state.connections.add(self)
+            self.state.starting -= 1
+        if self.connection.family in (socket.AF_INET, socket.AF_INET6):
+            # One write per answer already; NODELAY so the kernel never holds it back (Nagle
+            # meeting the client's delayed ACK costs ~40 ms a request).
+            try:
+                self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            except OSError:  # the client is already gone: handle() will find out
+                pass
+        self.reader = _DeadlineReader(self.connection)
+        self.rfile = io.BufferedReader(self.reader, 1 << 16)
+        self.wfile = _Writer(self.connection)
 
     def finish(self) -> None:
         with self.state.conn_lock:
@@ -280,9 +300,14 @@ class Handler(http.server.BaseHTTPRequestHandler):
             self.server.slots.release()
 
     def wake_if_idle(self) -> None:
-        """On SIGTERM: end a kept-alive connection that waits for its next request."""
+        """On SIGTERM: end a kept-alive connection that waits for its next request.
+
+        A connection that has not sent its first request yet is left to send it (within
+        --idle-timeout), and gets its answer with "Connection: close": its client could not
+        tell a close now from a refused request, unlike a client reusing a kept-alive one.
+        """
         with self.lock:
-            if self.idle:
+            if self.idle and self.served:
                 try:
                     self.connection.shutdown(socket.SHUT_RD)
                 except OSError:
@@ -330,6 +355,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
         finally:
             with self.lock:
                 self.idle = True
+                self.served += 1
 
     def _read_head(self, limit: int):
         """The request line and headers as bytes; None at EOF before a request; ... when too large."""
@@ -374,7 +400,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
             return True
         given = self.headers.get("Authorization", "")
         scheme, _, value = given.partition(" ")
-        return scheme.lower() == "bearer" and hmac.compare_digest(value.strip().encode(), token)
+        return scheme.lower() == "bearer" and compare_digest(value.strip().encode(), token)
 
     def _predict(self) -> None:
         limits = self.state.limits
@@ -384,10 +410,10 @@ class Handler(http.server.BaseHTTPRequestHandler):
         lengths = self.headers.get_all("Content-Length") or []
         length = lengths[0] if len(set(lengths)) == 1 else (", ".join(lengths) or None)  # two values: 400
         try:
-            n = int(length)
-            if n < 0:
+            if not (length.isascii() and length.isdigit()):  # int() would take "+5", " 5", "5_0"
                 raise ValueError
-        except (TypeError, ValueError):
+            n = int(length)
+        except (AttributeError, ValueError):
             self.close_connection = True
             return self._json(411 if length is None else 400,
                               {"error": f"expected a Content-Length header with the body's size, got {length!r}"},
@@ -421,7 +447,11 @@ class Handler(http.server.BaseHTTPRequestHandler):
             return self._json(400, {"error": e.message, "index": e.index}, "/predict")
         # %.9g reads back to the same float32 (as the CLI prints); an output that overflowed
         # float32 (|C| beyond ~1.9e38) is null: JSON has no infinity.
-        out = ",".join(OUTPUT_FORMAT % v if v - v == 0 else "null" for v in y.tolist())
+        values_out = y.tolist()
+        if np.isfinite(y).all():
+            out = ",".join(map(OUTPUT_FORMAT.__mod__, values_out))
+        else:
+            out = ",".join(OUTPUT_FORMAT % v if v - v == 0 else "null" for v in values_out)
         data = f'{{"fahrenheit":[{out}],"model":"{model.sha256}"}}'.encode()
         self._send(200, data, "/predict", "application/json", values=count)
 
@@ -491,9 +521,13 @@ class _Server(socketserver.ThreadingMixIn, socketserver.BaseServer):
                 pass
             self.shutdown_request(request)
             return
+        with self.state.conn_lock:
+            self.state.starting += 1  # counted until its thread registers it: drain waits for it
         try:
             super().process_request(request, client_address)
         except Exception:  # no thread could be started: give the slot back
+            with self.state.conn_lock:
+                self.state.starting -= 1
             self.slots.release()
             raise
 
@@ -549,6 +583,13 @@ def notify(message: str) -> None:
         log(f"cannot notify systemd at {where}: {e.strerror or e}")
 
 
+def compare_digest(a: bytes, b: bytes) -> bool:
+    """Constant-time comparison (hmac's), imported only when a token is in use: hmac loads OpenSSL."""
+    import hmac
+
+    return hmac.compare_digest(a, b)
+
+
 def read_token(path: str) -> bytes:
     try:
         token = Path(path).read_bytes().strip()
@@ -559,8 +600,28 @@ def read_token(path: str) -> bytes:
     return token
 
 
+def accept_loop(server: _Server, cpu: str) -> None:
+    """The accept loop, on one CPU unless ``cpu`` is "any"; the connection threads it starts inherit it.
+
+    Each request releases the GIL inside onnxruntime; with the connection threads spread
+    over several CPUs, each release hands the GIL to a thread on another CPU and the caller
+    then waits to get it back: at 8 clients that halved throughput (README, "Benchmarks").
+    Python runs one thread at a time anyway. The main thread stays unpinned, so an
+    onnxruntime thread pool (--threads > 1, made at start or reload) keeps every CPU.
+    """
+    if cpu != "any":
+        try:
+            allowed = sorted(os.sched_getaffinity(0))
+            pick = allowed[-1] if cpu == "auto" else int(cpu)
+            if cpu != "auto" or len(allowed) > 1:
+                os.sched_setaffinity(0, {pick})  # pid 0: this thread only (Linux)
+        except (AttributeError, OSError, ValueError) as e:  # not Linux, a cpuset forbids it
+            log(f"cannot pin the connection threads to CPU {cpu}: {e}; serving unpinned")
+    server.serve_forever(poll_interval=0.5)
+
+
 def run(bundle: str | None, threads: int, host: str, port: int, unix: str | None, token_file: str | None,
-        limits: Limits) -> int:
+        limits: Limits, cpu: str = "auto") -> int:
     """Self-check, listen, serve until SIGTERM/SIGINT; SIGHUP reloads. Returns the exit code."""
     token = read_token(token_file) if token_file else None
     path = Path(bundle) if bundle else manifest_mod.locate(None)
@@ -569,20 +630,31 @@ def run(bundle: str | None, threads: int, host: str, port: int, unix: str | None
         failed = next(c for c in checks if not c["ok"])
         print(f"error: serve: selfcheck {failed['name']}: {failed['detail']}", file=sys.stderr)
         return EXIT_CHECK_FAILED
-    # Signals go to the main thread's sigwait only: block them before any thread starts.
+    # Signals reach the main thread through a wakeup socket. Threads that started before this
+    # (numpy's BLAS pool, at its import) do not block them: with sigwait alone, one that arrives
+    # while the main thread reloads or drains goes to such a thread, whose default action ends
+    # the process. With a handler, whichever thread takes it writes its number to the socket.
     signals = {signal.SIGTERM, signal.SIGINT, signal.SIGHUP}
-    signal.pthread_sigmask(signal.SIG_BLOCK, signals)
+    wake_r, wake_w = socket.socketpair()
+    wake_w.setblocking(False)
+    signal.set_wakeup_fd(wake_w.fileno(), warn_on_full_buffer=False)
+    for s in signals:
+        signal.signal(s, lambda *_: None)
+    signal.pthread_sigmask(signal.SIG_BLOCK, signals)  # the threads started below leave them to main
     sock, where = listening_socket(host, port, unix)
     state = State(path, threads, limits, model, checks, token)
     server = _Server(sock, state)
-    loop = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.5}, name="accept")
+    loop = threading.Thread(target=accept_loop, args=(server, cpu), name="accept")
     loop.start()
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, signals)
     log(f"serving model {model.sha256[:12]} from {model.bundle} on {where} (selfcheck passed)")
     notify("READY=1")
     sig = signal.SIGTERM
     try:
         while True:
-            sig = signal.sigwait(signals)
+            sig = wake_r.recv(1)[0]
+            if sig not in signals:
+                continue
             if sig != signal.SIGHUP:
                 break
             notify("RELOADING=1")
@@ -604,9 +676,9 @@ def drain(state: State, timeout: float) -> int:
     deadline = time.monotonic() + timeout
     while True:
         with state.conn_lock:
-            open_now = list(state.connections)
+            open_now, starting = list(state.connections), state.starting
         for h in open_now:
             h.wake_if_idle()
-        if not open_now or time.monotonic() >= deadline:
-            return len(open_now)
+        if not (open_now or starting) or time.monotonic() >= deadline:
+            return len(open_now) + starting
         time.sleep(0.01)  # polling the set of open connections, bounded by the deadline

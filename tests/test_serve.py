@@ -50,6 +50,10 @@ def test_predict_answers_like_the_runner_with_the_model_hash(serve, bundle):
     assert np.float32(doc["fahrenheit"]).tolist() == expected(bundle, [100, 37.5, -40])
     status, _, doc = request(s, "POST", "/predict", {"celsius": 0})  # one number, not a list
     assert status == 200 and doc["fahrenheit"] == [pytest.approx(32, abs=0.1)]
+    # 3e38 degC is a valid float32 input whose output overflows float32: JSON has no
+    # infinity, so that value is null and the others are numbers.
+    status, _, doc = request(s, "POST", "/predict", {"celsius": [1, 3e38]})
+    assert status == 200 and doc["fahrenheit"][1] is None and doc["fahrenheit"][0] == pytest.approx(33.8, abs=0.1)
 
 
 @pytest.mark.parametrize(
