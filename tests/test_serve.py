@@ -261,3 +261,19 @@ def test_connections_beyond_the_limit_get_503_and_idle_ones_are_closed(serve):
             break
     assert status == 200
     assert "edge_model_refused_connections_total" in request(s, "GET", "/metrics")[2]
+
+
+@pytest.mark.parametrize("abstract", [False, True])
+def test_it_tells_systemd_ready_reloading_and_stopping(serve, tmp_path, abstract):
+    """sd_notify: datagrams on $NOTIFY_SOCKET (a leading @ is Linux's abstract namespace)."""
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    name = f"@edge-notify-{os.getpid()}-{id(tmp_path)}" if abstract else str(tmp_path / "notify")
+    listener.bind("\0" + name[1:] if abstract else name)
+    listener.settimeout(120)  # failsafe only: each message is awaited as it comes
+    s = serve(env={"NOTIFY_SOCKET": name})
+    assert listener.recv(256) == b"READY=1"
+    s.proc.send_signal(signal.SIGHUP)
+    assert [listener.recv(256), listener.recv(256)] == [b"RELOADING=1", b"READY=1"]
+    assert s.stop() == 0
+    assert listener.recv(256) == b"STOPPING=1"
+    listener.close()
