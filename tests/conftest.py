@@ -71,6 +71,14 @@ def bundle(tmp_path, bundle_tarball) -> Path:
     return tmp_path / "bundle"
 
 
+def one_error_line(r: subprocess.CompletedProcess) -> str:
+    """The one `error:` line a failed command must print on stderr (and no traceback)."""
+    lines = r.stderr.decode().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), lines
+    assert b"Traceback" not in r.stderr
+    return lines[0]
+
+
 def runtime_cli(bundle: Path, *args: str, stdin: bytes | None = None) -> subprocess.CompletedProcess:
     """`python -m runtime ...` run from inside the bundle, with the bundle's own runtime/."""
     return run_module("runtime", *args, cwd=bundle, stdin=stdin, env={"PYTHONPATH": ""})

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import PRESETS, ROOT, Built, pipeline
+from tests.test_faults import sha
 from tests.test_make import make
 
 
@@ -61,12 +62,6 @@ def test_a_stage_run_by_hand_records_its_config_so_make_rebuilds_for_another(tmp
     rc, out, ran = make(tmp_path / "t", "all", "PRESET=tutorial")  # and back, by make alone
     assert rc == 0 and ran == {"train", "export", "verify", "bundle"}, out
     assert sha(b.dist / "bundle.tar.gz") == tutorial_sha
-
-
-def sha(path: Path) -> str:
-    import hashlib
-
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def test_a_mistyped_preset_lists_the_presets(tmp_path):

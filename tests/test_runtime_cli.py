@@ -11,18 +11,11 @@ import sys
 import pytest
 
 from runtime.manifest import sha256_bytes
-from tests.conftest import ROOT, resign, run_module, runtime_cli
+from tests.conftest import ROOT, one_error_line, resign, run_module, runtime_cli
 
 
 def formula(c: float) -> float:
     return 1.8 * c + 32
-
-
-def one_error_line(r) -> str:
-    lines = r.stderr.decode().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), lines
-    assert b"Traceback" not in r.stderr
-    return lines[0]
 
 
 def test_predict_prints_one_line_per_value_in_order(bundle):

@@ -19,6 +19,8 @@ from pathlib import Path
 import numpy
 import pytest
 
+from tests.conftest import one_error_line
+
 PY = sys.executable
 VERSION = sys.version.split()[0]
 OLD = ["2.7", "3.6", "3.7", "3.8", "3.9"]
@@ -28,13 +30,6 @@ SUPPORTED = ["3.10", "3.11", "3.12", "3.13"]
 def run(python: str, *args: str, cwd, pythonpath: str = "", stdin: bytes | None = None) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": pythonpath}
     return subprocess.run([python, *args], cwd=cwd, input=stdin, capture_output=True, env=env, timeout=120)
-
-
-def one_error_line(r) -> str:
-    lines = r.stderr.decode().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), lines
-    assert b"Traceback" not in r.stderr
-    return lines[0]
 
 
 def find_python(version: str) -> str:
