@@ -1,0 +1,55 @@
+# What a deploy needs to know about a device, in one round trip: run by Ansible's `raw`
+# (no module, so it works before anything is known about the device's Python) as
+# `<python> -c <this> <edge_root>`. Prints one JSON line. Parses and runs on Python 2.7
+# too, so that an old Python is reported as such rather than failing to start.
+import json, os, platform, struct, sys
+
+root = sys.argv[1]
+
+
+def link(name):
+    path = os.path.join(root, name)
+    target = os.readlink(path) if os.path.islink(path) else None
+    return os.path.basename(target.rstrip("/")) if target else None
+
+
+def listdir(sub):
+    path = os.path.join(root, sub)
+    names = os.listdir(path) if os.path.isdir(path) else []
+    return sorted(n for n in names if not n.startswith("."))
+
+
+def writable(path):
+    while not os.path.exists(path):
+        path = os.path.dirname(path)
+    return os.access(path, os.W_OK | os.X_OK)
+
+
+def glibc():
+    # The C library the device runs (what pip's manylinux tags are about), as packaging
+    # reads it; platform.libc_ver() gives only the newest symbol python itself links to.
+    try:
+        name, version = os.confstr("CS_GNU_LIBC_VERSION").split()
+        return version if name == "glibc" else None
+    except (AttributeError, OSError, ValueError):
+        return None
+
+
+releases = listdir("releases")
+venvs = [v for v in listdir("venvs") if os.path.exists(os.path.join(root, "venvs", v, ".edge-complete"))]
+print(json.dumps({
+    "machine": platform.machine(),
+    "bits": struct.calcsize("P") * 8,
+    "python": "%d.%d.%d" % sys.version_info[:3],
+    "executable": sys.executable,
+    "glibc": glibc(),
+    "root_exists": os.path.isdir(root),
+    "root_writable": writable(root),
+    "current": link("current"),
+    "previous": link("previous"),
+    "releases": releases,
+    "venvs": venvs,
+    # A release counts as complete once it was renamed into releases/ with its venv link.
+    "release_venv": dict((r, os.path.basename(os.readlink(os.path.join(root, "releases", r, ".venv")).rstrip("/")))
+                         for r in releases if os.path.islink(os.path.join(root, "releases", r, ".venv"))),
+}, sort_keys=True))
