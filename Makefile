@@ -34,7 +34,7 @@ EXPORT_SRC  := $(COMMON_SRC) pipeline/export_stage.py pipeline/probes.py $(wildc
 VERIFY_SRC  := $(COMMON_SRC) pipeline/verify.py pipeline/runners.py
 BUNDLE_SRC  := $(COMMON_SRC) pipeline/bundle.py $(wildcard runtime/*.py runtime/systemd/edge-model.*) runtime/requirements.txt
 
-.PHONY: all venv config train export verify bundle test runtime-check bench bench-quick pi-check clean distclean help
+.PHONY: all venv config train export verify bundle test runtime-check bench bench-quick pi-check deploy fleet-status rollback clean distclean help
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 16
@@ -98,6 +98,20 @@ bench-quick: $(TARBALL) ## The same, fewer runs and smaller batches (for CI)
 
 pi-check: $(TARBALL) ## The bundle under emulated arm64 (QEMU Cortex-A72 = Pi 4, A76 = Pi 5) against x86
 	$(PY) -m pipeline.picheck --tarball $(TARBALL) --cache .cache/pi --out $(BUILD)/pi-check
+
+# The fleet (deploy/, Ansible): INVENTORY lists the devices (copy deploy/inventory.example.ini);
+# ANSIBLE_ARGS go to ansible-playbook as they are, e.g. ANSIBLE_ARGS="--limit pi-kitchen --check".
+INVENTORY    ?= deploy/inventory.ini
+ANSIBLE_ARGS ?=
+
+deploy: $(TARBALL) ## Deploy the bundle to INVENTORY's devices: canary first, gated, rolled back on failure
+	$(PY) -m deploy deploy --inventory $(INVENTORY) --bundle $(TARBALL) --report $(BUILD)/deploy/deploy.json $(ANSIBLE_ARGS)
+
+fleet-status: | $(STAMP) ## What each of INVENTORY's devices runs, and whether it is healthy
+	$(PY) -m deploy status --inventory $(INVENTORY) --report $(BUILD)/deploy/status.json $(ANSIBLE_ARGS)
+
+rollback: | $(STAMP) ## Every device in INVENTORY back to its previous release
+	$(PY) -m deploy rollback --inventory $(INVENTORY) --report $(BUILD)/deploy/rollback.json $(ANSIBLE_ARGS)
 
 clean: ## Remove build/ and dist/
 	rm -rf $(BUILD) $(DIST)

@@ -131,6 +131,9 @@ def build(requirements: str, target: str, cache: Path) -> dict:
                 f"# {target}: the bundle's requirements for this device, every wheel pinned by sha256.\n"
                 + "\n".join(lock) + "\n")
             (tmp / "pip.txt").write_text(f"{pip_wheel} {sha256(tmp / pip_wheel)}\n")
+            pack(tmp, [*sorted(p.name for p in tmp.glob("*.whl")), "requirements.lock"])
+            for whl in tmp.glob("*.whl"):  # they are in wheels.tar
+                whl.unlink()
             (tmp / ".complete").touch()
             shutil.rmtree(folder, ignore_errors=True)
             tmp.replace(folder)
@@ -138,7 +141,8 @@ def build(requirements: str, target: str, cache: Path) -> dict:
             shutil.rmtree(tmp, ignore_errors=True)
     pip_wheel, pip_sha = (folder / "pip.txt").read_text().split()
     lock = (folder / "requirements.lock").read_bytes()
-    wheels = sorted(p.name for p in folder.glob("*.whl") if p.name != pip_wheel)
+    with tarfile.open(folder / "wheels.tar") as tar:
+        wheels = sorted(n for n in tar.getnames() if n.endswith(".whl") and n != pip_wheel)
     return {
         "dir": str(folder.resolve()),
         # The device's venv is named after this: the same wheels make the same venv.
@@ -146,8 +150,21 @@ def build(requirements: str, target: str, cache: Path) -> dict:
         "wheels": wheels,
         "pip_wheel": pip_wheel,
         "pip_sha256": pip_sha,
-        "bytes": sum((folder / w).stat().st_size for w in [*wheels, pip_wheel]),
+        "tar": str((folder / "wheels.tar").resolve()),
+        "bytes": (folder / "wheels.tar").stat().st_size,
     }
+
+
+def pack(folder: Path, names: list[str]) -> None:
+    """folder/wheels.tar: what the device gets, in one transfer (one Ansible task rather than
+    one per wheel, which counts on an emulated or slow device). Uncompressed: wheels already
+    are. Dated 0 and owned by 0, so the same wheels make the same bytes."""
+    with tarfile.open(folder / "wheels.tar", "w", format=tarfile.PAX_FORMAT) as tar:
+        for name in names:
+            info = tar.gettarinfo(folder / name, arcname=name)
+            info.mtime, info.uid, info.gid, info.uname, info.gname, info.mode = 0, 0, 0, "", "", 0o644
+            with open(folder / name, "rb") as f:
+                tar.addfile(info, f)
 
 
 def read_bundle(tarball: Path) -> tuple[str, dict]:

@@ -1,0 +1,302 @@
+"""`make deploy`, `make rollback`, `make fleet-status`: real Ansible over real SSH to test hosts on 127.0.0.1.
+
+The fleet: sshd per host (tests/sshfleet.py), each with its own edge_root; one host is an
+emulated Raspberry Pi 4 (arm64 Python 3.11 under qemu-aarch64-static -cpu cortex-a72, so
+the aarch64 wheelhouse is installed offline and the selfcheck runs emulated), one runs
+Debian's /usr/bin/python3 (3.11, no numpy: a fresh Raspberry Pi OS), one a Python 3.10
+(the requirements' other pins). The second model is the default one with its output bias
+moved by +1 degF, re-signed throughout (conftest.shifted_bundle): known answers, no
+second training run.
+
+The tests in the lifecycle part run in order on one fleet, each asserting the device state
+it leaves (symlinks, releases, venvs, what `predict 100` answers on the device).
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tarfile
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT, resign, shifted_bundle
+from sshfleet import Fleet, SshUnavailable, ensure_sshd
+
+pytestmark = pytest.mark.slow
+FAILSAFE = 600.0  # s: bounds waits on observed progress; never the verdict
+
+
+def pyenv_python(minor: str) -> str | None:
+    root = os.environ.get("PYENV_ROOT") or os.path.expanduser("~/.pyenv")
+    found = sorted(glob.glob(os.path.join(root, "versions", f"3.{minor}.*", "bin", "python3")))
+    return found[-1] if found else shutil.which(f"python3.{minor}")
+
+
+def tar_bundle(folder: Path, tarball: Path) -> Path:
+    with tarfile.open(tarball, "w:gz") as tar:
+        tar.add(folder, arcname="bundle")
+    return tarball
+
+
+def sha12(tarball: Path) -> str:
+    import hashlib
+
+    return hashlib.sha256(tarball.read_bytes()).hexdigest()[:12]
+
+
+class Run:
+    def __init__(self, r: subprocess.CompletedProcess, report: dict, seconds: float):
+        self.rc, self.out, self.err, self.report, self.seconds = r.returncode, r.stdout, r.stderr, report, seconds
+
+    def result(self, host) -> str:
+        return self.report[host.name]["result"]
+
+    def recap(self, host) -> dict:
+        m = re.search(rf"^{re.escape(host.name)}\s+: (.*)$", self.out, re.M)
+        assert m, self.out[-2000:]
+        return {k: int(v) for k, v in re.findall(r"(\w+)=(\d+)", m[1])}
+
+
+def fleet_cmd(command: str, inventory: Path, *args: str, tmp: Path, bundle: Path | None = None, env=None) -> Run:
+    """`python -m deploy COMMAND` as make runs it; the table's JSON read back."""
+    report = tmp / f"{command}-{time.monotonic_ns()}.json"
+    cmd = [sys.executable, "-m", "deploy", command, "--inventory", str(inventory), "--report", str(report)]
+    if bundle:
+        cmd += ["--bundle", str(bundle)]
+    e = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+         "ANSIBLE_SSH_CONTROL_PATH_DIR": str(tmp / "cp"), "ANSIBLE_LOCAL_TEMP": str(tmp / "ansible-tmp"),
+         "ANSIBLE_NOCOLOR": "1", **(env or {})}
+    t = time.perf_counter()
+    r = subprocess.run([*cmd, *args], cwd=ROOT, capture_output=True, text=True, env=e, timeout=FAILSAFE)
+    seconds = time.perf_counter() - t
+    rep = json.loads(report.read_text()) if report.exists() else {}
+    return Run(r, rep, seconds)
+
+
+def state(host) -> dict:
+    """What the device's edge_root holds, read directly (the hosts share this file system)."""
+    root = host.edge_root
+
+    def link(name):
+        p = root / name
+        return os.readlink(p) if p.is_symlink() else None
+
+    listing = lambda sub: sorted(os.listdir(root / sub)) if (root / sub).is_dir() else []  # noqa: E731
+    return {"current": link("current"), "previous": link("previous"), "releases": listing("releases"),
+            "venvs": listing("venvs"), "other": sorted(set(listing(".")) - {"current", "previous", "releases", "venvs"})}
+
+
+def predict(host, value: str = "100") -> float:
+    """`python -m runtime predict VALUE` in the device's current release, run over SSH in its venv."""
+    launcher = host.vars.get("edge_python_launcher", "")
+    r = host.ssh(f"cd {host.edge_root}/current && {launcher} .venv/bin/python -m runtime predict --json {value}")
+    assert r.returncode == 0, r.stderr
+    return json.loads(r.stdout)["fahrenheit"][0]
+
+
+# --- fixtures ----------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def fleet(tmp_path_factory):
+    try:
+        ensure_sshd()
+    except SshUnavailable as e:
+        pytest.skip(str(e))
+    with Fleet(tmp_path_factory.mktemp("fleet")) as f:
+        yield f
+
+
+@pytest.fixture(scope="module")
+def models(built, tmp_path_factory) -> dict:
+    """Tarballs: the default bundle, the +1 degF model and +2 / +3 ones, and one with a damaged model file."""
+    import tarfile as tf
+
+    d = tmp_path_factory.mktemp("models")
+    with tf.open(built.dist / "bundle.tar.gz") as tar:
+        tar.extractall(d / "one", filter="data")
+    out = {"one": built.dist / "bundle.tar.gz"}
+    for name, delta in (("two", 1.0), ("three", 2.0), ("four", 3.0)):
+        out[name] = tar_bundle(shifted_bundle(d / "one" / "bundle", d / name, delta), d / f"{name}.tar.gz")
+    bad = d / "bad"
+    shutil.copytree(d / "one" / "bundle", bad)
+    model = bytearray((bad / "model.onnx").read_bytes())
+    model[-5] ^= 0x01  # a flipped bit the manifest's sha256 catches: the selfcheck refuses it
+    (bad / "model.onnx").write_bytes(bytes(model))
+    out["bad"] = tar_bundle(bad, d / "bad.tar.gz")
+    return out
+
+
+@pytest.fixture(scope="module")
+def hosts(fleet, tmp_path_factory):
+    """The lifecycle fleet, canary first: an emulated Pi 4, Debian's python3, a Python 3.10."""
+    from deploy.emulated_pi import make_device
+
+    pi = make_device(tmp_path_factory.mktemp("pi4"), ROOT / ".cache" / "pi")
+    py310 = pyenv_python("10") or "/usr/bin/python3"
+    return [
+        fleet.add("pi4", python=pi["python"], vars={"edge_python_launcher": pi["launcher"]}),
+        fleet.add("deb311", python="/usr/bin/python3"),
+        fleet.add("py310", python=py310),
+    ]
+
+
+@pytest.fixture(scope="module")
+def inventory(fleet, hosts, tmp_path_factory) -> Path:
+    return fleet.inventory(tmp_path_factory.mktemp("inv") / "inventory.ini", hosts)
+
+
+@pytest.fixture(scope="module")
+def tmp(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("runs")
+
+
+@pytest.fixture(scope="module")
+def answers(models) -> dict:
+    """What `predict 100` answers for each model, on this machine (the x86 reference)."""
+    import numpy as np
+
+    from runtime import Runner
+
+    out = {}
+    for name in ("one", "two", "three", "four"):
+        with tarfile.open(models[name]) as tar, __import__("tempfile").TemporaryDirectory() as t:
+            tar.extractall(t, filter="data")
+            with Runner.from_bundle(Path(t) / "bundle") as r:
+                out[name] = float(r.predict(np.float32([100.0]))[0])
+    return out
+
+
+def close(a: float, b: float, host) -> bool:
+    # Native hosts run the same onnxruntime build as the reference: bit-identical. The
+    # emulated Pi runs aarch64 kernels (pi-check compares them within the manifest's
+    # tolerances; a one-neuron model is exact there too, but do not demand more than that).
+    return a == b if "edge_python_launcher" not in host.vars else abs(a - b) <= 1e-4 * max(1.0, abs(b))
+
+
+# --- the lifecycle --------------------------------------------------------------------------
+
+def test_first_deploy(hosts, inventory, models, answers, tmp, capsys):
+    r = fleet_cmd("deploy", inventory, tmp=tmp, bundle=models["one"])
+    assert r.rc == 0, r.out[-3000:] + r.err
+    one = sha12(models["one"])
+    for h in hosts:
+        assert r.result(h) == "deployed", r.report
+        assert r.report[h.name]["new"] == one and r.report[h.name]["previous"] == "-"
+        s = state(h)
+        assert s["current"] == f"releases/{one}" and s["previous"] is None, s
+        assert s["releases"] == [one] and len(s["venvs"]) == 1 and s["other"] == [], s  # wheels/ deleted
+        assert close(predict(h), answers["one"], h)
+    assert r.report["pi4"]["arch"] == "aarch64" and r.report["deb311"]["arch"] == "x86_64"
+    assert state(hosts[0])["venvs"][0].startswith("cp311-aarch64-")
+    assert "| table" not in r.out and re.search(r"^host\s+arch\s+python\s+previous\s+new\s+result$", r.out, re.M)
+    with capsys.disabled():
+        print(f"\n  first deploy to 3 hosts (emulated Pi 4 first, serial 1 / 25% / rest): {r.seconds:.1f} s")
+    test_first_deploy.seconds = r.seconds
+
+
+def test_redeploy_unchanged_changes_nothing(hosts, inventory, models, tmp, capsys):
+    before = {h.name: (state(h), os.lstat(h.edge_root / "current").st_mtime_ns) for h in hosts}
+    r = fleet_cmd("deploy", inventory, tmp=tmp, bundle=models["one"])
+    assert r.rc == 0, r.out[-3000:]
+    for h in hosts:
+        assert r.result(h) == "unchanged"
+        assert r.recap(h)["changed"] == 0, r.recap(h)
+        assert (state(h), os.lstat(h.edge_root / "current").st_mtime_ns) == before[h.name]
+    with capsys.disabled():
+        print(f"\n  unchanged redeploy to 3 hosts: {r.seconds:.1f} s (first deploy "
+              f"{getattr(test_first_deploy, 'seconds', float('nan')):.1f} s)")
+
+
+def test_check_mode_plans_and_changes_nothing(hosts, inventory, models, tmp):
+    before = {h.name: state(h) for h in hosts}
+    r = fleet_cmd("deploy", inventory, "--check", tmp=tmp, bundle=models["two"])
+    assert r.rc == 0, r.out[-3000:]
+    for h in hosts:
+        assert r.result(h) == "would deploy", r.report
+        assert state(h) == before[h.name]
+
+
+def test_second_model_then_rollback(hosts, inventory, models, answers, tmp, capsys):
+    one, two = sha12(models["one"]), sha12(models["two"])
+    venvs = {h.name: state(h)["venvs"] for h in hosts}
+    r = fleet_cmd("deploy", inventory, tmp=tmp, bundle=models["two"])
+    assert r.rc == 0, r.out[-3000:]
+    for h in hosts:
+        assert (r.result(h), r.report[h.name]["previous"], r.report[h.name]["new"]) == ("deployed", one, two)
+        s = state(h)
+        assert (s["current"], s["previous"]) == (f"releases/{two}", f"releases/{one}"), s
+        assert s["releases"] == sorted([one, two]) and s["venvs"] == venvs[h.name], s  # same wheels: same venv
+        assert close(predict(h), answers["two"], h)
+    seconds = r.seconds
+
+    r = fleet_cmd("rollback", inventory, tmp=tmp)
+    assert r.rc == 0, r.out[-3000:]
+    for h in hosts:
+        assert (r.result(h), r.report[h.name]["from"], r.report[h.name]["to"]) == ("rolled back", two, one)
+        s = state(h)
+        assert (s["current"], s["previous"]) == (f"releases/{one}", f"releases/{two}"), s
+        assert close(predict(h), answers["one"], h)
+    with capsys.disabled():
+        print(f"\n  model-only update to 3 hosts: {seconds:.1f} s; rollback: {r.seconds:.1f} s")
+
+
+def test_fleet_status(hosts, inventory, models, tmp):
+    r = fleet_cmd("status", inventory, tmp=tmp)
+    assert r.rc == 0, r.out[-3000:]
+    for h in hosts:
+        row = r.report[h.name]
+        assert (row["current"], row["previous"], row["selfcheck"], row["result"]) == (
+            sha12(models["one"]), sha12(models["two"]), "passed", "healthy"), row
+
+
+def test_canary_gate_failure_rolls_back_and_stops_the_rollout(hosts, inventory, models, tmp):
+    """A bundle whose model file was damaged: the canary refuses it at its selfcheck and keeps
+    its release; the rollout stops there, and the other devices are not touched."""
+    before = {h.name: (state(h), os.lstat(h.edge_root / "current").st_mtime_ns) for h in hosts}
+    r = fleet_cmd("deploy", inventory, tmp=tmp, bundle=models["bad"])
+    assert r.rc == 2, r.out[-3000:]
+    canary, *rest = hosts
+    assert r.result(canary).startswith("rolled back: Gate the release on its selfcheck"), r.report
+    assert "model.onnx | sha256 mismatch" in r.result(canary), r.report
+    s = state(canary)
+    assert (s["current"], s["previous"]) == (before["pi4"][0]["current"], before["pi4"][0]["previous"])
+    for h in rest:
+        assert r.result(h).startswith("not reached"), r.report
+        assert (state(h), os.lstat(h.edge_root / "current").st_mtime_ns) == before[h.name]
+    assert re.search(r"^pi4\s.*rolled back: Gate the release", r.out, re.M)  # the table on stdout
+
+
+def test_unhealthy_service_after_the_switch_is_rolled_back(hosts, inventory, models, answers, tmp):
+    """The switch happened, then /healthz never answered 200: current goes back, the host fails."""
+    h = hosts[2]
+    before = state(h)
+    r = fleet_cmd("deploy", inventory, "--limit", h.name, "-e", "edge_service=true", "-e", "edge_service_manager=command",
+                  "-e", '{"edge_service_restart_command": ["true"]}', "-e", "edge_healthz_url=http://127.0.0.1:9/healthz",
+                  "-e", "edge_healthz_timeout=2", tmp=tmp, bundle=models["three"])
+    assert r.rc == 2, r.out[-3000:]
+    assert r.result(h).startswith("rolled back: Wait for /healthz"), r.report
+    s = state(h)
+    assert (s["current"], s["previous"]) == (before["current"], before["previous"]), s
+    assert close(predict(h), answers["one"], h)
+
+
+def test_old_releases_are_pruned(hosts, inventory, models, tmp, capsys):
+    h = hosts[1]
+    for name in ("three", "four"):
+        r = fleet_cmd("deploy", inventory, "--limit", h.name, tmp=tmp, bundle=models[name])
+        assert r.rc == 0 and r.result(h) == "deployed", r.out[-3000:]
+    s = state(h)
+    three, four = sha12(models["three"]), sha12(models["four"])
+    assert (s["current"], s["previous"]) == (f"releases/{four}", f"releases/{three}")
+    assert len(s["releases"]) == 3 and sha12(models["one"]) in s["releases"], s  # kept: four, three, and one (newer than two)
+    assert len(s["venvs"]) == 1, s
