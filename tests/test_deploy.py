@@ -300,3 +300,176 @@ def test_old_releases_are_pruned(hosts, inventory, models, tmp, capsys):
     assert (s["current"], s["previous"]) == (f"releases/{four}", f"releases/{three}")
     assert len(s["releases"]) == 3 and sha12(models["one"]) in s["releases"], s  # kept: four, three, and one (newer than two)
     assert len(s["venvs"]) == 1, s
+
+
+# --- devices the deploy must refuse, and a cut connection ------------------------------------
+
+FAKE_ARMV7L = (  # a 32-bit Raspberry Pi OS, as far as Python can tell: os.uname().machine
+    "import os\n"
+    "_u = os.uname()\n"
+    "os.uname = lambda: os.uname_result((_u.sysname, _u.nodename, _u.release, _u.version, 'armv7l'))\n"
+)
+
+
+def test_refused_devices_and_unknown_host_keys(fleet, models, tmp, tmp_path):
+    """armv7l, a Python below the minimum, and an unknown host key: each refused with its reason,
+    nothing written on them, while a good device in the same run is deployed."""
+    fake = tmp_path / "armv7l"
+    (fake / "site").mkdir(parents=True)
+    (fake / "site" / "sitecustomize.py").write_text(FAKE_ARMV7L)
+    (fake / "python3").write_text(f"#!/bin/sh\nPYTHONPATH={fake / 'site'} exec /usr/bin/python3 \"$@\"\n")
+    (fake / "python3").chmod(0o755)
+    py39 = pyenv_python("9")
+    refused = [fleet.add("armv7l", python=str(fake / "python3")), fleet.add("stranger", trusted=False)]
+    refused += [fleet.add("old-python", python=py39)] if py39 else []
+    good = fleet.add("good")
+    inv = fleet.inventory(tmp_path / "inventory.ini", [*refused, good])
+    r = fleet_cmd("deploy", inv, tmp=tmp, bundle=models["one"])
+    assert r.rc != 0, r.out[-3000:]
+    assert r.result(good) == "deployed", r.report
+    assert r.result(refused[0]).startswith("refused: armv7l with a 64-bit Python is 32-bit ARM, and onnxruntime "
+                                           "ships no 32-bit ARM wheels; install the 64-bit Raspberry Pi OS"), r.report
+    assert r.result(refused[1]).startswith("unreachable:") and "Host key verification failed" in r.result(refused[1])
+    if py39:
+        assert re.fullmatch(r"refused: \S+ is Python 3\.9\.\d+; the runtime needs 3\.10 or newer", r.result(refused[2]))
+    for h in refused:
+        assert not h.edge_root.exists(), h.name
+
+
+def test_sshd_killed_mid_deploy_then_a_rerun_converges(fleet, models, answers, tmp, tmp_path):
+    """The device's sshd and its sessions are killed while the wheels are being installed (an
+    observed moment: the wheel tar unpacked on the device); the run reports it unreachable,
+    and the next run, once the device is back, finishes the deploy with nothing left over."""
+    h = fleet.add("flaky")
+    inv = fleet.inventory(tmp_path / "inventory.ini", [h])
+    report = tmp / "killed.json"
+    e = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+         "ANSIBLE_SSH_CONTROL_PATH_DIR": str(tmp / "cp"), "ANSIBLE_NOCOLOR": "1"}
+    p = subprocess.Popen([sys.executable, "-m", "deploy", "deploy", "--inventory", str(inv), "--bundle",
+                          str(models["one"]), "--report", str(report)], cwd=ROOT, env=e,
+                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + FAILSAFE
+        while not list(h.edge_root.glob("wheels/*/requirements.lock")):
+            assert p.poll() is None, f"the deploy ended before the kill: {p.stdout.read()[-3000:]}"
+            assert time.monotonic() < deadline, "failsafe: the wheels never arrived"
+            time.sleep(0.01)
+        h.kill()
+        out = p.communicate(timeout=FAILSAFE)[0]
+    finally:
+        if p.poll() is None:
+            p.kill()
+    assert p.returncode == 4, out[-3000:]  # ansible-playbook: a host unreachable
+    assert json.loads(report.read_text())["flaky"]["result"].startswith("unreachable:")
+    assert not (h.edge_root / "current").exists()
+    h.start()
+    r = fleet_cmd("deploy", inv, tmp=tmp, bundle=models["one"])
+    assert r.rc == 0 and r.result(h) == "deployed", r.out[-3000:]
+    s = state(h)
+    assert s["current"] == f"releases/{sha12(models['one'])}" and s["other"] == [], s
+    assert s["releases"] == [sha12(models["one"])] and len(s["venvs"]) == 1, s
+    assert predict(h) == answers["one"]
+
+
+def test_missing_inventory_and_bundle_are_one_line_errors(tmp_path):
+    base = [sys.executable, "-m", "deploy", "deploy"]
+    r = subprocess.run([*base, "--inventory", str(tmp_path / "nope.ini")], cwd=ROOT, capture_output=True, text=True)
+    assert r.returncode == 2 and r.stderr.count("\n") == 1, r.stderr
+    assert r.stderr.startswith(f"error: inventory {tmp_path / 'nope.ini'}: not found; copy deploy/inventory.example.ini")
+    (tmp_path / "inv.ini").write_text("[edge]\n")
+    r = subprocess.run([*base, "--inventory", str(tmp_path / "inv.ini"), "--bundle", str(tmp_path / "no.tar.gz")],
+                       cwd=ROOT, capture_output=True, text=True)
+    assert r.returncode == 2 and r.stderr == f"error: bundle {tmp_path / 'no.tar.gz'}: not found; run `make bundle` first (make deploy does)\n"
+
+
+# --- zero dropped requests across a deploy and a rollback ------------------------------------
+
+def test_no_request_dropped_across_deploy_and_rollback(fleet, models, tmp, tmp_path, capsys):
+    """The service on a device (a held socket and serve restarted on it, as systemd's socket
+    unit does; tests/deploy_service.py) answers a client loop through a deploy and a rollback:
+    every request gets a 200, and the model switches once each way."""
+    import http.client
+
+    svc = tmp_path / "svc"
+    svc.mkdir()
+    helper = Path(__file__).parent / "deploy_service.py"
+    h = fleet.add("svc", vars={
+        "edge_service": True, "edge_service_manager": "command",
+        "edge_service_restart_command": [sys.executable, str(helper), "restart", str(svc)]})
+    sup = subprocess.Popen([sys.executable, str(helper), "run", str(svc), str(h.edge_root)],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + FAILSAFE
+        while not (svc / "port").exists():
+            assert sup.poll() is None and time.monotonic() < deadline, "the supervisor did not start"
+            time.sleep(0.01)
+        port = int((svc / "port").read_text())
+        h.vars["edge_healthz_url"] = f"http://127.0.0.1:{port}/healthz"
+        inv = fleet.inventory(tmp_path / "inventory.ini", [h])
+        r = fleet_cmd("deploy", inv, tmp=tmp, bundle=models["one"])
+        assert r.rc == 0 and r.result(h) == "deployed", r.out[-3000:]
+
+        seen, failures, stop = [], [], threading.Event()
+
+        def client():
+            body = json.dumps({"celsius": [100.0]})
+            cap = time.monotonic() + FAILSAFE
+            for _ in range(100_000):  # bounded in count and time; stops when told
+                if stop.is_set() or time.monotonic() > cap:
+                    return
+                c = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+                try:
+                    c.request("POST", "/predict", body, {"Content-Type": "application/json"})
+                    a = c.getresponse()
+                    doc = json.loads(a.read())
+                    if a.status != 200:
+                        failures.append((a.status, doc))
+                    elif not seen or seen[-1][0] != doc["model"]:
+                        seen.append((doc["model"], doc["fahrenheit"][0], 1))
+                    else:
+                        seen[-1] = (seen[-1][0], seen[-1][1], seen[-1][2] + 1)
+                except (OSError, http.client.HTTPException, ValueError) as e:
+                    failures.append(repr(e))
+                finally:
+                    c.close()
+
+        t = threading.Thread(target=client, daemon=True)
+        t.start()
+        r2 = fleet_cmd("deploy", inv, tmp=tmp, bundle=models["two"])
+        r3 = fleet_cmd("rollback", inv, tmp=tmp)
+        # A few answers after the rollback, so the last switch is observed, not assumed.
+        deadline = time.monotonic() + FAILSAFE
+        while not (len(seen) >= 3 and seen[-1][2] >= 20) and not failures and t.is_alive():
+            assert time.monotonic() < deadline, "failsafe"
+            time.sleep(0.01)
+        stop.set()
+        t.join(FAILSAFE)
+    finally:
+        sup.send_signal(signal.SIGTERM)
+        sup.wait(FAILSAFE)
+    assert r2.rc == 0 and r2.result(h) == "deployed", r2.out[-3000:]
+    assert r3.rc == 0 and r3.result(h) == "rolled back", r3.out[-3000:]
+    assert not failures, failures[:5]
+    models_seen = [m for m, _, _ in seen]
+    assert len(models_seen) == 3 and models_seen[0] == models_seen[2] != models_seen[1], seen
+    assert seen[1][1] == pytest.approx(seen[0][1] + 1.0, abs=1e-3)  # the +1 degF model, then back
+    with capsys.disabled():
+        print(f"\n  requests answered across a deploy and a rollback: {sum(n for _, _, n in seen)}, none failed; "
+              f"models in order: {', '.join(f'{m[:12]} x{n}' for m, _, n in seen)}")
+
+
+# --- the playbooks themselves --------------------------------------------------------------
+
+def test_ansible_lint_production_profile():
+    r = subprocess.run([str(Path(sys.executable).parent / "ansible-lint"), "--nocolor", "."], cwd=ROOT / "deploy",
+                       capture_output=True, text=True, env={**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"},
+                       timeout=FAILSAFE)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert "Profile 'production' was required, and it passed" in r.stderr + r.stdout
+
+
+def test_no_insecure_ssh_options_anywhere():
+    for path in [*(ROOT / "deploy").rglob("*"), *(ROOT / "tests").glob("*.py"), ROOT / "Makefile", ROOT / "README.md"]:
+        if path.is_file() and path.suffix in (".py", ".yml", ".ini", ".cfg", ".md", "") and path != Path(__file__):
+            text = path.read_text(errors="replace")
+            assert not re.search(r"StrictHostKeyChecking\s*=\s*no|host_key_checking\s*=\s*False", text, re.I), path
