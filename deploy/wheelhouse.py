@@ -167,7 +167,28 @@ def pack(folder: Path, names: list[str]) -> None:
                 tar.addfile(info, f)
 
 
-def read_bundle(tarball: Path) -> tuple[str, dict]:
+RELEASE_PY = Path(__file__).resolve().parent / "roles" / "edge" / "files" / "release.py"
+
+
+def release_script(tarball: Path, digest: str, cache: Path) -> Path:
+    """The device-side release script with this bundle inside: a zip application
+    (python runs its __main__.py) holding release.py and the tarball as it is, stored, not
+    re-encoded, so what `script` sends is the bundle's bytes plus a few KiB."""
+    import zipfile
+
+    source = RELEASE_PY.read_bytes()
+    path = cache / "releases" / f"release-{digest[:12]}-{hashlib.sha256(source).hexdigest()[:8]}.pyz"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        with zipfile.ZipFile(tmp, "w") as z:
+            z.writestr(zipfile.ZipInfo("__main__.py", (2026, 1, 1, 0, 0, 0)), source, zipfile.ZIP_DEFLATED)
+            z.writestr(zipfile.ZipInfo("bundle.tar.gz", (2026, 1, 1, 0, 0, 0)), tarball.read_bytes(), zipfile.ZIP_STORED)
+        tmp.replace(path)
+    return path
+
+
+def read_bundle(tarball: Path, cache: Path) -> tuple[str, dict]:
     """The bundle's requirements.txt, and what a deploy names and checks it by."""
     with tarfile.open(tarball) as tar:
         def read(name: str) -> bytes:
@@ -183,6 +204,7 @@ def read_bundle(tarball: Path) -> tuple[str, dict]:
         "sha256": digest,
         "release": digest[:12],  # the release's folder name on the device
         "model_sha256": manifest["files"][manifest["model"]["file"]],  # what /healthz must report
+        "script": str(release_script(tarball, digest, cache).resolve()),
     }
 
 
@@ -194,7 +216,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--cache", type=Path, default=Path(".cache/wheelhouse"))
     a = p.parse_args(argv)
     try:
-        text, bundle = read_bundle(a.tarball)
+        text, bundle = read_bundle(a.tarball, a.cache)
         out = {"bundle": bundle, "wheelhouses": {t: build(text, t, a.cache) for t in dict.fromkeys(a.target)}}
     except (WheelhouseError, OSError, tarfile.TarError, KeyError, ValueError) as e:
         print(f"error: wheelhouse: {e}", file=sys.stderr)

@@ -266,14 +266,14 @@ def test_canary_gate_failure_rolls_back_and_stops_the_rollout(hosts, inventory, 
     r = fleet_cmd("deploy", inventory, tmp=tmp, bundle=models["bad"])
     assert r.rc == 2, r.out[-3000:]
     canary, *rest = hosts
-    assert r.result(canary).startswith("rolled back: Gate the release on its selfcheck"), r.report
+    assert r.result(canary).startswith(f"rolled back: selfcheck of {sha12(models['bad'])} failed (exit "), r.report
     assert "model.onnx | sha256 mismatch" in r.result(canary), r.report
     s = state(canary)
     assert (s["current"], s["previous"]) == (before["pi4"][0]["current"], before["pi4"][0]["previous"])
     for h in rest:
         assert r.result(h).startswith("not reached"), r.report
         assert (state(h), os.lstat(h.edge_root / "current").st_mtime_ns) == before[h.name]
-    assert re.search(r"^pi4\s.*rolled back: Gate the release", r.out, re.M)  # the table on stdout
+    assert re.search(r"^pi4\s.*rolled back: selfcheck of", r.out, re.M)  # the table on stdout
 
 
 def test_unhealthy_service_after_the_switch_is_rolled_back(hosts, inventory, models, answers, tmp):
@@ -473,3 +473,34 @@ def test_no_insecure_ssh_options_anywhere():
         if path.is_file() and path.suffix in (".py", ".yml", ".ini", ".cfg", ".md", "") and path != Path(__file__):
             text = path.read_text(errors="replace")
             assert not re.search(r"StrictHostKeyChecking\s*=\s*no|host_key_checking\s*=\s*False", text, re.I), path
+
+
+def test_a_model_only_update_sends_no_wheels(fleet, models, tmp, tmp_path, capsys):
+    """Every byte the deploying machine sends over SSH for an update whose requirements did not
+    change (through a counting ProxyCommand, with Ansible's usual shared connection): the
+    bundle and a few KiB around it, never the wheels (about 40 MB) again."""
+    h = fleet.add("counted")
+    inv = fleet.inventory(tmp_path / "inventory.ini", [h])
+    r = fleet_cmd("deploy", inv, tmp=tmp, bundle=models["one"])
+    assert r.rc == 0 and r.result(h) == "deployed", r.out[-3000:]
+    log = tmp_path / "bytes.log"
+    proxy = f"{sys.executable} {Path(__file__).parent / 'byte_proxy.py'} 127.0.0.1 {h.port} {log}"
+    common = (f"-o UserKnownHostsFile={fleet.known_hosts} -o StrictHostKeyChecking=yes "
+              f"-o HostKeyAlias=[127.0.0.1]:{h.port} -o ProxyCommand='{proxy}'")
+    cp = tmp_path / "cp"  # Ansible's own SSH settings (one master connection, kept 60 s); ended below
+    r = fleet_cmd("deploy", inv, "-e", json.dumps({"ansible_ssh_common_args": common}), tmp=tmp, bundle=models["two"],
+                  env={"ANSIBLE_SSH_CONTROL_PATH_DIR": str(cp)})
+    assert r.rc == 0 and r.result(h) == "deployed", r.out[-3000:]
+    for sock in cp.iterdir():  # end the master connection, so the proxy writes its count
+        subprocess.run(["ssh", "-o", f"ControlPath={sock}", "-O", "exit", "127.0.0.1"], capture_output=True, timeout=60)
+    deadline = time.monotonic() + FAILSAFE
+    while not log.exists():
+        assert time.monotonic() < deadline, "failsafe: the proxy never wrote its count"
+        time.sleep(0.01)
+    counts = [tuple(map(int, line.split())) for line in log.read_text().splitlines()]
+    sent, received = sum(c[0] for c in counts), sum(c[1] for c in counts)
+    tarball = models["two"].stat().st_size
+    assert tarball < sent < tarball + (32 << 10), (sent, tarball)  # the bundle, the release script, the probe
+    with capsys.disabled():
+        print(f"\n  model-only update: {sent / 1024:.1f} KiB sent over {len(counts)} SSH connections "
+              f"({received / 1024:.1f} KiB received); the bundle itself is {tarball / 1024:.1f} KiB")

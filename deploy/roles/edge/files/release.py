@@ -1,0 +1,174 @@
+"""The device side of a release: unpack, gate, switch, prune, in one run (stdlib only).
+
+Ansible's `script` sends this file to the device and runs it with the device's Python (no
+module, so no Ansible code is sent along: a model-only update costs the bundle's bytes).
+For `install`, the deploying machine sends it as a zip application with the bundle
+tarball inside (deploy/wheelhouse.py makes it; python runs a zip's __main__.py). Prints one JSON object; exit 0 when done, 1 when
+the gate refused the release (nothing switched), 2 on bad usage or a damaged layout.
+
+    release.py install  ROOT RELEASE VENV [--launcher WORDS] [--keep N]
+    release.py rollback ROOT [--launcher WORDS]       # gate previous, then swap current and previous
+    release.py revert   ROOT CURRENT PREVIOUS         # put both links back ("" = no link)
+
+Layout under ROOT: releases/<release>/ (the unpacked bundle; .venv -> ROOT/venvs/<id>),
+current and previous (relative symlinks into releases/). A link is replaced by making the
+new one under a temporary name and renaming it over the old (rename(2) is atomic), so a
+reader sees the old target or the new one, never neither. A release folder appears by
+renaming a complete one into releases/.
+"""
+
+import io
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+import zipfile
+
+
+
+def bundle_bytes():
+    """The tarball inside the zip application this runs from (install only)."""
+    try:
+        with zipfile.ZipFile(sys.argv[0]) as z:
+            return z.read("bundle.tar.gz")
+    except (OSError, KeyError, zipfile.BadZipFile) as e:
+        raise Refused("no bundle in %s (install runs from the .pyz the deploy makes): %s" % (sys.argv[0], e))
+
+
+class Refused(Exception):
+    pass
+
+
+def target(root, name):
+    path = os.path.join(root, name)
+    return os.path.basename(os.readlink(path).rstrip("/")) if os.path.islink(path) else ""
+
+
+def relink(root, name, release):
+    """ROOT/name -> releases/<release> atomically; release "" removes the link."""
+    path = os.path.join(root, name)
+    if not release:
+        if os.path.islink(path):
+            os.unlink(path)
+        return
+    tmp = "%s.new-%d" % (path, os.getpid())
+    if os.path.lexists(tmp):
+        os.unlink(tmp)
+    os.symlink(os.path.join("releases", release), tmp)
+    os.replace(tmp, path)
+
+
+def unpack(root, release, venv):
+    """releases/<release>, linked to venv; made under a temporary name, then renamed into place."""
+    releases = os.path.join(root, "releases")
+    final = os.path.join(releases, release)
+    if os.path.isdir(final):  # already there (a redeploy, or the device's Python changed): relink only
+        tmp = os.path.join(final, ".venv.new")
+        if os.path.lexists(tmp):
+            os.unlink(tmp)
+        os.symlink(venv, tmp)
+        os.replace(tmp, os.path.join(final, ".venv"))
+        return False
+    incoming = os.path.join(releases, ".incoming-" + release)
+    shutil.rmtree(incoming, ignore_errors=True)  # what an interrupted deploy left
+    os.makedirs(incoming)
+    with tarfile.open(fileobj=io.BytesIO(bundle_bytes())) as tar:
+        for m in tar.getmembers():  # the bundle: plain files and folders under bundle/ only
+            if not (m.isfile() or m.isdir()) or m.name.startswith("/") or ".." in m.name.split("/") \
+                    or m.name.split("/")[0] != "bundle":
+                raise Refused("the bundle holds %r, which is not a plain file under bundle/" % m.name)
+        tar.extractall(incoming, **({"filter": "data"} if hasattr(tarfile, "data_filter") else {}))
+    os.symlink(venv, os.path.join(incoming, "bundle", ".venv"))
+    os.rename(os.path.join(incoming, "bundle"), final)
+    shutil.rmtree(incoming, ignore_errors=True)
+    return True
+
+
+def gate(root, release, launcher):
+    """The release's selfcheck in its own venv; Refused with its last stderr line."""
+    folder = os.path.join(root, "releases", release)
+    cmd = launcher + [os.path.join(folder, ".venv", "bin", "python"), "-m", "runtime", "selfcheck"]
+    r = subprocess.run(cmd, cwd=folder, stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True)
+    if r.returncode != 0:
+        lines = (r.stderr or r.stdout).strip().splitlines() or ["(no output)"]
+        raise Refused("selfcheck of %s failed (exit %d): %s" % (release, r.returncode, lines[-1]))
+
+
+def prune(root, keep, pinned):
+    """Keep `keep` releases (pinned first, then the newest); remove the rest and unused venvs."""
+    releases = os.path.join(root, "releases")
+    names = [n for n in os.listdir(releases) if not n.startswith(".")]
+    names.sort(key=lambda n: os.stat(os.path.join(releases, n)).st_mtime, reverse=True)
+    kept = [p for p in pinned if p in names]
+    kept += [n for n in names if n not in kept][:max(keep - len(kept), 0)]
+    removed = [n for n in names if n not in kept]
+    for n in removed:
+        shutil.rmtree(os.path.join(releases, n), ignore_errors=True)
+    used = set()
+    for n in kept:
+        link = os.path.join(releases, n, ".venv")
+        if os.path.islink(link):
+            used.add(os.path.basename(os.readlink(link).rstrip("/")))
+    venvs = os.path.join(root, "venvs")
+    for v in (os.listdir(venvs) if os.path.isdir(venvs) else []):
+        if v not in used:
+            shutil.rmtree(os.path.join(venvs, v), ignore_errors=True)
+    return removed
+
+
+def switch(root, to, previous):
+    relink(root, "previous", previous)
+    relink(root, "current", to)
+    os.utime(os.path.join(root, "releases", to))  # the newest: pruned last
+
+
+def model_sha256(root, release):
+    """The sha256 of the release's model file, as its manifest lists it (what /healthz reports)."""
+    with open(os.path.join(root, "releases", release, "manifest.json")) as f:
+        manifest = json.load(f)
+    return manifest["files"][manifest["model"]["file"]]
+
+
+def option(argv, name, default):
+    return argv[argv.index(name) + 1] if name in argv[:-1] else default
+
+
+def main(argv):
+    mode, root = argv[0], argv[1]
+    launcher = option(argv, "--launcher", "").split()
+    before = {"current": target(root, "current"), "previous": target(root, "previous")}
+    out = {"before": before}
+    try:
+        if mode == "install":
+            release, venv = argv[2], argv[3]
+            out["unpacked"] = unpack(root, release, venv)
+            gate(root, release, launcher)
+            old = before["current"]
+            switch(root, release, old if old and old != release else before["previous"])
+            pinned = [release] + ([old] if old and old != release else [])
+            out["removed"] = prune(root, int(option(argv, "--keep", "3")), pinned)
+        elif mode == "rollback":
+            if not before["previous"] or not os.path.isdir(os.path.join(root, "releases", before["previous"])):
+                raise Refused("no previous release to roll back to (current: %s)" % (before["current"] or "none"))
+            gate(root, before["previous"], launcher)
+            switch(root, before["previous"], before["current"])
+        elif mode == "revert":
+            relink(root, "previous", argv[3])
+            relink(root, "current", argv[2])
+        else:
+            raise ValueError(mode)
+    except Refused as e:
+        out.update(ok=False, reason=str(e))
+        print(json.dumps(out))
+        return 1
+    out.update(ok=True, current=target(root, "current"), previous=target(root, "previous"))
+    if out["current"]:
+        out["model"] = model_sha256(root, out["current"])
+    print(json.dumps(out))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
