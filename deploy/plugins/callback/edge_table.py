@@ -21,7 +21,7 @@ description: The result of each device's deploy, rollback or status check, as a 
 requirements: [enable in ansible.cfg (callbacks_enabled)]
 """
 
-ORDER = ["arch", "python", "previous", "new", "from", "to", "current", "releases", "selfcheck", "service", "result"]
+ORDER = ["arch", "python", "current", "previous", "new", "from", "to", "releases", "selfcheck", "service", "result"]
 
 
 def _first_line(text) -> str:
@@ -38,6 +38,15 @@ class CallbackModule(CallbackBase):
     def __init__(self):
         super().__init__()
         self.rows: dict[str, dict] = {}
+
+    def v2_playbook_on_play_start(self, play) -> None:
+        """Rows in inventory order (--limit applied), whatever order the devices answer in."""
+        try:
+            hosts = play.get_variable_manager()._inventory.get_hosts(play.hosts)
+        except Exception:  # noqa: BLE001 - an internal API: without it, rows come in answer order
+            return
+        for host in hosts:
+            self.rows.setdefault(host.get_name(), {})
 
     def _row(self, result) -> dict:
         return self.rows.setdefault(result.host.get_name(), {})

@@ -144,7 +144,12 @@ def main(argv):
         if mode == "install":
             release, venv = argv[2], argv[3]
             out["unpacked"] = unpack(root, release, venv)
-            gate(root, release, launcher)
+            try:
+                gate(root, release, launcher)
+            except Refused:
+                if out["unpacked"]:  # refused: not kept as a release (it was never switched to)
+                    shutil.rmtree(os.path.join(root, "releases", release), ignore_errors=True)
+                raise
             old = before["current"]
             switch(root, release, old if old and old != release else before["previous"])
             pinned = [release] + ([old] if old and old != release else [])
