@@ -24,7 +24,7 @@ requirements: [enable in ansible.cfg (callbacks_enabled)]
 ORDER = ["arch", "python", "current", "previous", "new", "from", "to", "releases", "selfcheck", "service", "result"]
 
 
-def _first_line(text) -> str:
+def _last_line(text) -> str:
     lines = [ln.strip() for ln in str(text or "").strip().splitlines() if ln.strip()]
     return lines[-1] if lines else ""
 
@@ -60,14 +60,14 @@ class CallbackModule(CallbackBase):
         if ignore_errors:
             return
         r = result.result
-        why = _first_line(r.get("msg")) if r.get("msg") and r.get("msg") != "non-zero return code" else ""
-        why = why or _first_line(r.get("stderr")) or _first_line(r.get("msg")) or "failed"
+        why = _last_line(r.get("msg")) if r.get("msg") and r.get("msg") != "non-zero return code" else ""
+        why = why or _last_line(r.get("stderr")) or _last_line(r.get("msg")) or "failed"
         if not why.startswith(("refused", "rolled back", "not rolled back")):
             why = f"failed: {result.task.get_name()}: {why}"
         self._row(result)["result"] = why
 
     def v2_runner_on_unreachable(self, result) -> None:
-        self._row(result)["result"] = f"unreachable: {_first_line(result.result.get('msg'))}"
+        self._row(result)["result"] = f"unreachable: {_last_line(result.result.get('msg'))}"
 
     def v2_playbook_on_stats(self, stats) -> None:
         if not self.rows:
