@@ -329,8 +329,9 @@ FAKE_ARMV7L = (  # a 32-bit Raspberry Pi OS, as far as Python can tell: os.uname
 
 
 def test_refused_devices_and_unknown_host_keys(fleet, models, tmp, tmp_path):
-    """armv7l, a Python below the minimum, and an unknown host key: each refused with its reason,
-    nothing written on them, while a good device in the same run is deployed."""
+    """armv7l, an unknown host key, a service edge_root its unit could not see, a Python below
+    the minimum: each refused with its reason, nothing written on them, while a good device in
+    the same run is deployed."""
     fake = tmp_path / "armv7l"
     (fake / "site").mkdir(parents=True)
     (fake / "site" / "sitecustomize.py").write_text(FAKE_ARMV7L)
@@ -338,6 +339,7 @@ def test_refused_devices_and_unknown_host_keys(fleet, models, tmp, tmp_path):
     (fake / "python3").chmod(0o755)
     py39 = pyenv_python("9")
     refused = [fleet.add("armv7l", python=str(fake / "python3")), fleet.add("stranger", trusted=False)]
+    refused += [fleet.add("hidden-root", vars={"edge_service": True, "edge_root": "/root/edge-model-test"})]
     refused += [fleet.add("old-python", python=py39)] if py39 else []
     good = fleet.add("good")
     inv = fleet.inventory(tmp_path / "inventory.ini", [*refused, good])
@@ -347,10 +349,14 @@ def test_refused_devices_and_unknown_host_keys(fleet, models, tmp, tmp_path):
     assert r.result(refused[0]).startswith("refused: armv7l with a 64-bit Python is 32-bit ARM, and onnxruntime "
                                            "ships no 32-bit ARM wheels; install the 64-bit Raspberry Pi OS"), r.report
     assert r.result(refused[1]).startswith("unreachable:") and "Host key verification failed" in r.result(refused[1])
+    assert r.result(refused[2]) == ("refused: edge_service is on and edge_root /root/edge-model-test is under /home or "
+                                    "/root, which the service's unit hides (ProtectHome=yes); set edge_root outside "
+                                    "them, e.g. /opt/edge-model")
     if py39:
-        assert re.fullmatch(r"refused: \S+ is Python 3\.9\.\d+; the runtime needs 3\.10 or newer", r.result(refused[2]))
+        assert re.fullmatch(r"refused: \S+ is Python 3\.9\.\d+; the runtime needs 3\.10 or newer", r.result(refused[3]))
     for h in refused:
         assert not h.edge_root.exists(), h.name
+    assert not Path("/root/edge-model-test").exists()
 
 
 def test_sshd_killed_mid_deploy_then_a_rerun_converges(fleet, models, answers, tmp, tmp_path):
