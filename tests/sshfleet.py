@@ -56,12 +56,15 @@ def _wait(what: str, done, timeout: float = FAILSAFE):
 
 
 def _accepting(port: int) -> bool:
+    """Whether something listens on 127.0.0.1:port. Any failure to connect counts as no
+    (refused, reset while a dying listener closes, timed out); so does a TCP self-connect,
+    which the kernel makes when it picks the port itself as the client's source port."""
     with socket.socket() as s:
         s.settimeout(5)
         try:
             s.connect(("127.0.0.1", port))
-            return True
-        except ConnectionRefusedError:
+            return s.getsockname() != s.getpeername()
+        except OSError:
             return False
 
 
@@ -261,9 +264,9 @@ class Fleet:
             try:
                 host.kill()
             except Exception as e:  # stop the others all the same
-                errors.append(e)
+                errors.append(f"{host.name}: {type(e).__name__}: {e}")
         if errors:
-            raise errors[0]
+            raise RuntimeError("stopping the test hosts: " + "; ".join(errors))
 
     def __enter__(self) -> Fleet:
         return self
