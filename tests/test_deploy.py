@@ -527,3 +527,30 @@ def test_a_model_only_update_sends_no_wheels(fleet, models, tmp, tmp_path, capsy
     with capsys.disabled():
         print(f"\n  model-only update: {sent / 1024:.1f} KiB sent over {len(counts)} SSH connections "
               f"({received / 1024:.1f} KiB received); the bundle itself is {tarball / 1024:.1f} KiB")
+
+
+def test_a_wheel_changed_in_the_wheelhouse_is_refused_on_the_device(fleet, models, tmp, tmp_path, bundle_tarball):
+    """One byte of numpy's wheel flipped in the wheelhouse (the cache, or the copy in transit):
+    pip on the device refuses it against the lock's sha256, the venv is never marked
+    complete, and the device gets no release."""
+    from deploy import wheelhouse
+
+    cache = tmp_path / "wheelhouse"
+    assert wheelhouse.main(["--tarball", str(models["one"]), "--target", "x86_64:3.11:2.36", "--cache", str(cache)]) == 0
+    [tar_path] = cache.glob("cp311-x86_64-*/wheels.tar")
+    with tarfile.open(tar_path) as tar:
+        [numpy] = [m for m in tar.getmembers() if m.name.startswith("numpy-")]
+    with open(tar_path, "r+b") as f:
+        f.seek(numpy.offset_data + numpy.size // 2)
+        byte = f.read(1)
+        f.seek(-1, os.SEEK_CUR)
+        f.write(bytes([byte[0] ^ 0xFF]))
+    h = fleet.add("tampered")
+    inv = fleet.inventory(tmp_path / "inventory.ini", [h])
+    r = fleet_cmd("deploy", inv, "-e", f"edge_wheelhouse_cache={cache}", tmp=tmp, bundle=models["one"])
+    assert r.rc == 2, r.out[-3000:]
+    assert r.result(h).startswith("rolled back: Install the wheels, offline and hash-checked:"), r.report
+    assert "HASHES" in r.out, r.out[-3000:]
+    s = state(h)
+    assert s["current"] is None and s["releases"] == [], s
+    assert not list(h.edge_root.glob("venvs/*/.edge-complete"))
