@@ -23,9 +23,10 @@ MODEL_KERAS := $(BUILD)/model.keras
 HISTORY     := $(BUILD)/train/history.json
 LOSS_PNG    := $(BUILD)/train/loss.png
 TRAIN_OUT   := $(MODEL_KERAS) $(HISTORY)
-EXPORT_OUT  := $(BUILD)/model.onnx $(BUILD)/model.tflite $(BUILD)/reference.npz
+EXPORT_OUT  := $(BUILD)/model.onnx $(BUILD)/model.tflite $(BUILD)/reference.npz $(BUILD)/variants/index.json
 REPORT      := $(BUILD)/verify/report.json
-VERIFY_OUT  := $(REPORT) $(BUILD)/verify/report.md
+VERIFY_OUT  := $(REPORT) $(BUILD)/verify/report.md $(BUILD)/verify/variants.npz
+VARIANT_PNG := $(BUILD)/verify/variants-error.png $(BUILD)/verify/variants-ulp.png
 TARBALL     := $(DIST)/bundle.tar.gz
 
 COMMON_SRC  := pipeline/__main__.py pipeline/config.py pipeline/errors.py pipeline/fsutil.py pipeline/quiet.py pipeline/lock.py
@@ -39,7 +40,7 @@ BUNDLE_SRC  := $(COMMON_SRC) pipeline/bundle.py $(wildcard runtime/*.py runtime/
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 16
 
-all: $(TARBALL) $(LOSS_PNG) ## Train, export, verify and bundle (PRESET=default|tutorial, or CONFIG=file)
+all: $(TARBALL) $(LOSS_PNG) $(VARIANT_PNG) ## Train, export, verify and bundle (PRESET=default|tutorial, or CONFIG=file)
 	@echo "all: done; report $(BUILD)/verify/report.md, bundle $(TARBALL) ($$(sha256sum $(TARBALL) | cut -c1-16)...)"
 
 venv: $(STAMP) ## Create .venv with the pinned requirements
@@ -61,12 +62,15 @@ $(TRAIN_OUT) &: $(BUILD)/config.toml $(TRAIN_SRC)
 	$(PIPELINE) train --no-plot
 
 $(LOSS_PNG): $(HISTORY) pipeline/lossplot.py
-	$(PIPELINE) plot
+	$(PIPELINE) plot --only loss
+
+$(VARIANT_PNG) &: $(BUILD)/verify/variants.npz pipeline/variantplot.py
+	$(PIPELINE) plot --only variants
 
 $(EXPORT_OUT) &: $(MODEL_KERAS) $(BUILD)/config.toml $(EXPORT_SRC)
 	$(PIPELINE) export
 
-$(VERIFY_OUT) &: $(BUILD)/model.onnx $(BUILD)/model.tflite $(BUILD)/reference.npz $(BUILD)/config.toml $(VERIFY_SRC)
+$(VERIFY_OUT) &: $(BUILD)/model.onnx $(BUILD)/model.tflite $(BUILD)/reference.npz $(BUILD)/variants/index.json $(BUILD)/config.toml $(VERIFY_SRC)
 	$(PIPELINE) verify
 
 $(TARBALL): $(REPORT) $(BUILD)/config.toml $(BUNDLE_SRC)

@@ -159,6 +159,28 @@ def bench_inference(build: Path, bundle: Path, args: argparse.Namespace) -> dict
     return out
 
 
+def bench_variants(build: Path, bundle: Path, args: argparse.Namespace) -> dict:
+    """The variants verify built, each in its own runtime (one thread, through the pipeline's
+    runners, as verify measures them), beside onnx-fp32 through the same runner: ratios to it."""
+    index = json.loads((build / "variants" / "index.json").read_text())["variants"]
+    names = ["onnx-fp32", *(n for n, v in index.items() if v["built"])]
+    rows = {}
+    for name in names:  # onnx-fp32: build/model.onnx through the same runner class
+        full = run_worker(name, 1, build, bundle, args, False)
+        lat = full["batch1_s"]
+        size = (build / "model.onnx").stat().st_size if name == "onnx-fp32" else index[name]["bytes"]
+        rows[name] = {"batch1_p50_us": pct(lat, 50) * 1e6,
+                      "large_batch_values_per_s": stats([args.large_batch / s for s in full["large_s"]]),
+                      "size_bytes": size}
+    base = rows["onnx-fp32"]
+    for row in rows.values():
+        row["p50_vs_onnx_fp32"] = row["batch1_p50_us"] / base["batch1_p50_us"]
+        row["values_per_s_vs_onnx_fp32"] = (row["large_batch_values_per_s"]["median"]
+                                            / base["large_batch_values_per_s"]["median"])
+        row["size_vs_onnx_fp32"] = row["size_bytes"] / base["size_bytes"]
+    return rows
+
+
 def _ratios(row: dict, base: dict) -> dict:
     return {
         "cold_start": row["cold_start_s"]["median"] / base["cold_start_s"]["median"],
@@ -412,6 +434,16 @@ def markdown(r: dict) -> str:
                 f"{row['large_batch_values_per_s']['median']:,.0f} | {row['peak_rss_mb']:.0f} | "
                 f"{row['vs_onnxruntime']['batch1_p50']:.2f}x | {row['vs_numpy']['batch1_p50']:.1f}x | "
                 f"{row['vs_onnxruntime']['cold_start']:.2f}x |")
+    if "variants" in r:
+        L += ["", "## Reduced-precision variants, 1 thread", "",
+              "Each in its own runtime through the pipeline's runners (what verify measures), against "
+              "onnx-fp32 through the same runner, in this run. Which pass their budgets: build/verify/report.md.", "",
+              f"| model | batch-1 p50 us | vs onnx-fp32 | batch {r['args']['large_batch']:,} values/s | vs onnx-fp32 | "
+              "file bytes | vs onnx-fp32 |", "|---|---|---|---|---|---|---|"]
+        for name, v in r["variants"].items():
+            L.append(f"| {name} | {v['batch1_p50_us']:.1f} | {v['p50_vs_onnx_fp32']:.2f}x | "
+                     f"{v['large_batch_values_per_s']['median']:,.0f} | {v['values_per_s_vs_onnx_fp32']:.2f}x | "
+                     f"{v['size_bytes']:,} | {v['size_vs_onnx_fp32']:.2f}x |")
     c = r["cli_vs_bare"]
     st = r["stream"]
     z = r["sizes"]
@@ -466,6 +498,8 @@ def main(argv: list[str] | None = None) -> int:
         r["pipeline"] = bench_pipeline(work, a.runs, a.quick)
         print("bench: inference engines ...", file=sys.stderr, flush=True)
         r["inference"] = bench_inference(a.build, bundle, a)
+        print("bench: reduced-precision variants ...", file=sys.stderr, flush=True)
+        r["variants"] = bench_variants(a.build, bundle, a)
         print("bench: runner cold start, stream, sizes ...", file=sys.stderr, flush=True)
         r["cli_vs_bare"] = bench_cli_vs_bare(bundle, 5 if a.quick else 15)
         r["predict_overhead"] = bench_predict_overhead(bundle, 10 if a.quick else 40)

@@ -73,6 +73,15 @@ def _engine(name: str, build: Path, bundle: Path, threads: int, large: int):
             return lambda: m(x1, training=False), lambda: m(xl, training=False)
         # predict's default batch_size is 32; one batch of all values is its fastest use.
         return lambda: m.predict(x1, verbose=0), lambda: m.predict(xl, verbose=0, batch_size=large)
+    if name.startswith(("onnx-", "tflite-")):  # a reduced-precision variant from build/variants/
+        sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+        from pipeline.runners import OnnxRunner, TFLiteRunner
+
+        path = (build / "model.onnx" if name == "onnx-fp32"
+                else build / "variants" / (name + (".onnx" if name.startswith("onnx-") else ".tflite")))
+        r = OnnxRunner(path) if name.startswith("onnx-") else TFLiteRunner(path)  # one thread, as verify
+        one, big = x1.reshape(-1), xl.reshape(-1)
+        return lambda: r.run(one), lambda: r.run(big)
     if name == "numpy":
         w = json.loads((build / "train" / "history.json").read_text())["weights"]
         if len(w) != 1:
@@ -85,7 +94,7 @@ def _engine(name: str, build: Path, bundle: Path, threads: int, large: int):
 
 def main() -> None:
     p = argparse.ArgumentParser()
-    p.add_argument("engine", choices=ENGINES)
+    p.add_argument("engine", help=f"one of {', '.join(ENGINES)}, or a variant's name (onnx-fp16, ...)")
     p.add_argument("--build", type=Path, required=True)
     p.add_argument("--bundle", type=Path, required=True)
     p.add_argument("--threads", type=int, default=1)

@@ -28,19 +28,22 @@ COMMANDS = {
     "train": ("train the Keras model",
               "reads CONFIG; writes BUILD/model.keras, BUILD/train/history.json and "
               "BUILD/train/loss.png (not with --no-plot)"),
-    "plot": ("redraw the loss curve",
-             "reads BUILD/train/history.json; writes BUILD/train/loss.png"),
-    "export": ("convert the Keras model to ONNX and TFLite; record Keras's outputs on the probes",
+    "plot": ("draw the loss curve and the variants' error plots",
+             "reads BUILD/train/history.json and BUILD/verify/variants.npz (each if there, or the one --only "
+             "names); writes BUILD/train/loss.png, BUILD/verify/variants-error.png and variants-ulp.png"),
+    "export": ("convert the Keras model to ONNX and TFLite, and the variants [variants] lists; "
+               "record Keras's outputs on the probes",
                "reads CONFIG, BUILD/model.keras; writes BUILD/model.onnx, BUILD/model.tflite, "
-               "BUILD/reference.npz"),
-    "verify": ("check ONNX and TFLite against Keras and the formula",
-               "reads CONFIG, BUILD/model.onnx, BUILD/model.tflite, BUILD/reference.npz, "
-               "BUILD/train/history.json; writes BUILD/verify/report.json and report.md; "
+               "BUILD/variants/ (each variant and index.json), BUILD/reference.npz"),
+    "verify": ("check ONNX, TFLite and each variant against Keras and the formula; choose the bundle's model",
+               "reads CONFIG, BUILD/model.onnx, BUILD/model.tflite, BUILD/variants/, BUILD/reference.npz, "
+               "BUILD/train/history.json; writes BUILD/verify/report.json, report.md and variants.npz; "
                "on a failure removes DIST/bundle and DIST/bundle.tar.gz"),
     "bundle": ("make the device bundle from a verified model",
-               "reads CONFIG, BUILD/verify/report.json, BUILD/model.onnx, BUILD/reference.npz, "
+               "reads CONFIG, BUILD/verify/report.json, the model it chose (BUILD/model.onnx or a "
+               "variant), BUILD/reference.npz, "
                "runtime/; writes DIST/bundle/ and DIST/bundle.tar.gz"),
-    "all": ("train, export, verify and bundle in one process (the loss plot drawn by train)",
+    "all": ("train, export, verify and bundle in one process (and the plots)",
             "reads CONFIG; writes everything the four stages write"),
 }
 RECORDS = "Every stage but plot also records CONFIG as BUILD/config.toml, the config make compares with."
@@ -82,6 +85,8 @@ def _parser() -> argparse.ArgumentParser:
             c.add_argument("--out", metavar="OUT", help="where to write the validated copy")
         if name == "train":
             c.add_argument("--no-plot", action="store_true", help="leave loss.png to `plot` (make draws it in parallel)")
+        if name == "plot":
+            c.add_argument("--only", choices=("loss", "variants"), help="draw just these plots")
     return p
 
 
@@ -129,6 +134,7 @@ def stage_export(cfg, build: Path) -> None:
     _say(
         f"export: {build}/model.onnx ({s['onnx_bytes']} B, opset {o['opset_imports'].get('ai.onnx')}, "
         f"IR {o['ir_version']}), {build}/model.tflite ({s['tflite_bytes']} B), "
+        f"{sum(v['built'] for v in s['variants'].values())} of {len(s['variants'])} variants in {build}/variants/, "
         f"Keras reference on {s['probes']} probes [{time.perf_counter() - t0:.1f} s]"
     )
 
@@ -147,8 +153,19 @@ def stage_verify(cfg, build: Path, dist: Path) -> None:
         + ", ".join(f"{f} {p[f]['range_max_abs_err']:.3g}" for f in p)
         + " degF); MAE vs formula (degF): "
         + ", ".join(f"{f} {a[f]['mae_f']:.4f}" for f in a)
+        + variants_summary(r.get("variants", {}))
         + f" -> {build}/verify/report.md [{time.perf_counter() - t0:.1f} s]"
     )
+
+
+def variants_summary(variants: dict) -> str:
+    """'; variants within budget: 3 of 6 (failing: onnx-int8-static, ...)' ('' without variants)."""
+    judged = {n: v for n, v in variants.items() if v.get("budget") is not None}
+    if not judged:
+        return ""
+    failing = [n for n, v in judged.items() if not v["passed"]]
+    return (f"; variants within budget: {len(judged) - len(failing)} of {len(judged)}"
+            + (f" (failing: {', '.join(failing)})" if failing else ""))
 
 
 def stage_bundle(cfg, cfg_path: Path, build: Path, dist: Path) -> None:
@@ -157,24 +174,31 @@ def stage_bundle(cfg, cfg_path: Path, build: Path, dist: Path) -> None:
     t0 = time.perf_counter()
     b = bundle.run(cfg, cfg_path, build, dist)
     _say(
-        f"bundle: {b['tarball']} ({b['bytes']} B, sha256 {b['sha256']}), unpacked in {b['folder']} "
+        f"bundle: {b['tarball']} ({b['bytes']} B, sha256 {b['sha256']}, model {b['model']}), unpacked in {b['folder']} "
         f"[{time.perf_counter() - t0:.1f} s]"
     )
 
 
-def stage_plot(build: Path) -> None:
-    from . import lossplot
+def stage_plot(build: Path, only: str | None = None) -> None:
+    from . import lossplot, variantplot
 
     t0 = time.perf_counter()
-    dest = lossplot.run(build)
-    _say(f"plot: {dest} [{time.perf_counter() - t0:.1f} s]")
+    drawn = []
+    if only == "loss" or (only is None and (build / "train" / "history.json").exists()):
+        drawn.append(lossplot.run(build))
+    if only == "variants" or (only is None and (build / "verify" / "variants.npz").exists()):
+        drawn += variantplot.run(build)
+    if not drawn:
+        lossplot.run(build)  # names what is missing
+    _say(f"plot: {', '.join(map(str, drawn))} [{time.perf_counter() - t0:.1f} s]")
 
 
-def run_stage(stage: str, cfg, cfg_path: Path, build: Path, dist: Path, plot: bool = True) -> None:
+def run_stage(stage: str, cfg, cfg_path: Path, build: Path, dist: Path, plot: bool = True,
+              only: str | None = None) -> None:
     if stage == "train":
         stage_train(cfg, build, plot)
     elif stage == "plot":
-        stage_plot(build)
+        stage_plot(build, only)
     elif stage == "export":
         stage_export(cfg, build)
     elif stage == "verify":
@@ -216,7 +240,10 @@ def main(argv: list[str] | None = None) -> int:
                 record_config(cfg_path, build)
             for stage in stages:
                 with filtered_stderr():
-                    run_stage(stage, cfg, cfg_path, build, dist, plot=not getattr(args, "no_plot", False))
+                    run_stage(stage, cfg, cfg_path, build, dist, plot=not getattr(args, "no_plot", False),
+                              only=getattr(args, "only", None))
+            if args.stage == "all":  # the variants' plots, which make draws as a job of its own
+                run_stage("plot", cfg, cfg_path, build, dist, only="variants")
         return 0
     except PipelineError as e:
         for line in e.message.splitlines():

@@ -76,14 +76,15 @@ def _runtime_files() -> dict[str, bytes]:
     return files
 
 
-def _golden(cfg: dict[str, Any], ref: dict[str, np.ndarray]) -> dict[str, list[float]]:
+def _golden(cfg: dict[str, Any], ref: dict[str, np.ndarray], working_range: tuple[float, float] | None = None
+            ) -> dict[str, list[float]]:
     """Pick ``golden_count`` valid probes: the training inputs, the float edge cases, then evenly over the grid.
 
     The edge cases (0, -0.0, subnormals, +-1e30 where valid) earn their place: they catch a
     device that flushes subnormals, overflows or rounds differently at the extremes. The
     seeded random probes do not ship: they add nothing the grid and the edges lack.
     """
-    lo, hi = cfg["runtime"]["valid_min_celsius"], cfg["runtime"]["valid_max_celsius"]
+    lo, hi = working_range or (cfg["runtime"]["valid_min_celsius"], cfg["runtime"]["valid_max_celsius"])
     x, y = ref["x"], ref["keras_y"]
     valid = (x.astype(np.float64) >= lo) & (x.astype(np.float64) <= hi) & np.isfinite(y)
     names = list(ref["group_names"])
@@ -125,17 +126,26 @@ def build_files(cfg: dict[str, Any], build: Path, report: dict[str, Any], epoch:
     """Every file of the bundle, by relative path, manifest included."""
     from .verify import load_reference
 
-    onnx_path = build / "model.onnx"
-    model_bytes = onnx_path.read_bytes()
+    chosen = report.get("bundle") or {"model": "onnx-fp32", "path": "model.onnx", "budget": None, "why": "bundle.model"}
+    model_bytes = (build / chosen["path"]).read_bytes()
     ref = load_reference(build)
+    budget = chosen["budget"]
+    if budget is None:  # float32: Keras's outputs, held to float32 rounding (verify.onnx's tolerances)
+        golden, tol = _golden(cfg, ref), cfg["verify"]["onnx"]
+    else:
+        # A reduced-precision variant: Keras's outputs again, held to the variant's parity
+        # budget, over the working range where verify proved it. Not the variant's own x86
+        # outputs held tight: an ARM build's int8 or fp16 kernels may round a step apart
+        # and still hold the budget, which is what was verified.
+        golden = _golden(cfg, ref, tuple(chosen["parity"]["range_c"]))
+        tol = {"atol": budget["parity_f"], "rtol": 0.0}
     files = {
         "model.onnx": model_bytes,
-        "golden.json": (json.dumps(_golden(cfg, ref)) + "\n").encode(),
+        "golden.json": (json.dumps(golden) + "\n").encode(),
         "README.md": BUNDLE_README.encode(),
         **_runtime_files(),
     }
     io_spec, opset, ir = _onnx_spec(model_bytes)
-    tol = cfg["verify"]["onnx"]
     lo, hi = cfg["runtime"]["valid_min_celsius"], cfg["runtime"]["valid_max_celsius"]
     manifest = {
         "format": FORMAT,
@@ -145,6 +155,10 @@ def build_files(cfg: dict[str, Any], build: Path, report: dict[str, Any], epoch:
             "opset": opset,
             "ir_version": ir,
             "min_onnxruntime": compat.oldest_onnxruntime(opset, ir),
+            "variant": chosen["model"],
+            "chosen_by": chosen["why"],
+            "budget": budget,  # degF; null for float32, held to the ulp-level checks
+            "measured": {k: chosen[k] for k in ("parity", "accuracy") if k in chosen},
         },
         "valid_input": {
             "min_celsius": None if lo == float("-inf") else lo,
@@ -264,4 +278,5 @@ def run(cfg: dict[str, Any], cfg_path: Path, build: Path, dist: Path) -> dict[st
         "bytes": len(blob),
         "sha256": sha256_bytes(blob),
         "files": len(files),
+        "model": (report.get("bundle") or {}).get("model", "onnx-fp32"),
     }

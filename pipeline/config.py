@@ -103,6 +103,16 @@ def _tolerance() -> dict[str, Callable[[Any], Any]]:
     return {"atol": _positive, "rtol": _positive}
 
 
+# Reduced-precision variants (export/variants.py): each table under [variants] named after
+# one of these is built and verified against its budget, in degF.
+VARIANTS = ("onnx-fp16", "onnx-int8-dynamic", "onnx-int8-static", "tflite-fp16", "tflite-int8-dynamic",
+            "tflite-int8-full")
+CALIBRATIONS = ("training", "range")
+BUDGET = {"max_mae_f": _positive, "max_err_f": _positive, "parity_f": _positive}
+VARIANTS_KEYS = {"calibration": _choice(CALIBRATIONS), "calibration_points": _int(2, 1_000_000)}
+BUNDLE_MODELS = ("onnx-fp32", "auto") + tuple(v for v in VARIANTS if v.startswith("onnx-"))
+
+
 SCHEMA: dict[str, dict[str, Any]] = {
     "data": {"celsius": _float_list, "fahrenheit": _float_list},
     "model": {"layers": _layers, "activation": _choice(ACTIVATIONS)},
@@ -128,6 +138,8 @@ SCHEMA: dict[str, dict[str, Any]] = {
         "onnx": _tolerance(),
         "tflite": _tolerance(),
     },
+    "variants": None,  # checked by _check_variants: fixed keys plus optional tables per variant
+    "bundle": {"model": _choice(BUNDLE_MODELS)},
     "runtime": {
         "valid_min_celsius": _number_or_inf,
         "valid_max_celsius": _number_or_inf,
@@ -149,6 +161,9 @@ def _check_table(table: Any, schema: dict[str, Any], prefix: str, path) -> dict[
         name = prefix + key
         if key not in table:
             raise ConfigError(path, name, "missing (every key is required; see configs/default.toml)")
+        if check is None:
+            out[key] = _check_variants(table[key], name + ".", path)
+            continue
         if isinstance(check, dict):
             out[key] = _check_table(table[key], check, name + ".", path)
             continue
@@ -159,8 +174,28 @@ def _check_table(table: Any, schema: dict[str, Any], prefix: str, path) -> dict[
     return out
 
 
+def _check_variants(table: Any, prefix: str, path) -> dict[str, Any]:
+    """[variants]: calibration and calibration_points, then one budget table per variant to build."""
+    if not isinstance(table, dict):
+        raise ConfigError(path, prefix.rstrip("."), "expected a table")
+    fixed = {k: v for k, v in table.items() if k in VARIANTS_KEYS}
+    for key, value in table.items():
+        if key not in VARIANTS_KEYS and key not in VARIANTS:
+            raise ConfigError(path, prefix + key, "unknown key (expected calibration, calibration_points, or a "
+                              "variant's budget table: " + ", ".join(VARIANTS) + ")")
+    out = _check_table(fixed, VARIANTS_KEYS, prefix, path)
+    for key in VARIANTS:
+        if key in table:
+            out[key] = _check_table(table[key], BUDGET, f"{prefix}{key}.", path)
+    return out
+
+
 def _check_relations(cfg: dict[str, Any], path) -> None:
     data, verify, rt, export = cfg["data"], cfg["verify"], cfg["runtime"], cfg["export"]
+    chosen = cfg["bundle"]["model"]
+    if chosen not in ("onnx-fp32", "auto") and chosen not in cfg["variants"]:
+        raise ConfigError(path, "bundle.model", f"expected a variant that is built (a [variants.{chosen}] "
+                          f"budget table), got {chosen!r} without one")
     need_ir = OPSET_MIN_IR[export["opset"]]
     if export["ir_version"] < need_ir:
         raise ConfigError(

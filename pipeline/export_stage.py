@@ -7,6 +7,7 @@ and everything after it run without importing TensorFlow.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import tempfile
 from pathlib import Path
@@ -52,6 +53,60 @@ def reference_arrays(cfg: dict[str, Any], model) -> dict[str, np.ndarray]:
     }
 
 
+def calibration_inputs(cfg: dict[str, Any]) -> np.ndarray:
+    """The calibration set: the training inputs, or calibration_points over the working range."""
+    v = cfg["variants"]
+    if v["calibration"] == "training":
+        return np.asarray(cfg["data"]["celsius"], np.float32)
+    lo = max(cfg["verify"]["grid_min"], cfg["runtime"]["valid_min_celsius"])
+    hi = min(cfg["verify"]["grid_max"], cfg["runtime"]["valid_max_celsius"])
+    return np.linspace(lo, hi, v["calibration_points"]).astype(np.float32)
+
+
+def build_variants(cfg: dict[str, Any], saved: Path, onnx_model) -> dict[str, bytes | str]:
+    """name -> the variant's bytes, or the converter's one-line reason it was not built."""
+    from export import variants as V
+
+    cal = calibration_inputs(cfg)
+    out: dict[str, bytes | str] = {}
+    for name in V.VARIANTS:
+        if name not in cfg["variants"]:
+            continue
+        try:
+            if V.fmt(name) == "onnx":
+                out[name] = V.build_onnx(name, onnx_model, cal, INPUT_NAME).SerializeToString()
+            else:
+                out[name] = V.build_tflite(name, saved, cal)
+        except V.VariantNotBuilt as e:
+            out[name] = str(e)
+    return out
+
+
+def write_variants(build: Path, variants: dict[str, bytes | str], cfg: dict[str, Any]) -> dict[str, Any]:
+    """build/variants/<name>.onnx|.tflite and index.json (what was built, or why not); stale files removed."""
+    from export import variants as V
+
+    folder = build / "variants"
+    folder.mkdir(parents=True, exist_ok=True)
+    index: dict[str, Any] = {"calibration": cfg["variants"]["calibration"],
+                             "calibration_inputs": int(calibration_inputs(cfg).size), "variants": {}}
+    keep = {"index.json"}
+    for name, data in variants.items():
+        if isinstance(data, bytes):
+            file = name + V.suffix(name)
+            fsutil.write_bytes(folder / file, data)
+            keep.add(file)
+            index["variants"][name] = {"built": True, "file": file, "bytes": len(data),
+                                       "sha256": hashlib.sha256(data).hexdigest()}
+        else:
+            index["variants"][name] = {"built": False, "reason": data}
+    for stale in folder.iterdir():
+        if stale.name not in keep and stale.is_file():
+            stale.unlink()
+    fsutil.write_json(folder / "index.json", index)
+    return index
+
+
 def run(cfg: dict[str, Any], build: Path) -> dict[str, Any]:
     from export import keras3_savedmodel, onnx_export, tflite_export
 
@@ -66,6 +121,7 @@ def run(cfg: dict[str, Any], build: Path) -> dict[str, Any]:
                 saved, INPUT_NAME, OUTPUT_NAME, cfg["export"]["opset"], cfg["export"]["ir_version"]
             )
             tflite_bytes = tflite_export.convert(saved)
+            variants = build_variants(cfg, saved, onnx_model)
     except tf.errors.OpError as e:  # TensorFlow's own I/O errors (disk full, read-only folder)
         raise OutputError(build, e.message.splitlines()[0] if e.message else type(e).__name__) from None
 
@@ -76,7 +132,9 @@ def run(cfg: dict[str, Any], build: Path) -> dict[str, Any]:
     fsutil.write_bytes(build / "reference.npz", buf.getvalue())
     fsutil.write_bytes(build / "model.tflite", tflite_bytes)
     fsutil.write_bytes(build / "model.onnx", onnx_model.SerializeToString())
+    index = write_variants(build, variants, cfg)
     return {
+        "variants": index["variants"],
         "onnx": onnx_export.describe(onnx_model),
         "onnx_bytes": onnx_model.ByteSize(),
         "tflite_bytes": len(tflite_bytes),

@@ -20,6 +20,7 @@ _NOISE = re.compile(
     r"|WARNING: All log messages before absl::InitializeLog\(\) is called"
     r"|To enable the following instructions: .* rebuild TensorFlow"
     r"|INFO: Created TensorFlow Lite XNNPACK delegate for CPU\."
+    r"|fully_quantize: \d+, inference_type: \d+, input_inference_type: \S+, output_inference_type: \S+$"  # int8 TFLite
     r")"
 )
 

@@ -45,7 +45,12 @@ class OnnxRunner:
 
 
 class TFLiteRunner:
-    """TFLite model in LiteRT's interpreter (``ai_edge_litert``), one thread."""
+    """TFLite model in LiteRT's interpreter (``ai_edge_litert``), one thread.
+
+    A full-integer model takes and gives int8: inputs are quantized with the input's scale
+    and zero point (rounded, clipped to -128..127, as a device would have to), outputs
+    dequantized with the output's.
+    """
 
     name = "tflite"
 
@@ -53,9 +58,23 @@ class TFLiteRunner:
         from ai_edge_litert.interpreter import Interpreter
 
         self.interpreter = Interpreter(model_path=str(path), num_threads=1)
-        self.input = self.interpreter.get_input_details()[0]["index"]
-        self.output = self.interpreter.get_output_details()[0]["index"]
+        i, o = self.interpreter.get_input_details()[0], self.interpreter.get_output_details()[0]
+        self.input, self.output = i["index"], o["index"]
+        self.in_q = i["quantization"] if i["dtype"] == np.int8 else None
+        self.out_q = o["quantization"] if o["dtype"] == np.int8 else None
         self.batch = None
+
+    def _in(self, x: np.ndarray) -> np.ndarray:
+        if self.in_q is None:
+            return x
+        scale, zero = self.in_q
+        return np.clip(np.round(x / scale) + zero, -128, 127).astype(np.int8)
+
+    def _out(self, y: np.ndarray) -> np.ndarray:
+        if self.out_q is None:
+            return y
+        scale, zero = self.out_q
+        return ((y.astype(np.float32) - zero) * scale).astype(np.float32)
 
     def _resize(self, n: int) -> None:
         if self.batch != n:
@@ -66,16 +85,16 @@ class TFLiteRunner:
     def run(self, x: np.ndarray) -> np.ndarray:
         x = np.ascontiguousarray(x, dtype=np.float32).reshape(-1, 1)
         self._resize(len(x))
-        self.interpreter.set_tensor(self.input, x)
+        self.interpreter.set_tensor(self.input, self._in(x))
         self.interpreter.invoke()
-        return self.interpreter.get_tensor(self.output).reshape(-1).copy()
+        return self._out(self.interpreter.get_tensor(self.output)).reshape(-1).copy()
 
     def run_each(self, x: np.ndarray) -> np.ndarray:
         self._resize(1)
         it, i, o = self.interpreter, self.input, self.output
         out = np.empty(len(x), dtype=np.float32)
-        for k, v in enumerate(np.asarray(x, dtype=np.float32).reshape(-1, 1, 1)):
+        for k, v in enumerate(self._in(np.asarray(x, dtype=np.float32).reshape(-1, 1, 1))):
             it.set_tensor(i, v)
             it.invoke()
-            out[k] = it.get_tensor(o)[0, 0]
+            out[k] = self._out(it.get_tensor(o))[0, 0]
         return out

@@ -8,6 +8,7 @@ format, the worst input and the error, and removes any stale bundle from dist/.
 
 from __future__ import annotations
 
+import io
 import platform
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -165,6 +166,129 @@ def check_format(fmt: str, runner: Runner, ref: dict[str, np.ndarray], cfg: dict
     return result
 
 
+def check_variant(name: str, runner: Runner, ref: dict[str, np.ndarray], cfg: dict[str, Any],
+                  budget: dict[str, float] | None, size: int, keep: dict[str, np.ndarray]) -> dict[str, Any]:
+    """One model against its budget (degF): parity with Keras over the working range (batch 1
+    and the large batch), accuracy against the formula at batch 1, speed, size."""
+    import time
+
+    x, keras_y = ref["x"], ref["keras_y"]
+    lo, hi = input_range(cfg)
+    large = cfg["verify"]["large_batch"]
+    reps = -(-large // x.size)
+    x_large, keras_large = np.tile(x, reps)[:large], np.tile(keras_y, reps)[:large]
+    t = time.perf_counter()
+    y_large = runner.run(x_large)
+    large_s = time.perf_counter() - t
+    parity = {}
+    y1 = runner.run_each(x)
+    keep[name] = y1[grid_mask(ref)]  # the plots' data (verify/variants.npz)
+    for label, (xs, ys, ks) in {"batch_1": (x, y1, keras_y),
+                                f"batch_{large}": (x_large, y_large, keras_large)}.items():
+        sel = (xs >= lo) & (xs <= hi)
+        err = np.abs(ys[sel].astype(np.float64) - ks[sel].astype(np.float64))
+        err = np.where(np.isnan(err), np.inf, err)
+        worst = int(np.argmax(err))
+        parity[label] = {"max_abs_err_f": float(err[worst]), "worst_input_c": float(xs[sel][worst])}
+    worst_batch = max(parity, key=lambda k: parity[k]["max_abs_err_f"])
+    acc_x = ref["accuracy_x"]
+    acc = accuracy(acc_x, runner.run_each(acc_x), budget["max_mae_f"] if budget else cfg["verify"]["max_mae_f"])
+    one = np.float32([20.0])
+    for _ in range(50):  # warm up: first calls pay for allocations and caches
+        runner.run(one)
+    times = []
+    for _ in range(500):  # batch-1 latency in its own runtime, Python call included
+        t = time.perf_counter()
+        runner.run(one)
+        times.append(time.perf_counter() - t)
+    out = {
+        "size_bytes": size,
+        "parity": {"range_c": [lo, hi], "max_abs_err_f": parity[worst_batch]["max_abs_err_f"],
+                   "worst_input_c": parity[worst_batch]["worst_input_c"], "worst_batch": worst_batch, **parity},
+        "accuracy": {k: acc[k] for k in ("mae_f", "max_err_f", "worst_input_c", "points", "range_c")},
+        "speed": {"p50_batch_1_us": float(np.median(times) * 1e6), "values_per_s_large_batch": large / large_s},
+        "budget": budget,
+    }
+    if budget is not None:
+        reasons = []
+        if out["parity"]["max_abs_err_f"] > budget["parity_f"]:
+            p = out["parity"]
+            reasons.append(f"parity {p['max_abs_err_f']:.4g} degF > {budget['parity_f']:g} "
+                           f"(at {p['worst_input_c']:.6g} degC, {p['worst_batch'].replace('_', ' ')})")
+        if acc["mae_f"] > budget["max_mae_f"]:
+            reasons.append(f"MAE {acc['mae_f']:.4g} degF > {budget['max_mae_f']:g}")
+        if acc["max_err_f"] > budget["max_err_f"]:
+            reasons.append(f"max error {acc['max_err_f']:.4g} degF > {budget['max_err_f']:g} "
+                           f"(at {acc['worst_input_c']:.6g} degC)")
+        out["passed"] = not reasons
+        out["reason"] = "; ".join(reasons)
+    return out
+
+
+def grid_mask(ref: dict[str, np.ndarray]) -> np.ndarray:
+    return ref["group"] == list(ref["group_names"]).index("grid")
+
+
+def check_variants(cfg: dict[str, Any], build: Path, ref: dict[str, np.ndarray], runners: dict[str, Runner],
+                   paths: dict[str, Path]) -> dict[str, Any]:
+    """Every model: the float32 ones (no budget: their checks are the ulp-level ones above) and
+    each variant in build/variants/index.json against its budget; 'not built' ones with the reason."""
+    import json
+
+    from export import variants as V
+
+    index_path = build / "variants" / "index.json"
+    try:
+        index = json.loads(index_path.read_text())["variants"]
+    except (OSError, ValueError, KeyError):
+        raise StageInputError(index_path, "not found or unreadable", "run `make export` first") from None
+    keep: dict[str, np.ndarray] = {}
+    out = {f"{fmt}-fp32": check_variant(f"{fmt}-fp32", runners[fmt], ref, cfg, None, paths[fmt].stat().st_size, keep)
+           for fmt in FORMATS}
+    for name, entry in index.items():
+        budget = cfg["variants"].get(name)
+        if budget is None:
+            continue  # built under an older config; make reruns export
+        if not entry["built"]:
+            out[name] = {"built": False, "passed": False, "reason": f"not built: {entry['reason']}", "budget": budget}
+            continue
+        path = build / "variants" / entry["file"]
+        runner = open_runner(V.fmt(name), path)
+        out[name] = {"built": True, **check_variant(name, runner, ref, cfg, budget, path.stat().st_size, keep)}
+    sel = grid_mask(ref)
+    buf = io.BytesIO()
+    np.savez(buf, x=ref["x"][sel], keras=ref["keras_y"][sel], **keep)
+    fsutil.write_bytes(build / "verify" / "variants.npz", buf.getvalue())
+    return out
+
+
+AUTO_TIE = 1.10  # batch-1 latencies within 10 % of the fastest count as a tie (timing noise)
+
+
+def choose_bundle_model(cfg: dict[str, Any], variants: dict[str, Any]) -> tuple[dict[str, Any] | None, str]:
+    """The model the bundle ships (bundle.model), and a failure line if it cannot be that one."""
+    want = cfg["bundle"]["model"]
+    ok = {n: v for n, v in variants.items() if n.startswith("onnx-") and v.get("parity")
+          and (v.get("budget") is None or v["passed"])}
+    if want == "auto":
+        fastest = min(v["speed"]["p50_batch_1_us"] for v in ok.values())
+        ties = sorted(n for n, v in ok.items() if v["speed"]["p50_batch_1_us"] <= fastest * AUTO_TIE)
+        name = min(ties, key=lambda n: (ok[n]["size_bytes"], n))
+        why = (f"auto: among the ONNX models within budget ({', '.join(sorted(ok))}), the fastest at batch 1 "
+               f"({fastest:.2f} us), ties within {AUTO_TIE - 1:.0%} ({', '.join(ties)}) broken by the smaller file")
+    elif want in ok:
+        name, why = want, "bundle.model"
+    else:
+        v = variants.get(want, {})
+        reason = v.get("reason") or "not verified"
+        return None, (f"bundle.model {want}: {reason}; choose another model or change its budget "
+                      f"([variants.{want}])")
+    v = ok[name]
+    return {"model": name, "why": why, "path": "model.onnx" if name == "onnx-fp32" else f"variants/{name}.onnx",
+            "budget": v.get("budget"), "parity": v["parity"], "accuracy": v["accuracy"], "speed": v["speed"],
+            "size_bytes": v["size_bytes"]}, ""
+
+
 def input_range(cfg: dict[str, Any]) -> tuple[float, float]:
     """The working range: the probe grid's span, within the valid input range."""
     v, rt = cfg["verify"], cfg["runtime"]
@@ -212,17 +336,25 @@ def run(cfg: dict[str, Any], build: Path, dist: Path | None = None) -> dict[str,
     for fmt in FORMATS:
         acc[fmt] = accuracy(acc_x, runners[fmt].run(acc_x), max_mae)
 
+    variants = check_variants(cfg, build, ref, runners, paths)
     failures = [parity_failure(fmt, p) for fmt, p in parity.items() if not p["passed"]]
+    chosen, problem = choose_bundle_model(cfg, variants)
     failures += [accuracy_failure(fmt, a) for fmt, a in acc.items() if not a["passed"]]
+    failures += [problem] if problem else []
     history = _read_history(build)
+    files = {name: {"path": p.name, "sha256": fsutil.sha256_file(p)} for name, p in paths.items()}
+    if chosen and chosen["model"] != "onnx-fp32":
+        files["bundle_model"] = {"path": chosen["path"], "sha256": fsutil.sha256_file(build / chosen["path"])}
     report = {
         "passed": not failures,
         "failures": failures,
         "parity": parity,
         "accuracy": acc,
+        "variants": variants,
         "training": history,
+        "bundle": chosen,
         # Paths relative to the build folder, so a report still speaks for a copied build.
-        "files": {name: {"path": p.name, "sha256": fsutil.sha256_file(p)} for name, p in paths.items()},
+        "files": files,
         "keras_sha256": str(ref["keras_sha256"]),
         "config_sha256": config_hash(cfg),
         "versions": versions(),
@@ -259,6 +391,58 @@ def remove_stale_bundle(dist: Path) -> list[str]:
             p.unlink()
             removed.append(str(p))
     return removed
+
+
+VARIANT_NOTES = {
+    "onnx-fp32": "today's ONNX model (float32)",
+    "tflite-fp32": "today's TFLite model (float32)",
+    "onnx-fp16": "float16 weights, float32 input and output",
+    "tflite-fp16": "float16 weights (TFLite's float16 quantization)",
+    "onnx-int8-dynamic": "int8 weights; inputs quantized at run time with one scale per batch",
+    "onnx-int8-static": "int8 weights and activations (QDQ), calibrated",
+    "tflite-int8-dynamic": "dynamic-range quantization (for tensors this small, the converter keeps float32)",
+    "tflite-int8-full": "full integer: int8 input, output and weights, calibrated",
+}
+
+
+def render_variants(variants: dict[str, Any]) -> list[str]:
+    """The variants table, smallest file first."""
+    if not variants:
+        return []
+    any_v = next(v for v in variants.values() if v.get("parity"))
+    lo, hi = any_v["parity"]["range_c"]
+    a = any_v["accuracy"]
+    lines = [
+        "",
+        "## Reduced-precision variants",
+        "",
+        f"Each model against Keras (max |model - Keras| over {lo:g}..{hi:g} degC, at batch 1 and at the large "
+        f"batch, whichever is worse) and against F = 1.8 C + 32 (the held-out grid, "
+        f"{a['range_c'][0]:g}..{a['range_c'][1]:g} degC, at batch 1), with its speed in its own runtime "
+        "(onnxruntime or LiteRT, one thread, Python call included) and its budget in degF "
+        "(MAE / max error / parity). The float32 models are held to the ulp-level checks above instead.",
+        "",
+        "| model | bytes | parity vs Keras (degF, at degC) | MAE (degF) | max error (degF, at degC) | "
+        "batch 1 p50 (us) | values/s, large batch | budget | result |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    built = sorted(((n, v) for n, v in variants.items() if v.get("parity")), key=lambda nv: (nv[1]["size_bytes"], nv[0]))
+    for name, v in built:
+        p, acc, sp, b = v["parity"], v["accuracy"], v["speed"], v.get("budget")
+        budget = f"{b['max_mae_f']:g} / {b['max_err_f']:g} / {b['parity_f']:g}" if b else "ulp checks"
+        result = "reference" if b is None else ("pass" if v["passed"] else f"FAIL: {v['reason']}")
+        lines.append(
+            f"| {name} | {v['size_bytes']:,} | {p['max_abs_err_f']:.3g} ({p['worst_input_c']:.6g}) | {acc['mae_f']:.4f} | "
+            f"{acc['max_err_f']:.4f} ({acc['worst_input_c']:g}) | {sp['p50_batch_1_us']:.1f} | "
+            f"{sp['values_per_s_large_batch']:,.0f} | {budget} | {result} |")
+    for name, v in variants.items():
+        if not v.get("built", True):
+            lines.append(f"| {name} | - | - | - | - | - | - | - | {v['reason']} |")
+    lines += ["", "What each is:", ""]
+    lines += [f"- {n}: {VARIANT_NOTES.get(n, '')}" for n in variants]
+    lines += ["", "Plots (drawn by `make all` / `python -m pipeline plot`): [error against the formula, per model]"
+              "(variants-error.png), [float models' distance from Keras in ulps](variants-ulp.png)."]
+    return lines
 
 
 def render_markdown(r: dict[str, Any]) -> str:
@@ -325,6 +509,7 @@ def render_markdown(r: dict[str, Any]) -> str:
             f"| {fmt} | {a['mae_f']:.4f} | {a['max_err_f']:.4f} | {a['worst_input_c']:g} | "
             f"{a['max_mae_f']:g} | {'pass' if a['passed'] else 'FAIL'} |"
         )
+    lines += render_variants(r.get("variants") or {})
     t = r.get("training") or {}
     if t:
         ls = t["least_squares"]

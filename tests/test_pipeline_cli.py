@@ -20,7 +20,8 @@ from tests.test_make import make
     [
         ("train", "reads CONFIG", "writes BUILD/model.keras, BUILD/train/history.json"),
         ("plot", "reads BUILD/train/history.json", "writes BUILD/train/loss.png"),
-        ("export", "BUILD/model.keras", "writes BUILD/model.onnx, BUILD/model.tflite, BUILD/reference.npz"),
+        ("export", "BUILD/model.keras",
+         "writes BUILD/model.onnx, BUILD/model.tflite, BUILD/variants/ (each variant and index.json), BUILD/reference.npz"),
         ("verify", "BUILD/reference.npz", "writes BUILD/verify/report.json"),
         ("bundle", "BUILD/verify/report.json", "writes DIST/bundle/ and DIST/bundle.tar.gz"),
         ("config", "reads CONFIG", "writes OUT"),

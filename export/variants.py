@@ -1,0 +1,143 @@
+"""Reduced-precision variants of the exported model: fp16 and int8, for ONNX and TFLite.
+
+Each builder returns the variant's bytes, or raises ``VariantNotBuilt`` with the
+converter's one-line reason (reported as "not built", never a crash). All are
+deterministic with the pinned tools: the same model and calibration give the same bytes.
+
+- ``onnx-fp16``: weights in float16, input and output kept float32
+  (onnxruntime.transformers.float16, shipped with onnxruntime). That converter appends its
+  Cast nodes after the nodes that use them; they are put in order so that the file passes
+  ``onnx.checker`` with full_check, as the float32 one does.
+- ``onnx-int8-dynamic``: ``quantize_dynamic``, int8 weights; activations are quantized at
+  run time with one scale per input tensor, so a value's answer depends on the other
+  values in its batch.
+- ``onnx-int8-static``: ``quantize_static`` in QDQ format, int8 weights and activations,
+  calibrated (min/max) on the calibration inputs.
+- ``tflite-fp16``: float16 weights (the converter's float16 quantization).
+- ``tflite-int8-dynamic``: dynamic-range quantization (``Optimize.DEFAULT`` alone). The
+  converter leaves tensors this small in float32, so for the default model it is the
+  float32 model with a different metadata flag.
+- ``tflite-int8-full``: full integer, int8 input and output, calibrated with a
+  representative dataset (the calibration inputs).
+
+The ORT quantizers are given the model in memory, not a path: given a path they write a
+``<model>-inferred.onnx`` beside it (in the build folder) while they work.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+ONNX_VARIANTS = ("onnx-fp16", "onnx-int8-dynamic", "onnx-int8-static")
+TFLITE_VARIANTS = ("tflite-fp16", "tflite-int8-dynamic", "tflite-int8-full")
+VARIANTS = ONNX_VARIANTS + TFLITE_VARIANTS
+FLOAT32 = ("onnx-fp32", "tflite-fp32")  # today's models, always built
+
+
+class VariantNotBuilt(Exception):
+    """The converter refused: the message is its reason, one line."""
+
+
+def fmt(name: str) -> str:
+    """'onnx' or 'tflite'."""
+    return name.split("-", 1)[0]
+
+
+def suffix(name: str) -> str:
+    return ".onnx" if fmt(name) == "onnx" else ".tflite"
+
+
+def _one_line(e: Exception) -> str:
+    text = str(e).strip().splitlines()
+    return f"{type(e).__name__}: {text[0] if text else ''}".rstrip(": ")
+
+
+def toposort(graph) -> None:
+    """Put graph.node in an order where every node follows the producers of its inputs."""
+    ready = {i.name for i in graph.input} | {t.name for t in graph.initializer} | {""}
+    pending, ordered = list(graph.node), []
+    while pending:
+        for k, node in enumerate(pending):
+            if all(i in ready for i in node.input):
+                ordered.append(node)
+                ready.update(node.output)
+                del pending[k]
+                break
+        else:
+            raise VariantNotBuilt("the graph has a cycle or an input nothing produces")
+    del graph.node[:]
+    graph.node.extend(ordered)
+
+
+def build_onnx(name: str, model, calibration: np.ndarray, input_name: str):
+    """The ONNX variant ``name`` of ``model`` (an onnx.ModelProto, float32), as a checked ModelProto."""
+    import onnx
+
+    logging.getLogger().setLevel(logging.ERROR)  # the quantizers warn on the root logger, per call
+    try:
+        if name == "onnx-fp16":
+            from onnxruntime.transformers.float16 import convert_float_to_float16
+
+            out = convert_float_to_float16(onnx.ModelProto.FromString(model.SerializeToString()), keep_io_types=True)
+            toposort(out.graph)
+        else:
+            from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat,
+                                                  QuantType, quantize_dynamic, quantize_static)
+
+            with tempfile.TemporaryDirectory(prefix="variant-") as tmp:
+                dest = Path(tmp) / "model.onnx"
+                if name == "onnx-int8-dynamic":
+                    quantize_dynamic(model, dest, weight_type=QuantType.QInt8)
+                elif name == "onnx-int8-static":
+                    class Reader(CalibrationDataReader):
+                        def __init__(self):
+                            self.items = iter([{input_name: np.float32([[v]])} for v in calibration])
+
+                        def get_next(self):
+                            return next(self.items, None)
+
+                    quantize_static(model, dest, Reader(), quant_format=QuantFormat.QDQ,
+                                    activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
+                                    calibrate_method=CalibrationMethod.MinMax)
+                else:
+                    raise VariantNotBuilt(f"unknown ONNX variant {name!r}")
+                out = onnx.load_model_from_string(dest.read_bytes())
+        onnx.checker.check_model(out, full_check=True)
+        return out
+    except VariantNotBuilt:
+        raise
+    except Exception as e:  # the converters raise many types; the report shows the reason
+        raise VariantNotBuilt(_one_line(e)) from None
+
+
+def build_tflite(name: str, savedmodel_dir: Path, calibration: np.ndarray) -> bytes:
+    """The TFLite variant ``name`` of the SavedModel, as .tflite bytes (builtin ops only)."""
+    from pipeline.tfenv import tensorflow
+
+    tf, _ = tensorflow()
+    try:
+        c = tf.lite.TFLiteConverter.from_saved_model(str(savedmodel_dir))
+        c.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+        c.optimizations = [tf.lite.Optimize.DEFAULT]
+        if name == "tflite-fp16":
+            c.target_spec.supported_types = [tf.float16]
+        elif name == "tflite-int8-full":
+            def representative():
+                for v in calibration:
+                    yield [np.float32([[v]])]
+
+            c.representative_dataset = representative
+            c.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+            c.inference_input_type = tf.int8
+            c.inference_output_type = tf.int8
+        elif name != "tflite-int8-dynamic":
+            raise VariantNotBuilt(f"unknown TFLite variant {name!r}")
+        return c.convert()
+    except VariantNotBuilt:
+        raise
+    except Exception as e:
+        raise VariantNotBuilt(_one_line(e)) from None

@@ -1,0 +1,172 @@
+"""Reduced-precision variants: built with the real converters, run in their runtimes, held to
+their budgets; the bundle's choice of model, and a quantized bundle on a device."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from export.variants import VARIANTS
+from tests.conftest import PRESETS, ROOT, Built, pipeline
+
+
+def config_with(tmp: Path, **edits: str) -> Path:
+    """configs/default.toml with whole lines replaced: {"old line": "new line"}."""
+    text = (PRESETS / "default.toml").read_text()
+    for old, new in edits.items():
+        assert text.count(old) == 1, old
+        text = text.replace(old, new)
+    path = tmp / "config.toml"
+    path.write_text(text)
+    return path
+
+
+def copy_build(built: Built, tmp: Path, config: Path) -> Built:
+    """A copy of the session's build (train and export done), to verify and bundle with another config."""
+    b = Built(tmp, config)
+    shutil.copytree(built.build, b.build)
+    return b
+
+
+def test_every_variant_builds_loads_and_is_measured(built):
+    index = json.loads((built.build / "variants" / "index.json").read_text())
+    assert set(index["variants"]) == set(VARIANTS) and all(v["built"] for v in index["variants"].values()), index
+    report = json.loads((built.build / "verify" / "report.json").read_text())
+    v = report["variants"]
+    assert set(v) == set(VARIANTS) | {"onnx-fp32", "tflite-fp32"}
+    for name, r in v.items():
+        assert r["size_bytes"] > 0 and r["speed"]["p50_batch_1_us"] > 0 and r["speed"]["values_per_s_large_batch"] > 0
+        assert r["parity"]["range_c"] == [-273.15, 1000.0]
+        assert set(r["parity"]) >= {"batch_1", "batch_65536"}
+    # What the default config must show plainly: fp16 within 0.1 degF; full integer calibrated
+    # on the training inputs clamps everything outside -40..38 degC (about 1730 degF off at 1000).
+    assert v["onnx-fp16"]["passed"] and 0 < v["onnx-fp16"]["parity"]["max_abs_err_f"] < 0.1
+    for name in ("onnx-int8-static", "tflite-int8-full"):
+        assert not v[name]["passed"] and v[name]["parity"]["max_abs_err_f"] > 1000, v[name]
+        assert v[name]["parity"]["worst_input_c"] == 1000.0
+    # Dynamic int8 quantizes each batch with one scale: alone a value is near exact; in the
+    # large batch, which holds the +-1e30 probes too, the working range loses all precision.
+    dyn = v["onnx-int8-dynamic"]["parity"]
+    assert dyn["batch_1"]["max_abs_err_f"] < 0.01 and dyn["batch_65536"]["max_abs_err_f"] > 100
+    md = (built.build / "verify" / "report.md").read_text()
+    assert "## Reduced-precision variants" in md and "FAIL: parity 1730 degF > 1 (at 1000 degC, batch 1)" in md
+    assert (built.build / "verify" / "variants-error.png").stat().st_size > 1000
+
+
+def test_variants_are_byte_reproducible(built, tmp_path):
+    """Export again from the same Keras model: every variant's bytes are the same."""
+    b = Built(tmp_path, built.config)
+    (b.build).mkdir(parents=True)
+    shutil.copy(built.build / "model.keras", b.build / "model.keras")
+    r = b.run("export")
+    assert r.returncode == 0, r.stderr.decode()
+    first = json.loads((built.build / "variants" / "index.json").read_text())["variants"]
+    again = json.loads((b.build / "variants" / "index.json").read_text())["variants"]
+    assert {n: v["sha256"] for n, v in again.items()} == {n: v["sha256"] for n, v in first.items()}
+
+
+def test_a_variant_past_its_budget_fails_with_a_reason_naming_it(built, tmp_path):
+    cfg = config_with(tmp_path, **{"[variants.onnx-fp16]\nmax_mae_f = 0.12\nmax_err_f = 0.3\nparity_f = 0.25":
+                                   "[variants.onnx-fp16]\nmax_mae_f = 0.12\nmax_err_f = 0.3\nparity_f = 0.01"})
+    b = copy_build(built, tmp_path / "b", cfg)
+    r = b.run("verify")
+    assert r.returncode == 0, r.stderr.decode()  # not the bundle's model: listed as failing, verify passes
+    assert "variants within budget: 2 of 6 (failing: onnx-fp16, " in r.stdout.decode()
+    v = json.loads((b.build / "verify" / "report.json").read_text())["variants"]["onnx-fp16"]
+    assert not v["passed"] and v["reason"].startswith("parity 0.09729 degF > 0.01 (at ")
+
+    cfg.write_text(cfg.read_text().replace('model = "onnx-fp32"', 'model = "onnx-fp16"'))
+    r = b.run("verify")
+    assert r.returncode == 1
+    lines = r.stderr.decode().splitlines()
+    assert lines[0].startswith("error: verify: bundle.model onnx-fp16: parity 0.09729 degF > 0.01 (at "), lines
+    assert lines[0].endswith("; choose another model or change its budget ([variants.onnx-fp16])")
+    assert len(lines) == 2 and lines[1].startswith("error: verify failed: 1 check(s)") and b"Traceback" not in r.stderr
+
+
+def test_auto_picks_only_a_model_within_budget(built, tmp_path):
+    # Every ONNX variant held to budgets none can meet: auto falls back to onnx-fp32.
+    text = (PRESETS / "default.toml").read_text().replace('model = "onnx-fp32"', 'model = "auto"')
+    text = text.replace("parity_f = 0.25", "parity_f = 1e-9").replace("parity_f = 1.0", "parity_f = 1e-9")
+    cfg = tmp_path / "auto.toml"
+    cfg.write_text(text)
+    b = copy_build(built, tmp_path / "b", cfg)
+    assert b.run("verify").returncode == 0
+    chosen = json.loads((b.build / "verify" / "report.json").read_text())["bundle"]
+    assert chosen["model"] == "onnx-fp32" and chosen["why"].startswith("auto: among the ONNX models within budget (onnx-fp32)")
+    # With the default budgets: fp16 and fp32 qualify; the pick is one of them, by the stated rule.
+    cfg.write_text((PRESETS / "default.toml").read_text().replace('model = "onnx-fp32"', 'model = "auto"'))
+    assert b.run("verify").returncode == 0
+    report = json.loads((b.build / "verify" / "report.json").read_text())
+    ok = {n: v for n, v in report["variants"].items() if n.startswith("onnx-") and v.get("passed", True)}
+    assert set(ok) == {"onnx-fp32", "onnx-fp16"}
+    fastest = min(v["speed"]["p50_batch_1_us"] for v in ok.values())
+    ties = [n for n, v in ok.items() if v["speed"]["p50_batch_1_us"] <= fastest * 1.10]
+    assert report["bundle"]["model"] == min(ties, key=lambda n: (ok[n]["size_bytes"], n))
+
+
+def test_a_quantized_bundle_passes_selfcheck_and_runs_the_same_on_an_emulated_pi(built, tmp_path):
+    """int8 (QDQ) with a budget loose enough for its clamping: bundled, it passes the device's
+    selfcheck in a runtime-only process, and pi-check runs it under QEMU (aarch64's int8
+    kernels are another code path than x86's) against x86."""
+    cfg = config_with(tmp_path, **{
+        'model = "onnx-fp32"': 'model = "onnx-int8-static"',
+        "[variants.onnx-int8-static]\nmax_mae_f = 0.5\nmax_err_f = 1.0\nparity_f = 1.0":
+        "[variants.onnx-int8-static]\nmax_mae_f = 50\nmax_err_f = 200\nparity_f = 2000"})
+    b = copy_build(built, tmp_path / "b", cfg)
+    for stage in ("verify", "bundle"):
+        r = b.run(stage)
+        assert r.returncode == 0, r.stderr.decode()
+    bundle = b.dist / "bundle"
+    m = json.loads((bundle / "manifest.json").read_text())
+    assert m["model"]["variant"] == "onnx-int8-static" and m["model"]["budget"]["parity_f"] == 2000
+    assert m["golden"]["atol"] == 2000 and m["golden"]["rtol"] == 0
+    variant = (b.build / "variants" / "onnx-int8-static.onnx").read_bytes()
+    assert (bundle / "model.onnx").read_bytes() == variant
+    from pipeline.runtime_check import venv_for
+
+    # The device's situation: a venv made from the bundle's requirements.txt alone (make
+    # runtime-check's, for this Python).
+    python = str(venv_for(sys._base_executable, sys.version_info[:2], ROOT / ".cache" / "runtime-venv") / "bin" / "python")
+    r = subprocess.run([python, "-m", "runtime", "selfcheck"], cwd=bundle, capture_output=True, text=True,
+                       env={"PATH": "/usr/bin:/bin", "PYTHONPATH": ""})
+    assert r.returncode == 0 and "selfcheck: passed" in r.stdout, r.stdout + r.stderr
+    r = subprocess.run([python, "-m", "runtime", "predict", "100", "1000"], cwd=bundle, capture_output=True,
+                       text=True, env={"PATH": "/usr/bin:/bin", "PYTHONPATH": ""})
+    assert r.returncode == 0 and r.stdout.split() == ["100.092896", "100.092896"], r.stdout  # clamped, as verified
+    out = tmp_path / "pi"
+    r = subprocess.run([sys.executable, "-m", "pipeline.picheck", "--tarball", str(b.dist / "bundle.tar.gz"),
+                        "--cache", str(ROOT / ".cache" / "pi"), "--out", str(out)], cwd=ROOT, capture_output=True,
+                       text=True, timeout=900)
+    assert r.returncode == 0, r.stderr[-2000:]
+    rows = json.loads((out / "results.json").read_text())["rows"]
+    assert [row["max_diff"] for row in rows] == [0.0, 0.0] and all(row["selfcheck"] for row in rows)
+
+
+def test_a_variant_the_converter_refuses_is_not_built_with_its_reason(built):
+    import numpy as np
+    import onnx
+
+    from export.variants import VariantNotBuilt, build_onnx
+
+    model = onnx.load(built.build / "model.onnx")
+    with pytest.raises(VariantNotBuilt, match=r"^\w+(Error|Exception)?: ") as e:
+        build_onnx("onnx-int8-static", model, np.float32([]), "celsius")  # nothing to calibrate on
+    assert "\n" not in str(e.value)
+
+
+def test_config_refuses_a_bundle_model_that_is_not_built(tmp_path):
+    cfg = config_with(tmp_path, **{'model = "onnx-fp32"': 'model = "onnx-int8-dynamic"',
+                                   "[variants.onnx-int8-dynamic]\n": "[variants.onnx-int8-dynamic-off]\n"})
+    r = pipeline("config", "--config", str(cfg))
+    assert r.returncode == 2
+    assert r.stderr.decode().startswith(f"error: config error: {cfg}: variants.onnx-int8-dynamic-off: unknown key")
+    cfg = config_with(tmp_path, **{'model = "onnx-fp32"': 'model = "tflite-fp16"'})
+    r = pipeline("config", "--config", str(cfg))
+    assert r.returncode == 2 and "bundle.model: expected one of 'onnx-fp32', 'auto', 'onnx-fp16'" in r.stderr.decode()
