@@ -32,10 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-ONNX_VARIANTS = ("onnx-fp16", "onnx-int8-dynamic", "onnx-int8-static")
-TFLITE_VARIANTS = ("tflite-fp16", "tflite-int8-dynamic", "tflite-int8-full")
-VARIANTS = ONNX_VARIANTS + TFLITE_VARIANTS
-FLOAT32 = ("onnx-fp32", "tflite-fp32")  # today's models, always built
+from pipeline.config import VARIANTS  # noqa: F401 - the names, in one place (the config validates them)
 
 
 class VariantNotBuilt(Exception):

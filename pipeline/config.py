@@ -179,7 +179,7 @@ def _check_variants(table: Any, prefix: str, path) -> dict[str, Any]:
     if not isinstance(table, dict):
         raise ConfigError(path, prefix.rstrip("."), "expected a table")
     fixed = {k: v for k, v in table.items() if k in VARIANTS_KEYS}
-    for key, value in table.items():
+    for key in table:
         if key not in VARIANTS_KEYS and key not in VARIANTS:
             raise ConfigError(path, prefix + key, "unknown key (expected calibration, calibration_points, or a "
                               "variant's budget table: " + ", ".join(VARIANTS) + ")")

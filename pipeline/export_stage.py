@@ -55,12 +55,12 @@ def reference_arrays(cfg: dict[str, Any], model) -> dict[str, np.ndarray]:
 
 def calibration_inputs(cfg: dict[str, Any]) -> np.ndarray:
     """The calibration set: the training inputs, or calibration_points over the working range."""
+    from .verify import input_range
+
     v = cfg["variants"]
     if v["calibration"] == "training":
         return np.asarray(cfg["data"]["celsius"], np.float32)
-    lo = max(cfg["verify"]["grid_min"], cfg["runtime"]["valid_min_celsius"])
-    hi = min(cfg["verify"]["grid_max"], cfg["runtime"]["valid_max_celsius"])
-    return np.linspace(lo, hi, v["calibration_points"]).astype(np.float32)
+    return np.linspace(*input_range(cfg), v["calibration_points"]).astype(np.float32)
 
 
 def build_variants(cfg: dict[str, Any], saved: Path, onnx_model) -> dict[str, bytes | str]:
