@@ -16,7 +16,7 @@ from pathlib import Path
 
 from . import config as config_mod
 from .errors import EXIT_IO, MissingDependency, PipelineError
-from .lock import exclusive
+from .lock import exclusive, remove_stale
 from .quiet import filtered_stderr
 
 STAGES = ("train", "export", "verify", "bundle")
@@ -238,6 +238,8 @@ def main(argv: list[str] | None = None) -> int:
         with contextlib.nullcontext() if stages == ("plot",) else exclusive(build, dist):
             if stages != ("plot",):
                 record_config(cfg_path, build)
+            else:  # no lock (it runs beside export), but what a killed plot left is removed all the same
+                remove_stale(build)
             for stage in stages:
                 with filtered_stderr():
                     run_stage(stage, cfg, cfg_path, build, dist, plot=not getattr(args, "no_plot", False),

@@ -32,13 +32,22 @@ def owner_alive(temp_name: str) -> bool:
     m = _OWNER.search(temp_name)
     if not m:
         return False
+    pid = int(m.group(1))
     try:
-        os.kill(int(m.group(1)), 0)
+        os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:  # alive, someone else's
         return True
-    return True
+    # A killed writer whose parent died too is a zombie until PID 1 reaps it, which may take
+    # a while: signal 0 still reaches it, but it will never finish its temporary.
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return f.read().rsplit(b")", 1)[1].split()[0] != b"Z"
+    except FileNotFoundError:  # gone since the signal
+        return False
+    except (OSError, IndexError):
+        return True
 
 
 def _read_umask() -> int:
