@@ -38,6 +38,8 @@ import tarfile
 import tempfile
 from pathlib import Path
 
+from pipeline.fsutil import sha256_file
+
 # pip itself, as a wheel: the device runs it straight from the wheel file
 # (`python pip-….whl/pip install …`), so its venv needs no ensurepip (Debian's python3
 # lacks it without the python3-venv package) and no pip from an index.
@@ -78,14 +80,6 @@ def resolve_markers(text: str, arch: str, python: tuple[int, int]) -> list[str]:
     return out
 
 
-def sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def wheel_name_version(filename: str) -> tuple[str, str]:
     from packaging.utils import parse_wheel_filename
 
@@ -124,13 +118,13 @@ def build(requirements: str, target: str, cache: Path) -> dict:
                 if n == "pip":
                     pip_wheel = whl.name
                 else:
-                    lock.append(f"{n}=={v} --hash=sha256:{sha256(whl)}")
+                    lock.append(f"{n}=={v} --hash=sha256:{sha256_file(whl)}")
             if pip_wheel is None:
                 raise WheelhouseError(f"{target}: pip download gave no pip wheel")
             (tmp / "requirements.lock").write_text(
                 f"# {target}: the bundle's requirements for this device, every wheel pinned by sha256.\n"
                 + "\n".join(lock) + "\n")
-            (tmp / "pip.txt").write_text(f"{pip_wheel} {sha256(tmp / pip_wheel)}\n")
+            (tmp / "pip.txt").write_text(f"{pip_wheel} {sha256_file(tmp / pip_wheel)}\n")
             pack(tmp, [*sorted(p.name for p in tmp.glob("*.whl")), "requirements.lock"])
             for whl in tmp.glob("*.whl"):  # they are in wheels.tar
                 whl.unlink()
@@ -198,7 +192,7 @@ def read_bundle(tarball: Path, cache: Path) -> tuple[str, dict]:
             return member.read()
 
         requirements, manifest = read("requirements.txt").decode(), json.loads(read("manifest.json"))
-    digest = sha256(tarball)
+    digest = sha256_file(tarball)
     return requirements, {
         "tarball": str(tarball.resolve()),
         "sha256": digest,
