@@ -30,7 +30,7 @@ VARIANT_PNG := $(BUILD)/verify/variants-error.png $(BUILD)/verify/variants-ulp.p
 TARBALL     := $(DIST)/bundle.tar.gz
 
 COMMON_SRC  := pipeline/__main__.py pipeline/config.py pipeline/errors.py pipeline/fsutil.py pipeline/quiet.py pipeline/lock.py
-TRAIN_SRC   := $(COMMON_SRC) pipeline/train.py pipeline/tfenv.py
+TRAIN_SRC   := $(COMMON_SRC) pipeline/train.py export/tfenv.py
 EXPORT_SRC  := $(COMMON_SRC) pipeline/export_stage.py pipeline/probes.py $(wildcard export/*.py)
 VERIFY_SRC  := $(COMMON_SRC) pipeline/verify.py pipeline/runners.py
 BUNDLE_SRC  := $(COMMON_SRC) pipeline/bundle.py $(wildcard runtime/*.py runtime/systemd/edge-model.*) runtime/requirements.txt
@@ -90,18 +90,18 @@ test: $(STAMP) ## Run the test suite (sets up .venv first)
 RT_VENV  ?= .cache/runtime-venv
 
 runtime-check: $(TARBALL) ## Runtime tests in venvs made from the bundle's requirements.txt alone, per Python found
-	$(PYTHON) -m pipeline.runtime_check --tarball $(TARBALL) --python $(PYTHON) --cache $(RT_VENV)
+	$(PYTHON) -m deploy.devicecheck.runtime_check --tarball $(TARBALL) --python $(PYTHON) --cache $(RT_VENV)
 
 bench: $(TARBALL) ## Benchmarks: pipeline and runner beside their peers (build/bench/results.md)
-	$(PYTHON) -m pipeline.runtime_check --venv-only --python $(PY) --cache $(RT_VENV) >/dev/null
+	$(PYTHON) -m deploy.devicecheck.runtime_check --venv-only --python $(PY) --cache $(RT_VENV) >/dev/null
 	$(PY) -m bench --build $(BUILD) --dist $(DIST)
 
 bench-quick: $(TARBALL) ## The same, fewer runs and smaller batches (for CI)
-	$(PYTHON) -m pipeline.runtime_check --venv-only --python $(PY) --cache $(RT_VENV) >/dev/null
+	$(PYTHON) -m deploy.devicecheck.runtime_check --venv-only --python $(PY) --cache $(RT_VENV) >/dev/null
 	$(PY) -m bench --quick --build $(BUILD) --dist $(DIST)
 
 pi-check: $(TARBALL) ## The bundle under emulated arm64 (QEMU Cortex-A72 = Pi 4, A76 = Pi 5) against x86
-	$(PY) -m pipeline.picheck --tarball $(TARBALL) --cache .cache/pi --out $(BUILD)/pi-check
+	$(PY) -m deploy.devicecheck.picheck --tarball $(TARBALL) --cache .cache/pi --out $(BUILD)/pi-check
 
 # The fleet (deploy/, Ansible): INVENTORY lists the devices (copy deploy/inventory.example.ini);
 # ANSIBLE_ARGS go to ansible-playbook as they are, e.g. ANSIBLE_ARGS="--limit pi-kitchen --check".

@@ -240,7 +240,7 @@ def du(path: Path) -> int | None:
 def sizes(build: Path, dist: Path) -> dict:
     py = f"python{sys.version_info.major}.{sys.version_info.minor}"
     pipe = du(Path(PY).parent.parent / "lib" / py / "site-packages")
-    # The device's install: the runtime venv `make bench` makes for this Python (pipeline/runtime_check.py).
+    # The device's install: the runtime venv `make bench` makes for this Python (deploy/devicecheck/runtime_check.py).
     rt = du(ROOT / ".cache" / "runtime-venv" / f"py{sys.version_info.major}.{sys.version_info.minor}" / "lib" / py
             / "site-packages")
     return {

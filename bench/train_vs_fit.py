@@ -14,7 +14,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from pipeline import config, train  # noqa: E402
-from pipeline.tfenv import tensorflow  # noqa: E402
+from export.tfenv import tensorflow  # noqa: E402
 
 runs = int(sys.argv[1]) if len(sys.argv) > 1 else 3
 _, keras = tensorflow()

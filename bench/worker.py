@@ -62,7 +62,7 @@ def _engine(name: str, build: Path, bundle: Path, threads: int, large: int):
     if name.startswith("keras"):
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
         sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-        from pipeline.tfenv import tensorflow
+        from export.tfenv import tensorflow
 
         tf, keras = tensorflow()
         if threads:

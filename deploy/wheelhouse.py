@@ -38,7 +38,7 @@ import tarfile
 import tempfile
 from pathlib import Path
 
-from pipeline.fsutil import sha256_file
+from runtime.manifest import sha256_file
 
 # pip itself, as a wheel: the device runs it straight from the wheel file
 # (`python pip-….whl/pip install …`), so its venv needs no ensurepip (Debian's python3

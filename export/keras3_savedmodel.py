@@ -25,7 +25,7 @@ def write_savedmodel(model, dest: Path, input_name: str, output_name: str) -> Pa
         model: a built Keras 3 model with one input of shape (batch, 1).
         dest: folder to create (must not exist).
     """
-    from pipeline.tfenv import tensorflow
+    from export.tfenv import tensorflow
 
     tf, keras = tensorflow()
     archive = keras.export.ExportArchive()
@@ -41,7 +41,7 @@ def write_savedmodel(model, dest: Path, input_name: str, output_name: str) -> Pa
 
 def serving_function(savedmodel_dir: Path, input_name: str):
     """Load the SavedModel's signature as a ``tf.function`` of one keyword input, and its input spec."""
-    from pipeline.tfenv import tensorflow
+    from export.tfenv import tensorflow
 
     tf, _ = tensorflow()
     loaded = tf.saved_model.load(str(savedmodel_dir))

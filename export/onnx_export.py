@@ -33,9 +33,9 @@ def tidy(model, input_name: str, output_name: str, opset: int, ir_version: int):
     names_in = [i.name for i in graph.input]
     names_out = [o.name for o in graph.output]
     if names_in != [input_name] or names_out != [output_name]:
-        from pipeline.errors import VerificationFailed
+        from .errors import ExportError
 
-        raise VerificationFailed(
+        raise ExportError(
             f"export: tf2onnx produced inputs {names_in} and outputs {names_out}, "
             f"expected [{input_name!r}] and [{output_name!r}]"
         )

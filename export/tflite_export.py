@@ -10,7 +10,7 @@ from pathlib import Path
 
 def convert(savedmodel_dir: Path) -> bytes:
     """Return the .tflite bytes for the SavedModel's serving signature (float32, no quantization)."""
-    from pipeline.tfenv import tensorflow
+    from export.tfenv import tensorflow
 
     tf, _ = tensorflow()
     converter = tf.lite.TFLiteConverter.from_saved_model(str(savedmodel_dir))

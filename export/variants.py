@@ -32,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.config import VARIANTS  # noqa: F401 - the names, in one place (the config validates them)
+from .formats import VARIANTS  # noqa: F401 - the names, in one place (the config validates them)
 
 
 class VariantNotBuilt(Exception):
@@ -113,7 +113,7 @@ def build_onnx(name: str, model, calibration: np.ndarray, input_name: str):
 
 def build_tflite(name: str, savedmodel_dir: Path, calibration: np.ndarray) -> bytes:
     """The TFLite variant ``name`` of the SavedModel, as .tflite bytes (builtin ops only)."""
-    from pipeline.tfenv import tensorflow
+    from export.tfenv import tensorflow
 
     tf, _ = tensorflow()
     try:

@@ -14,6 +14,8 @@ import sys
 import time
 from pathlib import Path
 
+from export.errors import ExportError
+
 from . import config as config_mod
 from .errors import EXIT_IO, MissingDependency, PipelineError
 from .lock import exclusive, remove_stale
@@ -247,7 +249,7 @@ def main(argv: list[str] | None = None) -> int:
             if args.stage == "all":  # the variants' plots, which make draws as a job of its own
                 run_stage("plot", cfg, cfg_path, build, dist, only="variants")
         return 0
-    except PipelineError as e:
+    except (PipelineError, ExportError) as e:
         for line in e.message.splitlines():
             print(f"error: {line}", file=sys.stderr)
         return e.exit_code

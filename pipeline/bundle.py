@@ -3,9 +3,15 @@
 The bundle holds model.onnx, golden.json (inputs and the Keras outputs for them),
 the runtime/ package with its requirements.txt, a short README, and manifest.json
 (sha256 of every file, I/O spec, opset/IR, oldest onnxruntime, tolerances, config and
-tool versions) with its own sha256 in manifest.json.sha256. Nothing in it depends on
-the time or the machine: its files carry the source's date (SOURCE_DATE_EPOCH, else the
-last commit's time), so the same inputs give the same tarball, byte for byte.
+tool versions) with its own sha256 in manifest.json.sha256.
+
+A release is identified by what it holds: the same model, golden data, runtime code,
+requirements and config give the same tarball, byte for byte. Its files carry the date
+of the newest commit that touched a file the bundle copies from the source (runtime/),
+not the checkout's last commit, so a README-only commit changes nothing a device sees;
+SOURCE_DATE_EPOCH overrides it. One choice is not reproducible by nature:
+``[bundle] model = "auto"`` picks by a timing that verify measured (the manifest's
+``model.chosen_by`` says so), so two builds may bundle different variants.
 """
 
 from __future__ import annotations
@@ -24,7 +30,8 @@ from typing import Any
 import numpy as np
 
 from runtime import compat
-from runtime.manifest import FORMAT, MANIFEST, MANIFEST_SUM, sha256_bytes
+from runtime import manifest as manifest_mod
+from runtime.manifest import FORMAT, sha256_bytes, sha256_file
 
 from . import fsutil
 from .config import canonical_json, config_hash
@@ -33,7 +40,7 @@ from .errors import ConfigError, OutputError, StageInputError, StateError, Verif
 ROOT = Path(__file__).resolve().parent.parent
 RUNTIME_DIR = ROOT / "runtime"
 # The files' date in the tarball when neither SOURCE_DATE_EPOCH nor git gives one:
-# 2026-01-01 00:00:00 UTC (README, "The bundle and the device").
+# 2026-01-01 00:00:00 UTC (docs/bundle.md).
 DEFAULT_EPOCH = 1767225600
 BUNDLE_README = """\
 # Celsius -> Fahrenheit model bundle
@@ -68,12 +75,17 @@ config and tool versions that made it.
 """
 
 
-def _runtime_files() -> dict[str, bytes]:
-    """The runner (runtime/*.py), its requirements.txt and the systemd units (systemd/)."""
-    files = {f"runtime/{p.name}": p.read_bytes() for p in sorted(RUNTIME_DIR.glob("*.py"))}
-    files["requirements.txt"] = (RUNTIME_DIR / "requirements.txt").read_bytes()
-    files.update({f"systemd/{p.name}": p.read_bytes() for p in sorted((RUNTIME_DIR / "systemd").glob("edge-model.*"))})
+def _runtime_sources() -> dict[str, Path]:
+    """What the bundle copies from the source tree, by its name in the bundle: the runner
+    (runtime/*.py), its requirements.txt and the systemd units (systemd/)."""
+    files = {f"runtime/{p.name}": p for p in sorted(RUNTIME_DIR.glob("*.py"))}
+    files["requirements.txt"] = RUNTIME_DIR / "requirements.txt"
+    files.update({f"systemd/{p.name}": p for p in sorted((RUNTIME_DIR / "systemd").glob("edge-model.*"))})
     return files
+
+
+def _runtime_files() -> dict[str, bytes]:
+    return {name: path.read_bytes() for name, path in _runtime_sources().items()}
 
 
 def _golden(cfg: dict[str, Any], ref: dict[str, np.ndarray], working_range: tuple[float, float] | None = None
@@ -114,7 +126,7 @@ def check_report(build: Path, cfg: dict[str, Any]) -> dict[str, Any]:
         raise StateError(f"{path}: made with another config than the current one; re-run `make verify`")
     for f in report.get("files", {}).values():
         p = build / f["path"]
-        actual = fsutil.sha256_file(p) if p.is_file() else "(missing)"
+        actual = sha256_file(p) if p.is_file() else "(missing)"
         if actual != f["sha256"]:
             raise StateError(
                 f"{p}: changed since it was verified (sha256 {actual}, verified {f['sha256']}); re-run `make verify`"
@@ -177,9 +189,7 @@ def build_files(cfg: dict[str, Any], build: Path, report: dict[str, Any], epoch:
         "tools": report["versions"],
         "source_date_epoch": epoch,  # the files' date in the tarball
     }
-    data = (json.dumps(manifest, indent=2, sort_keys=True, allow_nan=False) + "\n").encode()
-    files[MANIFEST] = data
-    files[MANIFEST_SUM] = f"{sha256_bytes(data)}  {MANIFEST}\n".encode()
+    files.update(manifest_mod.encode(manifest))
     return files
 
 
@@ -198,18 +208,21 @@ def _onnx_spec(model_bytes: bytes) -> tuple[dict[str, Any], int, int]:
 def source_date_epoch() -> int:
     """The date the bundle's files carry, by the reproducible-builds convention.
 
-    ``SOURCE_DATE_EPOCH`` when set; else the time of the checkout's last commit; else
-    DEFAULT_EPOCH. The same source gives the same tarball, and an unpacked bundle's
-    files are dated when their source was, not 1 January 1970.
+    ``SOURCE_DATE_EPOCH`` when set; else the time of the newest commit that touched a file
+    the bundle copies from the source (``_runtime_sources``); else DEFAULT_EPOCH (no git,
+    or none of them committed). Commits elsewhere (docs, tests, the pipeline) leave it,
+    and so the release's sha256, unchanged; an unpacked bundle's files are dated when
+    their source was, not 1 January 1970.
     """
     given = os.environ.get("SOURCE_DATE_EPOCH")
     if given is not None:
         if not given.strip().isdigit():
             raise ConfigError(None, "SOURCE_DATE_EPOCH", f"expected a whole number of seconds since 1970, got {given!r}")
         return int(given)
+    paths = [str(p.relative_to(ROOT)) for p in _runtime_sources().values()]
     try:
-        r = subprocess.run(["git", "-C", str(ROOT), "log", "-1", "--format=%ct"], capture_output=True, text=True,
-                           timeout=60)
+        r = subprocess.run(["git", "-C", str(ROOT), "log", "-1", "--format=%ct", "--", *paths],
+                           capture_output=True, text=True, timeout=60)
     except (OSError, subprocess.SubprocessError):  # no git here
         return DEFAULT_EPOCH
     out = r.stdout.strip()

@@ -14,6 +14,8 @@ import tomllib
 from pathlib import Path
 from typing import Any, Callable
 
+from export.formats import VARIANTS
+
 from .errors import ConfigError
 
 LOSSES = ("mean_squared_error", "mean_absolute_error", "huber")
@@ -104,9 +106,7 @@ def _tolerance() -> dict[str, Callable[[Any], Any]]:
 
 
 # Reduced-precision variants (export/variants.py): each table under [variants] named after
-# one of these is built and verified against its budget, in degF.
-VARIANTS = ("onnx-fp16", "onnx-int8-dynamic", "onnx-int8-static", "tflite-fp16", "tflite-int8-dynamic",
-            "tflite-int8-full")
+# one of export.formats.VARIANTS is built and verified against its budget, in degF.
 CALIBRATIONS = ("training", "range")
 BUDGET = {"max_mae_f": _positive, "max_err_f": _positive, "parity_f": _positive}
 VARIANTS_KEYS = {"calibration": _choice(CALIBRATIONS), "calibration_points": _int(2, 1_000_000)}

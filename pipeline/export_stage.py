@@ -15,9 +15,11 @@ from typing import Any
 
 import numpy as np
 
+from export.tfenv import tensorflow
+from runtime.manifest import sha256_file
+
 from . import fsutil, probes
 from .errors import OutputError, StageInputError
-from .tfenv import tensorflow
 from .train import INPUT_NAME, OUTPUT_NAME
 
 
@@ -126,7 +128,7 @@ def run(cfg: dict[str, Any], build: Path) -> dict[str, Any]:
         raise OutputError(build, e.message.splitlines()[0] if e.message else type(e).__name__) from None
 
     ref = reference_arrays(cfg, model)
-    ref["keras_sha256"] = np.array(fsutil.sha256_file(keras_path))
+    ref["keras_sha256"] = np.array(sha256_file(keras_path))
     buf = io.BytesIO()
     np.savez(buf, **ref)
     fsutil.write_bytes(build / "reference.npz", buf.getvalue())

@@ -7,7 +7,6 @@ file that make (or a later stage) would take as up to date.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import re
@@ -125,11 +124,3 @@ def write_text(dest: str | Path, text: str) -> None:
 
 def write_json(dest: str | Path, obj) -> None:
     write_text(dest, json.dumps(obj, indent=2, sort_keys=True, allow_nan=False) + "\n")
-
-
-def sha256_file(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()

@@ -15,8 +15,9 @@ from typing import Any
 
 import numpy as np
 
+from export.tfenv import tensorflow
+
 from . import fsutil
-from .tfenv import tensorflow
 
 INPUT_NAME = "celsius"
 OUTPUT_NAME = "fahrenheit"

@@ -16,6 +16,8 @@ from typing import Any
 
 import numpy as np
 
+from runtime.manifest import sha256_file
+
 from . import fsutil, probes
 from .config import config_hash
 from .errors import StageInputError, VerificationFailed
@@ -342,9 +344,9 @@ def run(cfg: dict[str, Any], build: Path, dist: Path | None = None) -> dict[str,
     failures += [accuracy_failure(fmt, a) for fmt, a in acc.items() if not a["passed"]]
     failures += [problem] if problem else []
     history = _read_history(build)
-    files = {name: {"path": p.name, "sha256": fsutil.sha256_file(p)} for name, p in paths.items()}
+    files = {name: {"path": p.name, "sha256": sha256_file(p)} for name, p in paths.items()}
     if chosen and chosen["model"] != "onnx-fp32":
-        files["bundle_model"] = {"path": chosen["path"], "sha256": fsutil.sha256_file(build / chosen["path"])}
+        files["bundle_model"] = {"path": chosen["path"], "sha256": sha256_file(build / chosen["path"])}
     report = {
         "passed": not failures,
         "failures": failures,

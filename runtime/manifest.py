@@ -62,6 +62,21 @@ def sha256_bytes(data: bytes) -> str:
     return _sha256(data).hexdigest()
 
 
+def sha256_file(path: str | Path) -> str:
+    """The sha256 of a file, read in 1 MiB blocks (wheels and tarballs need not fit in memory)."""
+    h = _sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def encode(manifest: dict[str, Any]) -> dict[str, bytes]:
+    """The two files that carry ``manifest``: manifest.json and manifest.json.sha256 (what load reads)."""
+    data = (json.dumps(manifest, indent=2, sort_keys=True, allow_nan=False) + "\n").encode()
+    return {MANIFEST: data, MANIFEST_SUM: f"{sha256_bytes(data)}  {MANIFEST}\n".encode()}
+
+
 def _read(path: Path) -> bytes:
     try:
         return path.read_bytes()

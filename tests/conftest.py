@@ -88,14 +88,13 @@ def resign(bundle: Path, name: str, data: bytes) -> None:
     """Replace a bundle file and make the manifest's hashes agree with it (a re-signed bad file)."""
     import json
 
-    from runtime.manifest import sha256_bytes
+    from runtime import manifest
 
     (bundle / name).write_bytes(data)
-    m = json.loads((bundle / "manifest.json").read_text())
-    m["files"][name] = sha256_bytes(data)
-    raw = (json.dumps(m, indent=2, sort_keys=True) + "\n").encode()
-    (bundle / "manifest.json").write_bytes(raw)
-    (bundle / "manifest.json.sha256").write_text(f"{sha256_bytes(raw)}  manifest.json\n")
+    m = json.loads((bundle / manifest.MANIFEST).read_text())
+    m["files"][name] = manifest.sha256_bytes(data)
+    for fname, raw in manifest.encode(m).items():
+        (bundle / fname).write_bytes(raw)
 
 
 class Server:

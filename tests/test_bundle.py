@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 import tarfile
+from pathlib import Path
 
 import numpy as np
 import pytest
 
+from runtime.manifest import sha256_file
 from tests.conftest import Built, run_module
 
 
@@ -81,8 +84,9 @@ def test_tarball_files_carry_the_source_date(built, members, tmp_path):
 
     from tests.conftest import ROOT
 
-    commit = subprocess.run(["git", "-C", str(ROOT), "log", "-1", "--format=%ct"], capture_output=True, text=True)
-    want = int(commit.stdout) if commit.returncode == 0 else 1767225600  # no git: the documented constant
+    commit = subprocess.run(["git", "-C", str(ROOT), "log", "-1", "--format=%ct", "--", "runtime"],
+                            capture_output=True, text=True)
+    want = int(commit.stdout) if commit.returncode == 0 and commit.stdout.strip() else 1767225600  # no git: the constant
     with tarfile.open(built.dist / "bundle.tar.gz") as tar:
         assert {m.mtime for m in tar.getmembers()} == {want}
     assert json.loads(members["bundle/manifest.json"])["source_date_epoch"] == want
@@ -133,3 +137,53 @@ def test_unpacked_tarball_passes_selfcheck(built, tmp_path):
     assert r.stdout.decode().splitlines()[-1] == "selfcheck: passed"
     r = run_module("runtime", "predict", "100", cwd=tmp_path / "bundle", env={"PYTHONPATH": ""})
     assert r.returncode == 0 and float(r.stdout) == pytest.approx(211.747, abs=1e-3)
+
+
+def _git(repo: Path, *args: str, date: int) -> None:
+    import subprocess
+
+    env = {**os.environ, "GIT_AUTHOR_DATE": f"@{date} +0000", "GIT_COMMITTER_DATE": f"@{date} +0000",
+           "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.com", "GIT_COMMITTER_NAME": "t",
+           "GIT_COMMITTER_EMAIL": "t@example.com"}
+    subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True, env=env)
+
+
+def test_a_commit_that_changes_nothing_in_the_bundle_gives_the_same_release(built, tmp_path):
+    """An empty commit and a README-only commit, each followed by a clean bundle, give the same
+    sha256 (a release is what it holds); a commit to runtime/ dates the files anew."""
+    from tests.conftest import ROOT
+
+    src = tmp_path / "src"
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
+    for d in ("pipeline", "export", "runtime", "configs"):
+        shutil.copytree(ROOT / d, src / d, ignore=ignore)
+    (src / "README.md").write_text("# a checkout\n")
+    _git(src, "init", "-q", date=0)
+    _git(src, "add", "-A", date=0)
+    _git(src, "commit", "-q", "-m", "first", date=1_700_000_000)
+
+    env = {k: v for k, v in os.environ.items() if k != "SOURCE_DATE_EPOCH"}
+
+    def bundle(n: int) -> tuple[str, set[int]]:
+        build, dist = tmp_path / f"build{n}", tmp_path / f"dist{n}"
+        shutil.copytree(built.build, build)  # the same verified model: only the checkout differs
+        r = run_module("pipeline", "bundle", "--config", str(built.config), "--build", str(build),
+                       "--dist", str(dist), cwd=src, env={**env, "PYTHONPATH": str(src)})
+        assert r.returncode == 0, r.stderr.decode()
+        with tarfile.open(dist / "bundle.tar.gz") as tar:
+            dates = {m.mtime for m in tar.getmembers()}
+        return sha256_file(dist / "bundle.tar.gz"), dates
+
+    first, dates = bundle(1)
+    assert dates == {1_700_000_000}
+    _git(src, "commit", "-q", "--allow-empty", "-m", "doc", date=1_700_001_000)
+    assert bundle(2) == (first, dates)
+    (src / "README.md").write_text("# a checkout, better explained\n")
+    _git(src, "commit", "-q", "-am", "README", date=1_700_002_000)
+    assert bundle(3) == (first, dates)
+    # The control: a commit to a file the bundle copies makes a new release, dated by it.
+    with open(src / "runtime" / "requirements.txt", "a") as f:
+        f.write("# a comment\n")
+    _git(src, "commit", "-q", "-am", "runtime", date=1_700_003_000)
+    changed, dates = bundle(4)
+    assert changed != first and dates == {1_700_003_000}

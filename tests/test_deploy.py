@@ -154,7 +154,7 @@ def models(built, tmp_path_factory) -> dict:
 @pytest.fixture(scope="module")
 def hosts(fleet, tmp_path_factory):
     """The lifecycle fleet, canary first: an emulated Pi 4, Debian's python3, a Python 3.10."""
-    from deploy.emulated_pi import make_device
+    from deploy.devicecheck.emulated_pi import make_device
 
     pi = make_device(tmp_path_factory.mktemp("pi4"), ROOT / ".cache" / "pi")
     py310 = pyenv_python("10") or "/usr/bin/python3"

@@ -6,7 +6,7 @@ import copy
 
 import pytest
 
-from pipeline import picheck
+from deploy.devicecheck import picheck
 
 
 def test_cpuinfo_describes_the_pi_cores_onnxruntime_looks_for():

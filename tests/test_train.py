@@ -36,7 +36,7 @@ def test_tutorial_preset_reproduces_the_tutorial(tutorial):
 
 def test_compiled_loop_gives_fits_weights_and_losses_exactly():
     """The tutorial's `model.fit(celsius, fahrenheit, epochs=N)` against our loop, same seed."""
-    from pipeline.tfenv import tensorflow
+    from export.tfenv import tensorflow
 
     _, keras = tensorflow()
     cfg = config.load(PRESETS / "tutorial.toml")

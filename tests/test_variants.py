@@ -129,7 +129,7 @@ def test_a_quantized_bundle_passes_selfcheck_and_runs_the_same_on_an_emulated_pi
     assert m["golden"]["atol"] == 2000 and m["golden"]["rtol"] == 0
     variant = (b.build / "variants" / "onnx-int8-static.onnx").read_bytes()
     assert (bundle / "model.onnx").read_bytes() == variant
-    from pipeline.runtime_check import venv_for
+    from deploy.devicecheck.runtime_check import venv_for
 
     # The device's situation: a venv made from the bundle's requirements.txt alone (make
     # runtime-check's, for this Python).
@@ -141,7 +141,7 @@ def test_a_quantized_bundle_passes_selfcheck_and_runs_the_same_on_an_emulated_pi
                        text=True, env={"PATH": "/usr/bin:/bin", "PYTHONPATH": ""})
     assert r.returncode == 0 and r.stdout.split() == ["100.092896", "100.092896"], r.stdout  # clamped, as verified
     out = tmp_path / "pi"
-    r = subprocess.run([sys.executable, "-m", "pipeline.picheck", "--tarball", str(b.dist / "bundle.tar.gz"),
+    r = subprocess.run([sys.executable, "-m", "deploy.devicecheck.picheck", "--tarball", str(b.dist / "bundle.tar.gz"),
                         "--cache", str(ROOT / ".cache" / "pi"), "--out", str(out)], cwd=ROOT, capture_output=True,
                        text=True, timeout=900)
     assert r.returncode == 0, r.stderr[-2000:]

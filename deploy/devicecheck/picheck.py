@@ -4,7 +4,7 @@ On this x86-64 machine: an arm64 Python 3.11 userland (Debian bookworm's arm64 p
 downloaded with a private APT config and unpacked, not installed), the bundle's own
 requirements.txt resolved to aarch64 wheels, and ``qemu-aarch64-static -cpu cortex-a72``
 (Pi 4) then ``-cpu cortex-a76`` (Pi 5). Under each it unpacks the bundle, runs
-``pipeline/pi_smoke.py`` (selfcheck, predict, a short stream) and compares the answers with
+``deploy/devicecheck/pi_smoke.py`` (selfcheck, predict, a short stream) and compares the answers with
 the same smoke run done natively here, within the manifest's tolerances.
 
 Setup goes under a cache folder (default .cache/pi) and is reused. QEMU 7.2 passes the
@@ -14,7 +14,7 @@ written there for each CPU model. What this cannot show: QEMU accepts some instr
 real Pi 4 rejects (onnxruntime 1.21.0's SIGILL on real Pi 4s passed under emulation), and
 emulated timings are not a Pi's.
 
-    python -m pipeline.picheck --tarball dist/bundle.tar.gz [--cache .cache/pi] [--out build/pi-check]
+    python -m deploy.devicecheck.picheck --tarball dist/bundle.tar.gz [--cache .cache/pi] [--out build/pi-check]
 """
 
 from __future__ import annotations
@@ -233,7 +233,7 @@ def table(rows: list[dict]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m pipeline.picheck", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="python -m deploy.devicecheck.picheck", description=__doc__.splitlines()[0])
     p.add_argument("--tarball", type=Path, default=Path("dist/bundle.tar.gz"))
     p.add_argument("--cache", type=Path, default=Path(".cache/pi"))
     p.add_argument("--out", type=Path, default=Path("build/pi-check"))

@@ -5,10 +5,10 @@ arm64 programs run through ``qemu-aarch64-static`` explicitly: the host's ``pyth
 wrapper script, and a venv made with it has a ``bin/python`` that again runs only through the
 same QEMU command, the launcher (the inventory's ``edge_python_launcher``; empty on a real Pi,
 so both paths are the same deploy code). QEMU, the arm64 userland and the Pi-style
-/proc/cpuinfo come from pipeline.picheck. ROOT/proc/cpuinfo is shared by everything using that
+/proc/cpuinfo come from picheck. ROOT/proc/cpuinfo is shared by everything using that
 cache: the last device made there is the one every emulated host reports.
 
-    python -m deploy.emulated_pi --dir DIR [--cache .cache/pi] [--device "Raspberry Pi 4"]
+    python -m deploy.devicecheck.emulated_pi --dir DIR [--cache .cache/pi] [--device "Raspberry Pi 4"]
 
 prints the inventory variables for such a host on one line.
 """
@@ -21,7 +21,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from pipeline.picheck import DEVICES, PiCheckError, cpuinfo, ensure_qemu, ensure_root
+from .picheck import DEVICES, PiCheckError, cpuinfo, ensure_qemu, ensure_root
 
 
 def make_device(folder: Path, cache: Path = Path(".cache/pi"), device: str = "Raspberry Pi 4") -> dict:
@@ -40,7 +40,7 @@ def make_device(folder: Path, cache: Path = Path(".cache/pi"), device: str = "Ra
     (root / "proc" / "cpuinfo").write_text(cpuinfo(spec, os.cpu_count() or 1))  # see the module docstring
     python = folder / "bin" / "python3"
     python.parent.mkdir(parents=True, exist_ok=True)
-    python.write_text(f"#!/bin/sh\n# {device} (emulated arm64; made by deploy/emulated_pi.py)\n"
+    python.write_text(f"#!/bin/sh\n# {device} (emulated arm64; made by deploy/devicecheck/emulated_pi.py)\n"
                       f'exec {launcher} {shlex.quote(str(root / "usr" / "bin" / "python3.11"))} "$@"\n')
     python.chmod(0o755)
     return {"python": str(python), "launcher": launcher, "device": device}
@@ -54,7 +54,7 @@ def ini_value(text: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m deploy.emulated_pi", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="python -m deploy.devicecheck.emulated_pi", description=__doc__.splitlines()[0])
     p.add_argument("--dir", type=Path, required=True, help="folder for the host's bin/python3 wrapper")
     p.add_argument("--cache", type=Path, default=Path(".cache/pi"), help="QEMU userland cache (default: .cache/pi)")
     p.add_argument("--device", default="Raspberry Pi 4", help=f"one of: {', '.join(DEVICES)} (default: Raspberry Pi 4)")

@@ -6,8 +6,8 @@ requirements.txt alone (plus pytest, to run the tests), and the runtime tests ru
 against the bundle tarball. Pythons older than the runtime's minimum are listed as such:
 the runtime refuses them (tests/test_runtime_env.py checks how). Stdlib only.
 
-    python -m pipeline.runtime_check --tarball dist/bundle.tar.gz [--python python3] [--cache .cache/runtime-venv]
-    python -m pipeline.runtime_check --venv-only [--python python3]    # just that Python's venv
+    python -m deploy.devicecheck.runtime_check --tarball dist/bundle.tar.gz [--python python3] [--cache .cache/runtime-venv]
+    python -m deploy.devicecheck.runtime_check --venv-only [--python python3]    # just that Python's venv
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 REQUIREMENTS = ROOT / "runtime" / "requirements.txt"
 # The tests that need only the runtime (test_runtime_fuzz.py needs hypothesis: not on a device).
 TESTS = ["tests/test_runtime_api.py", "tests/test_runtime_cli.py", "tests/test_runtime_wall.py",
@@ -64,7 +64,7 @@ def venv_for(python: str, minor: tuple[int, int], cache: Path) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m pipeline.runtime_check", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="python -m deploy.devicecheck.runtime_check", description=__doc__.splitlines()[0])
     p.add_argument("--tarball", help="the bundle under test (required unless --venv-only)")
     p.add_argument("--python", default="python3", help="the first Python to use (default: python3)")
     p.add_argument("--cache", default=".cache/runtime-venv", help="where the venvs go (default: %(default)s)")
