@@ -5,12 +5,50 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
+from runtime.manifest import sha256_bytes, sha256_file  # noqa: F401 - the tests' one sha256
+
 ROOT = Path(__file__).resolve().parent.parent
 PRESETS = ROOT / "configs"
+# Seconds: the one bound on every wait for observed progress (a line, a file, a socket, a
+# state). Only a hang reaches it; no verdict depends on it, so a slow machine only waits longer.
+FAILSAFE = 600.0
+
+
+def wait_until(what: str, predicate, poll: float = 0.01, failsafe: float = FAILSAFE):
+    """Poll an observed state until ``predicate()`` is truthy and return that value.
+
+    ``what`` names the state in the failure, raised only if ``failsafe`` seconds pass first
+    (a hang, never a slow machine's verdict).
+    """
+    deadline = time.monotonic() + failsafe
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"failsafe: still waiting for {what} after {failsafe:g} s")
+        time.sleep(poll)
+
+
+def edited(text: str, *pairs: tuple[str, str]) -> str:
+    """``text`` with each ``(old, new)`` replaced; fails loudly unless ``old`` occurs exactly once
+    (a preset edited since the test was written must not make the edit a silent no-op)."""
+    for old, new in pairs:
+        n = text.count(old)
+        assert n == 1, f"expected {old!r} exactly once in the text to edit, found it {n} times"
+        text = text.replace(old, new)
+    return text
+
+
+def preset_with(dest: Path, *pairs: tuple[str, str], preset: str = "default") -> Path:
+    """Write configs/<preset>.toml, edited by ``pairs`` (see ``edited``), to ``dest``; return ``dest``."""
+    dest.write_text(edited((PRESETS / f"{preset}.toml").read_text(), *pairs))
+    return dest
 
 
 def run_module(module: str, *args: str, cwd: Path = ROOT, stdin: bytes | None = None, env=None,
@@ -69,6 +107,15 @@ def bundle(tmp_path, bundle_tarball) -> Path:
     with tarfile.open(bundle_tarball) as tar:
         tar.extractall(tmp_path, filter="data")
     return tmp_path / "bundle"
+
+
+@pytest.fixture
+def runner(bundle):
+    """A ``runtime.Runner`` on the test's bundle, closed at the end."""
+    from runtime import Runner
+
+    with Runner.from_bundle(bundle) as r:
+        yield r
 
 
 def one_error_line(r: subprocess.CompletedProcess) -> str:
