@@ -35,7 +35,7 @@ EXPORT_SRC  := $(COMMON_SRC) pipeline/export_stage.py pipeline/probes.py $(wildc
 VERIFY_SRC  := $(COMMON_SRC) pipeline/verify.py pipeline/runners.py
 BUNDLE_SRC  := $(COMMON_SRC) pipeline/bundle.py $(wildcard runtime/*.py runtime/systemd/edge-model.*) runtime/requirements.txt
 
-.PHONY: all venv config train export verify bundle test runtime-check bench bench-quick pi-check deploy fleet-status rollback clean distclean help
+.PHONY: all venv config train export verify bundle lint test test-fast runtime-check bench bench-quick pi-check deploy fleet-status rollback clean distclean help
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 16
@@ -81,8 +81,19 @@ export: $(BUILD)/model.onnx ## Export ONNX and TFLite (build/model.onnx, build/m
 verify: $(REPORT) ## Verify parity and accuracy (build/verify/report.md)
 bundle: $(TARBALL) ## Make the device bundle (dist/bundle/, dist/bundle.tar.gz)
 
-test: $(STAMP) ## Run the test suite (sets up .venv first)
+# The linters, then pytest. test-fast leaves out what needs QEMU, SSH test hosts or root
+# (markers in pyproject.toml), for the edit-test loop; CI runs `make test`.
+FAST := not qemu and not ssh and not root
+
+lint: | $(STAMP) ## ruff, and the layers' import contract (import-linter; both configured in pyproject.toml)
+	$(VENV)/bin/ruff check --quiet --output-format concise .
+	$(VENV)/bin/lint-imports --no-cache --quiet
+
+test: lint ## Run the whole test suite, linters first (sets up .venv first)
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+test-fast: lint ## The tests that need no QEMU, no SSH hosts and no root
+	$(PY) -m pytest -m "$(FAST)" $(PYTEST_ARGS)
 
 # The device's situation: a venv with nothing but the bundle's requirements.txt (plus
 # pytest to run the tests), running the runtime tests against dist/bundle.tar.gz, under

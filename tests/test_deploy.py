@@ -29,10 +29,11 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, resign, shifted_bundle
+from conftest import ROOT, shifted_bundle
 from sshfleet import Fleet, SshUnavailable, ensure_sshd
 
-pytestmark = pytest.mark.slow
+# SSH test hosts (sshd as root) and an emulated Pi 4 (QEMU): `make test` only, not test-fast.
+pytestmark = [pytest.mark.slow, pytest.mark.ssh, pytest.mark.qemu, pytest.mark.root]
 FAILSAFE = 600.0  # s: bounds waits on observed progress; never the verdict
 
 

@@ -241,6 +241,7 @@ def bundle_into(built, tmp_path: Path, dist: Path) -> str:
     return line
 
 
+@pytest.mark.root  # mounts a tmpfs
 def test_read_only_output_folder_is_one_clear_line_and_no_file(built, tmp_path, mount):
     ro = mount("ro", "ro,size=1m")
     line = bundle_into(built, tmp_path, ro / "dist")
@@ -248,6 +249,7 @@ def test_read_only_output_folder_is_one_clear_line_and_no_file(built, tmp_path, 
     assert list(ro.iterdir()) == []
 
 
+@pytest.mark.root  # mounts a tmpfs
 def test_full_disk_is_one_clear_line_and_no_partial_file(built, tmp_path, mount):
     small = mount("full", "size=40k")
     line = bundle_into(built, tmp_path, small / "dist")
@@ -256,6 +258,7 @@ def test_full_disk_is_one_clear_line_and_no_partial_file(built, tmp_path, mount)
     assert leftovers == []  # neither the bundle files nor their temporaries
 
 
+@pytest.mark.root  # mounts a tmpfs
 def test_full_disk_during_verify_keeps_the_previous_report(built, tmp_path, mount):
     small = mount("build", "size=600k")
     b = Built(tmp_path, built.config)

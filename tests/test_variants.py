@@ -7,7 +7,6 @@ import json
 import shutil
 import subprocess
 import sys
-import tarfile
 from pathlib import Path
 
 import pytest
@@ -111,6 +110,7 @@ def test_auto_picks_only_a_model_within_budget(built, tmp_path):
     assert report["bundle"]["model"] == min(ties, key=lambda n: (ok[n]["size_bytes"], n))
 
 
+@pytest.mark.qemu
 def test_a_quantized_bundle_passes_selfcheck_and_runs_the_same_on_an_emulated_pi(built, tmp_path):
     """int8 (QDQ) with a budget loose enough for its clamping: bundled, it passes the device's
     selfcheck in a runtime-only process, and pi-check runs it under QEMU (aarch64's int8

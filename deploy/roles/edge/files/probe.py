@@ -2,7 +2,11 @@
 # (no module, so it works before anything is known about the device's Python) as
 # `<python> -c <this> <edge_root>`. Prints one JSON line. Parses and runs on Python 2.7
 # too, so that an old Python is reported as such rather than failing to start.
-import json, os, platform, struct, sys
+import json
+import os
+import platform
+import struct
+import sys
 
 root = sys.argv[1]
 
