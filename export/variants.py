@@ -26,6 +26,7 @@ The ORT quantizers are given the model in memory, not a path: given a path they 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import tempfile
 from pathlib import Path
@@ -53,6 +54,35 @@ def _one_line(e: Exception) -> str:
     return f"{type(e).__name__}: {text[0] if text else ''}".rstrip(": ")
 
 
+class _NotFromOnnxruntime(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "onnxruntime" not in Path(record.pathname).parts
+
+
+@contextlib.contextmanager
+def _quiet_converters():
+    """Keep the ORT converters' log lines out while one runs, and leave logging as it was.
+
+    The quantizers warn through the root logger itself (``logging.warning("Please consider
+    to run pre-processing before quantization...")``, on every call), so no logger of their
+    own can be set: for the call, the root logger drops records made in onnxruntime's files
+    (a filter: its level, and so everyone else's records, stay as the caller set them), and
+    onnxruntime's own loggers (float16's) are held at ERROR. Afterwards the filter goes, the
+    level comes back, and so do the root's handlers: ``logging.warning`` with none installs
+    one (basicConfig).
+    """
+    root, ort = logging.getLogger(), logging.getLogger("onnxruntime")
+    handlers, level, drop = list(root.handlers), ort.level, _NotFromOnnxruntime()
+    root.addFilter(drop)
+    ort.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        root.removeFilter(drop)
+        ort.setLevel(level)
+        root.handlers[:] = handlers
+
+
 def toposort(graph) -> None:
     """Put graph.node in an order where every node follows the producers of its inputs."""
     ready = {i.name for i in graph.input} | {t.name for t in graph.initializer} | {""}
@@ -70,11 +100,11 @@ def toposort(graph) -> None:
     graph.node.extend(ordered)
 
 
+@_quiet_converters()  # a fresh context per call (contextmanager's ContextDecorator)
 def build_onnx(name: str, model, calibration: np.ndarray, input_name: str):
     """The ONNX variant ``name`` of ``model`` (an onnx.ModelProto, float32), as a checked ModelProto."""
     import onnx
 
-    logging.getLogger().setLevel(logging.ERROR)  # the quantizers warn on the root logger, per call
     try:
         if name == "onnx-fp16":
             from onnxruntime.transformers.float16 import convert_float_to_float16

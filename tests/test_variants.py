@@ -170,3 +170,39 @@ def test_config_refuses_a_bundle_model_that_is_not_built(tmp_path):
     cfg = config_with(tmp_path, **{'model = "onnx-fp32"': 'model = "tflite-fp16"'})
     r = pipeline("config", "--config", str(cfg))
     assert r.returncode == 2 and "bundle.model: expected one of 'onnx-fp32', 'auto', 'onnx-fp16'" in r.stderr.decode()
+
+
+def linear_onnx(w: float = 1.8, b: float = 32.0):
+    """A one-Dense-layer float32 model (celsius [batch, 1] -> fahrenheit), made by hand: no export needed."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["celsius", "w"], ["xw"]), helper.make_node("Add", ["xw", "b"], ["fahrenheit"])],
+        "linear",
+        [helper.make_tensor_value_info("celsius", TensorProto.FLOAT, ["batch", 1])],
+        [helper.make_tensor_value_info("fahrenheit", TensorProto.FLOAT, ["batch", 1])],
+        [numpy_helper.from_array(np.float32([[w]]), "w"), numpy_helper.from_array(np.float32([b]), "b")],
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], ir_version=8)
+
+
+def test_building_a_variant_leaves_the_root_logger_as_it_was(caplog):
+    """The ORT quantizers warn through the root logger ("consider pre-processing"): the
+    builder keeps those lines out without changing the caller's logging (level or handlers)."""
+    import logging
+
+    import numpy as np
+
+    from export.variants import build_onnx
+
+    root = logging.getLogger()
+    caplog.set_level(logging.INFO)  # the caller's choice, which a variant build must not change
+    before = root.level, list(root.handlers), list(root.filters)
+    for name in ("onnx-fp16", "onnx-int8-dynamic", "onnx-int8-static"):
+        build_onnx(name, linear_onnx(), np.float32([-40.0, 0.0, 38.0]), "celsius")
+        assert (root.level, root.handlers, root.filters) == before, name
+    assert not [r for r in caplog.records if "pre-processing" in r.getMessage()]
+    logging.getLogger().warning("the caller's own warning")
+    assert [r.getMessage() for r in caplog.records] == ["the caller's own warning"]
