@@ -99,6 +99,49 @@ def bundle_tarball(request) -> Path:
     return request.getfixturevalue("built").dist / "bundle.tar.gz"
 
 
+class Checkout:
+    """A copy of the source tree as a git repository of its own, to commit in (a test never
+    commits in the real one); ``bundle`` runs the bundle stage from it on a copy of a build."""
+
+    def __init__(self, dest: Path, date: int = 1_700_000_000):
+        import shutil
+
+        self.src = dest
+        ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
+        for d in ("pipeline", "export", "runtime", "configs"):
+            shutil.copytree(ROOT / d, dest / d, ignore=ignore)
+        (dest / "README.md").write_text("# a checkout\n")
+        self.git("init", "-q")
+        self.git("add", "-A")
+        self.commit("first", date)
+
+    def git(self, *args: str, date: int = 0) -> None:
+        who = {f"GIT_{r}_{k}": v for r in ("AUTHOR", "COMMITTER")
+               for k, v in (("NAME", "test"), ("EMAIL", "test@example.com"), ("DATE", f"@{date} +0000"))}
+        subprocess.run(["git", "-C", str(self.src), *args], check=True, capture_output=True,
+                       env={**os.environ, **who})
+
+    def commit(self, message: str, date: int, edits: dict[str, str] | None = None) -> None:
+        """Commit ``edits`` ({relative path: text appended}), or nothing at all (an empty commit)."""
+        for name, text in (edits or {}).items():
+            with open(self.src / name, "a") as f:
+                f.write(text)
+        self.git("commit", "-q", "-a", "--allow-empty", "-m", message, date=date)
+
+    def bundle(self, built: "Built", dest: Path) -> Path:
+        """The bundle stage, run from this checkout on a copy of ``built``'s build (the same verified
+        model: only the checkout differs); SOURCE_DATE_EPOCH unset. Returns the tarball."""
+        import shutil
+
+        shutil.copytree(built.build, dest / "build")
+        env = {k: v for k, v in os.environ.items() if k != "SOURCE_DATE_EPOCH"}
+        r = subprocess.run([sys.executable, "-m", "pipeline", "bundle", "--config", str(built.config),
+                            "--build", str(dest / "build"), "--dist", str(dest / "dist")],
+                           cwd=self.src, capture_output=True, env={**env, "PYTHONPATH": str(self.src)}, timeout=600)
+        assert r.returncode == 0, r.stderr.decode()
+        return dest / "dist" / "bundle.tar.gz"
+
+
 @pytest.fixture
 def bundle(tmp_path, bundle_tarball) -> Path:
     """A freshly unpacked copy of the bundle (tests may damage it)."""

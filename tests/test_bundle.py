@@ -4,16 +4,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
 import tarfile
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 from runtime.manifest import sha256_file
-from tests.conftest import Built, run_module
+from tests.conftest import Built, Checkout, run_module
 
 
 def sha(data: bytes) -> str:
@@ -139,51 +137,23 @@ def test_unpacked_tarball_passes_selfcheck(built, tmp_path):
     assert r.returncode == 0 and float(r.stdout) == pytest.approx(211.747, abs=1e-3)
 
 
-def _git(repo: Path, *args: str, date: int) -> None:
-    import subprocess
-
-    env = {**os.environ, "GIT_AUTHOR_DATE": f"@{date} +0000", "GIT_COMMITTER_DATE": f"@{date} +0000",
-           "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.com", "GIT_COMMITTER_NAME": "t",
-           "GIT_COMMITTER_EMAIL": "t@example.com"}
-    subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True, env=env)
-
-
 def test_a_commit_that_changes_nothing_in_the_bundle_gives_the_same_release(built, tmp_path):
     """An empty commit and a README-only commit, each followed by a clean bundle, give the same
     sha256 (a release is what it holds); a commit to runtime/ dates the files anew."""
-    from tests.conftest import ROOT
-
-    src = tmp_path / "src"
-    ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
-    for d in ("pipeline", "export", "runtime", "configs"):
-        shutil.copytree(ROOT / d, src / d, ignore=ignore)
-    (src / "README.md").write_text("# a checkout\n")
-    _git(src, "init", "-q", date=0)
-    _git(src, "add", "-A", date=0)
-    _git(src, "commit", "-q", "-m", "first", date=1_700_000_000)
-
-    env = {k: v for k, v in os.environ.items() if k != "SOURCE_DATE_EPOCH"}
+    src = Checkout(tmp_path / "src", date=1_700_000_000)
 
     def bundle(n: int) -> tuple[str, set[int]]:
-        build, dist = tmp_path / f"build{n}", tmp_path / f"dist{n}"
-        shutil.copytree(built.build, build)  # the same verified model: only the checkout differs
-        r = run_module("pipeline", "bundle", "--config", str(built.config), "--build", str(build),
-                       "--dist", str(dist), cwd=src, env={**env, "PYTHONPATH": str(src)})
-        assert r.returncode == 0, r.stderr.decode()
-        with tarfile.open(dist / "bundle.tar.gz") as tar:
-            dates = {m.mtime for m in tar.getmembers()}
-        return sha256_file(dist / "bundle.tar.gz"), dates
+        tarball = src.bundle(built, tmp_path / str(n))
+        with tarfile.open(tarball) as tar:
+            return sha256_file(tarball), {m.mtime for m in tar.getmembers()}
 
     first, dates = bundle(1)
     assert dates == {1_700_000_000}
-    _git(src, "commit", "-q", "--allow-empty", "-m", "doc", date=1_700_001_000)
+    src.commit("doc", 1_700_001_000)
     assert bundle(2) == (first, dates)
-    (src / "README.md").write_text("# a checkout, better explained\n")
-    _git(src, "commit", "-q", "-am", "README", date=1_700_002_000)
+    src.commit("README", 1_700_002_000, {"README.md": "Better explained.\n"})
     assert bundle(3) == (first, dates)
     # The control: a commit to a file the bundle copies makes a new release, dated by it.
-    with open(src / "runtime" / "requirements.txt", "a") as f:
-        f.write("# a comment\n")
-    _git(src, "commit", "-q", "-am", "runtime", date=1_700_003_000)
+    src.commit("runtime", 1_700_003_000, {"runtime/requirements.txt": "# a comment\n"})
     changed, dates = bundle(4)
     assert changed != first and dates == {1_700_003_000}

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, shifted_bundle
+from conftest import ROOT, Checkout, shifted_bundle
 from sshfleet import Fleet, SshUnavailable, ensure_sshd
 
 # SSH test hosts (sshd as root) and an emulated Pi 4 (QEMU): `make test` only, not test-fast.
@@ -233,6 +233,26 @@ def test_redeploy_unchanged_changes_nothing(hosts, inventory, built, tmp, capsys
     with capsys.disabled():
         print(f"\n  unchanged redeploy to 3 hosts: {r.seconds:.1f} s (first deploy "
               f"{getattr(test_first_deploy, 'seconds', float('nan')):.1f} s)")
+
+
+def test_a_doc_only_commit_rebuilds_the_same_release_and_deploys_nothing(fleet, built, tmp, tmp_path):
+    """A clean bundle after an empty and a README-only commit is the release the device already
+    runs: the deploy reports it unchanged, changed=0 (it used to restart every device)."""
+    src = Checkout(tmp_path / "src", date=1_700_000_000)
+    first = src.bundle(built, tmp_path / "first")
+    host = fleet.add("doc-commit")
+    inv = fleet.inventory(tmp_path / "inventory.ini", [host])
+    r = fleet_cmd("deploy", inv, tmp=tmp, bundle=first)
+    assert r.rc == 0 and r.result(host) == "deployed", r.out[-3000:] + r.err
+    src.commit("doc", 1_700_001_000)
+    src.commit("README", 1_700_002_000, {"README.md": "Better explained.\n"})
+    again = src.bundle(built, tmp_path / "again")
+    assert sha12(again) == sha12(first)
+    before = (state(host), os.lstat(host.edge_root / "current").st_mtime_ns)
+    r = fleet_cmd("deploy", inv, tmp=tmp, bundle=again)
+    assert r.rc == 0, r.out[-3000:] + r.err
+    assert r.result(host) == "unchanged" and r.recap(host)["changed"] == 0, (r.report, r.recap(host))
+    assert (state(host), os.lstat(host.edge_root / "current").st_mtime_ns) == before
 
 
 def test_check_mode_plans_and_changes_nothing(hosts, inventory, models, tmp):
