@@ -24,6 +24,8 @@ import sys
 import threading
 import time
 
+from bench.stats import nearest_rank as pct
+
 HEADERS = {"Content-Type": "application/json"}
 
 
@@ -105,14 +107,6 @@ def _process(port, threads, body_list, warmup, ready_count, go, budget, deadline
                "end": max(o.get("end", 0.0) for o in outs),
                "cpu_s": (c1.user - c0.user) + (c1.system - c0.system)})
     conn.close()
-
-
-def pct(sorted_values: list[float], q: float) -> float:
-    """The q-th percentile (nearest rank) of sorted values."""
-    if not sorted_values:
-        return float("nan")
-    k = max(0, min(len(sorted_values) - 1, int(round(q / 100 * len(sorted_values))) - 1))
-    return sorted_values[k]
 
 
 def run(port: int, clients: int, procs: int, requests: int, time_cap: float, values: int = 1, warmup: int = 20,

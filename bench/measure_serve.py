@@ -15,40 +15,29 @@ and quoted as median [min, max]. Then requests of 10,000 values. The load genera
 bench/serve_load.py in processes of its own, confined to all CPUs but one when there are two or
 more, so that it cannot take the whole machine from the server it measures; its CPU use is
 recorded with every run. Peak RSS of the real server is VmHWM from /proc at the end of its load,
-against ``python -m runtime predict 100``'s (os.wait4, through a small spawner: see peak_rss_run).
+against ``python -m runtime predict 100``'s (os.wait4, through a small spawner: see peak_rss_run in
+bench/proc.py, through which every process here is started).
 The server pins its connection threads to one CPU by default (``--cpu auto``); in the full run
 the same single-value rounds are repeated with ``--cpu any`` (not pinned), to show what that buys.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import re
-import signal
-import statistics
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-PY = sys.executable
+from bench import proc
+from bench.proc import PY, ROOT
+from bench.stats import nearest_rank, stats
+
 CLIENTS = (1, 8, 32)
 BATCH_VALUES = 10_000
 # Start a command with its affinity set (inherited by every thread it will start), then exec it.
 PIN = ("import os, sys; os.sched_setaffinity(0, {int(sys.argv[1])}); "
        "os.execv(sys.executable, [sys.executable, *sys.argv[2:]])")
-
-
-def _stats(values: list[float]) -> dict[str, float]:
-    return {"median": statistics.median(values), "min": min(values), "max": max(values), "n": len(values)}
-
-
-def _pct(sorted_values: list[float], q: float) -> float:
-    k = max(0, min(len(sorted_values) - 1, int(round(q / 100 * len(sorted_values))) - 1))
-    return sorted_values[k]
 
 
 def cpu_plan() -> tuple[int | None, list[int] | None]:
@@ -84,9 +73,7 @@ class Server:
         if cpu is not None:
             cmd = [PY, "-c", PIN, str(cpu), *cmd[1:]]
         self.err_path = work / f"{name}.stderr"
-        with open(self.err_path, "wb") as err:
-            self.proc = subprocess.Popen(cmd, cwd=ROOT, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                         stderr=err)
+        self.proc = proc.start(cmd, self.err_path)
         self.pid = self.proc.pid
         deadline = time.monotonic() + 120
         while True:
@@ -114,14 +101,7 @@ class Server:
         raise SystemExit(f"bench: no VmHWM for {self.name} (pid {self.pid})")
 
     def stop(self) -> int | None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        return self.proc.returncode
+        return proc.stop(self.proc)
 
 
 def load(server: Server, clients: int, requests: int, cap: float, client_cpus: list[int] | None,
@@ -132,50 +112,10 @@ def load(server: Server, clients: int, requests: int, cap: float, client_cpus: l
            "--values", str(values), "--warmup", "20" if values == 1 else "2", "--server-pid", str(server.pid)]
     if client_cpus:
         cmd += ["--cpus", ",".join(map(str, client_cpus))]
-    r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=cap + 180)
-    if r.returncode != 0 or not r.stdout.strip():
-        raise SystemExit(f"bench: load on {server.name} failed: {r.stderr.strip()[-800:]}")
+    r = proc.run(cmd, capture=True, timeout=cap + 180, what=f"load on {server.name}")
     if server.proc.poll() is not None:
         raise SystemExit(f"bench: {server.name} server exited: {server.err_path.read_text(errors='replace')[-800:]}")
-    return json.loads(r.stdout.strip().splitlines()[-1])
-
-
-def _wait4_run(cmd: list[str], cwd: Path) -> float:
-    """Run ``cmd``; its wall seconds; a failure stops the benchmark."""
-    t = time.perf_counter()
-    p = subprocess.Popen(cmd, cwd=cwd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    _, status, _ = os.wait4(p.pid, 0)
-    wall = time.perf_counter() - t
-    err = p.stderr.read().decode(errors="replace")
-    p.stderr.close()
-    if os.waitstatus_to_exitcode(status) != 0:
-        raise SystemExit(f"bench: {' '.join(cmd)} failed ({os.waitstatus_to_exitcode(status)}): {err.strip()[-500:]}")
-    return wall
-
-
-# Linux charges a child's ru_maxrss with its parent's peak RSS when the child was forked (or
-# vforked, as subprocess does) from it: by the time this section runs, the benchmark process has
-# held the stream section's input and is far larger than `predict`, so os.wait4 on a child of
-# it reports the benchmark's own peak. A small spawner in between reports the child's own peak.
-_SPAWN_WAIT4 = (
-    "import os, sys, time\n"
-    "t = time.perf_counter()\n"
-    "pid = os.posix_spawn(sys.argv[1], sys.argv[1:], os.environ,"
-    " file_actions=[(os.POSIX_SPAWN_OPEN, 1, os.devnull, os.O_WRONLY, 0)])\n"
-    "_, status, ru = os.wait4(pid, 0)\n"
-    "print(time.perf_counter() - t, ru.ru_maxrss, os.waitstatus_to_exitcode(status))\n")
-
-
-def peak_rss_run(cmd: list[str], cwd: Path) -> tuple[float, float]:
-    """Run ``cmd`` (cmd[0] an absolute path) under a small spawner; (wall seconds, its own peak RSS MB)."""
-    r = subprocess.run([PY, "-I", "-S", "-c", _SPAWN_WAIT4, *cmd], cwd=cwd, capture_output=True, text=True)
-    try:
-        wall, maxrss_kb, code = r.stdout.split()
-    except ValueError:
-        raise SystemExit(f"bench: {' '.join(cmd)}: no measurement: {r.stderr.strip()[-500:]}") from None
-    if int(code) != 0 or r.returncode != 0:
-        raise SystemExit(f"bench: {' '.join(cmd)} failed ({code}): {r.stderr.strip()[-500:]}")
-    return float(wall), int(maxrss_kb) / 1024
+    return r.json()
 
 
 def cli_per_request(bundle: Path, clients: int, requests: int, cap: float) -> dict:
@@ -198,7 +138,8 @@ def cli_per_request(bundle: Path, clients: int, requests: int, cap: float) -> di
             value = f"{-40 + 1.37 * ((k * 7919 + i) % 97):.2f}"
             i += 1
             try:
-                w = _wait4_run([PY, "-m", "runtime", "predict", value, "--bundle", str(bundle)], ROOT)
+                w = proc.run([PY, "-m", "runtime", "predict", value, "--bundle", str(bundle)],
+                             stdin=proc.DEVNULL).wall_s
             except BaseException as e:  # SystemExit from a failed predict: stop every client, re-raise below
                 failure.append(e)
                 return
@@ -216,24 +157,24 @@ def cli_per_request(bundle: Path, clients: int, requests: int, cap: float) -> di
     lat = sorted(walls)
     return {"clients": clients, "requests": len(lat), "wall_s": wall, "capped": len(lat) < requests,
             "req_per_s": len(lat) / wall,
-            "latency_ms": {"p50": _pct(lat, 50) * 1e3, "p99": _pct(lat, 99) * 1e3, "max": lat[-1] * 1e3}}
+            "latency_ms": {"p50": nearest_rank(lat, 50) * 1e3, "p99": nearest_rank(lat, 99) * 1e3, "max": lat[-1] * 1e3}}
 
 
 def _summary(real: list[dict], const: list[dict]) -> dict:
     """Medians [min, max] of each server's runs and the pair-by-pair ratios real/constant."""
 
     def side(runs: list[dict]) -> dict:
-        return {"req_per_s": _stats([r["req_per_s"] for r in runs]),
-                "values_per_s": _stats([r["values_per_s"] for r in runs]),
-                "p50_ms": _stats([r["latency_ms"]["p50"] for r in runs]),
-                "p99_ms": _stats([r["latency_ms"]["p99"] for r in runs]),
-                "client_cores": _stats([r["client_cores"] for r in runs]),
-                "server_cores": _stats([r["server_cores"] for r in runs]),
+        return {"req_per_s": stats([r["req_per_s"] for r in runs]),
+                "values_per_s": stats([r["values_per_s"] for r in runs]),
+                "p50_ms": stats([r["latency_ms"]["p50"] for r in runs]),
+                "p99_ms": stats([r["latency_ms"]["p99"] for r in runs]),
+                "client_cores": stats([r["client_cores"] for r in runs]),
+                "server_cores": stats([r["server_cores"] for r in runs]),
                 "errors": sum(r["errors"] for r in runs), "requests": sum(r["requests"] for r in runs)}
 
     return {"real": side(real), "constant": side(const),
-            "throughput_ratio": _stats([a["req_per_s"] / b["req_per_s"] for a, b in zip(real, const)]),
-            "p99_ratio": _stats([a["latency_ms"]["p99"] / b["latency_ms"]["p99"] for a, b in zip(real, const)])}
+            "throughput_ratio": stats([a["req_per_s"] / b["req_per_s"] for a, b in zip(real, const)]),
+            "p99_ratio": stats([a["latency_ms"]["p99"] / b["latency_ms"]["p99"] for a, b in zip(real, const)])}
 
 
 def _rounds(real: Server, const: Server, rounds: int, requests: int, cap: float,
@@ -264,9 +205,9 @@ def run(bundle: Path, work: Path, quick: bool) -> dict:
 
     # A process per request, before any server runs; and `predict 100` alone for its peak RSS.
     out["cli"] = {str(c): cli_per_request(bundle, c, cli_requests[c], 30.0 if quick else 60.0) for c in CLIENTS}
-    predict = [peak_rss_run([PY, "-m", "runtime", "predict", "100", "--bundle", str(bundle)], ROOT)
+    predict = [proc.peak_rss_run([PY, "-m", "runtime", "predict", "100", "--bundle", str(bundle)], ROOT)
                for _ in range(4 if quick else 8)][1:]  # the first warms the page cache
-    out["predict_100"] = {"wall_s": _stats([w for w, _ in predict]), "peak_rss_mb": _stats([m for _, m in predict])}
+    out["predict_100"] = {"wall_s": stats([w for w, _ in predict]), "peak_rss_mb": stats([m for _, m in predict])}
 
     # The servers as shipped (no affinity); the clients on all CPUs but one.
     servers = []

@@ -1,0 +1,55 @@
+"""The goals the benchmark is held to, and whether this run's measurements meet them."""
+
+from __future__ import annotations
+
+from bench.measure_serve import BATCH_VALUES
+
+
+def targets(r: dict) -> list[dict]:
+    p = r["pipeline"]
+    rows = []
+    if "train_loop_vs_fit" in p:
+        tvf = p["train_loop_vs_fit"]
+        rows.append(("train loop vs model.fit(epochs=500), same weights", ">= 10x", tvf["speedup"]["median"],
+                     lambda v: v >= 10 and tvf["identical_weights"],
+                     f"{tvf['speedup']['median']:.1f}x, identical weights: {tvf['identical_weights']}"))
+    rows += [
+        ("make all from an empty build/", "<= 8 s", p["make_all_from_empty_s"]["median"], lambda v: v <= 8,
+         f"{p['make_all_from_empty_s']['median']:.2f} s"),
+        ("make all with nothing changed", "< 1 s, no stage", p["make_all_noop_s"]["median"],
+         lambda v: v < 1 and p["noop_stages_run"] == 0,
+         f"{p['make_all_noop_s']['median']:.3f} s, stages run: {p['noop_stages_run']}"),
+        ("runtime predict 100 cold vs bare onnxruntime script", "<= 1.15x wall",
+         r["cli_vs_bare"]["wall_ratio"]["median"], lambda v: v <= 1.15, f"{r['cli_vs_bare']['wall_ratio']['median']:.3f}x"),
+        ("runtime predict 100 peak RSS vs bare script", "<= 1.1x",
+         r["cli_vs_bare"]["rss_ratio"]["median"], lambda v: v <= 1.1, f"{r['cli_vs_bare']['rss_ratio']['median']:.3f}x"),
+        ("Runner.predict vs raw session.run, batch 1, alternating blocks", "<= 1.25x",
+         r["predict_overhead"]["ratio"]["median"], lambda v: v <= 1.25,
+         f"{r['predict_overhead']['ratio']['median']:.3f}x"),
+        ("stream, text in and out", ">= 500,000 lines/s", r["stream"]["lines_per_s"]["median"],
+         lambda v: v >= 500_000, f"{r['stream']['lines_per_s']['median']:,.0f} lines/s"),
+    ]
+    if "serve" in r:
+        rows += serve_targets(r["serve"])
+    return [{"target": t, "goal": g, "measured": text, "met": bool(ok(v))} for t, g, v, ok, text in rows]
+
+
+def serve_targets(sv: dict) -> list[tuple]:
+    s8, b, rss = sv["single"]["8"], sv["batch"], sv["rss"]
+    real, const = s8["real"], s8["constant"]
+    clean = real["errors"] == 0 and const["errors"] == 0
+    pred = sv["predict_100"]["peak_rss_mb"]["median"]
+    return [
+        ("serve, 8 keep-alive clients, single values: throughput vs the same server answering a constant",
+         ">= 0.7x", s8["throughput_ratio"]["median"], lambda v: v >= 0.7 and clean,
+         f"{s8['throughput_ratio']['median']:.2f}x ({real['req_per_s']['median']:,.0f} vs "
+         f"{const['req_per_s']['median']:,.0f} req/s)" + ("" if clean else ", with errors")),
+        ("serve, 8 clients: p99 latency vs the constant server", "<= 2x", s8["p99_ratio"]["median"],
+         lambda v: v <= 2, f"{s8['p99_ratio']['median']:.2f}x ({real['p99_ms']['median']:.2f} vs "
+                           f"{const['p99_ms']['median']:.2f} ms)"),
+        (f"serve, requests of {BATCH_VALUES:,} values (1 client)", ">= 2M values/s",
+         b["real"]["values_per_s"]["median"], lambda v: v >= 2e6 and b["real"]["errors"] == 0,
+         f"{b['real']['values_per_s']['median'] / 1e6:.2f}M values/s"),
+        ("serve peak RSS (VmHWM at the end of its load) vs runtime predict 100", "<= 1.2x", rss["ratio_vs_predict"],
+         lambda v: v <= 1.2, f"{rss['ratio_vs_predict']:.2f}x ({rss['after_batch_mb']:.1f} vs {pred:.1f} MB)"),
+    ]
