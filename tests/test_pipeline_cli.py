@@ -1,4 +1,4 @@
-"""`python -m pipeline` as the README shows it: per-command help, the config in force, a clear
+"""`python -m pipeline` as docs/pipeline.md shows it: per-command help, the config in force, a clear
 line when run outside the venv."""
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """The systemd units the bundle ships (runtime/systemd/ -> systemd/ in the bundle).
 
 Three kinds of check, none timed:
-- the directives the README promises are there, with the promised values; each promise is
+- the directives docs/serving.md promises are there, with the promised values; each promise is
   also checked to fail when its directive is removed, so the list cannot pass vacuously;
 - `systemd-analyze verify` accepts both units with no warning about them (skipped where
   systemd-analyze is not installed; PID 1 need not be systemd, so the units are never started);
