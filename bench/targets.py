@@ -18,7 +18,8 @@ def targets(r: dict) -> list[dict]:
          f"{p['make_all_from_empty_s']['median']:.2f} s"),
         ("make all with nothing changed", "< 1 s, no stage", p["make_all_noop_s"]["median"],
          lambda v: v < 1 and p["noop_stages_run"] == 0,
-         f"{p['make_all_noop_s']['median']:.3f} s, stages run: {p['noop_stages_run']}"),
+         f"{p['make_all_noop_s']['median']:.3f} s, stages run: {p['noop_stages_run']}"
+         + (f" ({', '.join(p['noop_stages'])})" if p.get("noop_stages") else "")),
         ("runtime predict 100 cold vs bare onnxruntime script", "<= 1.15x wall",
          r["cli_vs_bare"]["wall_ratio"]["median"], lambda v: v <= 1.15, f"{r['cli_vs_bare']['wall_ratio']['median']:.3f}x"),
         ("runtime predict 100 peak RSS vs bare script", "<= 1.1x",
