@@ -3,6 +3,8 @@
 Every process the benchmark starts goes through here: ``run`` for a child it waits for (its
 wall seconds, its own peak RSS from os.wait4's rusage, its stdout if asked, its stderr for the
 error message), ``start`` and ``stop`` for a server that runs beside the load it is given.
+No child's output waits in a pipe nobody reads: stderr goes to a file (a server's to its log),
+stdout is either discarded or the one pipe, read to its end before the child is waited for.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from dataclasses import dataclass
@@ -49,29 +52,33 @@ def run(cmd: list[str], *, cwd: Path = ROOT, stdin=None, env: dict | None = None
     this process's). A non-zero exit stops the benchmark unless ``check`` is false; so does
     ``timeout`` seconds passing (the child is killed)."""
     what = what or " ".join(map(str, cmd))
-    t = time.perf_counter()
-    p = subprocess.Popen(cmd, cwd=cwd, stdin=stdin, stdout=subprocess.PIPE if capture else subprocess.DEVNULL,
-                         stderr=subprocess.PIPE, env=env)
-    killed: list[bool] = []
-    timer = threading.Timer(timeout, lambda: (killed.append(True), p.kill())) if timeout else None
-    if timer:
-        timer.start()
     first, first_s, out = b"", None, b""
-    try:
-        if capture:
-            if first_line:
-                first = p.stdout.readline()
-                first_s = time.perf_counter() - t
-            out = p.stdout.read()
-            p.stdout.close()
-        _, status, usage = os.wait4(p.pid, 0)
-        wall = time.perf_counter() - t
-        p.returncode = os.waitstatus_to_exitcode(status)
-        err = p.stderr.read().decode(errors="replace")
-        p.stderr.close()
-    finally:
+    # stderr into a file, never a pipe: the parent reads stdout to its end, then waits; a child
+    # that wrote more than a pipe holds (64 KiB) to a stderr pipe read only after the wait would
+    # block on the write while the parent blocks in wait4, forever.
+    with tempfile.TemporaryFile() as err_file:
+        t = time.perf_counter()
+        p = subprocess.Popen(cmd, cwd=cwd, stdin=stdin, stdout=subprocess.PIPE if capture else subprocess.DEVNULL,
+                             stderr=err_file, env=env)
+        killed: list[bool] = []
+        timer = threading.Timer(timeout, lambda: (killed.append(True), p.kill())) if timeout else None
         if timer:
-            timer.cancel()
+            timer.start()
+        try:
+            if capture:
+                with p.stdout:
+                    if first_line:
+                        first = p.stdout.readline()
+                        first_s = time.perf_counter() - t
+                    out = p.stdout.read()
+            _, status, usage = os.wait4(p.pid, 0)
+            wall = time.perf_counter() - t
+        finally:
+            if timer:
+                timer.cancel()
+        p.returncode = os.waitstatus_to_exitcode(status)
+        err_file.seek(0)
+        err = err_file.read().decode(errors="replace")
     if killed:
         raise SystemExit(f"bench: {what}: no end after {timeout:g} s (killed): {err.strip()[-800:]}")
     if check and p.returncode != 0:
