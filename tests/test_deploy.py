@@ -513,7 +513,8 @@ def test_ansible_lint_production_profile():
 
 
 def test_no_insecure_ssh_options_anywhere():
-    for path in [*(ROOT / "deploy").rglob("*"), *(ROOT / "tests").glob("*.py"), ROOT / "Makefile", ROOT / "README.md"]:
+    docs = [ROOT / "README.md", *(ROOT / "docs").glob("*.md")]  # the README and every docs/ page
+    for path in [*(ROOT / "deploy").rglob("*"), *(ROOT / "tests").glob("*.py"), ROOT / "Makefile", *docs]:
         if path.is_file() and path.suffix in (".py", ".yml", ".ini", ".cfg", ".md", "") and path != Path(__file__):
             text = path.read_text(errors="replace")
             assert not re.search(r"StrictHostKeyChecking\s*=\s*no|host_key_checking\s*=\s*False", text, re.I), path
