@@ -4,7 +4,6 @@ link (and its #anchor) resolves, and every `make <target>` they name is a Makefi
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 import pytest
 
