@@ -8,6 +8,12 @@ version and sha256, and pip's own wheel. The device installs with
 ``pip install --no-index --require-hashes -r requirements.lock``: it never reaches an
 index, and a wheel that changed in transit or in the cache is refused.
 
+``install()`` is the one way this project installs a target's requirements on this
+machine too, the way the device does (offline, hash-checked, with the wheelhouse's own pip
+wheel): ``make runtime-check`` into an x86_64 venv per Python found, ``make pi-check`` into
+an aarch64 site folder for the emulated Python (``pip --target`` with the target's tags,
+run by this Python: an emulated one cannot run pip quickly).
+
 A target is ``<arch>:<python major.minor>:<glibc major.minor>``, e.g. ``aarch64:3.11:2.36``
 (Raspberry Pi OS bookworm 64-bit). The folder is keyed by the requirements' content and
 the target, and reused once complete.
@@ -59,10 +65,23 @@ def platforms(arch: str, glibc: tuple[int, int]) -> list[str]:
     return tags + [f"manylinux2014_{arch}"] if minor >= 17 else tags
 
 
+def _packaging():
+    """packaging's markers, requirements and utils: the package, else pip's vendored copy (a
+    plain Python such as `make runtime-check`'s $(PYTHON) may have pip but not packaging)."""
+    try:
+        from packaging import markers, requirements, utils
+    except ImportError:
+        try:
+            from pip._vendor.packaging import markers, requirements, utils
+        except ImportError:
+            raise WheelhouseError(f"{sys.executable} has neither packaging nor pip; use the project's venv") from None
+    return markers, requirements, utils
+
+
 def resolve_markers(text: str, arch: str, python: tuple[int, int]) -> list[str]:
     """The requirement lines that apply to the target, markers evaluated for it and removed."""
-    from packaging.markers import default_environment
-    from packaging.requirements import Requirement
+    markers, requirements, _ = _packaging()
+    default_environment, Requirement = markers.default_environment, requirements.Requirement
 
     env = default_environment()
     env.update(python_version=f"{python[0]}.{python[1]}", python_full_version=f"{python[0]}.{python[1]}.0",
@@ -73,7 +92,10 @@ def resolve_markers(text: str, arch: str, python: tuple[int, int]) -> list[str]:
         line = raw.split("#", 1)[0].strip()
         if not line:
             continue
-        req = Requirement(line)
+        try:
+            req = Requirement(line)
+        except requirements.InvalidRequirement as e:
+            raise WheelhouseError(f"requirement {line!r}: {e}") from None
         if req.marker is None or req.marker.evaluate(env):
             req.marker = None
             out.append(str(req))
@@ -81,19 +103,23 @@ def resolve_markers(text: str, arch: str, python: tuple[int, int]) -> list[str]:
 
 
 def wheel_name_version(filename: str) -> tuple[str, str]:
-    from packaging.utils import parse_wheel_filename
-
-    name, version, _, _ = parse_wheel_filename(filename)
+    name, version, _, _ = _packaging()[2].parse_wheel_filename(filename)
     return str(name), str(version)
 
 
-def build(requirements: str, target: str, cache: Path) -> dict:
-    """The wheelhouse folder for one target (made once, then reused); returns what the playbook needs."""
+def parse_target(target: str) -> tuple[str, tuple[int, int], tuple[int, int]]:
+    """``aarch64:3.11:2.36`` -> ("aarch64", (3, 11), (2, 36)); WheelhouseError otherwise."""
     m = TARGET.match(target)
     if not m:
         raise WheelhouseError(f"target {target!r}: expected <arch>:<python X.Y>:<glibc X.Y> with arch one of "
                               f"{', '.join(ARCHES)}, e.g. aarch64:3.11:2.36")
-    arch, python, glibc = m[1], (int(m[2]), int(m[3])), (int(m[4]), int(m[5]))
+    return m[1], (int(m[2]), int(m[3])), (int(m[4]), int(m[5]))
+
+
+def build(requirements: str, target: str, cache: Path) -> dict:
+    """The wheelhouse folder for one target (made once, then reused); returns what the playbook needs."""
+    arch, python, glibc = parse_target(target)
+    cache = Path(cache)
     pins = resolve_markers(requirements, arch, python)
     key = hashlib.sha256(("\n".join(pins) + "\n" + PIP).encode()).hexdigest()[:12]
     name = f"cp{python[0]}{python[1]}-{arch}-glibc{glibc[0]}.{glibc[1]}-{key}"
@@ -161,6 +187,83 @@ def pack(folder: Path, names: list[str]) -> None:
                 tar.addfile(info, f)
 
 
+def pip_failure(stderr: str) -> str:
+    """pip's reason in one line: its ERROR line, and for a hash mismatch the packages named."""
+    lines = stderr.splitlines()
+    errors = [ln[len("ERROR: "):] for ln in lines if ln.startswith("ERROR: ")]
+    if any("DO NOT MATCH THE HASHES" in e for e in errors):
+        named = [m[1] for ln in lines if (m := re.match(r"^\s+(\S+==\S+) from ", ln))]
+        return f"THESE PACKAGES DO NOT MATCH THE HASHES FROM THE REQUIREMENTS FILE: {', '.join(named) or '?'}"
+    return (errors[-1:] or [ln.strip() for ln in lines if ln.strip()][-1:] or ["(no output)"])[0]
+
+
+def install(requirements: str, target: str, cache: Path, *, into: str | Path | None = None,
+            target_dir: str | Path | None = None) -> dict:
+    """Install ``requirements`` for ``target`` from its wheelhouse (``build``, made or reused
+    under ``cache``) the way the device does: offline (``--no-index``, the wheelhouse's
+    wheels only), every wheel checked against requirements.lock's sha256
+    (``--require-hashes``), by the wheelhouse's own pip wheel, itself checked against pip.txt.
+    pip runs ``--isolated``: no PIP_* variable or pip.conf of this machine adds an index or
+    a folder of wheels.
+
+    Exactly one destination:
+      ``into``: the ``bin/python`` of a venv of the target's Python, which runs pip (as on
+        the device). Installs every time: whoever made the venv knows whether it is current.
+      ``target_dir``: a folder for ``pip install --target``, run by this Python with the
+        target's platform, Python and implementation (for an interpreter that cannot run pip
+        here, e.g. an emulated arm64 one; put the folder on its PYTHONPATH). Made under a
+        temporary name and renamed, with ``.complete`` holding the wheelhouse id; reused when
+        that id matches, so a killed run is redone and a changed lock reinstalls.
+
+    Returns ``build``'s dict plus ``installed`` (the destination) and ``reused``. Raises
+    WheelhouseError (one line) when pip refuses, e.g. a wheel whose sha256 is not the lock's."""
+    if (into is None) == (target_dir is None):
+        raise ValueError("install: give exactly one of into= and target_dir=")
+    arch, python, glibc = parse_target(target)
+    cache = Path(cache)
+    house = build(requirements, target, cache)
+    dest = Path(target_dir) if target_dir is not None else None
+    if dest is not None:
+        marker = dest / ".complete"
+        if marker.is_file() and marker.read_text().strip() == house["id"]:
+            return {**house, "installed": os.path.abspath(dest), "reused": True}
+    work = Path(tempfile.mkdtemp(prefix=".install.", dir=cache))
+    site = None
+    try:
+        with tarfile.open(house["tar"]) as tar:
+            tar.extractall(work, filter="data")
+        pip_wheel = work / house["pip_wheel"]
+        got = sha256_file(pip_wheel)
+        if got != house["pip_sha256"]:
+            raise WheelhouseError(f"{target}: {house['pip_wheel']}: sha256 mismatch: expected "
+                                  f"{house['pip_sha256']}, got {got}")
+        args = ["install", "--isolated", "--quiet", "--disable-pip-version-check", "--no-index", "--no-cache-dir",
+                "--find-links", str(work), "--require-hashes", "-r", str(work / "requirements.lock")]
+        if dest is None:
+            cmd = [str(into), str(pip_wheel / "pip"), *args]
+        else:
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            site = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
+            site.chmod(0o755)
+            cmd = [sys.executable, str(pip_wheel / "pip"), *args, "--target", str(site), "--no-compile",
+                   "--only-binary=:all:", "--implementation", "cp", "--python-version", f"{python[0]}.{python[1]}"]
+            for plat in platforms(arch, glibc):
+                cmd += ["--platform", plat]
+        r = subprocess.run(cmd, capture_output=True, text=True)
+        if r.returncode != 0:
+            raise WheelhouseError(f"{target}: offline install refused: {pip_failure(r.stderr)}")
+        if site is not None:
+            (site / ".complete").write_text(house["id"] + "\n")
+            shutil.rmtree(dest, ignore_errors=True)
+            site.replace(dest)
+            site = None
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+        if site is not None:
+            shutil.rmtree(site, ignore_errors=True)
+    return {**house, "installed": os.path.abspath(dest if dest is not None else into), "reused": False}
+
+
 RELEASE_PY = Path(__file__).resolve().parent / "roles" / "edge" / "files" / "release.py"
 
 
@@ -182,16 +285,38 @@ def release_script(tarball: Path, digest: str, cache: Path) -> Path:
     return path
 
 
-def read_bundle(tarball: Path, cache: Path) -> tuple[str, dict]:
-    """The bundle's requirements.txt, and what a deploy names and checks it by."""
-    with tarfile.open(tarball) as tar:
-        def read(name: str) -> bytes:
-            member = tar.extractfile(f"bundle/{name}")
+def bundle_files(tarball: Path, *names: str) -> list[bytes]:
+    """The bytes of bundle/<name> for each name, from the bundle tarball."""
+    try:
+        tar = tarfile.open(tarball)
+    except tarfile.TarError as e:
+        raise WheelhouseError(f"{tarball}: not a readable tarball ({str(e).splitlines()[0].rstrip(':')})") from None
+    with tar:
+        out = []
+        for name in names:
+            try:
+                member = tar.extractfile(f"bundle/{name}")
+            except KeyError:
+                raise WheelhouseError(f"{tarball}: no bundle/{name} in it") from None
             if member is None:
                 raise WheelhouseError(f"{tarball}: bundle/{name} is not a file")
-            return member.read()
+            out.append(member.read())
+        return out
 
-        requirements, manifest = read("requirements.txt").decode(), json.loads(read("manifest.json"))
+
+def bundle_requirements(tarball: Path) -> str:
+    """The bundle's own requirements.txt (what a device installs), from its tarball."""
+    [text] = bundle_files(tarball, "requirements.txt")
+    try:
+        return text.decode()
+    except UnicodeDecodeError:
+        raise WheelhouseError(f"{tarball}: bundle/requirements.txt is not UTF-8 text") from None
+
+
+def read_bundle(tarball: Path, cache: Path) -> tuple[str, dict]:
+    """The bundle's requirements.txt, and what a deploy names and checks it by."""
+    requirements = bundle_requirements(tarball)
+    manifest = json.loads(bundle_files(tarball, "manifest.json")[0])
     digest = sha256_file(tarball)
     return requirements, {
         "tarball": str(tarball.resolve()),

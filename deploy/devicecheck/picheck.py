@@ -2,25 +2,30 @@
 
 On this x86-64 machine: an arm64 Python 3.11 userland (Debian bookworm's arm64 packages,
 downloaded with a private APT config and unpacked, not installed), the bundle's own
-requirements.txt resolved to aarch64 wheels, and ``qemu-aarch64-static -cpu cortex-a72``
+requirements.txt installed from its aarch64 wheelhouse (deploy/wheelhouse.py, target
+aarch64:3.11:2.36: offline and hash-checked, as a device installs it) into a site folder
+on the emulated Python's PYTHONPATH, and ``qemu-aarch64-static -cpu cortex-a72``
 (Pi 4) then ``-cpu cortex-a76`` (Pi 5). Under each it unpacks the bundle, runs
 ``deploy/devicecheck/pi_smoke.py`` (selfcheck, predict, a short stream) and compares the answers with
 the same smoke run done natively here, within the manifest's tolerances.
 
-Setup goes under a cache folder (default .cache/pi) and is reused. QEMU 7.2 passes the
-host's x86 /proc/cpuinfo through, and onnxruntime's CPU detection then crashes; ``-L ROOT``
-redirects the guest's open of /proc/cpuinfo to ROOT/proc/cpuinfo, so a Pi-style one is
-written there for each CPU model. What this cannot show: QEMU accepts some instructions a
+Setup goes under a cache folder (default .cache/pi: root/, wheelhouse/, site-<id>/) and is
+reused. QEMU 7.2 passes the host's x86 /proc/cpuinfo through, and onnxruntime's CPU
+detection then crashes; ``-L ROOT`` redirects the guest's open of /proc/cpuinfo to
+ROOT/proc/cpuinfo, so a Pi-style one is written there for each CPU model. What this cannot show: QEMU accepts some instructions a
 real Pi 4 rejects (onnxruntime 1.21.0's SIGILL on real Pi 4s passed under emulation), and
 emulated timings are not a Pi's.
 
     python -m deploy.devicecheck.picheck --tarball dist/bundle.tar.gz [--cache .cache/pi] [--out build/pi-check]
+
+Exit codes: 0 both devices gave x86's answers and passed the selfcheck; 1 a check did not
+hold (or an emulated run failed or timed out); 3 setup failed (tarball missing or unreadable,
+QEMU, the arm64 userland, the wheelhouse). Errors are one line on stderr.
 """
 
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import re
@@ -32,10 +37,12 @@ import tempfile
 import time
 from pathlib import Path
 
+from deploy import wheelhouse
+
 HERE = Path(__file__).resolve().parent
 SMOKE = HERE / "pi_smoke.py"
 PACKAGES = ("python3.11", "libstdc++6")  # onnxruntime needs libstdc++; python3.11 brings the rest
-PLATFORMS = ("manylinux_2_28_aarch64", "manylinux_2_27_aarch64", "manylinux2014_aarch64", "manylinux_2_17_aarch64")
+TARGET = "aarch64:3.11:2.36"  # the wheelhouse target: Debian bookworm's (and Raspberry Pi OS's) Python and glibc
 
 # The devices: QEMU CPU model and what their /proc/cpuinfo says (Raspberry Pi OS, 64-bit).
 DEVICES = {
@@ -160,21 +167,19 @@ def ensure_root(cache: Path) -> Path:
     return root
 
 
-def ensure_site(cache: Path, requirements: Path) -> Path:
-    """The bundle's requirements as aarch64 wheels for CPython 3.11, keyed by the file's hash."""
-    digest = hashlib.sha256(requirements.read_bytes()).hexdigest()[:16]
-    site = cache / f"site-{digest}"
-    if (site / ".complete").exists():
-        return site
-    say(f"downloading aarch64 wheels for {requirements.name} ...")
-    shutil.rmtree(site, ignore_errors=True)
-    cmd = [sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--target", str(site),
-           "--only-binary=:all:", "--python-version", "3.11", "--implementation", "cp", "--no-compile"]
-    for plat in PLATFORMS:
-        cmd += ["--platform", plat]
-    run(cmd + ["-r", str(requirements)], "pip install (aarch64 wheels)")
-    (site / ".complete").touch()
-    return site
+def ensure_site(cache: Path, requirements: str) -> Path:
+    """The bundle's requirements for the emulated Pi, installed the one way (deploy/wheelhouse.py:
+    the aarch64 wheelhouse, offline, hash-checked) into a site folder for its PYTHONPATH,
+    ``cache/site-<wheelhouse id>`` (the id is the lock's sha256; reused once complete)."""
+    houses = cache / "wheelhouse"
+    try:
+        house = wheelhouse.build(requirements, TARGET, houses)
+        site = cache / f"site-{house['id']}"
+        if not (site / ".complete").is_file():
+            say(f"installing the {TARGET} wheelhouse ({len(house['wheels'])} wheels) into {site.name} ...")
+        return Path(wheelhouse.install(requirements, TARGET, houses, target_dir=site)["installed"])
+    except wheelhouse.WheelhouseError as e:
+        raise PiCheckError(str(e), 3) from None
 
 
 def smoke(python: list[str], bundle: Path, env: dict, timeout: float) -> tuple[dict, float]:
@@ -242,6 +247,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if not a.tarball.is_file():
             raise PiCheckError(f"{a.tarball}: not found (run `make bundle` first)", 3)
+        try:
+            requirements = wheelhouse.bundle_requirements(a.tarball)  # read first: a bad tarball fails before setup
+        except wheelhouse.WheelhouseError as e:
+            raise PiCheckError(str(e), 3) from None
         cache = a.cache.resolve()
         cache.mkdir(parents=True, exist_ok=True)
         qemu = ensure_qemu()
@@ -251,7 +260,7 @@ def main(argv: list[str] | None = None) -> int:
             with tarfile.open(a.tarball) as tar:
                 tar.extractall(work, filter="data")
             bundle = work / "bundle"
-            site = ensure_site(cache, bundle / "requirements.txt")
+            site = ensure_site(cache, requirements)
             manifest = json.loads((bundle / "manifest.json").read_text())
             atol, rtol = manifest["golden"]["atol"], manifest["golden"]["rtol"]
             host_env = {**os.environ, "PYTHONPATH": ""}
@@ -293,6 +302,10 @@ def main(argv: list[str] | None = None) -> int:
     except subprocess.TimeoutExpired as e:
         print(f"error: pi-check: an emulated run took longer than {e.timeout:g} s", file=sys.stderr)
         return 1
+    except (tarfile.TarError, OSError, KeyError, ValueError) as e:  # an unreadable or incomplete bundle, a full disk
+        what = f"{e.filename}: {e.strerror}" if isinstance(e, OSError) and e.filename else f"{type(e).__name__}: {e}"
+        print(f"error: pi-check: {what}", file=sys.stderr)
+        return 3
 
 
 if __name__ == "__main__":

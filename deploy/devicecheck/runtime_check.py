@@ -1,13 +1,27 @@
 """`make runtime-check`: the runtime tests in the device's situation, under every supported Python here.
 
 For each Python found (PYTHON first, then pyenv's versions and python3.X on PATH, one per
-minor version), a virtual environment under the cache folder made from the bundle's
-requirements.txt alone (plus pytest, to run the tests), and the runtime tests run in it
-against the bundle tarball. Pythons older than the runtime's minimum are listed as such:
-the runtime refuses them (tests/test_runtime_env.py checks how). Stdlib only.
+minor version), a virtual environment under the cache folder with the bundle's
+requirements.txt alone, installed as a device installs them: from the wheelhouse
+(deploy/wheelhouse.py) for this machine's target (``x86_64:<python X.Y>:<glibc X.Y>``),
+offline and hash-checked. pytest, to run the tests, is not part of the bundle and is not on
+a device: it comes from the package index, installed first with the venv's own pip, so the
+wheelhouse's install is the last word on the bundle's packages. Then the runtime tests run
+in that venv against the bundle tarball. Pythons older than the runtime's minimum are
+listed as such: the runtime refuses them (tests/test_runtime_env.py checks how).
+
+A venv is ``<cache>/py<X.Y>``, the wheelhouse ``<cache>/wheelhouse``. A venv is reused while
+its ``.installed`` stamp (written last: a killed setup is redone) names the same wheelhouse
+(its id is the lock's sha256), the same pytest and the same interpreter.
 
     python -m deploy.devicecheck.runtime_check --tarball dist/bundle.tar.gz [--python python3] [--cache .cache/runtime-venv]
-    python -m deploy.devicecheck.runtime_check --venv-only [--python python3]    # just that Python's venv
+    python -m deploy.devicecheck.runtime_check --venv-only [--tarball T] [--python python3] [--cache ...]
+        # just that Python's venv, its path on stdout (for `make bench`); without --tarball
+        # it is made from the source tree's runtime/requirements.txt
+
+Exit codes: 0 every Python's tests passed (--venv-only: the venv is ready); 1 a Python's
+tests failed or its venv could not be set up; 3 the tarball is missing or unreadable;
+5 no usable Python. Errors are one line on stderr.
 """
 
 from __future__ import annotations
@@ -15,18 +29,26 @@ from __future__ import annotations
 import argparse
 import glob
 import os
+import platform
 import shutil
 import subprocess
 import sys
+import tarfile
 from pathlib import Path
 
+from deploy import wheelhouse
+
 ROOT = Path(__file__).resolve().parents[2]
-REQUIREMENTS = ROOT / "runtime" / "requirements.txt"
+REQUIREMENTS = ROOT / "runtime" / "requirements.txt"  # --venv-only without --tarball: the source tree's
 # The tests that need only the runtime (test_runtime_fuzz.py needs hypothesis: not on a device).
 TESTS = ["tests/test_runtime_api.py", "tests/test_runtime_cli.py", "tests/test_runtime_wall.py",
          "tests/test_runtime_env.py", "tests/test_serve.py", "tests/test_serve_traffic.py"]
 PYTEST = "pytest==9.2.0"
 MINIMUM = (3, 10)  # runtime/__init__.py refuses older Pythons
+
+
+class SetupError(Exception):
+    """A venv could not be made; the message is one line."""
 
 
 def candidates(first: str) -> list[str]:
@@ -49,38 +71,90 @@ def version(python: str) -> tuple[int, int, str, str] | None:
     return (int(parts[0]), int(parts[1]), parts[2], parts[3].strip()) if r.returncode == 0 and len(parts) == 4 else None
 
 
-def venv_for(python: str, minor: tuple[int, int], cache: Path) -> Path:
-    """A venv of ``python`` with the bundle's requirements and pytest, remade when requirements.txt changes."""
+def host_target(minor: tuple[int, int]) -> str:
+    """The wheelhouse target of a Python ``minor`` on this machine, e.g. ``x86_64:3.12:2.36``."""
+    libc = os.confstr("CS_GNU_LIBC_VERSION") if "CS_GNU_LIBC_VERSION" in os.confstr_names else None
+    if not libc or not libc.startswith("glibc "):
+        raise SetupError(f"this machine's C library is {libc or 'unknown'}, not glibc: no manylinux wheels")
+    glibc = ".".join(libc.split()[1].split(".")[:2])
+    return f"{platform.machine()}:{minor[0]}.{minor[1]}:{glibc}"
+
+
+def requirements_of(tarball: Path | None) -> str:
+    """What the venv installs: the bundle's own requirements.txt, or without a tarball the
+    source tree's runtime/requirements.txt."""
+    return REQUIREMENTS.read_text() if tarball is None else wheelhouse.bundle_requirements(tarball)
+
+
+def venv_for(python: str, minor: tuple[int, int], cache: Path, requirements: str | None = None) -> Path:
+    """A venv of ``python`` with ``requirements`` (default: the source tree's
+    runtime/requirements.txt) from the wheelhouse, plus pytest; reused while its stamp matches.
+    Raises SetupError (one line)."""
+    text = REQUIREMENTS.read_text() if requirements is None else requirements
+    cache = Path(cache)
+    houses = cache / "wheelhouse"
     venv = cache / f"py{minor[0]}.{minor[1]}"
     stamp = venv / ".installed"
-    if stamp.exists() and stamp.read_bytes() == REQUIREMENTS.read_bytes():
-        return venv
-    shutil.rmtree(venv, ignore_errors=True)
-    subprocess.run([python, "-m", "venv", str(venv)], check=True)
-    subprocess.run([str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
-                    "-r", str(REQUIREMENTS), PYTEST], check=True)
-    stamp.write_bytes(REQUIREMENTS.read_bytes())
+    try:
+        target = host_target(minor)
+        house = wheelhouse.build(text, target, houses)  # reused once made: the id is the lock's sha256
+        want = f"wheelhouse {house['id']}\n{PYTEST}\npython {python}\n"
+        if stamp.is_file() and stamp.read_text() == want:
+            return venv
+        shutil.rmtree(venv, ignore_errors=True)
+        step(f"making {venv} ({python} -m venv)", [python, "-m", "venv", str(venv)])
+        step(f"{PYTEST} from the index (not part of the bundle)",
+             [str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet", "--disable-pip-version-check", PYTEST])
+        wheelhouse.install(text, target, houses, into=venv / "bin" / "python")
+    except wheelhouse.WheelhouseError as e:
+        raise SetupError(str(e)) from None
+    except OSError as e:
+        raise SetupError(f"{e.filename}: {e.strerror}" if e.filename else str(e)) from None
+    stamp.write_text(want)
     return venv
+
+
+def step(what: str, cmd: list[str]) -> None:
+    r = subprocess.run(cmd, capture_output=True, text=True)
+    if r.returncode != 0:
+        tail = [ln for ln in r.stderr.splitlines() if ln.strip()][-1:] or ["(no output)"]
+        raise SetupError(f"{what}: exited {r.returncode}: {tail[0].strip()}")
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m deploy.devicecheck.runtime_check", description=__doc__.splitlines()[0])
-    p.add_argument("--tarball", help="the bundle under test (required unless --venv-only)")
+    p.add_argument("--tarball", type=Path,
+                   help="the bundle under test, whose requirements.txt the venvs get (required unless --venv-only)")
     p.add_argument("--python", default="python3", help="the first Python to use (default: python3)")
-    p.add_argument("--cache", default=".cache/runtime-venv", help="where the venvs go (default: %(default)s)")
-    p.add_argument("--venv-only", action="store_true", help="just make the venv of --python (for `make bench`)")
+    p.add_argument("--cache", type=Path, default=Path(".cache/runtime-venv"),
+                   help="where the venvs and their wheelhouse go (default: %(default)s)")
+    p.add_argument("--venv-only", action="store_true",
+                   help="just make the venv of --python and print its path (for `make bench`); from --tarball's "
+                        "requirements.txt if given, else the source tree's runtime/requirements.txt")
     args = p.parse_args(argv)
+    tarball = args.tarball.resolve() if args.tarball else None
+    if tarball is None and not args.venv_only:
+        print("error: runtime-check: --tarball is required (or --venv-only)", file=sys.stderr)
+        return 3
+    try:
+        if tarball is not None and not tarball.is_file():
+            raise wheelhouse.WheelhouseError(f"{args.tarball}: not found (run `make bundle` first)")
+        requirements = requirements_of(tarball)
+    except (wheelhouse.WheelhouseError, tarfile.TarError, OSError) as e:
+        print(f"error: runtime-check: {e}", file=sys.stderr)
+        return 3
+
     if args.venv_only:
         v = version(args.python)
         if v is None:
-            print(f"error: {args.python}: does not run", file=sys.stderr)
+            print(f"error: runtime-check: {args.python}: does not run", file=sys.stderr)
             return 5
-        print(venv_for(v[3], v[:2], Path(args.cache)))
+        try:
+            print(venv_for(v[3], v[:2], args.cache, requirements))
+        except SetupError as e:
+            print(f"error: runtime-check: Python {v[2]}: {e}", file=sys.stderr)
+            return 1
         return 0
-    tarball = Path(args.tarball or "").resolve()
-    if not args.tarball or not tarball.is_file():
-        print(f"error: {args.tarball}: not found (run `make bundle` first)", file=sys.stderr)
-        return 3
 
     seen: dict[tuple[int, int], tuple[str, str]] = {}  # (major, minor) -> (version, executable)
     too_old: dict[tuple[int, int], tuple[str, str]] = {}
@@ -90,7 +164,8 @@ def main(argv: list[str] | None = None) -> int:
             continue
         (seen if v[:2] >= MINIMUM else too_old)[v[:2]] = v[2:]
     if not seen:
-        print(f"error: no Python >= {MINIMUM[0]}.{MINIMUM[1]} found (tried {args.python} and pyenv's)", file=sys.stderr)
+        print(f"error: runtime-check: no Python >= {MINIMUM[0]}.{MINIMUM[1]} found (tried {args.python} and pyenv's)",
+              file=sys.stderr)
         return 5
 
     results = []
@@ -98,15 +173,16 @@ def main(argv: list[str] | None = None) -> int:
         label = f"{full} ({python})"
         print(f"runtime-check: Python {label}", flush=True)
         try:
-            venv = venv_for(python, minor, Path(args.cache))
-        except subprocess.CalledProcessError as e:
-            results.append((label, f"FAILED to set up ({' '.join(map(str, e.cmd[:4]))} ... exited {e.returncode})"))
+            venv = venv_for(python, minor, args.cache, requirements)
+        except SetupError as e:
+            results.append((label, f"FAILED to set up: {e}"))
             continue
         r = subprocess.run([str(venv / "bin" / "python"), "-m", "pytest", "-q", "-p", "no:cacheprovider", *TESTS],
                            cwd=ROOT, env={**os.environ, "RUNTIME_TEST_BUNDLE": str(tarball)})
         results.append((label, "passed" if r.returncode == 0 else f"FAILED (pytest exit {r.returncode})"))
 
-    print("\nruntime-check: the runtime tests in a venv of the bundle's requirements.txt alone, per Python:")
+    print("\nruntime-check: the runtime tests in a venv of the bundle's requirements.txt alone "
+          "(from the wheelhouse, offline, hash-checked; plus pytest), per Python:")
     for label, verdict in results:
         print(f"  Python {label}: {verdict}")
     for full, python in sorted(too_old.values()):
@@ -115,4 +191,5 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    os.environ.setdefault("PIP_NO_INPUT", "1")
     sys.exit(main())
