@@ -29,11 +29,11 @@ VERIFY_OUT  := $(REPORT) $(BUILD)/verify/report.md $(BUILD)/verify/variants.npz
 VARIANT_PNG := $(BUILD)/verify/variants-error.png $(BUILD)/verify/variants-ulp.png
 TARBALL     := $(DIST)/bundle.tar.gz
 
-COMMON_SRC  := pipeline/__main__.py pipeline/config.py pipeline/errors.py pipeline/fsutil.py pipeline/quiet.py pipeline/lock.py
-TRAIN_SRC   := $(COMMON_SRC) pipeline/train.py export/tfenv.py
-EXPORT_SRC  := $(COMMON_SRC) pipeline/export_stage.py pipeline/probes.py $(wildcard export/*.py)
-VERIFY_SRC  := $(COMMON_SRC) pipeline/verify.py pipeline/runners.py
-BUNDLE_SRC  := $(COMMON_SRC) pipeline/bundle.py $(wildcard runtime/*.py runtime/systemd/edge-model.*) runtime/requirements.txt
+COMMON_SRC  := pipeline/__main__.py pipeline/config.py pipeline/errors.py pipeline/fsutil.py pipeline/quiet.py pipeline/lock.py pipeline/layout.py export/errors.py export/formats.py
+TRAIN_SRC   := $(COMMON_SRC) pipeline/train.py pipeline/names.py export/tfenv.py
+EXPORT_SRC  := $(COMMON_SRC) pipeline/export_stage.py pipeline/names.py pipeline/probes.py pipeline/reference.py $(wildcard export/*.py) runtime/manifest.py runtime/errors.py
+VERIFY_SRC  := $(COMMON_SRC) pipeline/verify.py pipeline/names.py pipeline/probes.py pipeline/reference.py pipeline/numerics.py pipeline/runners.py pipeline/variant_checks.py pipeline/report.py pipeline/bundle_model.py export/variants.py export/tfenv.py runtime/manifest.py runtime/errors.py
+BUNDLE_SRC  := $(COMMON_SRC) pipeline/bundle.py pipeline/bundle_model.py pipeline/probes.py pipeline/reference.py export/onnx_export.py export/keras3_savedmodel.py export/tfenv.py $(wildcard runtime/*.py runtime/systemd/edge-model.*) runtime/requirements.txt
 
 .PHONY: all venv config train export verify bundle lint test test-fast runtime-check bench bench-quick pi-check deploy fleet-status rollback clean distclean help
 

@@ -18,6 +18,7 @@ from export.errors import ExportError
 
 from . import config as config_mod
 from .errors import EXIT_IO, MissingDependency, PipelineError
+from .layout import Layout
 from .lock import exclusive, remove_stale
 from .quiet import filtered_stderr
 
@@ -111,11 +112,11 @@ def stage_config(cfg_path: Path, out: Path | None) -> None:
     _say(f"config: {cfg_path} -> {out}")
 
 
-def stage_train(cfg, build: Path, plot: bool = True) -> None:
+def stage_train(cfg, layout: Layout, plot: bool = True) -> None:
     from . import train
 
     t0 = time.perf_counter()
-    h = train.run(cfg, build, plot=plot)
+    h = train.run(cfg, layout, plot=plot)
     w = h["weights"]
     wb = f"w = {w[0]['kernel'][0][0]:.6f}, b = {w[0]['bias'][0]:.6f}; " if len(w) == 1 else ""
     ls = h["least_squares"]
@@ -123,29 +124,29 @@ def stage_train(cfg, build: Path, plot: bool = True) -> None:
         f"train: {h['steps']} steps in {h['train_seconds']:.2f} s, final loss {h['final_loss']:.6g}; "
         f"{wb}100 degC -> {h['prediction_at_100c']:.4f} degF "
         f"(least-squares optimum: w = {ls['w']:.6f}, b = {ls['b']:.6f}, {ls['prediction_at_100c']:.4f} degF) "
-        f"-> {build}/model.keras [{time.perf_counter() - t0:.1f} s]"
+        f"-> {layout.model_keras} [{time.perf_counter() - t0:.1f} s]"
     )
 
 
-def stage_export(cfg, build: Path) -> None:
+def stage_export(cfg, layout: Layout) -> None:
     from . import export_stage
 
     t0 = time.perf_counter()
-    s = export_stage.run(cfg, build)
+    s = export_stage.run(cfg, layout)
     o = s["onnx"]
     _say(
-        f"export: {build}/model.onnx ({s['onnx_bytes']} B, opset {o['opset_imports'].get('ai.onnx')}, "
-        f"IR {o['ir_version']}), {build}/model.tflite ({s['tflite_bytes']} B), "
-        f"{sum(v['built'] for v in s['variants'].values())} of {len(s['variants'])} variants in {build}/variants/, "
+        f"export: {layout.model_onnx} ({s['onnx_bytes']} B, opset {o['opset_imports'].get('ai.onnx')}, "
+        f"IR {o['ir_version']}), {layout.model_tflite} ({s['tflite_bytes']} B), "
+        f"{sum(v['built'] for v in s['variants'].values())} of {len(s['variants'])} variants in {layout.variants_dir}/, "
         f"Keras reference on {s['probes']} probes [{time.perf_counter() - t0:.1f} s]"
     )
 
 
-def stage_verify(cfg, build: Path, dist: Path) -> None:
+def stage_verify(cfg, layout: Layout) -> None:
     from . import verify
 
     t0 = time.perf_counter()
-    r = verify.run(cfg, build, dist)
+    r = verify.run(cfg, layout)
     p, a = r["parity"], r["accuracy"]
     lo, hi = next(iter(p.values()))["range_c"]
     _say(
@@ -156,7 +157,7 @@ def stage_verify(cfg, build: Path, dist: Path) -> None:
         + " degF); MAE vs formula (degF): "
         + ", ".join(f"{f} {a[f]['mae_f']:.4f}" for f in a)
         + variants_summary(r.get("variants", {}))
-        + f" -> {build}/verify/report.md [{time.perf_counter() - t0:.1f} s]"
+        + f" -> {layout.report_md} [{time.perf_counter() - t0:.1f} s]"
     )
 
 
@@ -170,46 +171,45 @@ def variants_summary(variants: dict) -> str:
             + (f" (failing: {', '.join(failing)})" if failing else ""))
 
 
-def stage_bundle(cfg, cfg_path: Path, build: Path, dist: Path) -> None:
+def stage_bundle(cfg, layout: Layout) -> None:
     from . import bundle
 
     t0 = time.perf_counter()
-    b = bundle.run(cfg, cfg_path, build, dist)
+    b = bundle.run(cfg, layout)
     _say(
         f"bundle: {b['tarball']} ({b['bytes']} B, sha256 {b['sha256']}, model {b['model']}), unpacked in {b['folder']} "
         f"[{time.perf_counter() - t0:.1f} s]"
     )
 
 
-def stage_plot(build: Path, only: str | None = None) -> None:
+def stage_plot(layout: Layout, only: str | None = None) -> None:
     from . import lossplot, variantplot
 
     t0 = time.perf_counter()
     drawn = []
-    if only == "loss" or (only is None and (build / "train" / "history.json").exists()):
-        drawn.append(lossplot.run(build))
-    if only == "variants" or (only is None and (build / "verify" / "variants.npz").exists()):
-        drawn += variantplot.run(build)
+    if only == "loss" or (only is None and layout.history.exists()):
+        drawn.append(lossplot.run(layout))
+    if only == "variants" or (only is None and layout.variants_npz.exists()):
+        drawn += variantplot.run(layout)
     if not drawn:
-        lossplot.run(build)  # names what is missing
+        lossplot.run(layout)  # names what is missing
     _say(f"plot: {', '.join(map(str, drawn))} [{time.perf_counter() - t0:.1f} s]")
 
 
-def run_stage(stage: str, cfg, cfg_path: Path, build: Path, dist: Path, plot: bool = True,
-              only: str | None = None) -> None:
+def run_stage(stage: str, cfg, layout: Layout, plot: bool = True, only: str | None = None) -> None:
     if stage == "train":
-        stage_train(cfg, build, plot)
+        stage_train(cfg, layout, plot)
     elif stage == "plot":
-        stage_plot(build, only)
+        stage_plot(layout, only)
     elif stage == "export":
-        stage_export(cfg, build)
+        stage_export(cfg, layout)
     elif stage == "verify":
-        stage_verify(cfg, build, dist)
+        stage_verify(cfg, layout)
     else:
-        stage_bundle(cfg, cfg_path, build, dist)
+        stage_bundle(cfg, layout)
 
 
-def record_config(cfg_path: Path, build: Path) -> None:
+def record_config(cfg_path: Path, layout: Layout) -> None:
     """Make ``cfg_path`` the config in force (BUILD/config.toml), as `make config` would.
 
     make decides what is out of date by comparing CONFIG with BUILD/config.toml; a stage
@@ -218,7 +218,7 @@ def record_config(cfg_path: Path, build: Path) -> None:
     """
     from . import fsutil
 
-    in_force = build / "config.toml"
+    in_force = layout.config_in_force
     data = cfg_path.read_bytes()
     if cfg_path.resolve() != in_force.resolve() and not (in_force.is_file() and in_force.read_bytes() == data):
         fsutil.write_bytes(in_force, data)
@@ -227,6 +227,7 @@ def record_config(cfg_path: Path, build: Path) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     cfg_path, build, dist = Path(args.config), Path(args.build), Path(args.dist)
+    layout = Layout(build, dist)
     try:
         if args.stage == "config":
             if args.out is None:
@@ -239,15 +240,15 @@ def main(argv: list[str] | None = None) -> int:
         stages = STAGES if args.stage == "all" else (args.stage,)
         with contextlib.nullcontext() if stages == ("plot",) else exclusive(build, dist):
             if stages != ("plot",):
-                record_config(cfg_path, build)
+                record_config(cfg_path, layout)
             else:  # no lock (it runs beside export), but what a killed plot left is removed all the same
                 remove_stale(build)
             for stage in stages:
                 with filtered_stderr():
-                    run_stage(stage, cfg, cfg_path, build, dist, plot=not getattr(args, "no_plot", False),
+                    run_stage(stage, cfg, layout, plot=not getattr(args, "no_plot", False),
                               only=getattr(args, "only", None))
             if args.stage == "all":  # the variants' plots, which make draws as a job of its own
-                run_stage("plot", cfg, cfg_path, build, dist, only="variants")
+                run_stage("plot", cfg, layout, only="variants")
         return 0
     except (PipelineError, ExportError) as e:
         for line in e.message.splitlines():

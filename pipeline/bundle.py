@@ -12,6 +12,9 @@ not the checkout's last commit, so a README-only commit changes nothing a device
 SOURCE_DATE_EPOCH overrides it. One choice is not reproducible by nature:
 ``[bundle] model = "auto"`` picks by a timing that verify measured (the manifest's
 ``model.chosen_by`` says so), so two builds may bundle different variants.
+
+Which model that is, and which bundle a failed verify removes, are this stage's rules,
+kept in bundle_model.py: verify applies them and records the choice in its report.
 """
 
 from __future__ import annotations
@@ -33,9 +36,10 @@ from runtime import compat
 from runtime import manifest as manifest_mod
 from runtime.manifest import FORMAT, sha256_bytes, sha256_file
 
-from . import fsutil
+from . import bundle_model, fsutil, reference
 from .config import canonical_json, config_hash
 from .errors import ConfigError, OutputError, StageInputError, StateError, VerificationFailed
+from .layout import Layout
 
 ROOT = Path(__file__).resolve().parent.parent
 RUNTIME_DIR = ROOT / "runtime"
@@ -99,11 +103,10 @@ def _golden(cfg: dict[str, Any], ref: dict[str, np.ndarray], working_range: tupl
     lo, hi = working_range or (cfg["runtime"]["valid_min_celsius"], cfg["runtime"]["valid_max_celsius"])
     x, y = ref["x"], ref["keras_y"]
     valid = (x.astype(np.float64) >= lo) & (x.astype(np.float64) <= hi) & np.isfinite(y)
-    names = list(ref["group_names"])
-    picked = [np.flatnonzero(valid & (ref["group"] == names.index(g))) for g in ("training", "edge")]
+    picked = [np.flatnonzero(valid & reference.in_group(ref, g)) for g in ("training", "edge")]
     n = cfg["runtime"]["golden_count"]
     first = np.concatenate(picked)[:n]
-    grid = np.flatnonzero(valid & (ref["group"] == names.index("grid")))
+    grid = np.flatnonzero(valid & reference.in_group(ref, "grid"))
     room = n - first.size
     if grid.size > room:
         grid = grid[np.unique(np.linspace(0, grid.size - 1, room).round().astype(int))] if room else grid[:0]
@@ -111,9 +114,9 @@ def _golden(cfg: dict[str, Any], ref: dict[str, np.ndarray], working_range: tupl
     return {"celsius": x[idx].tolist(), "fahrenheit": y[idx].tolist()}
 
 
-def check_report(build: Path, cfg: dict[str, Any]) -> dict[str, Any]:
+def check_report(layout: Layout, cfg: dict[str, Any]) -> dict[str, Any]:
     """The verify report, if it passed and speaks for the model files that are there now."""
-    path = build / "verify" / "report.json"
+    path = layout.report_json
     try:
         report = json.loads(path.read_text())
     except FileNotFoundError:
@@ -125,7 +128,7 @@ def check_report(build: Path, cfg: dict[str, Any]) -> dict[str, Any]:
     if report.get("config_sha256") != config_hash(cfg):
         raise StateError(f"{path}: made with another config than the current one; re-run `make verify`")
     for f in report.get("files", {}).values():
-        p = build / f["path"]
+        p = layout.build / f["path"]
         actual = sha256_file(p) if p.is_file() else "(missing)"
         if actual != f["sha256"]:
             raise StateError(
@@ -134,13 +137,12 @@ def check_report(build: Path, cfg: dict[str, Any]) -> dict[str, Any]:
     return report
 
 
-def build_files(cfg: dict[str, Any], build: Path, report: dict[str, Any], epoch: int = DEFAULT_EPOCH) -> dict[str, bytes]:
+def build_files(cfg: dict[str, Any], layout: Layout, report: dict[str, Any], epoch: int = DEFAULT_EPOCH
+                ) -> dict[str, bytes]:
     """Every file of the bundle, by relative path, manifest included."""
-    from .verify import load_reference
-
-    chosen = report.get("bundle") or {"model": "onnx-fp32", "path": "model.onnx", "budget": None, "why": "bundle.model"}
-    model_bytes = (build / chosen["path"]).read_bytes()
-    ref = load_reference(build)
+    chosen = report.get("bundle") or bundle_model.DEFAULT
+    model_bytes = (layout.build / chosen["path"]).read_bytes()
+    ref = reference.load(layout.reference)
     budget = chosen["budget"]
     if budget is None:  # float32: Keras's outputs, held to float32 rounding (verify.onnx's tolerances)
         golden, tol = _golden(cfg, ref), cfg["verify"]["onnx"]
@@ -277,19 +279,18 @@ def write_folder(files: dict[str, bytes], dest: Path) -> None:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def run(cfg: dict[str, Any], cfg_path: Path, build: Path, dist: Path) -> dict[str, Any]:
-    build, dist = Path(build), Path(dist)
-    report = check_report(build, cfg)
+def run(cfg: dict[str, Any], layout: Layout) -> dict[str, Any]:
+    report = check_report(layout, cfg)
     epoch = source_date_epoch()
-    files = build_files(cfg, build, report, epoch)
+    files = build_files(cfg, layout, report, epoch)
     blob = tarball(files, mtime=epoch)
-    write_folder(files, dist / "bundle")
-    fsutil.write_bytes(dist / "bundle.tar.gz", blob)
+    write_folder(files, layout.bundle_dir)
+    fsutil.write_bytes(layout.tarball, blob)
     return {
-        "tarball": str(dist / "bundle.tar.gz"),
-        "folder": str(dist / "bundle"),
+        "tarball": str(layout.tarball),
+        "folder": str(layout.bundle_dir),
         "bytes": len(blob),
         "sha256": sha256_bytes(blob),
         "files": len(files),
-        "model": (report.get("bundle") or {}).get("model", "onnx-fp32"),
+        "model": (report.get("bundle") or bundle_model.DEFAULT)["model"],
     }

@@ -1,14 +1,14 @@
-"""Stage 2, export: build/model.keras -> build/model.onnx, build/model.tflite, build/reference.npz.
+"""Stage 2, export: build/model.keras -> build/model.onnx, build/model.tflite, build/variants/,
+build/reference.npz.
 
 ``reference.npz`` holds the probe inputs verify uses and the Keras model's outputs for
-them (the reference), computed here while TensorFlow is loaded anyway, so that verify
-and everything after it run without importing TensorFlow.
+them (the reference, pipeline/reference.py), computed here while TensorFlow is loaded
+anyway, so that verify and everything after it run without importing TensorFlow.
 """
 
 from __future__ import annotations
 
 import hashlib
-import io
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -18,9 +18,10 @@ import numpy as np
 from export.tfenv import tensorflow
 from runtime.manifest import sha256_file
 
-from . import fsutil, probes
+from . import fsutil, probes, reference
 from .errors import OutputError, StageInputError
-from .train import INPUT_NAME, OUTPUT_NAME
+from .layout import Layout
+from .names import INPUT_NAME, OUTPUT_NAME
 
 
 def load_keras_model(path: Path):
@@ -40,29 +41,12 @@ def keras_predict(model, x: np.ndarray) -> np.ndarray:
     return np.asarray(y, dtype=np.float32).reshape(-1)
 
 
-def reference_arrays(cfg: dict[str, Any], model) -> dict[str, np.ndarray]:
-    groups = probes.parity_probes(cfg)
-    x = np.concatenate(list(groups.values()))
-    group = np.concatenate([np.full(len(v), i, np.int8) for i, v in enumerate(groups.values())])
-    acc_x = probes.accuracy_grid(cfg)
-    return {
-        "x": x,
-        "group": group,
-        "group_names": np.array(list(groups)),
-        "keras_y": keras_predict(model, x),
-        "accuracy_x": acc_x,
-        "keras_accuracy_y": keras_predict(model, acc_x),
-    }
-
-
 def calibration_inputs(cfg: dict[str, Any]) -> np.ndarray:
     """The calibration set: the training inputs, or calibration_points over the working range."""
-    from .verify import input_range
-
     v = cfg["variants"]
     if v["calibration"] == "training":
         return np.asarray(cfg["data"]["celsius"], np.float32)
-    return np.linspace(*input_range(cfg), v["calibration_points"]).astype(np.float32)
+    return np.linspace(*probes.working_range(cfg), v["calibration_points"]).astype(np.float32)
 
 
 def build_variants(cfg: dict[str, Any], saved: Path, onnx_model) -> dict[str, bytes | str]:
@@ -84,19 +68,18 @@ def build_variants(cfg: dict[str, Any], saved: Path, onnx_model) -> dict[str, by
     return out
 
 
-def write_variants(build: Path, variants: dict[str, bytes | str], cfg: dict[str, Any]) -> dict[str, Any]:
+def write_variants(layout: Layout, variants: dict[str, bytes | str], cfg: dict[str, Any]) -> dict[str, Any]:
     """build/variants/<name>.onnx|.tflite and index.json (what was built, or why not); stale files removed."""
-    from export import variants as V
-
-    folder = build / "variants"
+    folder = layout.variants_dir
     folder.mkdir(parents=True, exist_ok=True)
     index: dict[str, Any] = {"calibration": cfg["variants"]["calibration"],
                              "calibration_inputs": int(calibration_inputs(cfg).size), "variants": {}}
-    keep = {"index.json"}
+    keep = {layout.variants_index.name}
     for name, data in variants.items():
         if isinstance(data, bytes):
-            file = name + V.suffix(name)
-            fsutil.write_bytes(folder / file, data)
+            path = layout.variant(name)
+            file = path.name
+            fsutil.write_bytes(path, data)
             keep.add(file)
             index["variants"][name] = {"built": True, "file": file, "bytes": len(data),
                                        "sha256": hashlib.sha256(data).hexdigest()}
@@ -105,16 +88,15 @@ def write_variants(build: Path, variants: dict[str, bytes | str], cfg: dict[str,
     for stale in folder.iterdir():
         if stale.name not in keep and stale.is_file():
             stale.unlink()
-    fsutil.write_json(folder / "index.json", index)
+    fsutil.write_json(layout.variants_index, index)
     return index
 
 
-def run(cfg: dict[str, Any], build: Path) -> dict[str, Any]:
+def run(cfg: dict[str, Any], layout: Layout) -> dict[str, Any]:
     from export import keras3_savedmodel, onnx_export, tflite_export
 
-    build = Path(build)
-    keras_path = build / "model.keras"
-    model = load_keras_model(keras_path)
+    build = layout.build
+    model = load_keras_model(layout.model_keras)
     tf, _ = tensorflow()
     try:
         with tempfile.TemporaryDirectory(prefix=fsutil.temp_prefix("export"), dir=build) as tmp:
@@ -127,14 +109,11 @@ def run(cfg: dict[str, Any], build: Path) -> dict[str, Any]:
     except tf.errors.OpError as e:  # TensorFlow's own I/O errors (disk full, read-only folder)
         raise OutputError(build, e.message.splitlines()[0] if e.message else type(e).__name__) from None
 
-    ref = reference_arrays(cfg, model)
-    ref["keras_sha256"] = np.array(sha256_file(keras_path))
-    buf = io.BytesIO()
-    np.savez(buf, **ref)
-    fsutil.write_bytes(build / "reference.npz", buf.getvalue())
-    fsutil.write_bytes(build / "model.tflite", tflite_bytes)
-    fsutil.write_bytes(build / "model.onnx", onnx_model.SerializeToString())
-    index = write_variants(build, variants, cfg)
+    ref = reference.arrays(cfg, lambda x: keras_predict(model, x), sha256_file(layout.model_keras))
+    reference.save(layout.reference, ref)
+    fsutil.write_bytes(layout.model_tflite, tflite_bytes)
+    fsutil.write_bytes(layout.model_onnx, onnx_model.SerializeToString())
+    index = write_variants(layout, variants, cfg)
     return {
         "variants": index["variants"],
         "onnx": onnx_export.describe(onnx_model),

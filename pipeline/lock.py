@@ -19,22 +19,24 @@ from typing import Iterator
 
 from . import fsutil
 from .errors import OutputError
+from .layout import Layout
 
 
 @contextlib.contextmanager
 def exclusive(build: Path, *folders: Path) -> Iterator[None]:
     """Hold BUILD/.lock; on entry, remove temporaries left in ``build`` and ``folders`` by killed runs."""
     build = Path(build)
+    lock = Layout(build).lock
     try:
         build.mkdir(parents=True, exist_ok=True)
-        fd = os.open(build / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
     except OSError as e:
-        raise OutputError(build / ".lock", e.strerror or str(e)) from None
+        raise OutputError(lock, e.strerror or str(e)) from None
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            print(f"waiting for {build / '.lock'}: another pipeline run is using {build}", file=sys.stderr, flush=True)
+            print(f"waiting for {lock}: another pipeline run is using {build}", file=sys.stderr, flush=True)
             fcntl.flock(fd, fcntl.LOCK_EX)
         for folder in (build, *folders):
             remove_stale(Path(folder))

@@ -13,6 +13,7 @@ import numpy as np
 
 from . import fsutil
 from .errors import StageInputError
+from .layout import Layout
 
 
 def plot_loss(history: dict, dest: Path) -> None:
@@ -55,8 +56,8 @@ def loss_figure(history: dict):
     return fig
 
 
-def run(build: Path) -> Path:
-    src = Path(build) / "train" / "history.json"
+def run(layout: Layout) -> Path:
+    src = layout.history
     try:
         history = json.loads(src.read_text())
     except FileNotFoundError:
@@ -65,6 +66,6 @@ def run(build: Path) -> Path:
         raise StageInputError(src, f"unreadable: {e}", "re-run train") from None
     if not isinstance(history, dict) or not history.get("loss"):
         raise StageInputError(src, "no 'loss' list in it", "re-run train")
-    dest = Path(build) / "train" / "loss.png"
+    dest = layout.loss_png
     plot_loss(history, dest)
     return dest

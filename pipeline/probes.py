@@ -1,8 +1,10 @@
-"""The inputs verification runs through every format. numpy only.
+"""The inputs verification runs through every format, and the working range. numpy only.
 
 Parity probes (against Keras): the training inputs, a dense grid, float edge cases and
 seeded random values. Accuracy probes (against F = 1.8 C + 32): a held-out grid of
-midpoints that contains no training input.
+midpoints that contains no training input. The working range (the probe grid's span
+within the valid inputs) is where verify measures the errors a user meets, export's
+``calibration = "range"`` spreads its points and the bundle's variant golden data lie.
 """
 
 from __future__ import annotations
@@ -39,6 +41,12 @@ def accuracy_grid(cfg: dict[str, Any]) -> np.ndarray:
     edges = np.linspace(v["accuracy_min"], v["accuracy_max"], v["accuracy_points"] + 1)
     mids = ((edges[:-1] + edges[1:]) / 2).astype(np.float32)
     return mids[~np.isin(mids, np.asarray(cfg["data"]["celsius"], dtype=np.float32))]
+
+
+def working_range(cfg: dict[str, Any]) -> tuple[float, float]:
+    """The working range: the probe grid's span, within the valid input range."""
+    v, rt = cfg["verify"], cfg["runtime"]
+    return max(v["grid_min"], rt["valid_min_celsius"]), min(v["grid_max"], rt["valid_max_celsius"])
 
 
 def fahrenheit(celsius: np.ndarray) -> np.ndarray:

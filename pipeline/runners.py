@@ -2,6 +2,7 @@
 
 Each takes float32 inputs of shape (n,) and returns float32 outputs of shape (n,),
 running the whole array as one batch; ``run_each`` runs it one value at a time (batch 1).
+``open_runner`` opens a model file in its format's runtime, naming the file if it cannot.
 """
 
 from __future__ import annotations
@@ -10,6 +11,8 @@ from pathlib import Path
 from typing import Protocol
 
 import numpy as np
+
+from .errors import StageInputError, VerificationFailed
 
 
 class Runner(Protocol):
@@ -98,3 +101,15 @@ class TFLiteRunner:
             it.invoke()
             out[k] = self._out(it.get_tensor(o))[0, 0]
         return out
+
+
+def open_runner(fmt: str, path: Path) -> Runner:
+    """The runner of ``fmt`` ('onnx' or 'tflite') on the model file ``path``."""
+    if not path.is_file():
+        raise StageInputError(path, "not found", "run `make export` or `python -m pipeline export` first")
+    try:
+        return OnnxRunner(path) if fmt == "onnx" else TFLiteRunner(path)
+    except ImportError:
+        raise  # the runtime itself is missing (not the venv): main() names the package
+    except Exception as e:  # the runtimes raise their own types for bad files
+        raise VerificationFailed(f"verify: {fmt}: {path} does not load: {e}") from None

@@ -10,7 +10,6 @@ weights bit for bit (tests/test_train.py checks this against ``fit``).
 from __future__ import annotations
 
 import time
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -18,9 +17,8 @@ import numpy as np
 from export.tfenv import tensorflow
 
 from . import fsutil
-
-INPUT_NAME = "celsius"
-OUTPUT_NAME = "fahrenheit"
+from .layout import Layout
+from .names import INPUT_NAME
 
 
 def least_squares(cfg: dict[str, Any]) -> tuple[float, float]:
@@ -109,13 +107,12 @@ def dense_weights(model) -> list[dict[str, list]]:
     ]
 
 
-def run(cfg: dict[str, Any], build: Path, plot: bool = True) -> dict[str, Any]:
+def run(cfg: dict[str, Any], layout: Layout, plot: bool = True) -> dict[str, Any]:
     """Train and write the stage's outputs; return a summary for the console.
 
     Args:
         plot: also draw build/train/loss.png (make draws it in a parallel job instead).
     """
-    build = Path(build)
     c = np.asarray(cfg["data"]["celsius"], dtype=np.float32).reshape(-1, 1)
     f = np.asarray(cfg["data"]["fahrenheit"], dtype=np.float32).reshape(-1, 1)
 
@@ -147,11 +144,11 @@ def run(cfg: dict[str, Any], build: Path, plot: bool = True) -> dict[str, Any]:
         "least_squares": {"w": w_opt, "b": b_opt, "prediction_at_100c": w_opt * 100 + b_opt,
                           "loss": loss_at(cfg, w_opt, b_opt)},
     }
-    with fsutil.atomic_path(build / "model.keras") as tmp:
+    with fsutil.atomic_path(layout.model_keras) as tmp:
         model.save(tmp)
-    fsutil.write_json(build / "train" / "history.json", history)
+    fsutil.write_json(layout.history, history)
     if plot:
         from .lossplot import plot_loss
 
-        plot_loss(history, build / "train" / "loss.png")
+        plot_loss(history, layout.loss_png)
     return history

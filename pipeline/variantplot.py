@@ -17,8 +17,9 @@ import numpy as np
 
 from . import fsutil
 from .errors import StageInputError
-
-FILES = ("variants-error.png", "variants-ulp.png")
+from .layout import Layout
+from .numerics import ulp_distance
+from .probes import fahrenheit
 
 
 def _figure(title: str, ylabel: str):
@@ -41,10 +42,8 @@ def _save(fig, dest: Path) -> None:
         fig.savefig(tmp, format="png", metadata={"Software": None})
 
 
-def run(build: Path) -> list[Path]:
-    from .verify import ulp_distance
-
-    src = Path(build) / "verify" / "variants.npz"
+def run(layout: Layout) -> list[Path]:
+    src = layout.variants_npz
     try:
         with np.load(src) as z:
             data = {k: z[k] for k in z.files}
@@ -53,7 +52,7 @@ def run(build: Path) -> list[Path]:
     except (OSError, ValueError) as e:
         raise StageInputError(src, f"unreadable: {e}", "re-run verify") from None
     x, keras = data.pop("x"), data.pop("keras")
-    exact = x.astype(np.float64) * 1.8 + 32.0
+    exact = fahrenheit(x)
     out = []
     fig, ax = _figure("Error against F = 1.8 C + 32, batch 1", "|error| (degF, log scale)")
     for name, y in sorted(data.items()):
@@ -61,7 +60,7 @@ def run(build: Path) -> list[Path]:
     ax.plot(x, np.maximum(np.abs(keras.astype(np.float64) - exact), 1e-6), "k--", lw=1, label="keras")
     ax.set_yscale("log")
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1), fontsize=8)
-    dest = Path(build) / "verify" / FILES[0]
+    dest = layout.variants_error_png
     _save(fig, dest)
     out.append(dest)
     fig, ax = _figure("Float models against Keras, batch 1", "distance from Keras (float32 ulps, symlog)")
@@ -70,7 +69,7 @@ def run(build: Path) -> list[Path]:
             ax.plot(x, ulp_distance(y, keras), ".", ms=2, label=name)
     ax.set_yscale("symlog", linthresh=1)
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1), fontsize=8)
-    dest = Path(build) / "verify" / FILES[1]
+    dest = layout.variants_ulp_png
     _save(fig, dest)
     out.append(dest)
     return out

@@ -1,7 +1,13 @@
-"""The Makefile: stages are file targets, so make redoes exactly what changed."""
+"""The Makefile: stages are file targets, so make redoes exactly what changed.
+
+Also what that rests on: each stage's *_SRC lists exactly the code the stage runs (its
+imports, followed), the Makefile's paths are the ones pipeline/layout.py names, and no
+stage module imports another (shared pieces live in modules of their own).
+"""
 
 from __future__ import annotations
 
+import ast
 import os
 import subprocess
 import sys
@@ -63,3 +69,101 @@ def test_make_help_lists_the_targets():
     assert r.returncode == 0
     for target in ("all", "train", "export", "verify", "bundle", "test", "clean"):
         assert any(line.split()[0] == target for line in r.stdout.splitlines() if line.strip()), target
+
+
+def make_var(name: str, **overrides: str) -> str:
+    """A variable of the Makefile as make expands it."""
+    r = subprocess.run(["make", "-s", "--no-print-directory", "-C", str(ROOT), "--eval", "print-%: ; @echo $($*)",
+                        f"print-{name}", *(f"{k}={v}" for k, v in overrides.items())],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    return r.stdout.strip()
+
+
+OURS = ("pipeline", "export", "runtime")
+
+
+def imported_files(path: Path, top_level_only: bool = False) -> set[Path]:
+    """The files of our packages that ``path`` imports (in function bodies too, unless top_level_only)."""
+    tree = ast.parse(path.read_text())
+    found = set()
+    for node in tree.body if top_level_only else ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:  # relative: within the importing file's package
+                base = path.parent.name + (f".{base}" if base else "")
+            names = [base] + [f"{base}.{a.name}" for a in node.names]
+        else:
+            continue
+        for name in names:
+            parts = name.split(".")
+            f = ROOT.joinpath(*parts).with_suffix(".py")
+            if parts[0] in OURS and f.is_file() and f.name != "__init__.py":
+                found.add(f)
+    return found
+
+
+def closure(start: set[Path]) -> set[Path]:
+    seen, todo = set(), list(start)
+    while todo:
+        f = todo.pop()
+        if f not in seen:
+            seen.add(f)
+            todo += imported_files(f)
+    return seen
+
+
+MAIN = ROOT / "pipeline" / "__main__.py"
+STAGE_MODULES = {"train": "train", "export": "export_stage", "verify": "verify", "bundle": "bundle"}
+# What a stage imports that make's run of it never executes: make runs train with
+# --no-plot (the loss plot is a target of its own).
+NOT_RUN_BY_MAKE = {"train": {ROOT / "pipeline" / "lossplot.py"}}
+
+
+def stage_code(stage: str) -> set[Path]:
+    """The code `python -m pipeline <stage>` runs: __main__'s own imports, then the stage's, followed."""
+    mod = ROOT / "pipeline" / f"{STAGE_MODULES[stage]}.py"
+    top = imported_files(MAIN, top_level_only=True)  # __main__ imports each stage in its function
+    return {MAIN} | closure(top | {mod}) - NOT_RUN_BY_MAKE.get(stage, set())
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_each_stage_depends_on_exactly_the_code_it_runs(stage):
+    listed = {ROOT / p for p in make_var(f"{stage.upper()}_SRC").split() if not p.endswith("/__init__.py")}
+    code = stage_code(stage)
+    assert sorted(map(str, code - listed)) == [], f"{stage.upper()}_SRC misses code the stage runs"
+    extra = listed - code
+    if stage == "bundle":  # what the bundle copies from runtime/ is data to it: a change must rebundle
+        extra = {p for p in extra if p.relative_to(ROOT).parts[0] != "runtime"}
+    assert sorted(map(str, extra)) == [], f"{stage.upper()}_SRC lists code the stage does not run"
+
+
+def test_the_makefile_and_the_layout_name_the_same_paths():
+    from pipeline.layout import Layout
+
+    b, d = "/B", "/D"
+    lay = Layout(Path(b), Path(d))
+    got = {v: make_var(v, BUILD=b, DIST=d).split() for v in ("MODEL_KERAS", "HISTORY", "LOSS_PNG", "EXPORT_OUT",
+                                                                "REPORT", "VERIFY_OUT", "VARIANT_PNG", "TARBALL")}
+    assert got == {
+        "MODEL_KERAS": [str(lay.model_keras)],
+        "HISTORY": [str(lay.history)],
+        "LOSS_PNG": [str(lay.loss_png)],
+        "EXPORT_OUT": [str(lay.model_onnx), str(lay.model_tflite), str(lay.reference), str(lay.variants_index)],
+        "REPORT": [str(lay.report_json)],
+        "VERIFY_OUT": [str(lay.report_json), str(lay.report_md), str(lay.variants_npz)],
+        "VARIANT_PNG": [str(lay.variants_error_png), str(lay.variants_ulp_png)],
+        "TARBALL": [str(lay.tarball)],
+    }
+    assert make_var("PIPELINE", BUILD=b, DIST=d).endswith(f"--config {lay.config_in_force} --build {b} --dist {d}")
+
+
+def test_no_stage_module_imports_another():
+    """Stages share code through modules of their own (layout, names, probes, reference,
+    numerics, runners, bundle_model, ...), never by importing each other; only __main__,
+    the command line, imports them. The plot modules count as stages: `plot` runs them."""
+    stages = {ROOT / "pipeline" / f"{m}.py" for m in (*STAGE_MODULES.values(), "lossplot", "variantplot")}
+    borrowed = {f"{s.name} -> {i.name}" for s in stages for i in closure(imported_files(s)) & stages if i != s}
+    assert borrowed == {"train.py -> lossplot.py"}  # train draws loss.png itself unless --no-plot

@@ -11,7 +11,7 @@ import onnx
 import pytest
 from onnx import numpy_helper
 
-from pipeline.verify import accuracy, compare, ulp_distance
+from pipeline.numerics import accuracy, compare, ulp_distance
 from tests.conftest import Built
 
 
