@@ -175,7 +175,6 @@ def test_config_refuses_a_bundle_model_that_is_not_built(tmp_path):
 def linear_onnx(w: float = 1.8, b: float = 32.0):
     """A one-Dense-layer float32 model (celsius [batch, 1] -> fahrenheit), made by hand: no export needed."""
     import numpy as np
-    import onnx
     from onnx import TensorProto, helper, numpy_helper
 
     graph = helper.make_graph(
