@@ -12,7 +12,7 @@ listed as such: the runtime refuses them (tests/test_runtime_env.py checks how).
 
 A venv is ``<cache>/py<X.Y>``, the wheelhouse ``<cache>/wheelhouse``. A venv is reused while
 its ``.installed`` stamp (written last: a killed setup is redone) names the same wheelhouse
-(its id is the lock's sha256), the same pytest and the same interpreter.
+(its id is the lock's sha256), the same pytest and the same Python version.
 
     python -m deploy.devicecheck.runtime_check --tarball dist/bundle.tar.gz [--python python3] [--cache .cache/runtime-venv]
     python -m deploy.devicecheck.runtime_check --venv-only [--tarball T] [--python python3] [--cache ...]
@@ -98,7 +98,12 @@ def venv_for(python: str, minor: tuple[int, int], cache: Path, requirements: str
     try:
         target = host_target(minor)
         house = wheelhouse.build(text, target, houses)  # reused once made: the id is the lock's sha256
-        want = f"wheelhouse {house['id']}\n{PYTEST}\npython {python}\n"
+        v = version(python)
+        if v is None:
+            raise SetupError(f"{python}: does not run")
+        # The interpreter by its version, not its path: `make bench`'s .venv/bin/python and
+        # runtime-check's python3 are the same CPython 3.11.7, and share this venv.
+        want = f"wheelhouse {house['id']}\n{PYTEST}\npython {v[2]}\n"
         if stamp.is_file() and stamp.read_text() == want:
             return venv
         shutil.rmtree(venv, ignore_errors=True)
