@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from export.variants import VARIANTS
@@ -78,13 +79,14 @@ def test_a_variant_past_its_budget_fails_with_a_reason_naming_it(built, tmp_path
     assert r.returncode == 0, r.stderr.decode()  # not the bundle's model: listed as failing, verify passes
     assert "variants within budget: 2 of 6 (failing: onnx-fp16, " in r.stdout.decode()
     v = json.loads((b.build / "verify" / "report.json").read_text())["variants"]["onnx-fp16"]
-    assert not v["passed"] and v["reason"].startswith("parity 0.09729 degF > 0.01 (at ")
+    parity = f"parity {v['parity']['max_abs_err_f']:.4g} degF > 0.01 (at "  # ~0.097: fp16's step at 1000 degC
+    assert not v["passed"] and v["reason"].startswith(parity) and 0.05 < v["parity"]["max_abs_err_f"] < 0.25
 
     cfg.write_text(cfg.read_text().replace('model = "onnx-fp32"', 'model = "onnx-fp16"'))
     r = b.run("verify")
     assert r.returncode == 1
     lines = r.stderr.decode().splitlines()
-    assert lines[0].startswith("error: verify: bundle.model onnx-fp16: parity 0.09729 degF > 0.01 (at "), lines
+    assert lines[0].startswith(f"error: verify: bundle.model onnx-fp16: {parity}"), lines
     assert lines[0].endswith("; choose another model or change its budget ([variants.onnx-fp16])")
     assert len(lines) == 2 and lines[1].startswith("error: verify failed: 1 check(s)") and b"Traceback" not in r.stderr
 
@@ -139,7 +141,14 @@ def test_a_quantized_bundle_passes_selfcheck_and_runs_the_same_on_an_emulated_pi
     assert r.returncode == 0 and "selfcheck: passed" in r.stdout, r.stdout + r.stderr
     r = subprocess.run([python, "-m", "runtime", "predict", "100", "1000"], cwd=bundle, capture_output=True,
                        text=True, env={"PATH": "/usr/bin:/bin", "PYTHONPATH": ""})
-    assert r.returncode == 0 and r.stdout.split() == ["100.092896", "100.092896"], r.stdout  # clamped, as verified
+    # Clamped (100 and 1000 degC give the same answer), as verified; and the answers are x86's.
+    from runtime import Runner
+
+    with Runner.from_bundle(bundle) as here:
+        want = here.predict(np.float32([100.0, 1000.0]))
+    got = [float(v) for v in r.stdout.split()]
+    assert r.returncode == 0 and len(got) == 2 and got[0] == got[1], r.stdout
+    assert np.float32(got).tolist() == want.tolist(), (got, want)
     out = tmp_path / "pi"
     r = subprocess.run([sys.executable, "-m", "deploy.devicecheck.picheck", "--tarball", str(b.dist / "bundle.tar.gz"),
                         "--cache", str(ROOT / ".cache" / "pi"), "--out", str(out)], cwd=ROOT, capture_output=True,

@@ -69,7 +69,10 @@ def test_report_has_the_promised_keys_and_passes(built):
         assert p["max_abs_err"] >= 0 and p["atol"] > 0 and p["rtol"] > 0
         # The headline numbers: ulps, and the error over the working range, which stays
         # small where the full-range maximum (huge probes, huge ulps) does not.
-        assert isinstance(p["max_ulp"], int) and p["max_ulp"] <= 64
+        # No bound on ulps themselves: next to the zero crossing (-17.8 degC) an output of 0.2 degF
+        # has ulps of 1.5e-8, so an error of 1e-6 degF that atol accepts is already ~70 ulps, and
+        # where it lands depends on the CPU's kernels (35 ulps on one machine, 77 on another).
+        assert isinstance(p["max_ulp"], int) and p["max_ulp"] == max(g["max_ulp"] for g in p["groups"].values())
         assert p["range_c"] == [-273.15, 1000.0] and p["range_max_abs_err"] < 1e-3
         assert set(p["batches"]) == {"batch_1", "batch_65536"}
         assert set(p["groups"]) == {"training", "grid", "edge", "random"}
