@@ -3,7 +3,7 @@
 Exit codes: 0 done; 1 a check of the model failed (verify breach, diverged training,
 bad export); 2 bad command line or config; 3 a file could not be read or written;
 4 inconsistent state (e.g. bundling a model that did not pass verify); 5 this Python
-lacks a package the pipeline needs (run it with the project's .venv). See README.
+lacks a package the pipeline needs (run it with the project's .venv). See docs/exit-codes.md.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from .quiet import filtered_stderr
 
 STAGES = ("train", "export", "verify", "bundle")
 
-# What each command reads and writes (its --help; README "The stages").
+# What each command reads and writes (its --help; docs/pipeline.md, "The stages").
 COMMANDS = {
     "config": ("validate CONFIG; with --out, copy it there when its content changed",
                "reads CONFIG; writes OUT (make uses BUILD/config.toml, the config in force)"),
@@ -77,7 +77,7 @@ def _parser() -> argparse.ArgumentParser:
         "`make all` runs the stages that are out of date. Run it with the project's venv "
         "(.venv/bin/python -m pipeline ..., made by `make venv`).",
         epilog=RECORDS + " `python -m pipeline COMMAND --help` says what a command reads and writes. "
-        "Exit codes: README, \"Exit codes\".",
+        "Exit codes: docs/exit-codes.md.",
     )
     sub = p.add_subparsers(dest="stage", required=True, metavar="command")
     for name, (summary, files) in COMMANDS.items():
