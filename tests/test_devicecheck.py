@@ -4,7 +4,6 @@ installs. (The emulated run itself is tests/test_variants.py's pi-check case and
 
 from __future__ import annotations
 
-import ast
 import io
 import json
 import subprocess
@@ -175,13 +174,3 @@ def test_a_tarball_that_is_not_one_is_one_line_exit_3(tmp_path, module):
                        cwd=ROOT, capture_output=True)
     assert r.returncode == 3 and one_error_line(r).endswith(f"{no_reqs}: no bundle/requirements.txt in it")
 
-
-def test_deploy_imports_nothing_from_pipeline():
-    """The layer rule: deploy/ may import runtime/ and itself (and the stdlib, packaging, pip) only."""
-    bad = []
-    for path in sorted((ROOT / "deploy").rglob("*.py")):
-        for node in ast.walk(ast.parse(path.read_text(), str(path))):
-            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
-                     else [node.module or ""] if isinstance(node, ast.ImportFrom) and node.level == 0 else [])
-            bad += [f"{path.relative_to(ROOT)}: {n}" for n in names if n.split(".")[0] in ("pipeline", "export", "bench")]
-    assert bad == []
