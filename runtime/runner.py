@@ -85,6 +85,19 @@ class Runner:
         model = manifest["model"]
         model_bytes = manifest_mod.check_file(bundle, manifest, model["file"])
         check_onnxruntime(ort.__version__, model)
+        return cls.from_checked(bundle, manifest, model_bytes, threads)
+
+    @classmethod
+    def from_checked(cls, bundle: Path, manifest: dict[str, Any], model_bytes: bytes, threads: int = 1) -> "Runner":
+        """Load ``model_bytes``, already checked against ``manifest`` by the caller (``selfcheck``
+        hashes every file once and loads the very bytes it hashed: nothing is read twice).
+
+        Raises:
+            BundleError: this onnxruntime cannot load the model.
+        """
+        import onnxruntime as ort
+
+        model = manifest["model"]
         try:
             # On a failed load onnxruntime's Python wrapper prints an "EP Error" banner to
             # stdout, where it would mix with the answers; the exception says it all.
@@ -209,6 +222,18 @@ def selfcheck(bundle: str | Path | None = None, threads: int = 1) -> list[dict[s
     opset and IR version; the model loads; the golden inputs reproduce the golden (Keras)
     outputs within the manifest's tolerances.
     """
+    checks, runner = checked(bundle, threads)
+    if runner is not None:
+        runner.close()
+    return checks
+
+
+def checked(bundle: str | Path | None = None, threads: int = 1) -> tuple[list[dict[str, Any]], Runner | None]:
+    """``selfcheck``'s records and the very Runner it checked: open when every check passed
+    (the caller closes it), else None. Serving that one instead of loading the bundle again
+    leaves no time between the check and the use: each file is read and hashed once, and the
+    model is loaded from the bytes that were hashed and answers the golden inputs.
+    """
     found: dict[str, Any] = {}
 
     def python() -> str:
@@ -220,7 +245,8 @@ def selfcheck(bundle: str | Path | None = None, threads: int = 1) -> list[dict[s
         return f"sha256 matches {manifest_mod.MANIFEST_SUM}"
 
     def hashes() -> str:
-        return f"{len(manifest_mod.check_all(found['bundle'], found['manifest']))} files match their sha256"
+        found["files"] = manifest_mod.check_all(found["bundle"], found["manifest"])
+        return f"{len(found['files'])} files match their sha256"
 
     def version() -> str:
         import onnxruntime as ort
@@ -231,11 +257,13 @@ def selfcheck(bundle: str | Path | None = None, threads: int = 1) -> list[dict[s
                 f"(needs >= {model['min_onnxruntime']})")
 
     def load() -> str:
-        found["runner"] = Runner.from_bundle(found["bundle"], threads)
-        return f"{found['manifest']['model']['file']} loaded ({', '.join(found['runner'].session.get_providers())})"
+        m = found["manifest"]
+        found["runner"] = Runner.from_checked(found["bundle"], m, _checked_bytes(found, m["model"]["file"]), threads)
+        return f"{m['model']['file']} loaded ({', '.join(found['runner'].session.get_providers())})"
 
     def golden() -> str:
-        return _check_golden(found["bundle"], found["manifest"], found["runner"])
+        m = found["manifest"]
+        return _check_golden(m, _checked_bytes(found, m["golden"]["file"]), found["runner"])
 
     checks: list[dict[str, Any]] = []
     for name, step in (("python", python), ("manifest", manifest), ("hashes", hashes), ("onnxruntime", version),
@@ -245,14 +273,23 @@ def selfcheck(bundle: str | Path | None = None, threads: int = 1) -> list[dict[s
         except (SetupError, BundleError) as e:
             checks.append({"name": name, "ok": False, "detail": e.message})
             break
-    if "runner" in found:
-        found["runner"].close()
-    return checks
+    runner = found.get("runner")
+    if runner is not None and not all(c["ok"] for c in checks):
+        runner.close()
+        runner = None
+    return checks, runner
 
 
-def _check_golden(bundle: Path, manifest: dict[str, Any], runner: Runner) -> str:
+def _checked_bytes(found: dict[str, Any], name: str) -> bytes:
+    """A file's bytes as the hashes check read them (one not listed fails as check_file says)."""
+    if name in found["files"]:
+        return found["files"][name]
+    return manifest_mod.check_file(found["bundle"], found["manifest"], name)
+
+
+def _check_golden(manifest: dict[str, Any], golden_bytes: bytes, runner: Runner) -> str:
     g = manifest["golden"]
-    data = json.loads(manifest_mod.check_file(bundle, manifest, g["file"]))
+    data = json.loads(golden_bytes)
     x = np.asarray(data["celsius"], dtype=np.float32).reshape(-1, 1)
     want = np.asarray(data["fahrenheit"], dtype=np.float32).astype(np.float64)
     got = runner.predict_unchecked(x).astype(np.float64)
