@@ -1,0 +1,447 @@
+"""`serve`'s HTTP/1.1: connections, their limits and deadlines, the endpoints. Stdlib only.
+
+One thread per connection (at most --max-connections; the next gets 503 and is closed), one
+deadline per request (--idle-timeout: the whole request, or the wait for the next one on a
+kept-alive connection), bounded heads and bodies, one write per answer. HTTP/1.0 clients get
+keep-alive when they ask for it (``Connection: keep-alive``), and are told so in the answer.
+The predict body is decoded and its answer encoded by ``codec``; the model comes from one
+``serve_state.Snapshot`` per request.
+
+Why no web framework: the device keeps two dependencies (numpy, onnxruntime), and every
+bound (body, header, time per request, connections) is a few lines here. TLS and richer
+auth belong in a reverse proxy in front (Caddy, nginx).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import socket
+import socketserver
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+# http.server imports http.client, which imports ssl (OpenSSL: ~4 MB of resident memory)
+# for HTTPS clients. The service never speaks TLS (a reverse proxy does): hide ssl during
+# that import. http.client then lacks HTTPSConnection in this process; nothing here uses it.
+_hide_ssl = "ssl" not in sys.modules
+if _hide_ssl:
+    sys.modules["ssl"] = None  # type: ignore[assignment]
+try:
+    import http.server
+finally:
+    if _hide_ssl and sys.modules.get("ssl", 0) is None:
+        del sys.modules["ssl"]
+
+from . import codec, sd  # noqa: E402
+from .errors import EXIT_CANNOT_SERVE, InputError, RuntimeFailure  # noqa: E402
+from .serve_metrics import Metrics  # noqa: E402
+from .serve_state import ModelState, Snapshot  # noqa: E402
+
+ENDPOINTS = {"/predict": "POST", "/healthz": "GET", "/info": "GET", "/metrics": "GET"}
+
+
+class ServeError(RuntimeFailure):
+    """The service cannot start: the port is taken, the token file is unreadable, ..."""
+
+    exit_code = EXIT_CANNOT_SERVE
+
+
+@dataclass
+class Limits:
+    max_body: int = 1 << 20  # bytes of a request body
+    max_values: int = 100_000  # Celsius values in one request
+    max_header: int = 16 << 10  # bytes of the request line and headers together
+    idle_timeout: float = 10.0  # seconds a connection may take to deliver one whole request
+    max_connections: int = 64  # connections served at once; more get 503
+    drain_timeout: float = 10.0  # seconds SIGTERM waits for requests in flight
+
+
+def log(msg: str) -> None:
+    """One line per event on stderr (journald adds the time)."""
+    try:
+        sys.stderr.write(f"serve: {msg}\n")
+        sys.stderr.flush()
+    except (OSError, ValueError):
+        pass
+
+
+class _DeadlineReader(io.RawIOBase):
+    """The connection's input, each recv limited to what is left of the request's time.
+
+    A per-recv timeout alone lets a client that sends one byte a second hold a worker for
+    ever; here the whole request (or the wait for the next one) has one deadline.
+    """
+
+    def __init__(self, sock: socket.socket):
+        self.sock = sock
+        self.deadline = time.monotonic() + 3600
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b) -> int:
+        left = self.deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError("request not complete in time")
+        self.sock.settimeout(left)
+        return self.sock.recv_into(b)
+
+
+class _Writer(io.RawIOBase):
+    """The connection's output, unbuffered: each answer is one ``sendall``."""
+
+    def __init__(self, sock: socket.socket):
+        self.sock = sock
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, b) -> int:
+        self.sock.sendall(b)
+        return len(b)
+
+
+class Handler(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server_version = "edge-model"
+    sys_version = ""
+    default_request_version = "HTTP/1.1"  # so parse_request's own 400/505 have a status line (0.9: a bare body)
+    server: "Server"
+
+    # --- connection life -------------------------------------------------------------
+
+    def setup(self) -> None:
+        # Nothing here may raise: finish() (which frees the slot and the registration) runs
+        # only after a setup that returned.
+        self.connection = self.request
+        self.idle = True
+        self.served = 0  # requests answered on this connection
+        self.lock = threading.Lock()
+        with self.server.conn_lock:
+            self.server.connections.add(self)
+            self.server.starting -= 1
+        if self.connection.family in (socket.AF_INET, socket.AF_INET6):
+            # One write per answer already; NODELAY so the kernel never holds it back (Nagle
+            # meeting the client's delayed ACK costs ~40 ms a request).
+            try:
+                self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            except OSError:  # the client is already gone: handle() will find out
+                pass
+        self.reader = _DeadlineReader(self.connection)
+        self.rfile = io.BufferedReader(self.reader, 1 << 16)
+        self.wfile = _Writer(self.connection)
+
+    def finish(self) -> None:
+        with self.server.conn_lock:
+            self.server.connections.discard(self)
+        self.server.slots.release()
+
+    def wake_if_idle(self) -> None:
+        """On SIGTERM: end a kept-alive connection that waits for its next request.
+
+        A connection that has not sent its first request yet is left to send it (within
+        --idle-timeout), and gets its answer with "Connection: close": its client could not
+        tell a close now from a refused request, unlike a client reusing a kept-alive one.
+        """
+        with self.lock:
+            if self.idle and self.served:
+                try:
+                    self.connection.shutdown(socket.SHUT_RD)
+                except OSError:
+                    pass
+
+    def address_string(self) -> str:
+        return self.client_address[0] if isinstance(self.client_address, tuple) else "unix"
+
+    def log_message(self, format: str, *args) -> None:  # noqa: A002 - the stdlib's name
+        pass  # no access log: /metrics counts every request; events are logged by log()
+
+    # --- one request ------------------------------------------------------------------
+
+    def handle_one_request(self) -> None:
+        limits = self.server.limits
+        self.reader.deadline = time.monotonic() + limits.idle_timeout
+        try:
+            head = self._read_head(limits.max_header)
+        except (TimeoutError, OSError):
+            self.close_connection = True
+            return
+        if head is None:
+            self.close_connection = True
+            return
+        with self.lock:
+            self.idle = False
+        self.t0 = time.perf_counter()
+        try:
+            if head is ...:
+                self.close_connection = True
+                self.requestline, self.request_version, self.command = "", "HTTP/1.1", ""
+                self._json(431, {"error": f"request line and headers larger than {limits.max_header} bytes"}, "?")
+                return
+            real, self.rfile = self.rfile, io.BufferedReader(io.BytesIO(head))
+            try:
+                self.raw_requestline = self.rfile.readline(65537)
+                ok = self.parse_request()  # sends its own 400/505 when not ok
+            finally:
+                self.rfile = real
+            if not ok:
+                return
+            if self.server.stopping.is_set():
+                self.close_connection = True
+            self._dispatch()
+        finally:
+            with self.lock:
+                self.idle = True
+                self.served += 1
+
+    def _read_head(self, limit: int):
+        """The request line and headers as bytes; None at EOF before a request; ... when too large."""
+        lines, size = [], 0
+        while True:
+            line = self.rfile.readline(limit - size + 1)
+            if not line:
+                return None  # EOF before or inside a head: nothing to answer
+            if not lines and line in (b"\r\n", b"\n"):
+                continue  # stray CRLF between requests (RFC 9112 2.2)
+            lines.append(line)
+            size += len(line)
+            if size > limit:
+                return ...
+            if line in (b"\r\n", b"\n"):
+                return b"".join(lines)
+
+    def _dispatch(self) -> None:
+        path = self.path.split("?", 1)[0]
+        method = ENDPOINTS.get(path)
+        if method is None:
+            return self._json(404, {"error": f"no such endpoint {path!r}; endpoints: {', '.join(ENDPOINTS)}"}, "other")
+        if self.command != method:
+            return self._json(405, {"error": f"{path} takes {method}, got {self.command}"}, path, {"Allow": method})
+        if path != "/healthz" and not self._authorized():
+            self.close_connection = self.close_connection or self.command == "POST"
+            return self._json(401, {"error": "missing or wrong bearer token (Authorization: Bearer ...)"}, path,
+                              {"WWW-Authenticate": "Bearer"})
+        snapshot = self.server.models.snapshot  # one read: this request keeps it whatever a reload swaps in
+        if path == "/predict":
+            return self._predict(snapshot)
+        if path == "/healthz":
+            return self._json(*snapshot.health(), path)
+        if path == "/info":
+            return self._json(200, {**snapshot.model.summary, "limits": vars(self.server.limits)}, path)
+        return self._send(200, self.server.metrics.render(snapshot), path, "text/plain; version=0.0.4; charset=utf-8")
+
+    def _authorized(self) -> bool:
+        token = self.server.token
+        if token is None:
+            return True
+        given = self.headers.get("Authorization", "")
+        scheme, _, value = given.partition(" ")
+        return scheme.lower() == "bearer" and compare_digest(value.strip().encode(), token)
+
+    def _predict(self, snapshot: Snapshot) -> None:
+        limits = self.server.limits
+        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
+            self.close_connection = True
+            return self._json(411, {"error": "send the body with a Content-Length, not chunked"}, "/predict")
+        lengths = self.headers.get_all("Content-Length") or []
+        length = lengths[0] if len(set(lengths)) == 1 else (", ".join(lengths) or None)  # two values: 400
+        try:
+            if not (length.isascii() and length.isdigit()):  # int() would take "+5", " 5", "5_0"
+                raise ValueError
+            n = int(length)
+        except (AttributeError, ValueError):
+            self.close_connection = True
+            return self._json(411 if length is None else 400,
+                              {"error": f"expected a Content-Length header with the body's size, got {length!r}"},
+                              "/predict")
+        if n > limits.max_body:
+            self.close_connection = True  # the body is not read: the connection cannot go on
+            return self._json(413, {"error": f"body of {n} bytes, at most {limits.max_body} (--max-body)"}, "/predict")
+        try:
+            body = self.rfile.read(n)
+        except (TimeoutError, OSError):
+            self.close_connection = True
+            return
+        if len(body) < n:
+            self.close_connection = True
+            return self._json(400, {"error": f"body ended after {len(body)} of {n} bytes"}, "/predict")
+        try:
+            values, count = codec.decode(body, limits.max_values)
+        except codec.BadRequest as e:
+            return self._json(400, e.doc, "/predict")
+        model = snapshot.model
+        try:
+            y = model.runner.predict(values)
+        except InputError as e:
+            return self._json(400, codec.refused(e), "/predict")
+        data = codec.encode(y, model.sha256)
+        self._send(200, data, "/predict", "application/json", values=count)
+
+    # --- answers --------------------------------------------------------------------------
+
+    def _json(self, status: int, doc: dict, endpoint: str, headers: dict | None = None) -> None:
+        self._send(status, json.dumps(doc).encode(), endpoint, "application/json", headers=headers)
+
+    def _send(self, status: int, body: bytes, endpoint: str, ctype: str, headers: dict | None = None,
+              values: int = 0) -> None:
+        """The whole answer in one write."""
+        reason = self.responses.get(status, ("",))[0]
+        lines = [f"HTTP/1.1 {status} {reason}", f"Content-Type: {ctype}", f"Content-Length: {len(body)}"]
+        lines += [f"{k}: {v}" for k, v in (headers or {}).items()]
+        if self.close_connection:
+            lines.append("Connection: close")
+        elif self.request_version == "HTTP/1.0":
+            # parse_request kept this connection open because the client asked (Connection:
+            # keep-alive); an HTTP/1.0 client keeps it only when the answer says so too, and
+            # otherwise waits for a close (ab -k: one --idle-timeout per request).
+            lines.append("Connection: keep-alive")
+        try:
+            self.wfile.write(("\r\n".join(lines) + "\r\n\r\n").encode() + (b"" if self.command == "HEAD" else body))
+        except OSError:
+            self.close_connection = True
+        self.server.metrics.observe(endpoint if endpoint in ENDPOINTS else "other", status,
+                                   time.perf_counter() - getattr(self, "t0", time.perf_counter()), values)
+
+
+# --- servers and sockets ------------------------------------------------------------------
+
+
+class Server(socketserver.ThreadingMixIn, socketserver.BaseServer):
+    """One thread per connection, at most ``slots`` at once; the excess gets 503 and is closed.
+
+    Holds what the connections share: the limits, the model state, the metrics, the token,
+    the stop flag and the set of open connections (which ``drain`` waits for).
+    """
+
+    daemon_threads = True
+    block_on_close = False
+    request_queue_size = 1024  # bursts queue in the kernel instead of overflowing a backlog of 5
+
+    def __init__(self, sock: socket.socket, limits: Limits, models: ModelState, metrics: Metrics,
+                 token: bytes | None = None):
+        super().__init__(sock.getsockname(), Handler)
+        self.socket = sock
+        self.limits, self.models, self.metrics, self.token = limits, models, metrics, token
+        self.stopping = threading.Event()
+        self.connections: set[Handler] = set()
+        self.starting = 0  # accepted connections whose thread has not registered yet
+        self.conn_lock = threading.Lock()
+        self.slots = threading.BoundedSemaphore(limits.max_connections)
+
+    def fileno(self) -> int:
+        return self.socket.fileno()
+
+    def get_request(self):
+        return self.socket.accept()
+
+    def shutdown_request(self, request) -> None:
+        try:
+            request.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass
+        request.close()
+
+    def close_request(self, request) -> None:
+        request.close()
+
+    def process_request(self, request, client_address) -> None:
+        if not self.slots.acquire(blocking=False):
+            self.metrics.refused()
+            body = b'{"error": "too many connections; retry"}'
+            try:
+                request.setblocking(False)
+                request.send(b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
+                             b"Retry-After: 1\r\nConnection: close\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+            except OSError:
+                pass
+            self.shutdown_request(request)
+            return
+        with self.conn_lock:
+            self.starting += 1  # counted until its thread registers it: drain waits for it
+        try:
+            super().process_request(request, client_address)
+        except Exception:  # no thread could be started: give the slot back
+            with self.conn_lock:
+                self.starting -= 1
+            self.slots.release()
+            raise
+
+    def handle_error(self, request, client_address) -> None:
+        log(f"error in a connection: {sys.exc_info()[0].__name__}: {sys.exc_info()[1]}")
+
+    def server_close(self) -> None:
+        self.socket.close()
+
+
+def listening_socket(host: str, port: int, unix: str | None) -> tuple[socket.socket, str]:
+    """The socket systemd passed (LISTEN_FDS), else a new one on ``unix`` or ``host:port``."""
+    sock = sd.inherited_socket()
+    if sock is not None:
+        return sock, f"{describe(sock)} (socket from systemd)"
+    try:
+        if unix:
+            path = Path(unix)
+            if path.is_socket():
+                path.unlink()  # a stale socket from an earlier run
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            sock.bind(str(path))
+        else:
+            family = socket.AF_INET6 if ":" in host else socket.AF_INET
+            sock = socket.socket(family, socket.SOCK_STREAM)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind((host, port))
+        sock.listen(Server.request_queue_size)
+    except OSError as e:
+        where = unix or f"{host}:{port}"
+        raise ServeError(f"serve: cannot listen on {where}: {e.strerror or e}") from None
+    return sock, describe(sock)
+
+
+def describe(sock: socket.socket) -> str:
+    name = sock.getsockname()
+    return f"unix:{name}" if sock.family == socket.AF_UNIX else f"{name[0]}:{name[1]}"
+
+
+def compare_digest(a: bytes, b: bytes) -> bool:
+    """Constant-time comparison (hmac's), imported only when a token is in use: hmac loads OpenSSL."""
+    import hmac
+
+    return hmac.compare_digest(a, b)
+
+
+def accept_loop(server: Server, cpu: str) -> None:
+    """The accept loop, on one CPU unless ``cpu`` is "any"; the connection threads it starts inherit it.
+
+    Each request releases the GIL inside onnxruntime; with the connection threads spread
+    over several CPUs, each release hands the GIL to a thread on another CPU and the caller
+    then waits to get it back: at 8 clients that halved throughput (README, "Benchmarks").
+    Python runs one thread at a time anyway. The main thread stays unpinned, so an
+    onnxruntime thread pool (--threads > 1, made at start or reload) keeps every CPU.
+    """
+    if cpu != "any":
+        try:
+            allowed = sorted(os.sched_getaffinity(0))
+            pick = allowed[-1] if cpu == "auto" else int(cpu)
+            if cpu != "auto" or len(allowed) > 1:
+                os.sched_setaffinity(0, {pick})  # pid 0: this thread only (Linux)
+        except (AttributeError, OSError, ValueError) as e:  # not Linux, a cpuset forbids it
+            log(f"cannot pin the connection threads to CPU {cpu}: {e}; serving unpinned")
+    server.serve_forever(poll_interval=0.5)
+
+
+def drain(server: Server, timeout: float) -> int:
+    """Wake idle kept-alive connections, wait for busy ones; return how many were still open."""
+    deadline = time.monotonic() + timeout
+    while True:
+        with server.conn_lock:
+            open_now, starting = list(server.connections), server.starting
+        for h in open_now:
+            h.wake_if_idle()
+        if not (open_now or starting) or time.monotonic() >= deadline:
+            return len(open_now) + starting
+        time.sleep(0.01)  # polling the set of open connections, bounded by the deadline
