@@ -32,11 +32,10 @@ import numpy as np
 import pytest
 
 from runtime import Runner
-from tests.conftest import Server, shifted_bundle
+from tests.conftest import FAILSAFE, Server, shifted_bundle, wait_until
 
 pytestmark = pytest.mark.slow
 HOST = "127.0.0.1"
-FAILSAFE = 300.0  # seconds; only a hang reaches it
 GOOD = [-40.0, 0.0, 36.6, 100.0, 451.0]
 RSS_GROWTH_LIMIT_KIB = 10 * 1024
 
@@ -218,17 +217,6 @@ def tcp_queues(local_port: int, remote_port: int) -> tuple[int, int] | None:
     return None
 
 
-def wait_until(what: str, predicate, poll: float = 0.01):
-    """Poll an observed state until ``predicate()`` is truthy (FAILSAFE only against a hang)."""
-    deadline = time.monotonic() + FAILSAFE
-    while True:
-        v = predicate()
-        if v:
-            return v
-        assert time.monotonic() < deadline, f"failsafe: still waiting for {what} after {FAILSAFE:g} s"
-        time.sleep(poll)
-
-
 def clean_log(server: Server) -> None:
     assert not any("Traceback" in ln for ln in server.log), "\n".join(server.log)
     assert not any("error in a connection" in ln for ln in server.log), "\n".join(server.log)
@@ -236,12 +224,6 @@ def clean_log(server: Server) -> None:
 
 def sha_of(bundle: Path) -> str:
     return json.loads((bundle / "manifest.json").read_text())["files"]["model.onnx"]
-
-
-@pytest.fixture
-def runner(bundle):
-    with Runner.from_bundle(bundle) as r:
-        yield r
 
 
 # --- 1. bad traffic -----------------------------------------------------------------------------
@@ -528,7 +510,10 @@ def test_slowloris_is_cut_at_the_idle_timeout_and_holds_no_worker(serve, runner,
     b.join(FAILSAFE)
     for name, t in (("slow head", a), ("slow body", b)):
         assert t.cut_after is not None, f"{name}: never cut ({t.sent} bytes sent)"
-        assert timeout <= t.cut_after < 30, (name, t.cut_after)
+        assert t.cut_after >= timeout, (name, t.cut_after)  # not before its deadline
+        # ... and before it ran out of bytes: a timeout per read (which each byte resets) would
+        # have let it send them all. A count, not a time: a slow machine sends fewer bytes.
+        assert t.sent < len(t.data), (name, t.sent, len(t.data))
         assert t.reply == b"", (name, t.reply)  # closed without an answer
     check_good(s.port, runner)  # the slots are free again: answered, not 503
     outcomes[200] += 1
