@@ -1,4 +1,4 @@
-"""The runner's exceptions; `python -m runtime` maps them to exit codes (README "Exit codes")."""
+"""The runner's exceptions; `python -m runtime` maps them to exit codes (docs/exit-codes.md)."""
 
 EXIT_OK = 0
 EXIT_CHECK_FAILED = 1  # the bundle failed a check: hash, onnxruntime version, golden outputs, load

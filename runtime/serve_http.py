@@ -419,7 +419,7 @@ def accept_loop(server: Server, cpu: str) -> None:
 
     Each request releases the GIL inside onnxruntime; with the connection threads spread
     over several CPUs, each release hands the GIL to a thread on another CPU and the caller
-    then waits to get it back: at 8 clients that halved throughput (README, "Benchmarks").
+    then waits to get it back: at 8 clients that halved throughput (docs/benchmarks.md).
     Python runs one thread at a time anyway. The main thread stays unpinned, so an
     onnxruntime thread pool (--threads > 1, made at start or reload) keeps every CPU.
     """
