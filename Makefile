@@ -87,7 +87,7 @@ FAST := not qemu and not ssh and not root
 
 lint: | $(STAMP) ## ruff, and the layers' import contract (import-linter; both configured in pyproject.toml)
 	$(VENV)/bin/ruff check --quiet --output-format concise .
-	$(VENV)/bin/lint-imports --no-cache --quiet
+	$(VENV)/bin/lint-imports --no-cache --no-logo
 
 test: lint ## Run the whole test suite, linters first (sets up .venv first)
 	$(PY) -m pytest $(PYTEST_ARGS)
