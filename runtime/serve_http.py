@@ -284,6 +284,15 @@ class Handler(http.server.BaseHTTPRequestHandler):
 
     # --- answers --------------------------------------------------------------------------
 
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+        """parse_request's own refusals (400, 431, 505) as JSON, like every other answer, and
+        always with a status line: the stdlib's HTML page is a bare body when the refused
+        request line ended in HTTP/0.9 (``POST \\x85 x HTTP/0.9``: str.split() splits at
+        U+0085, so four words), which no client can read as an answer."""
+        self.close_connection = True
+        self.request_version = "HTTP/1.1"
+        self._json(code, {"error": message or self.responses.get(code, ("",))[0]}, "?")
+
     def _json(self, status: int, doc: dict, endpoint: str, headers: dict | None = None) -> None:
         self._send(status, json.dumps(doc).encode(), endpoint, "application/json", headers=headers)
 

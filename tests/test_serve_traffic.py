@@ -250,6 +250,10 @@ def catalogue() -> list:
         ("malformed request line", b"GET\r\n\r\n", "half-close", 400),
         ("malformed request line", b"GET /healthz HTTP/1.1 extra\r\n\r\n", "half-close", 400),
         ("malformed request line", b"GET /healthz HTTP/1.x\r\n\r\n", "half-close", 400),
+        # Refused request lines that end in HTTP/0.9 still get a status line (once a bare HTML
+        # body); U+0085 (NEL, UTF-8 c2 85) is whitespace to str.split(): four words.
+        ("malformed request line", b"GET /healthz x HTTP/0.9\r\n\r\n", "half-close", 400),
+        ("malformed request line", b"POST \xc2\x850 HTTP/0.9\r\nContent-Length: 2\r\n\r\n{}", "half-close", 400),
         ("malformed request line", b"GET /healthz FOO/1.1\r\n\r\n", "half-close", 400),
         ("malformed request line", b"POST /predict\r\n\r\n", "half-close", 400),
         ("malformed request line", b"GET /healthz HTTP/9.9\r\n\r\n", "half-close", 505),
