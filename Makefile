@@ -81,9 +81,9 @@ export: $(BUILD)/model.onnx ## Export ONNX and TFLite (build/model.onnx, build/m
 verify: $(REPORT) ## Verify parity and accuracy (build/verify/report.md)
 bundle: $(TARBALL) ## Make the device bundle (dist/bundle/, dist/bundle.tar.gz)
 
-# The linters, then pytest. test-fast leaves out what needs QEMU, SSH test hosts or root
-# (markers in pyproject.toml), for the edit-test loop; CI runs `make test`.
-FAST := not qemu and not ssh and not root
+# The linters, then pytest. test-fast, for the edit-test loop, leaves out what needs QEMU,
+# SSH test hosts or root, and the slow tests (markers in pyproject.toml); CI runs `make test`.
+FAST := not qemu and not ssh and not root and not slow
 
 lint: | $(STAMP) ## ruff, and the layers' import contract (import-linter; both configured in pyproject.toml)
 	$(VENV)/bin/ruff check --quiet --output-format concise .
@@ -92,7 +92,7 @@ lint: | $(STAMP) ## ruff, and the layers' import contract (import-linter; both c
 test: lint ## Run the whole test suite, linters first (sets up .venv first)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-test-fast: lint ## The tests that need no QEMU, no SSH hosts and no root
+test-fast: lint ## The quick tests: no QEMU, SSH hosts or root, none of the slow ones
 	$(PY) -m pytest -m "$(FAST)" $(PYTEST_ARGS)
 
 # The device's situation: a venv with nothing but the bundle's requirements.txt (plus

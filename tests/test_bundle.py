@@ -109,6 +109,7 @@ def test_bundle_is_byte_reproducible(built, tmp_path):
     assert sha((b.dist / "bundle.tar.gz").read_bytes()) == sha(first)
 
 
+@pytest.mark.slow  # trains or runs the pipeline again: make test, not test-fast
 def test_whole_pipeline_is_reproducible_from_scratch(built, tmp_path):
     b = Built(tmp_path, built.config)
     r = b.run("all")

@@ -13,6 +13,8 @@ import tarfile
 import zipfile
 from pathlib import Path
 
+import pytest
+
 from conftest import ROOT
 from deploy import wheelhouse
 
@@ -31,6 +33,7 @@ def test_platform_tags_follow_the_device_glibc():
     assert "manylinux_2_28_x86_64" not in wheelhouse.platforms("x86_64", (2, 27))
 
 
+@pytest.mark.slow  # pip downloads a target's wheels: make test, not test-fast
 def test_the_wheelhouse_pins_every_wheel_by_sha256(tmp_path, bundle_tarball):
     out = wheelhouse.main(["--tarball", str(bundle_tarball), "--target", "x86_64:3.11:2.36", "--cache", str(tmp_path)])
     assert out == 0

@@ -89,6 +89,7 @@ def test_install_takes_exactly_one_destination(tmp_path):
         wheelhouse.install(SIX, "x86_64:3.11:2.36", tmp_path)
 
 
+@pytest.mark.slow  # two pip installs of aarch64 wheels: make test, not test-fast
 def test_picheck_installs_the_aarch64_wheelhouse_and_reuses_it(tmp_path, capsys):
     """pi-check's site folder is the aarch64 wheelhouse installed offline, named by its id; a
     second run reuses it; a run killed before .complete is redone."""
@@ -109,6 +110,7 @@ def test_picheck_installs_the_aarch64_wheelhouse_and_reuses_it(tmp_path, capsys)
     assert picheck.ensure_site(tmp_path, MARKUPSAFE) == site and (site / ".complete").exists()
 
 
+@pytest.mark.slow  # trains or runs the pipeline again: make test, not test-fast
 def test_runtime_check_makes_the_venv_from_the_bundles_requirements(tmp_path):
     """A bundle whose requirements.txt is not the source tree's gets a venv with the bundle's:
     six from the wheelhouse (offline, hash-checked) and pytest, and no numpy or onnxruntime."""

@@ -33,6 +33,7 @@ def make(tmp: Path, *args: str) -> tuple[int, str, set[str]]:
     return r.returncode, r.stdout + r.stderr, ran
 
 
+@pytest.mark.slow  # trains or runs the pipeline again: make test, not test-fast
 def test_make_runs_what_changed_and_nothing_else(tmp_path):
     rc, out, ran = make(tmp_path, "all")
     assert rc == 0, out

@@ -46,6 +46,7 @@ def test_options_work_before_and_after_the_command(tmp_path):
         ]
 
 
+@pytest.mark.slow  # trains or runs the pipeline again: make test, not test-fast
 def test_a_stage_run_by_hand_records_its_config_so_make_rebuilds_for_another(tmp_path):
     """`python -m pipeline all --config tutorial`, then `make all`: the default bundle, not the tutorial's."""
     default = Built(tmp_path / "default", PRESETS / "default.toml")

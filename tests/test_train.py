@@ -34,6 +34,7 @@ def test_tutorial_preset_reproduces_the_tutorial(tutorial):
     assert len(tutorial["loss"]) == 500
 
 
+@pytest.mark.slow  # trains or runs the pipeline again: make test, not test-fast
 def test_compiled_loop_gives_fits_weights_and_losses_exactly():
     """The tutorial's `model.fit(celsius, fahrenheit, epochs=N)` against our loop, same seed."""
     from export.tfenv import tensorflow
@@ -102,6 +103,7 @@ def test_loss_plot_names_the_loss_and_draws_the_optimum(built, tutorial):
     assert "134x the least-squares line's" in loss_figure(tutorial).axes[0].get_title()
 
 
+@pytest.mark.slow  # trains or runs the pipeline again: make test, not test-fast
 def test_hidden_layers_train_and_run_through_the_pipeline(tmp_path):
     text = (PRESETS / "default.toml").read_text()
     text = text.replace("layers = [1]", "layers = [4, 1]").replace('activation = "linear"', 'activation = "relu"')

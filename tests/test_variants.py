@@ -59,6 +59,7 @@ def test_every_variant_builds_loads_and_is_measured(built):
     assert (built.build / "verify" / "variants-error.png").stat().st_size > 1000
 
 
+@pytest.mark.slow  # trains or runs the pipeline again: make test, not test-fast
 def test_variants_are_byte_reproducible(built, tmp_path):
     """Export again from the same Keras model: every variant's bytes are the same."""
     b = Built(tmp_path, built.config)
