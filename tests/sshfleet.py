@@ -16,11 +16,11 @@ import re
 import signal
 import socket
 import subprocess
-import time
 from pathlib import Path
 
+from conftest import FAILSAFE, wait_until
+
 SSHD = Path("/usr/sbin/sshd")
-FAILSAFE = 60.0  # s: a bound on waits that end on an observed event, never the verdict itself
 
 
 class SshUnavailable(RuntimeError):
@@ -43,16 +43,6 @@ def ensure_sshd() -> None:
             if r.returncode != 0:
                 raise SshUnavailable(f"{' '.join(cmd)} failed: {(r.stderr.strip().splitlines() or ['?'])[-1]}")
     Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)
-
-
-def _wait(what: str, done, timeout: float = FAILSAFE):
-    """Poll done() until it returns something truthy; TimeoutError after the failsafe."""
-    deadline = time.monotonic() + timeout
-    while not (result := done()):
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{what}: not within {timeout:g} s")
-        time.sleep(0.02)
-    return result
 
 
 def _accepting(port: int) -> bool:
@@ -135,8 +125,8 @@ class SshHost:
             text = self.pidfile.read_text().strip() if self.pidfile.exists() else ""
             return int(text) if text.isdigit() else 0
 
-        self.pid = _wait(f"{self.name}: sshd pid file", listening)
-        _wait(f"{self.name}: port {self.port} accepting", lambda: _accepting(self.port))
+        self.pid = wait_until(f"{self.name}: sshd pid file", listening)
+        wait_until(f"{self.name}: port {self.port} accepting", lambda: _accepting(self.port))
         r = subprocess.run(self.ssh_args("true", known_hosts=self.own_known_hosts), capture_output=True,
                            text=True, stdin=subprocess.DEVNULL, timeout=FAILSAFE)
         if r.returncode != 0:
@@ -151,14 +141,14 @@ class SshHost:
                     with contextlib.suppress(ProcessLookupError):
                         os.kill(pid, signal.SIGSTOP)
                 tree |= new
-                _wait(f"{self.name}: sshd processes stopping",
+                wait_until(f"{self.name}: sshd processes stopping",
                       lambda: all(_stat(p)[0] in ("", "Z", "T", "t") for p in tree))
                 kids = _children()
                 new = {c for p in tree for c in kids.get(p, ())} - tree
             for pid in tree:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
-            _wait(f"{self.name}: port {self.port} refusing", lambda: not _accepting(self.port))
+            wait_until(f"{self.name}: port {self.port} refusing", lambda: not _accepting(self.port))
         self.pid = None
         self.pidfile.unlink(missing_ok=True)
 

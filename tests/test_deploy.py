@@ -29,12 +29,11 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, Checkout, shifted_bundle
+from conftest import FAILSAFE, ROOT, Checkout, sha256_file, shifted_bundle, wait_until
 from sshfleet import Fleet, SshUnavailable, ensure_sshd
 
 # SSH test hosts (sshd as root) and an emulated Pi 4 (QEMU): `make test` only, not test-fast.
 pytestmark = [pytest.mark.slow, pytest.mark.ssh, pytest.mark.qemu, pytest.mark.root]
-FAILSAFE = 600.0  # s: bounds waits on observed progress; never the verdict
 
 
 def pyenv_python(minor: str) -> str | None:
@@ -50,9 +49,7 @@ def tar_bundle(folder: Path, tarball: Path) -> Path:
 
 
 def sha12(tarball: Path) -> str:
-    import hashlib
-
-    return hashlib.sha256(tarball.read_bytes()).hexdigest()[:12]
+    return sha256_file(tarball)[:12]
 
 
 class Run:
@@ -393,11 +390,11 @@ def test_sshd_killed_mid_deploy_then_a_rerun_converges(fleet, models, answers, t
                           str(models["one"]), "--report", str(report)], cwd=ROOT, env=e,
                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
-        deadline = time.monotonic() + FAILSAFE
-        while not list(h.edge_root.glob("wheels/*/requirements.lock")):
+        def wheels_arrived():
             assert p.poll() is None, f"the deploy ended before the kill: {p.stdout.read()[-3000:]}"
-            assert time.monotonic() < deadline, "failsafe: the wheels never arrived"
-            time.sleep(0.01)
+            return list(h.edge_root.glob("wheels/*/requirements.lock"))
+
+        wait_until("the wheels on the device", wheels_arrived)
         h.kill()
         out = p.communicate(timeout=FAILSAFE)[0]
     finally:
@@ -443,10 +440,11 @@ def test_no_request_dropped_across_deploy_and_rollback(fleet, models, tmp, tmp_p
     sup = subprocess.Popen([sys.executable, str(helper), "run", str(svc), str(h.edge_root)],
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        deadline = time.monotonic() + FAILSAFE
-        while not (svc / "port").exists():
-            assert sup.poll() is None and time.monotonic() < deadline, "the supervisor did not start"
-            time.sleep(0.01)
+        def started():
+            assert sup.poll() is None, "the supervisor exited"
+            return (svc / "port").exists()
+
+        wait_until("the supervisor's port file", started)
         port = int((svc / "port").read_text())
         h.vars["edge_healthz_url"] = f"http://127.0.0.1:{port}/healthz"
         inv = fleet.inventory(tmp_path / "inventory.ini", [h])
@@ -482,10 +480,8 @@ def test_no_request_dropped_across_deploy_and_rollback(fleet, models, tmp, tmp_p
         r2 = fleet_cmd("deploy", inv, tmp=tmp, bundle=models["two"])
         r3 = fleet_cmd("rollback", inv, tmp=tmp)
         # A few answers after the rollback, so the last switch is observed, not assumed.
-        deadline = time.monotonic() + FAILSAFE
-        while not (len(seen) >= 3 and seen[-1][2] >= 20) and not failures and t.is_alive():
-            assert time.monotonic() < deadline, "failsafe"
-            time.sleep(0.01)
+        wait_until("20 answers after the rollback",
+                   lambda: (len(seen) >= 3 and seen[-1][2] >= 20) or failures or not t.is_alive())
         stop.set()
         t.join(FAILSAFE)
     finally:
@@ -538,10 +534,7 @@ def test_a_model_only_update_sends_no_wheels(fleet, models, tmp, tmp_path, capsy
     assert r.rc == 0 and r.result(h) == "deployed", r.out[-3000:]
     for sock in cp.iterdir():  # end the master connection, so the proxy writes its count
         subprocess.run(["ssh", "-o", f"ControlPath={sock}", "-O", "exit", "127.0.0.1"], capture_output=True, timeout=60)
-    deadline = time.monotonic() + FAILSAFE
-    while not log.exists():
-        assert time.monotonic() < deadline, "failsafe: the proxy never wrote its count"
-        time.sleep(0.01)
+    wait_until("the proxy's byte count", log.exists)
     counts = [tuple(map(int, line.split())) for line in log.read_text().splitlines()]
     sent, received = sum(c[0] for c in counts), sum(c[1] for c in counts)
     tarball = models["two"].stat().st_size
