@@ -4,7 +4,6 @@ run in `make bench`; nothing here times anything.)"""
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 import threading
@@ -141,20 +140,6 @@ def test_every_recipe_of_make_all_from_nothing_is_counted(tmp_path):
 def test_a_stage_make_would_echo_but_bench_does_not_know_still_counts():
     """A command added to the pipeline later is counted, not silently ignored."""
     assert stages_run(".venv/bin/python -m pipeline --build b --dist d calibrate --fast\n") == ["calibrate"]
-
-
-def test_results_json_layout_is_what_report_reads(tmp_path):
-    """report.write renders the stored JSON (a smoke check of the split; the layout is README's)."""
-    path = ROOT / "build" / "bench" / "results.json"
-    if not path.exists():
-        pytest.skip("no build/bench/results.json (run make bench-quick)")
-    from bench import report
-
-    r = json.loads(path.read_text())
-    text = report.write(tmp_path, r)
-    assert text.startswith("# Benchmark results (")
-    assert (tmp_path / "results.md").read_text() == text
-    assert json.loads((tmp_path / "results.json").read_text()) == r
 
 
 def test_bench_refuses_a_missing_build(tmp_path):
