@@ -309,12 +309,14 @@ class Handler(http.server.BaseHTTPRequestHandler):
             # keep-alive); an HTTP/1.0 client keeps it only when the answer says so too, and
             # otherwise waits for a close (ab -k: one --idle-timeout per request).
             lines.append("Connection: keep-alive")
+        # Counted before it is sent: a client that has read this answer and asks /metrics next
+        # (on any connection) must find it counted, not race this thread to the counter.
+        self.server.metrics.observe(endpoint if endpoint in ENDPOINTS else "other", status,
+                                   time.perf_counter() - getattr(self, "t0", time.perf_counter()), values)
         try:
             self.wfile.write(("\r\n".join(lines) + "\r\n\r\n").encode() + (b"" if self.command == "HEAD" else body))
         except OSError:
             self.close_connection = True
-        self.server.metrics.observe(endpoint if endpoint in ENDPOINTS else "other", status,
-                                   time.perf_counter() - getattr(self, "t0", time.perf_counter()), values)
 
 
 # --- servers and sockets ------------------------------------------------------------------
