@@ -8,7 +8,7 @@ import pytest
 
 from pipeline import config
 from pipeline.errors import ConfigError
-from tests.conftest import PRESETS, pipeline
+from tests.conftest import PRESETS, edited, pipeline, preset_with
 
 
 def preset(name: str = "default") -> dict:
@@ -90,7 +90,7 @@ def test_unknown_top_level_table():
 def test_ints_become_floats_and_hash_ignores_formatting(tmp_path):
     text = (PRESETS / "default.toml").read_text()
     a = tmp_path / "a.toml"
-    a.write_text("# a comment\n" + text.replace("learning_rate = 0.1", "learning_rate   =   0.1"))
+    a.write_text("# a comment\n" + edited(text, ("learning_rate = 0.1", "learning_rate   =   0.1")))
     ca, cb = config.load(a), config.load(PRESETS / "default.toml")
     assert isinstance(ca["data"]["celsius"][0], float)
     assert config.config_hash(ca) == config.config_hash(cb)
@@ -109,7 +109,7 @@ def test_not_toml_and_missing_file(tmp_path):
 
 def test_cli_refuses_bad_config_in_one_line_without_loading_tensorflow(tmp_path):
     bad = tmp_path / "bad.toml"
-    bad.write_text((PRESETS / "default.toml").read_text().replace("steps = 2000", "steps = -5"))
+    preset_with(bad, ("steps = 2000", "steps = -5"))
     code = (
         "import sys; from pipeline.__main__ import main; "
         f"rc = main(['train', '--config', {str(bad)!r}, '--build', {str(tmp_path / 'b')!r}]); "

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import PRESETS, ROOT
+from tests.conftest import ROOT, preset_with
 
 STAGES = ("train", "export", "verify", "bundle")
 
@@ -48,7 +48,7 @@ def test_make_runs_what_changed_and_nothing_else(tmp_path):
     assert rc == 0 and ran == {"verify", "bundle"}, out
 
     edited = tmp_path / "edited.toml"
-    edited.write_text((PRESETS / "default.toml").read_text().replace("steps = 2000", "steps = 1900"))
+    preset_with(edited, ("steps = 2000", "steps = 1900"))
     rc, out, ran = make(tmp_path, "all", f"CONFIG={edited}")
     assert rc == 0 and ran == set(STAGES), out
 
@@ -58,7 +58,7 @@ def test_make_runs_what_changed_and_nothing_else(tmp_path):
 
 def test_make_bad_config_fails_fast_with_one_line(tmp_path):
     bad = tmp_path / "bad.toml"
-    bad.write_text((PRESETS / "default.toml").read_text().replace("[verify.onnx]", "[verify.onx]"))
+    preset_with(bad, ("[verify.onnx]", "[verify.onx]"))
     rc, out, ran = make(tmp_path, "all", f"CONFIG={bad}")
     assert rc != 0 and ran == set()
     assert f"error: config error: {bad}: verify.onx: unknown key" in out

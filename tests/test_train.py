@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from pipeline import config, train
-from tests.conftest import PRESETS, Built
+from tests.conftest import PRESETS, Built, preset_with
 
 
 def load_history(build) -> dict:
@@ -105,11 +105,9 @@ def test_loss_plot_names_the_loss_and_draws_the_optimum(built, tutorial):
 
 @pytest.mark.slow  # trains or runs the pipeline again: make test, not test-fast
 def test_hidden_layers_train_and_run_through_the_pipeline(tmp_path):
-    text = (PRESETS / "default.toml").read_text()
-    text = text.replace("layers = [1]", "layers = [4, 1]").replace('activation = "linear"', 'activation = "relu"')
-    text = text.replace("steps = 2000", "steps = 300").replace("max_mae_f = 0.11", "max_mae_f = 100.0")
-    cfg = tmp_path / "hidden.toml"
-    cfg.write_text(text)
+    cfg = preset_with(tmp_path / "hidden.toml", ("layers = [1]", "layers = [4, 1]"),
+                      ('activation = "linear"', 'activation = "relu"'), ("steps = 2000", "steps = 300"),
+                      ("max_mae_f = 0.11", "max_mae_f = 100.0"))
     b = Built(tmp_path, cfg)
     r = b.run("all")
     assert r.returncode == 0, r.stderr.decode()

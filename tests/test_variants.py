@@ -4,6 +4,7 @@ their budgets; the bundle's choice of model, and a quantized bundle on a device.
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -13,18 +14,12 @@ import numpy as np
 import pytest
 
 from export.variants import VARIANTS
-from tests.conftest import PRESETS, ROOT, Built, pipeline
+from tests.conftest import PRESETS, ROOT, Built, edited, pipeline, preset_with
 
 
 def config_with(tmp: Path, **edits: str) -> Path:
     """configs/default.toml with whole lines replaced: {"old line": "new line"}."""
-    text = (PRESETS / "default.toml").read_text()
-    for old, new in edits.items():
-        assert text.count(old) == 1, old
-        text = text.replace(old, new)
-    path = tmp / "config.toml"
-    path.write_text(text)
-    return path
+    return preset_with(tmp / "config.toml", *edits.items())
 
 
 def copy_build(built: Built, tmp: Path, config: Path) -> Built:
@@ -83,7 +78,7 @@ def test_a_variant_past_its_budget_fails_with_a_reason_naming_it(built, tmp_path
     parity = f"parity {v['parity']['max_abs_err_f']:.4g} degF > 0.01 (at "  # ~0.097: fp16's step at 1000 degC
     assert not v["passed"] and v["reason"].startswith(parity) and 0.05 < v["parity"]["max_abs_err_f"] < 0.25
 
-    cfg.write_text(cfg.read_text().replace('model = "onnx-fp32"', 'model = "onnx-fp16"'))
+    cfg.write_text(edited(cfg.read_text(), ('model = "onnx-fp32"', 'model = "onnx-fp16"')))
     r = b.run("verify")
     assert r.returncode == 1
     lines = r.stderr.decode().splitlines()
@@ -94,8 +89,9 @@ def test_a_variant_past_its_budget_fails_with_a_reason_naming_it(built, tmp_path
 
 def test_auto_picks_only_a_model_within_budget(built, tmp_path):
     # Every ONNX variant held to budgets none can meet: auto falls back to onnx-fp32.
-    text = (PRESETS / "default.toml").read_text().replace('model = "onnx-fp32"', 'model = "auto"')
-    text = text.replace("parity_f = 0.25", "parity_f = 1e-9").replace("parity_f = 1.0", "parity_f = 1e-9")
+    text = edited((PRESETS / "default.toml").read_text(), ('model = "onnx-fp32"', 'model = "auto"'))
+    text, n = re.subn(r"(?m)^parity_f = .*$", "parity_f = 1e-9", text)
+    assert n == len(VARIANTS), n  # one budget table per variant
     cfg = tmp_path / "auto.toml"
     cfg.write_text(text)
     b = copy_build(built, tmp_path / "b", cfg)
@@ -103,7 +99,7 @@ def test_auto_picks_only_a_model_within_budget(built, tmp_path):
     chosen = json.loads((b.build / "verify" / "report.json").read_text())["bundle"]
     assert chosen["model"] == "onnx-fp32" and chosen["why"].startswith("auto: among the ONNX models within budget (onnx-fp32)")
     # With the default budgets: fp16 and fp32 qualify; the pick is one of them, by the stated rule.
-    cfg.write_text((PRESETS / "default.toml").read_text().replace('model = "onnx-fp32"', 'model = "auto"'))
+    preset_with(cfg, ('model = "onnx-fp32"', 'model = "auto"'))
     assert b.run("verify").returncode == 0
     report = json.loads((b.build / "verify" / "report.json").read_text())
     ok = {n: v for n, v in report["variants"].items() if n.startswith("onnx-") and v.get("passed", True)}

@@ -12,7 +12,7 @@ import pytest
 from onnx import numpy_helper
 
 from pipeline.numerics import accuracy, compare, ulp_distance
-from tests.conftest import Built
+from tests.conftest import Built, edited
 
 
 def test_compare_passes_equal_and_fails_beyond_tolerance():
@@ -129,7 +129,7 @@ def test_a_perturbed_onnx_bias_fails_verify_and_leaves_no_bundle(built, tmp_path
 def test_an_inaccurate_model_fails_on_accuracy(built, tmp_path):
     b = copy_build(built, tmp_path)
     strict = tmp_path / "strict.toml"
-    strict.write_text(built.config.read_text().replace("max_mae_f = 0.11", "max_mae_f = 0.01"))
+    strict.write_text(edited(built.config.read_text(), ("max_mae_f = 0.11", "max_mae_f = 0.01")))
     b.config = strict
     r = b.run("verify")
     assert r.returncode == 1
