@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 import tarfile
@@ -11,11 +10,7 @@ import numpy as np
 import pytest
 
 from runtime.manifest import sha256_file
-from tests.conftest import Built, Checkout, run_module
-
-
-def sha(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
+from tests.conftest import Built, Checkout, run_module, sha256_bytes
 
 
 @pytest.fixture(scope="module")
@@ -36,12 +31,12 @@ def test_tarball_holds_the_bundle_and_matches_the_folder(built, members):
 
 def test_manifest_describes_and_hashes_everything(members, built):
     m = json.loads(members["bundle/manifest.json"])
-    assert members["bundle/manifest.json.sha256"].split()[0].decode() == sha(members["bundle/manifest.json"])
+    assert members["bundle/manifest.json.sha256"].split()[0].decode() == sha256_bytes(members["bundle/manifest.json"])
     listed = set(m["files"])
     present = {n.removeprefix("bundle/") for n in members} - {"manifest.json", "manifest.json.sha256"}
     assert listed == present
     for name, digest in m["files"].items():
-        assert sha(members[f"bundle/{name}"]) == digest
+        assert sha256_bytes(members[f"bundle/{name}"]) == digest
     model = m["model"]
     assert model["input"] == {"name": "celsius", "shape": ["batch", 1], "dtype": "float32"}
     assert model["output"] == {"name": "fahrenheit", "shape": ["batch", 1], "dtype": "float32"}
@@ -106,7 +101,7 @@ def test_bundle_is_byte_reproducible(built, tmp_path):
     b = Built(tmp_path, built.config)
     shutil.copytree(built.build, b.build)
     assert b.run("bundle").returncode == 0
-    assert sha((b.dist / "bundle.tar.gz").read_bytes()) == sha(first)
+    assert sha256_bytes((b.dist / "bundle.tar.gz").read_bytes()) == sha256_bytes(first)
 
 
 @pytest.mark.slow  # trains or runs the pipeline again: make test, not test-fast
@@ -114,7 +109,7 @@ def test_whole_pipeline_is_reproducible_from_scratch(built, tmp_path):
     b = Built(tmp_path, built.config)
     r = b.run("all")
     assert r.returncode == 0, r.stderr.decode()
-    assert sha((b.dist / "bundle.tar.gz").read_bytes()) == sha((built.dist / "bundle.tar.gz").read_bytes())
+    assert sha256_bytes((b.dist / "bundle.tar.gz").read_bytes()) == sha256_bytes((built.dist / "bundle.tar.gz").read_bytes())
 
 
 def test_bundle_refuses_a_model_changed_after_verify(built, tmp_path):

@@ -3,7 +3,6 @@ what the device gets, and the release script's refusals."""
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import re
@@ -15,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT
+from conftest import ROOT, sha256_bytes
 from deploy import wheelhouse
 
 REQUIREMENTS = (ROOT / "runtime" / "requirements.txt").read_text()
@@ -47,10 +46,10 @@ def test_the_wheelhouse_pins_every_wheel_by_sha256(tmp_path, bundle_tarball):
     for line in lock:
         name, version, digest = re.fullmatch(r"([\w.-]+)==(\S+) --hash=sha256:([0-9a-f]{64})", line).groups()
         [whl] = [n for n in wheels if n.lower().startswith(f"{name.lower().replace('-', '_')}-{version}-")]
-        assert hashlib.sha256(wheels[whl]).hexdigest() == digest
+        assert sha256_bytes(wheels[whl]) == digest
         assert whl.endswith(("-none-any.whl", "x86_64.whl")), whl
     pip_wheel, pip_sha = (folder / "pip.txt").read_text().split()
-    assert hashlib.sha256(members[pip_wheel]).hexdigest() == pip_sha
+    assert sha256_bytes(members[pip_wheel]) == pip_sha
     assert not list(folder.glob("*.whl"))  # kept once, in the tar
 
 

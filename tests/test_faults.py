@@ -7,7 +7,6 @@ next `make all` must end with the same bundle, byte for byte, as an uninterrupte
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import random
@@ -24,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.conftest import ROOT, Built
+from tests.conftest import ROOT, Built, sha256_file
 
 pytestmark = pytest.mark.slow
 
@@ -46,10 +45,6 @@ KILL_POINTS = [
     ("manifest.json", "written", "dist/bundle.tar.gz"),
     ("bundle.tar.gz", "written", "dist/bundle.tar.gz"),
 ]
-
-
-def sha(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def make_all(tmp: Path, env: dict | None = None, **kw) -> subprocess.Popen:
@@ -98,7 +93,7 @@ def check_no_partial_files(tmp: Path) -> int:
 
 @pytest.fixture(scope="module")
 def reference_sha(built) -> str:
-    return sha(built.dist / "bundle.tar.gz")
+    return sha256_file(built.dist / "bundle.tar.gz")
 
 
 def test_sigkill_at_every_write_point_then_make_all_recovers(tmp_path, reference_sha, capsys):
@@ -113,7 +108,7 @@ def test_sigkill_at_every_write_point_then_make_all_recovers(tmp_path, reference
     p = make_all(tmp_path)
     out = p.communicate(timeout=300)[0].decode()
     assert p.returncode == 0, out
-    assert sha(tmp_path / "dist" / "bundle.tar.gz") == reference_sha
+    assert sha256_file(tmp_path / "dist" / "bundle.tar.gz") == reference_sha
     leftovers = [str(q) for q in tmp_path.rglob(".*.pid*")]
     assert leftovers == []
     with capsys.disabled():
@@ -165,7 +160,7 @@ def test_sigkill_at_observed_moments_then_make_all_recovers(tmp_path, reference_
     p = make_all(tmp_path)
     out = p.communicate(timeout=300)[0].decode()
     assert p.returncode == 0, out
-    assert sha(tmp_path / "dist" / "bundle.tar.gz") == reference_sha
+    assert sha256_file(tmp_path / "dist" / "bundle.tar.gz") == reference_sha
     assert [str(q) for q in tmp_path.rglob(".*.pid*")] == []
     with capsys.disabled():
         print(f"\n  faults: {len(rounds)} SIGKILLs of the whole make process group at observed moments "
@@ -206,7 +201,7 @@ def test_two_make_all_at_once_do_not_corrupt_each_other(tmp_path, reference_sha)
     out_b.append(b.communicate(timeout=300)[0].decode())
     assert a.returncode == 0 and b.returncode == 0, out_a + "".join(out_b)
     assert "waiting for" in "".join(out_b) and "another pipeline run is using" in "".join(out_b)
-    assert sha(tmp_path / "dist" / "bundle.tar.gz") == reference_sha
+    assert sha256_file(tmp_path / "dist" / "bundle.tar.gz") == reference_sha
     check_no_partial_files(tmp_path)
 
 

@@ -10,8 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import PRESETS, ROOT, Built, pipeline
-from tests.test_faults import sha
+from tests.conftest import PRESETS, ROOT, Built, pipeline, sha256_file
 from tests.test_make import make
 
 
@@ -55,15 +54,15 @@ def test_a_stage_run_by_hand_records_its_config_so_make_rebuilds_for_another(tmp
     r = b.run("all")
     assert r.returncode == 0, r.stderr.decode()
     assert (b.build / "config.toml").read_bytes() == (PRESETS / "tutorial.toml").read_bytes()
-    tutorial_sha = sha(b.dist / "bundle.tar.gz")
+    tutorial_sha = sha256_file(b.dist / "bundle.tar.gz")
 
     rc, out, ran = make(tmp_path / "t", "all")
     assert rc == 0 and ran == {"train", "export", "verify", "bundle"}, out
-    assert sha(b.dist / "bundle.tar.gz") == sha(default.dist / "bundle.tar.gz") != tutorial_sha
+    assert sha256_file(b.dist / "bundle.tar.gz") == sha256_file(default.dist / "bundle.tar.gz") != tutorial_sha
 
     rc, out, ran = make(tmp_path / "t", "all", "PRESET=tutorial")  # and back, by make alone
     assert rc == 0 and ran == {"train", "export", "verify", "bundle"}, out
-    assert sha(b.dist / "bundle.tar.gz") == tutorial_sha
+    assert sha256_file(b.dist / "bundle.tar.gz") == tutorial_sha
 
 
 def test_a_mistyped_preset_lists_the_presets(tmp_path):
