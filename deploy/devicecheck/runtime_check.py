@@ -91,7 +91,7 @@ def venv_for(python: str, minor: tuple[int, int], cache: Path, requirements: str
     """A venv of ``python`` with ``requirements`` (default: the source tree's
     runtime/requirements.txt) from the wheelhouse, plus pytest; reused while its stamp matches.
     Raises SetupError (one line)."""
-    text = REQUIREMENTS.read_text() if requirements is None else requirements
+    text = requirements_of(None) if requirements is None else requirements
     cache = Path(cache)
     houses = cache / "wheelhouse"
     venv = cache / f"py{minor[0]}.{minor[1]}"
