@@ -8,6 +8,7 @@ hash has been checked.
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -19,11 +20,19 @@ FORMAT = "edge-bundle/1"
 _NUM = (int, float)
 # What the runner reads from a manifest, and its type (checked once, at load).
 REQUIRED = (
-    ("model.file", str), ("model.input.name", str), ("model.output.name", str),
-    ("model.opset", int), ("model.ir_version", int), ("model.min_onnxruntime", str),
-    ("valid_input.min_celsius", (*_NUM, type(None))), ("valid_input.max_celsius", (*_NUM, type(None))),
+    ("model.file", str), ("model.opset", int), ("model.ir_version", int), ("model.min_onnxruntime", str),
     ("golden.file", str), ("golden.atol", _NUM), ("golden.rtol", _NUM), ("files", dict),
 )
+# Required of a bundle without a signature (the tutorial's before signatures): its one
+# input and output and its valid Celsius range. A signature says all of that itself.
+REQUIRED_WITHOUT_SIGNATURE = (
+    ("model.input.name", str), ("model.output.name", str),
+    ("valid_input.min_celsius", (*_NUM, type(None))), ("valid_input.max_celsius", (*_NUM, type(None))),
+)
+# Optional, checked when present.
+OPTIONAL = (("model.name", str), ("signature", dict), ("golden.labels_equal", bool))
+TASKS = ("regression", "classification")
+OUTPUT_KINDS = ("values", "logits", "probabilities")
 
 
 try:  # CPython's own sha256: unlike hashlib's OpenSSL, costs no ~4 MB of RSS at start-up
@@ -106,21 +115,106 @@ def load(bundle: Path) -> dict[str, Any]:
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         got = manifest.get("format") if isinstance(manifest, dict) else type(manifest).__name__
         raise BundleError(f"{MANIFEST} | expected format {FORMAT!r}, got {got!r}")
-    for path, kind in REQUIRED:
-        value = manifest
-        for key in path.split("."):
-            value = value.get(key) if isinstance(value, dict) else None
-        if not isinstance(value, kind) or isinstance(value, bool):
-            raise BundleError(f"{MANIFEST} | {path}: expected {kind_name(kind)}, got {value!r}")
+    _check_types(manifest, REQUIRED)
+    for path, kind in OPTIONAL:
+        if _get(manifest, path) not in (None, _MISSING):
+            _check_types(manifest, ((path, kind),))
+    if manifest.get("signature") is None:
+        _check_types(manifest, REQUIRED_WITHOUT_SIGNATURE)
+    else:
+        check_signature(manifest["signature"])
     if not all(isinstance(k, str) and isinstance(v, str) for k, v in manifest["files"].items()):
         raise BundleError(f"{MANIFEST} | files: expected file names mapped to sha256 strings")
     return manifest
 
 
+_MISSING = object()
+
+
+def _get(doc: dict[str, Any], path: str) -> Any:
+    """The value at the dotted ``path``; _MISSING when a key on the way is absent."""
+    value: Any = doc
+    for key in path.split("."):
+        value = value.get(key, _MISSING) if isinstance(value, dict) else _MISSING
+    return value
+
+
+def _check_types(doc: dict[str, Any], spec) -> None:
+    for path, kind in spec:
+        value = _get(doc, path)
+        if value is _MISSING:
+            raise BundleError(f"{MANIFEST} | {path}: expected {kind_name(kind)}, got None")  # as a JSON null reads
+        if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
+            raise BundleError(f"{MANIFEST} | {path}: expected {kind_name(kind)}, got {_short(value)}")
+
+
+def _short(value: Any, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _bad(path: str, expected: str, value: Any) -> BundleError:
+    return BundleError(f"{MANIFEST} | signature.{path}: expected {expected}, got {_short(value)}")
+
+
+def _is_num(v: Any) -> bool:
+    return isinstance(v, _NUM) and not isinstance(v, bool)
+
+
+def check_signature(sig: dict[str, Any]) -> None:
+    """Check the shape of ``manifest["signature"]`` (docs/bundle.md); raise one BundleError
+    line naming the first key that is wrong. Called by ``load``."""
+    if sig.get("task") not in TASKS:
+        raise _bad("task", " or ".join(map(repr, TASKS)), sig.get("task"))
+    if sig.get("output_kind", "values") not in OUTPUT_KINDS:
+        raise _bad("output_kind", " or ".join(map(repr, OUTPUT_KINDS)), sig.get("output_kind"))
+    labels = sig.get("labels")
+    if labels is not None and not (isinstance(labels, list) and labels and all(isinstance(v, str) for v in labels)):
+        raise _bad("labels", "a list of strings or null", labels)
+    sizes = {}
+    for side in ("input", "output"):
+        t = sig.get(side)
+        if not isinstance(t, dict):
+            raise _bad(side, "a table", t)
+        if not isinstance(t.get("name"), str):
+            raise _bad(f"{side}.name", "a string", t.get("name"))
+        if t.get("dtype", "float32") != "float32":
+            raise _bad(f"{side}.dtype", "'float32'", t.get("dtype"))
+        shape = t.get("shape")
+        if not (isinstance(shape, list) and len(shape) >= 2 and all(type(d) is int for d in shape)
+                and all(d >= 1 for d in shape[1:])):
+            raise _bad(f"{side}.shape", "a list of integers, batch first (-1), then sizes >= 1", shape)
+        sizes[side] = math.prod(shape[1:])
+        names = t.get("features" if side == "input" else "names")
+        key = f"{side}.{'features' if side == 'input' else 'names'}"
+        if names is None and side == "output":
+            continue
+        if not (isinstance(names, list) and all(isinstance(v, str) for v in names)):
+            raise _bad(key, "a list of strings", names)
+        if len(names) != sizes[side]:
+            raise _bad(key, f"{sizes[side]} names (the product of shape {shape[1:]})", len(names))
+    if sig["task"] == "classification":
+        names = labels or sig["output"].get("names")
+        if names is None or len(names) != sizes["output"]:
+            raise _bad("labels", f"{sizes['output']} labels for a classification (one per output)", labels)
+    n = sizes["input"]
+    for rng, nullable in (("valid", True), ("observed", False)):
+        r = sig.get(rng)
+        if r is None and rng == "observed":
+            continue
+        if not isinstance(r, dict):
+            raise _bad(rng, "a table with min and max", r)
+        for end in ("min", "max"):
+            v = r.get(end)
+            if not (isinstance(v, list) and len(v) == n and all(_is_num(x) or (nullable and x is None) for x in v)):
+                what = "number or null" if nullable else "number"
+                raise _bad(f"{rng}.{end}", f"a list of {n} values (a {what} per feature)", v)
+
+
 def kind_name(kind) -> str:
     kinds = kind if isinstance(kind, tuple) else (kind,)
     return " or ".join({str: "a string", int: "an integer", float: "a number", dict: "a table",
-                        type(None): "null"}[k] for k in kinds)
+                        bool: "true or false", type(None): "null"}[k] for k in kinds)
 
 
 def check_file(bundle: Path, manifest: dict[str, Any], name: str) -> bytes:

@@ -17,9 +17,7 @@ import numpy as np
 from . import compat, env
 from . import manifest as manifest_mod
 from .errors import BundleError, InputError, SetupError
-
-_NUMERIC_KINDS = "iuf"  # signed, unsigned, float; bools, strings and objects are refused
-F32_MAX = float(np.finfo(np.float32).max)
+from .signature import F32_MAX, NUMERIC_KINDS, Checker, Signature
 
 
 def session_options(threads: int = 1):
@@ -45,7 +43,11 @@ def session_options(threads: int = 1):
 class Runner:
     """A verified bundle's model, ready to predict. Use ``Runner.from_bundle(path)``.
 
-    A context manager: leaving the ``with`` block releases the onnxruntime session.
+    What one example is comes from the manifest's signature (``self.signature``). A model
+    of one value in and one value out (the tutorial's, and every bundle made before
+    signatures) takes the scalar fast path: ``predict`` takes numbers and returns (n,).
+    Any other takes a batch (n, *shape) or one example (*shape) and returns what Keras
+    returns. A context manager: leaving the ``with`` block releases the onnxruntime session.
     """
 
     def __init__(self, bundle: Path, manifest: dict[str, Any], session, threads: int):
@@ -53,16 +55,24 @@ class Runner:
         self.manifest = manifest
         self.session = session
         self.threads = threads
-        model = manifest["model"]
-        self.input_name = model["input"]["name"]
-        self.output_name = model["output"]["name"]
-        valid = manifest["valid_input"]
-        self.min_celsius = -math.inf if valid["min_celsius"] is None else float(valid["min_celsius"])
-        self.max_celsius = math.inf if valid["max_celsius"] is None else float(valid["max_celsius"])
+        self.signature = sig = Signature.of(manifest)
+        self.checker = Checker(sig)
+        self.name = sig.model_name
+        self.scalar = sig.scalar
+        self.labels = sig.labels
+        self.input_name = sig.input_name
+        self.output_name = sig.output_name
+        self.min_celsius = float(sig.valid_min[0])  # the scalar path's bounds (its one feature's)
+        self.max_celsius = float(sig.valid_max[0])
         # The same bounds rounded to float32, for float32 input.
         self._min32 = float(np.float32(self.min_celsius))
         self._max32 = float(np.float32(self.max_celsius))
+        self._unit = " degC" if sig.features == ["celsius"] else ""
         self._outputs = [self.output_name]
+        if not self.scalar:  # bound once here: the scalar path pays nothing for the choice
+            self.predict = self._predict_examples
+            self.validate = self._validate_examples
+            self.predict_unchecked = self._run
 
     @classmethod
     def from_bundle(cls, bundle: str | Path | None = None, threads: int = 1) -> "Runner":
@@ -120,6 +130,7 @@ class Runner:
     def validate(self, values) -> np.ndarray:
         """Return ``values`` as a float32 array of shape (n, 1), or raise InputError naming the problem.
 
+        (A non-scalar model: the float32 batch (n, *shape); see ``examples``.)
         Accepts a number, a sequence of numbers, or an array of shape (n,) or (n, 1).
         Float32 input is held to the range bounds rounded to float32, so -273.15 typed as
         float32 is accepted; everything else to the bounds as written.
@@ -133,7 +144,7 @@ class Runner:
             arr = np.asarray(values)
         except (ValueError, TypeError) as e:
             raise InputError(f"input: expected numbers, got {_short(values)} ({e})") from None
-        if arr.dtype.kind not in _NUMERIC_KINDS:
+        if arr.dtype.kind not in NUMERIC_KINDS:
             raise InputError(f"input: expected numbers, got {_short(values)} (dtype {arr.dtype})")
         if arr.ndim == 2 and arr.shape[1] == 1:
             arr = arr.reshape(-1)
@@ -170,8 +181,8 @@ class Runner:
         if abs(v) > F32_MAX:
             return "outside float32 range (|x| <= 3.4e38)"
         if not lo <= v <= hi:
-            return (f"outside the valid range [{self.min_celsius:g}, {self.max_celsius:g}] degC"
-                    + (" (below absolute zero)" if v < lo and self.min_celsius == -273.15 else ""))
+            return (f"outside the valid range [{self.min_celsius:g}, {self.max_celsius:g}]{self._unit}"
+                    + (" (below absolute zero)" if v < lo and self.min_celsius == -273.15 and self._unit else ""))
         return None
 
     def _refuse(self, values: list, lo: float | None = None, hi: float | None = None) -> None:
@@ -187,7 +198,11 @@ class Runner:
         raise AssertionError("no bad value among the refused input")
 
     def predict(self, values) -> np.ndarray:
-        """Fahrenheit for Celsius ``values``: float32 array of shape (n,).
+        """The model's answer for ``values``, as float32.
+
+        A scalar model (the tutorial's): a number, a list or an array (n,) or (n, 1) in,
+        shape (n,) out. Any other model: a batch (n, *shape) in gives (n, *output shape),
+        one example (*shape) gives (*output shape): what Keras returns.
 
         Raises:
             InputError: non-numeric, NaN, infinite, empty, wrongly shaped or out-of-range input.
@@ -196,8 +211,59 @@ class Runner:
         return self.session.run(self._outputs, {self.input_name: x})[0].reshape(-1)
 
     def predict_unchecked(self, x: np.ndarray) -> np.ndarray:
-        """Run a float32 (n, 1) array as is (the golden self-check and benchmarks)."""
+        """Run a float32 (n, 1) array as is (the golden self-check and benchmarks); a
+        non-scalar model: a float32 batch (n, *shape), its output as the model gives it."""
         return self.session.run(self._outputs, {self.input_name: x})[0].reshape(-1)
+
+    def examples(self, values) -> tuple[np.ndarray, bool]:
+        """``values`` as the model's float32 batch (n, *shape), and whether it was one example.
+
+        A scalar model takes what ``validate`` takes (a number or a list is a batch).
+        Raises InputError as ``predict`` does.
+        """
+        if self.scalar:
+            return self.validate(values), False
+        return self.checker.examples(values)
+
+    def _validate_examples(self, values) -> np.ndarray:
+        return self.checker.examples(values)[0]
+
+    def _run(self, x: np.ndarray) -> np.ndarray:
+        return self.session.run(self._outputs, {self.input_name: x})[0]
+
+    def _predict_examples(self, values) -> np.ndarray:
+        x, single = self.checker.examples(values)
+        y = self.session.run(self._outputs, {self.input_name: x})[0]
+        return y[0] if single else y
+
+    def answer(self, values) -> tuple[np.ndarray, np.ndarray, bool]:
+        """(the validated float32 batch x, the model's output for it (n, *output shape), whether
+        ``values`` was one example): for callers that also count x or name the labels."""
+        x, single = self.examples(values)
+        y = self.session.run(self._outputs, {self.input_name: x})[0]
+        return x, y.reshape(x.shape[0], *self.signature.output_shape), single
+
+    def labels_of(self, y) -> list[str]:
+        """The label of each example's output in ``y`` (a batch (n, *output shape), or one
+        example's output): the name of its largest value. Classification only.
+
+        Raises InputError: the model is not a classification, or ``y`` has the wrong size.
+        """
+        if self.labels is None:
+            raise InputError(f"labels: model {self.name!r} is a {self.signature.task}; only a classification has labels")
+        y = np.asarray(y)
+        k = len(self.labels)
+        if y.size == 0 or y.size % k:
+            raise InputError(f"labels: expected outputs of {k} values each, got shape {y.shape}")
+        return [self.labels[i] for i in y.reshape(-1, k).argmax(axis=1).tolist()]
+
+    def outside_observed(self, values) -> np.ndarray:
+        """Per feature (in signature order), how many of ``values``' numbers lie outside the
+        training rows' observed range: int64 (features,); zeros when the bundle records none.
+
+        ``values`` is what ``predict`` takes (validated the same way, InputError alike).
+        """
+        return self.checker.outside_observed(self.examples(values)[0])
 
 
 def check_onnxruntime(version: str, model: dict[str, Any]) -> None:
@@ -212,6 +278,9 @@ def check_onnxruntime(version: str, model: dict[str, Any]) -> None:
 def _short(values: Any, limit: int = 60) -> str:
     text = repr(values)
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+_TOLERANCE = "(atol {atol:g} + rtol {rtol:g} * |expected|)"
 
 
 def selfcheck(bundle: str | Path | None = None, threads: int = 1) -> list[dict[str, Any]]:
@@ -289,7 +358,12 @@ def _checked_bytes(found: dict[str, Any], name: str) -> bytes:
 
 def _check_golden(manifest: dict[str, Any], golden_bytes: bytes, runner: Runner) -> str:
     g = manifest["golden"]
-    data = json.loads(golden_bytes)
+    try:
+        data = json.loads(golden_bytes)
+    except ValueError as e:
+        raise BundleError(f"{g['file']} | not valid JSON: {e}") from None
+    if isinstance(data, dict) and "inputs" in data:
+        return _check_golden_examples(g, data, runner)
     x = np.asarray(data["celsius"], dtype=np.float32).reshape(-1, 1)
     want = np.asarray(data["fahrenheit"], dtype=np.float32).astype(np.float64)
     got = runner.predict_unchecked(x).astype(np.float64)
@@ -304,3 +378,46 @@ def _check_golden(manifest: dict[str, Any], golden_bytes: bytes, runner: Runner)
             f"got {got[i]!r}, expected {want[i]!r} (atol {atol:g} + rtol {rtol:g} * |expected|)"
         )
     return f"{x.shape[0]} golden outputs within atol {atol:g} + rtol {rtol:g} (max abs err {err.max():.3g})"
+
+
+def _check_golden_examples(g: dict[str, Any], data: dict[str, Any], runner: Runner) -> str:
+    """A signature bundle's golden data: {"inputs": batch, "outputs": batch}, nested lists."""
+    sig = runner.signature
+    try:
+        x = np.asarray(data["inputs"], dtype=np.float32)
+        want = np.asarray(data["outputs"], dtype=np.float32)
+    except (KeyError, ValueError, TypeError) as e:
+        raise BundleError(f"{g['file']} | expected inputs and outputs as nested lists of numbers ({e})") from None
+    if x.ndim == len(sig.shape) and sig.shape == (1,):
+        x = x.reshape(-1, 1)
+    if x.shape[1:] != sig.shape or not x.shape[0]:
+        raise BundleError(f"{g['file']} | inputs: expected shape (n, {', '.join(map(str, sig.shape))}), got {x.shape}")
+    got = runner.session.run(runner._outputs, {runner.input_name: x})[0].astype(np.float64)
+    n = x.shape[0]
+    if want.size != got.size:
+        raise BundleError(f"{g['file']} | outputs: expected {got.size} values ({n} x {sig.output_shape}), "
+                          f"got shape {want.shape}")
+    got, want = got.reshape(n, -1), want.reshape(n, -1).astype(np.float64)
+    atol, rtol = g["atol"], g["rtol"]
+    err = np.abs(got - want)
+    allowed = atol + rtol * np.abs(want)
+    bad = ~(err <= allowed)
+    if bad.any():
+        excess = np.where(bad, err - allowed, -np.inf)
+        i, k = np.unravel_index(int(np.argmax(np.where(np.isnan(excess), np.inf, excess))), bad.shape)
+        raise BundleError(
+            f"{g['file']} | {int(bad.sum())} of {bad.size} golden outputs differ: worst at input[{i}] "
+            f"output[{k}], got {got[i, k]!r}, expected {want[i, k]!r} {_TOLERANCE.format(atol=atol, rtol=rtol)}"
+        )
+    detail = f"{n} golden examples, {bad.size} outputs within atol {atol:g} + rtol {rtol:g} (max abs err {err.max():.3g})"
+    if g.get("labels_equal"):
+        if runner.labels is None:
+            raise BundleError(f"{g['file']} | labels_equal is set but the model is not a classification")
+        got_l, want_l = got.argmax(axis=1), want.argmax(axis=1)
+        differ = np.flatnonzero(got_l != want_l)
+        if differ.size:
+            i = int(differ[0])
+            raise BundleError(f"{g['file']} | {differ.size} of {n} golden labels differ: first at input[{i}], "
+                              f"got {runner.labels[got_l[i]]!r}, expected {runner.labels[want_l[i]]!r}")
+        detail += f", {n} labels equal"
+    return detail

@@ -266,3 +266,157 @@ def shifted_bundle(bundle: Path, dest: Path, delta: float = 1.0) -> Path:
         g["fahrenheit"] = r.predict(np.float32(g["celsius"])).tolist()
     resign(dest, "golden.json", json.dumps(g).encode())
     return dest
+
+
+# --- signature bundles (issue 17, the device for any signature): built by hand, no pipeline ---
+# Small ONNX models made with onnx.helper, manifests written with runtime.manifest.encode,
+# the repo's runtime/ copied in (as the bundle stage does), every file listed with its sha256.
+
+WINE_FEATURES = ["alcohol", "malic_acid", "ash", "alcalinity_of_ash", "magnesium", "total_phenols",
+                 "flavanoids", "nonflavanoid_phenols", "proanthocyanins", "color_intensity", "hue",
+                 "od280_od315", "proline"]
+
+
+def _sig_model(kind: str):
+    """(ONNX model bytes, input shape, output shape, the numpy function it computes) for ``kind``."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng({"tabular": 1, "image": 2, "regression": 3}[kind])
+    if kind == "image":
+        shape, n_in, n_out = (8, 8, 1), 64, 10
+    elif kind == "tabular":
+        shape, n_in, n_out = (13,), 13, 3
+    else:
+        shape, n_in, n_out = (4,), 4, 1
+    w = rng.normal(size=(n_in, n_out)).astype(np.float32)
+    b = rng.normal(size=(n_out,)).astype(np.float32)
+    inits = [numpy_helper.from_array(w, "w"), numpy_helper.from_array(b, "b")]
+    nodes = []
+    flat = "inputs"
+    if kind == "image":
+        inits.append(numpy_helper.from_array(np.array([-1, n_in], np.int64), "flat_shape"))
+        nodes.append(helper.make_node("Reshape", ["inputs", "flat_shape"], ["flat"]))
+        flat = "flat"
+    nodes += [helper.make_node("MatMul", [flat, "w"], ["mm"]), helper.make_node("Add", ["mm", "b"], ["outputs"])]
+    graph = helper.make_graph(
+        nodes, f"{kind}-model",
+        [helper.make_tensor_value_info("inputs", TensorProto.FLOAT, ["N", *shape])],
+        [helper.make_tensor_value_info("outputs", TensorProto.FLOAT, ["N", n_out])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    onnx.checker.check_model(model)
+
+    def compute(x):
+        return (np.asarray(x, np.float32).reshape(-1, n_in) @ w + b).astype(np.float32)
+
+    return model.SerializeToString(), shape, (n_out,), compute
+
+
+def signature_bundle(dest: Path, kind: str, **changes) -> Path:
+    """An unpacked bundle in ``dest`` of ``kind`` "tabular" (13 wine features -> 3 logits, labels
+    a/b/c, alcohol valid in [0, 100]), "image" (8x8x1 -> 10 logits, labels "0".."9", pixels valid
+    in [0, 16]) or "regression" (4 features -> 1 value, unbounded). ``changes``: signature keys
+    replaced, and ``golden`` to replace golden.json's document. Returns ``dest``."""
+    import json
+    import shutil
+
+    import numpy as np
+
+    from runtime import compat, manifest
+
+    model_bytes, shape, out_shape, compute = _sig_model(kind)
+    n_feat = int(np.prod(shape))
+    if kind == "image":
+        features = [f"x[{i},{j},0]" for i in range(8) for j in range(8)]
+        labels = [str(i) for i in range(10)]
+        valid = {"min": [0.0] * n_feat, "max": [16.0] * n_feat}
+        observed = {"min": [0.0] * n_feat, "max": [15.0] * n_feat}
+        name, task = "digits", "classification"
+    elif kind == "tabular":
+        features, labels = list(WINE_FEATURES), ["a", "b", "c"]
+        valid = {"min": [0.0] + [None] * 12, "max": [100.0] + [None] * 12}
+        observed = {"min": [11.0] + [0.0] * 12, "max": [15.0] + [1000.0] * 12}
+        name, task = "wine", "classification"
+    else:
+        features, labels = ["a", "b", "c", "d"], None
+        valid = {"min": [None] * 4, "max": [None] * 4}
+        observed = {"min": [-1.0] * 4, "max": [1.0] * 4}
+        name, task = "plain-regression", "regression"
+    out_names = labels or ["y"]
+    signature = {
+        "task": task, "labels": labels, "output_kind": "logits" if labels else "values",
+        "input": {"name": "inputs", "dtype": "float32", "shape": [-1, *shape], "features": features},
+        "output": {"name": "outputs", "dtype": "float32", "shape": [-1, *out_shape], "names": out_names},
+        "valid": valid, "observed": observed,
+    }
+    golden_doc = changes.pop("golden", None)
+    signature.update(changes)
+    rng = np.random.default_rng(7)
+    lo = np.array(observed["min"], np.float32)
+    hi = np.array(observed["max"], np.float32)
+    x = (lo + (hi - lo) * rng.random((16, n_feat), dtype=np.float32)).astype(np.float32).reshape(16, *shape)
+    if golden_doc is None:
+        golden_doc = {"inputs": x.tolist(), "outputs": compute(x).tolist()}
+    dest.mkdir(parents=True, exist_ok=True)
+    files = {"model.onnx": model_bytes, "golden.json": (json.dumps(golden_doc) + "\n").encode()}
+    for p in sorted((ROOT / "runtime").glob("*.py")):
+        files[f"runtime/{p.name}"] = p.read_bytes()
+    files["requirements.txt"] = (ROOT / "runtime" / "requirements.txt").read_bytes()
+    golden = {"file": "golden.json", "atol": 1e-4, "rtol": 1e-4}
+    if labels:
+        golden["labels_equal"] = True
+    m = {
+        "format": manifest.FORMAT,
+        "model": {"file": "model.onnx", "name": name, "opset": 17, "ir_version": 8,
+                  "min_onnxruntime": compat.oldest_onnxruntime(17, 8),
+                  "input": {"name": "inputs", "shape": ["N", *shape], "type": "tensor(float)"},
+                  "output": {"name": "outputs", "shape": ["N", *out_shape], "type": "tensor(float)"}},
+        "signature": signature,
+        "golden": golden,
+        "files": {n: sha256_bytes(d) for n, d in sorted(files.items())},
+    }
+    files.update(manifest.encode(m))
+    for n, d in files.items():
+        (dest / n).parent.mkdir(parents=True, exist_ok=True)
+        (dest / n).write_bytes(d)
+    shutil.copystat(ROOT / "runtime", dest / "runtime")
+    return dest
+
+
+def sig_compute(kind: str):
+    """The numpy function the ``kind`` bundle's model computes (float32)."""
+    return _sig_model(kind)[3]
+
+
+@pytest.fixture
+def tabular_bundle(tmp_path) -> Path:
+    return signature_bundle(tmp_path / "tabular", "tabular")
+
+
+@pytest.fixture
+def image_bundle(tmp_path) -> Path:
+    return signature_bundle(tmp_path / "image", "image")
+
+
+@pytest.fixture
+def regression_bundle(tmp_path) -> Path:
+    return signature_bundle(tmp_path / "regression", "regression")
+
+
+@pytest.fixture
+def serve_bundle():
+    """Start servers on any bundle folder (``serve_bundle(dir, *args)``, ephemeral port); all stopped at the end."""
+    started = []
+
+    def start(bundle_dir: Path, *args: str, **kw) -> Server:
+        if not any(a in ("--port", "--unix") for a in args):
+            args = (*args, "--port", "0")
+        s = Server(bundle_dir, *args, **kw)
+        started.append(s)
+        return s
+
+    yield start
+    for s in started:
+        s.stop()
+# --- end of signature bundles ---

@@ -1,0 +1,214 @@
+"""The model's signature: what one example is, what the model answers, and what is refused.
+
+Read from ``manifest["signature"]`` (its shape is checked by ``manifest.check_signature``;
+docs/bundle.md) or, for a bundle made before signatures, the tutorial's implied one: one
+Celsius value in, one Fahrenheit value out, the valid range from ``valid_input``.
+stdlib + numpy only.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from .errors import InputError
+
+F32_MAX = float(np.finfo(np.float32).max)
+NUMERIC_KINDS = "iuf"  # signed, unsigned, float; bools, strings and objects are refused
+TUTORIAL_NAME = "celsius-to-fahrenheit"  # the model name of a bundle whose manifest has none
+
+
+def _bounds(values: list, default: float) -> np.ndarray:
+    return np.array([default if v is None else float(v) for v in values], dtype=np.float64)
+
+
+def short(values: Any, limit: int = 60) -> str:
+    text = repr(values)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def number_text(v: float | int, f32: bool = False) -> str:
+    """A value as a message shows it: 120 for 120 or 120.0, the shortest repr otherwise."""
+    if isinstance(v, float) and v.is_integer() and abs(v) < 1e16:
+        return str(int(v))
+    if f32 and isinstance(v, float) and math.isfinite(v):
+        return str(np.float32(v))  # the shortest text that reads back to that float32
+    return repr(v)
+
+
+def shape_text(shape: tuple[int, ...], batch: bool = False) -> str:
+    dims = (["n"] if batch else []) + [str(d) for d in shape]
+    return f"({dims[0]},)" if len(dims) == 1 else f"({', '.join(dims)})"
+
+
+@dataclass(frozen=True, eq=False)
+class Signature:
+    """One example's shape and feature names, the output's, the task and labels, and the
+    per-feature valid (refused outside) and observed (counted outside) ranges."""
+
+    model_name: str
+    task: str  # "regression" or "classification"
+    output_kind: str  # "values", "logits" or "probabilities"
+    labels: list[str] | None  # classification: one name per output, in index order
+    input_name: str
+    output_name: str
+    shape: tuple[int, ...]  # one example, without the batch dimension
+    output_shape: tuple[int, ...]
+    features: list[str]  # prod(shape) names, C order
+    output_names: list[str] | None
+    valid_min: np.ndarray  # float64 (features,), -inf where unbounded
+    valid_max: np.ndarray
+    observed_min: np.ndarray | None  # float32 (features,), None when the bundle records none
+    observed_max: np.ndarray | None
+    declared: bool  # the manifest has a signature (False: a bundle made before them)
+
+    @classmethod
+    def of(cls, manifest: dict[str, Any]) -> "Signature":
+        model = manifest["model"]
+        name = model.get("name") or TUTORIAL_NAME
+        sig = manifest.get("signature")
+        if sig is None:
+            v = manifest["valid_input"]
+            return cls(name, "regression", "values", None, model["input"]["name"], model["output"]["name"],
+                       (1,), (1,), ["celsius"], ["fahrenheit"], _bounds([v["min_celsius"]], -math.inf),
+                       _bounds([v["max_celsius"]], math.inf), None, None, False)
+        inp, out = sig["input"], sig["output"]
+        labels = sig.get("labels")
+        if sig["task"] == "classification" and labels is None:
+            labels = out.get("names")
+        observed = sig.get("observed")
+        return cls(
+            name, sig["task"], sig.get("output_kind", "values"), labels if sig["task"] == "classification" else None,
+            inp["name"], out["name"], tuple(inp["shape"][1:]), tuple(out["shape"][1:]), list(inp["features"]),
+            out.get("names"), _bounds(sig["valid"]["min"], -math.inf), _bounds(sig["valid"]["max"], math.inf),
+            None if observed is None else np.array(observed["min"], np.float64).astype(np.float32),
+            None if observed is None else np.array(observed["max"], np.float64).astype(np.float32),
+            True,
+        )
+
+    @property
+    def scalar(self) -> bool:
+        """One value in, one value out: the tutorial's model, served by the scalar fast path."""
+        return self.shape == (1,) and self.output_shape == (1,)
+
+    @property
+    def size(self) -> int:
+        return len(self.features)
+
+    def summary(self) -> dict[str, Any]:
+        """What `info` and GET /info show of it."""
+        return {
+            "model_name": self.model_name, "task": self.task, "output_kind": self.output_kind, "labels": self.labels,
+            "input": {"name": self.input_name, "shape": [-1, *self.shape], "features": len(self.features)},
+            "output": {"name": self.output_name, "shape": [-1, *self.output_shape]},
+            "declared": self.declared,
+        }
+
+
+class Checker:
+    """Validates examples against a signature: shape, numbers, the valid range per feature."""
+
+    def __init__(self, sig: Signature):
+        self.sig = sig
+        self.shape = sig.shape
+        shaped = (1, *sig.shape)
+        # The bounds a value must lie within: the valid range, and within float32's finite
+        # range (so NaN and +-inf fail both comparisons). Float32 input is held to the bounds
+        # rounded to float32 (so -273.15 typed as float32 is accepted).
+        lo = np.maximum(sig.valid_min, -F32_MAX)
+        hi = np.minimum(sig.valid_max, F32_MAX)
+        self.lo, self.hi = lo.reshape(shaped), hi.reshape(shaped)
+        self.lo32, self.hi32 = self.lo.astype(np.float32), self.hi.astype(np.float32)
+        self.uniform = bool((lo == lo[0]).all() and (hi == hi[0]).all())  # min/max of the whole batch will do
+        self.ulo, self.uhi = float(lo[0]), float(hi[0])
+        self.ulo32, self.uhi32 = float(np.float32(lo[0])), float(np.float32(hi[0]))
+        if sig.observed_min is not None:
+            self.obs_lo = sig.observed_min.reshape(shaped)
+            self.obs_hi = sig.observed_max.reshape(shaped)
+        else:
+            self.obs_lo = self.obs_hi = None
+
+    def examples(self, values) -> tuple[np.ndarray, bool]:
+        """``values`` as a float32 batch (n, *shape), and whether it was one example (*shape).
+
+        Raises InputError: not numbers, empty, the wrong shape or number of features, NaN,
+        infinite, beyond float32 or outside a feature's valid range (``index`` is the example).
+        """
+        try:
+            arr = values if type(values) is np.ndarray else np.asarray(values)
+        except (ValueError, TypeError, RecursionError) as e:
+            raise InputError(f"input: expected numbers, got {short(values)} ({' '.join(str(e).split())})") from None
+        if arr.dtype.kind not in NUMERIC_KINDS:
+            raise InputError(f"input: expected numbers, got {short(values)} (dtype {arr.dtype})")
+        if arr.shape == self.shape or (not arr.shape and self.shape == (1,)):
+            batch, single = arr.reshape(1, *self.shape), True
+        elif arr.shape[1:] == self.shape and arr.shape[0]:
+            batch, single = arr, False
+        elif arr.size == 0:
+            raise InputError("input: empty, expected at least one example")
+        else:
+            raise InputError(self.shape_problem(arr.shape))
+        f32 = batch.dtype == np.float32
+        if self.uniform:
+            mn, mx = batch.min(), batch.max()  # NaN propagates into both
+            ok = (self.ulo32 if f32 else self.ulo) <= mn and mx <= (self.uhi32 if f32 else self.uhi)
+        else:
+            lo, hi = (self.lo32, self.hi32) if f32 else (self.lo, self.hi)
+            ok = bool((batch >= lo).all() and (batch <= hi).all())
+        if not ok:
+            self.refuse(batch)
+        return (batch if f32 else batch.astype(np.float32)), single
+
+    def shape_problem(self, shape: tuple[int, ...]) -> str:
+        """Why an input of ``shape`` is not one example nor a batch of them."""
+        s = self.shape
+        if len(s) == 1 and len(shape) <= 2:
+            got = 1 if not shape else shape[-1]
+            return f"input: expected {s[0]} features, got {got}"
+        batch = len(shape) > len(s)
+        return f"input shape {shape_text(shape)} expected {shape_text(s, batch)}"
+
+    def bad_rows(self, batch: np.ndarray) -> np.ndarray:
+        """Mask (n,) of the examples of a numeric batch (n, *shape) with a value outside its bounds."""
+        lo, hi = (self.lo32, self.hi32) if batch.dtype == np.float32 else (self.lo, self.hi)
+        with np.errstate(invalid="ignore"):
+            ok = (batch >= lo) & (batch <= hi)
+        return ~ok.reshape(ok.shape[0], -1).all(axis=1)
+
+    def problem(self, example: np.ndarray) -> str | None:
+        """What is wrong with the first bad value of one numeric example (*shape), or None."""
+        flat = example.reshape(-1)
+        f32 = flat.dtype == np.float32
+        lo, hi = (self.lo32, self.hi32) if f32 else (self.lo, self.hi)
+        with np.errstate(invalid="ignore"):
+            bad = np.flatnonzero(~((flat >= lo.reshape(-1)) & (flat <= hi.reshape(-1))))
+        if not bad.size:
+            return None
+        j = int(bad[0])
+        v = flat[j].item()
+        name = self.sig.features[j]
+        if isinstance(v, float) and math.isnan(v):
+            return f"feature {name!r} is NaN"
+        if isinstance(v, float) and math.isinf(v):
+            return f"feature {name!r} = {v!r}: expected a finite number"
+        if abs(v) > F32_MAX:
+            return f"feature {name!r} = {number_text(v)}: outside float32 range (|x| <= 3.4e38)"
+        return (f"feature {name!r} = {number_text(v, f32)}: outside the valid range "
+                f"[{self.sig.valid_min[j]:g}, {self.sig.valid_max[j]:g}]")
+
+    def refuse(self, batch: np.ndarray) -> None:
+        """Raise InputError for the first bad value of ``batch`` (numeric, (n, *shape))."""
+        i = int(np.flatnonzero(self.bad_rows(batch))[0])
+        problem = self.problem(batch[i])
+        raise InputError(f"input[{i}]: {problem}", index=i, problem=problem)
+
+    def outside_observed(self, x: np.ndarray) -> np.ndarray:
+        """Per feature, how many values of the valid float32 batch ``x`` (n, *shape) lie outside
+        the observed (training) range; zeros when the bundle records none."""
+        if self.obs_lo is None:
+            return np.zeros(self.sig.size, dtype=np.int64)
+        out = (x < self.obs_lo) | (x > self.obs_hi)
+        return out.reshape(out.shape[0], -1).sum(axis=0, dtype=np.int64)
