@@ -30,10 +30,10 @@ VARIANT_PNG := $(BUILD)/verify/variants-error.png $(BUILD)/verify/variants-ulp.p
 TARBALL     := $(DIST)/bundle.tar.gz
 
 COMMON_SRC  := pipeline/__main__.py pipeline/config.py pipeline/errors.py pipeline/fsutil.py pipeline/quiet.py pipeline/lock.py pipeline/layout.py export/errors.py export/formats.py
-TRAIN_SRC   := $(COMMON_SRC) pipeline/train.py pipeline/names.py export/tfenv.py
-EXPORT_SRC  := $(COMMON_SRC) pipeline/export_stage.py pipeline/names.py pipeline/probes.py pipeline/reference.py $(wildcard export/*.py) runtime/manifest.py runtime/errors.py
-VERIFY_SRC  := $(COMMON_SRC) pipeline/verify.py pipeline/names.py pipeline/probes.py pipeline/reference.py pipeline/numerics.py pipeline/runners.py pipeline/variant_checks.py pipeline/report.py pipeline/bundle_model.py export/variants.py export/tfenv.py runtime/manifest.py runtime/errors.py
-BUNDLE_SRC  := $(COMMON_SRC) pipeline/bundle.py pipeline/bundle_model.py pipeline/probes.py pipeline/reference.py export/onnx_export.py export/keras3_savedmodel.py export/tfenv.py $(wildcard runtime/*.py runtime/systemd/edge-model.*) runtime/requirements.txt
+TRAIN_SRC   := $(COMMON_SRC) pipeline/train.py pipeline/names.py pipeline/dataset.py pipeline/keras_model.py export/tfenv.py
+EXPORT_SRC  := $(COMMON_SRC) pipeline/export_stage.py pipeline/names.py pipeline/dataset.py pipeline/keras_model.py pipeline/probes.py pipeline/reference.py $(wildcard export/*.py) runtime/manifest.py runtime/errors.py
+VERIFY_SRC  := $(COMMON_SRC) pipeline/verify.py pipeline/verify_dataset.py pipeline/report_dataset.py pipeline/names.py pipeline/probes.py pipeline/reference.py pipeline/numerics.py pipeline/runners.py pipeline/variant_checks.py pipeline/report.py pipeline/bundle_model.py export/variants.py export/tfenv.py runtime/manifest.py runtime/errors.py
+BUNDLE_SRC  := $(COMMON_SRC) pipeline/bundle.py pipeline/bundle_dataset.py pipeline/bundle_model.py pipeline/probes.py pipeline/reference.py export/onnx_export.py export/keras3_savedmodel.py export/tfenv.py $(wildcard runtime/*.py runtime/systemd/edge-model.*) runtime/requirements.txt
 
 .PHONY: all venv config train export verify bundle lint test test-fast runtime-check bench bench-quick pi-check deploy fleet-status rollback clean distclean help
 
@@ -50,15 +50,19 @@ $(STAMP): requirements.txt
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt
 	@touch $@
 
-# The config in force, copied only when its content changes, so switching presets
-# (or editing the file) retrains, and re-running with the same one does nothing (not even
-# start Python: an unchanged file was validated when it was copied).
+# The config in force, copied only when its content (or the folder its relative paths start
+# from, BUILD/config.origin) changes, so switching presets (or editing the file) retrains, and
+# re-running with the same one does nothing (not even start Python: an unchanged file was
+# validated when it was copied). The copy also writes BUILD/inputs.mk: INPUT_FILES, the files
+# a dataset-mode config reads (data, builder, trained model), so that editing one retrains.
+-include $(BUILD)/inputs.mk
 $(BUILD)/config.toml: FORCE | $(STAMP)
-	@cmp -s $(CONFIG) $@ 2>/dev/null || $(PY) -m pipeline --build $(BUILD) config --config $(CONFIG) --out $@
+	@cmp -s $(CONFIG) $@ 2>/dev/null && [ "$$(cat $(BUILD)/config.origin 2>/dev/null)" = "$(abspath $(dir $(CONFIG)))" ] \
+	  || $(PY) -m pipeline --build $(BUILD) config --config $(CONFIG) --out $@
 
 config: $(BUILD)/config.toml ## Validate CONFIG and make it the config in force
 
-$(TRAIN_OUT) &: $(BUILD)/config.toml $(TRAIN_SRC)
+$(TRAIN_OUT) &: $(BUILD)/config.toml $(TRAIN_SRC) $(INPUT_FILES)
 	$(PIPELINE) train --no-plot
 
 $(LOSS_PNG): $(HISTORY) pipeline/lossplot.py

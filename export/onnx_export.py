@@ -19,9 +19,54 @@ def convert(savedmodel_dir: Path, input_name: str, output_name: str, opset: int,
 
     from export.keras3_savedmodel import serving_function
 
+    from .errors import ExportError
+
     fn, spec = serving_function(savedmodel_dir, input_name)
-    model, _ = tf2onnx.convert.from_function(fn, input_signature=spec, opset=opset)
+    try:
+        graph = frozen_graph(fn)
+        if graph is None:
+            model, _ = tf2onnx.convert.from_function(fn, input_signature=spec, opset=opset)
+        else:
+            graph_def, tf_in, tf_out = graph
+            model, _ = tf2onnx.convert.from_graph_def(graph_def, input_names=[tf_in], output_names=[tf_out],
+                                                      opset=opset)
+            rename(model, tf_in, input_name)
+            rename(model, tf_out, output_name)
+    except Exception as e:  # tf2onnx raises many types; the first line names the op
+        text = " ".join(str(e).split()) or type(e).__name__
+        raise ExportError(f"export: ONNX (tf2onnx): {type(e).__name__}: {text[:300]}") from None
     return tidy(model, input_name, output_name, opset, ir_version)
+
+
+def frozen_graph(fn):
+    """The GraphDef of ``fn`` with every captured tensor folded into a constant, with its input
+    and output tensor names; None when ``fn`` captures variables only.
+
+    tf2onnx freezes captured variables (Dense kernels) but leaves captured tensors, such as
+    the mean and variance a Keras 3 Normalization layer computes after ``adapt``, as extra
+    graph inputs; TensorFlow's own converter folds both.
+    """
+    from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
+
+    from export.tfenv import tensorflow
+
+    tf, _ = tensorflow()
+    concrete = fn.get_concrete_function()
+    if all(t.dtype == tf.resource for t in concrete.captured_inputs):
+        return None  # variables only (the tutorial's Dense): tf2onnx's own path, same bytes as before
+    const = convert_variables_to_constants_v2(concrete)
+    return const.graph.as_graph_def(), const.inputs[0].name, const.outputs[0].name
+
+
+def rename(model, old: str, new: str) -> None:
+    """Rename the tensor ``old`` to ``new`` everywhere in the graph."""
+    g = model.graph
+    for vi in list(g.input) + list(g.output) + list(g.value_info):
+        if vi.name == old:
+            vi.name = new
+    for node in g.node:
+        node.input[:] = [new if i == old else i for i in node.input]
+        node.output[:] = [new if o == old else o for o in node.output]
 
 
 def tidy(model, input_name: str, output_name: str, opset: int, ir_version: int):

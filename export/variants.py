@@ -49,6 +49,12 @@ def suffix(name: str) -> str:
     return ".onnx" if fmt(name) == "onnx" else ".tflite"
 
 
+def calibration_rows(calibration: np.ndarray) -> np.ndarray:
+    """The calibration inputs as float32 examples (n, *shape): a flat array is n scalar examples."""
+    cal = np.ascontiguousarray(calibration, dtype=np.float32)
+    return cal.reshape(-1, 1) if cal.ndim == 1 else cal
+
+
 def _one_line(e: Exception) -> str:
     text = str(e).strip().splitlines()
     return f"{type(e).__name__}: {text[0] if text else ''}".rstrip(": ")
@@ -101,15 +107,22 @@ def toposort(graph) -> None:
 
 
 @_quiet_converters()  # a fresh context per call (contextmanager's ContextDecorator)
-def build_onnx(name: str, model, calibration: np.ndarray, input_name: str):
-    """The ONNX variant ``name`` of ``model`` (an onnx.ModelProto, float32), as a checked ModelProto."""
+def build_onnx(name: str, model, calibration: np.ndarray, input_name: str, keep_float: str | None = None):
+    """The ONNX variant ``name`` of ``model`` (an onnx.ModelProto, float32), as a checked ModelProto.
+
+    ``keep_float``: the static quantizer leaves the nodes whose names contain it in float32
+    (the standardization layer: raw features of very different scales would share one int8
+    scale at the input and the small ones round to zero; quantizing starts after it)."""
     import onnx
 
+    # A copy: the quantizers save the model they are given with its tensors of 1 KiB and more
+    # moved to an external .data file, in place; the caller's model must stay whole.
+    model = onnx.ModelProto.FromString(model.SerializeToString())
     try:
         if name == "onnx-fp16":
             from onnxruntime.transformers.float16 import convert_float_to_float16
 
-            out = convert_float_to_float16(onnx.ModelProto.FromString(model.SerializeToString()), keep_io_types=True)
+            out = convert_float_to_float16(model, keep_io_types=True)
             toposort(out.graph)
         else:
             from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat,
@@ -120,16 +133,23 @@ def build_onnx(name: str, model, calibration: np.ndarray, input_name: str):
                 if name == "onnx-int8-dynamic":
                     quantize_dynamic(model, dest, weight_type=QuantType.QInt8)
                 elif name == "onnx-int8-static":
+                    rows = calibration_rows(calibration)
+
                     class Reader(CalibrationDataReader):
                         def __init__(self):
-                            self.items = iter([{input_name: np.float32([[v]])} for v in calibration])
+                            self.items = iter([{input_name: rows[i:i + 1]} for i in range(len(rows))])
 
                         def get_next(self):
                             return next(self.items, None)
 
+                    # Per-channel weight scales for convolutions: one scale per filter, as
+                    # their ranges differ by orders of magnitude (a dense model keeps per-tensor).
+                    per_channel = any(n.op_type == "Conv" for n in model.graph.node)
+                    exclude = [n.name for n in model.graph.node if keep_float and f"/{keep_float}" in n.name]
                     quantize_static(model, dest, Reader(), quant_format=QuantFormat.QDQ,
                                     activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
-                                    calibrate_method=CalibrationMethod.MinMax)
+                                    calibrate_method=CalibrationMethod.MinMax, per_channel=per_channel,
+                                    nodes_to_exclude=exclude)
                 else:
                     raise VariantNotBuilt(f"unknown ONNX variant {name!r}")
                 out = onnx.load_model_from_string(dest.read_bytes())
@@ -153,9 +173,11 @@ def build_tflite(name: str, savedmodel_dir: Path, calibration: np.ndarray) -> by
         if name == "tflite-fp16":
             c.target_spec.supported_types = [tf.float16]
         elif name == "tflite-int8-full":
+            rows = calibration_rows(calibration)
+
             def representative():
-                for v in calibration:
-                    yield [np.float32([[v]])]
+                for i in range(len(rows)):
+                    yield [rows[i:i + 1]]
 
             c.representative_dataset = representative
             c.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]

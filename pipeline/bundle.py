@@ -140,6 +140,10 @@ def check_report(layout: Layout, cfg: dict[str, Any]) -> dict[str, Any]:
 def build_files(cfg: dict[str, Any], layout: Layout, report: dict[str, Any], epoch: int = DEFAULT_EPOCH
                 ) -> dict[str, bytes]:
     """Every file of the bundle, by relative path, manifest included."""
+    if report.get("mode") == "dataset":
+        from .bundle_dataset import build_files as dataset_files
+
+        return dataset_files(cfg, layout, report, epoch, _runtime_files(), _onnx_spec)
     chosen = report.get("bundle") or bundle_model.DEFAULT
     model_bytes = (layout.build / chosen["path"]).read_bytes()
     ref = reference.load(layout.reference)
@@ -169,6 +173,7 @@ def build_files(cfg: dict[str, Any], layout: Layout, report: dict[str, Any], epo
             "opset": opset,
             "ir_version": ir,
             "min_onnxruntime": compat.oldest_onnxruntime(opset, ir),
+            "name": TUTORIAL_NAME,
             "variant": chosen["model"],
             "chosen_by": chosen["why"],
             "budget": budget,  # degF; null for float32, held to the ulp-level checks
@@ -178,6 +183,7 @@ def build_files(cfg: dict[str, Any], layout: Layout, report: dict[str, Any], epo
             "min_celsius": None if lo == float("-inf") else lo,
             "max_celsius": None if hi == float("inf") else hi,
         },
+        "signature": tutorial_signature(cfg, io_spec),
         "golden": {"file": "golden.json", "atol": tol["atol"], "rtol": tol["rtol"]},
         "files": {name: sha256_bytes(data) for name, data in sorted(files.items())},
         "config": json.loads(canonical_json(cfg)),
@@ -193,6 +199,22 @@ def build_files(cfg: dict[str, Any], layout: Layout, report: dict[str, Any], epo
     }
     files.update(manifest_mod.encode(manifest))
     return files
+
+
+TUTORIAL_NAME = "celsius-to-fahrenheit"
+
+
+def tutorial_signature(cfg: dict[str, Any], io_spec: dict[str, Any]) -> dict[str, Any]:
+    """The tutorial model's signature: one feature (degC) in, one value (degF) out."""
+    lo, hi = cfg["runtime"]["valid_min_celsius"], cfg["runtime"]["valid_max_celsius"]
+    c = [float(v) for v in cfg["data"]["celsius"]]
+    return {
+        "task": "regression", "labels": None, "output_kind": "values",
+        "input": {"name": io_spec["input"]["name"], "dtype": "float32", "shape": [-1, 1], "features": ["celsius"]},
+        "output": {"name": io_spec["output"]["name"], "dtype": "float32", "shape": [-1, 1], "names": ["fahrenheit"]},
+        "valid": {"min": [None if lo == float("-inf") else lo], "max": [None if hi == float("inf") else hi]},
+        "observed": {"min": [min(c)], "max": [max(c)]},
+    }
 
 
 def _onnx_spec(model_bytes: bytes) -> tuple[dict[str, Any], int, int]:

@@ -41,26 +41,41 @@ def keras_predict(model, x: np.ndarray) -> np.ndarray:
     return np.asarray(y, dtype=np.float32).reshape(-1)
 
 
-def calibration_inputs(cfg: dict[str, Any]) -> np.ndarray:
-    """The calibration set: the training inputs, or calibration_points over the working range."""
+def keras_outputs(model, x: np.ndarray, chunk: int = 1024) -> np.ndarray:
+    """The model's float32 outputs (n, *out) for inputs (n, *shape), ``chunk`` rows at a time."""
+    tf, _ = tensorflow()
+    parts = [np.asarray(model(tf.constant(x[i:i + chunk]), training=False), np.float32)
+             for i in range(0, len(x), chunk)]
+    return np.concatenate(parts)
+
+
+def calibration_inputs(cfg: dict[str, Any], ds=None) -> np.ndarray:
+    """The calibration set: the training inputs, or calibration_points over the working range;
+    in dataset mode a seeded sample of training rows."""
+    if ds is not None:
+        return probes.calibration_rows(cfg, ds)
     v = cfg["variants"]
     if v["calibration"] == "training":
         return np.asarray(cfg["data"]["celsius"], np.float32)
     return np.linspace(*probes.working_range(cfg), v["calibration_points"]).astype(np.float32)
 
 
-def build_variants(cfg: dict[str, Any], saved: Path, onnx_model) -> dict[str, bytes | str]:
+def build_variants(cfg: dict[str, Any], saved: Path, onnx_model, ds=None, input_name: str = INPUT_NAME
+                   ) -> dict[str, bytes | str]:
     """name -> the variant's bytes, or the converter's one-line reason it was not built."""
     from export import variants as V
 
-    cal = calibration_inputs(cfg)
+    from .keras_model import STANDARDIZE
+
+    cal = calibration_inputs(cfg, ds)
     out: dict[str, bytes | str] = {}
     for name in V.VARIANTS:
         if name not in cfg["variants"]:
             continue
         try:
             if V.fmt(name) == "onnx":
-                out[name] = V.build_onnx(name, onnx_model, cal, INPUT_NAME).SerializeToString()
+                keep = STANDARDIZE if ds is not None and cfg["data"].get("standardize", True) else None
+                out[name] = V.build_onnx(name, onnx_model, cal, input_name, keep).SerializeToString()
             else:
                 out[name] = V.build_tflite(name, saved, cal)
         except V.VariantNotBuilt as e:
@@ -68,12 +83,12 @@ def build_variants(cfg: dict[str, Any], saved: Path, onnx_model) -> dict[str, by
     return out
 
 
-def write_variants(layout: Layout, variants: dict[str, bytes | str], cfg: dict[str, Any]) -> dict[str, Any]:
+def write_variants(layout: Layout, variants: dict[str, bytes | str], cfg: dict[str, Any], ds=None) -> dict[str, Any]:
     """build/variants/<name>.onnx|.tflite and index.json (what was built, or why not); stale files removed."""
     folder = layout.variants_dir
     folder.mkdir(parents=True, exist_ok=True)
-    index: dict[str, Any] = {"calibration": cfg["variants"]["calibration"],
-                             "calibration_inputs": int(calibration_inputs(cfg).size), "variants": {}}
+    index: dict[str, Any] = {"calibration": cfg["variants"].get("calibration", "training rows"),
+                             "calibration_inputs": int(len(calibration_inputs(cfg, ds))), "variants": {}}
     keep = {layout.variants_index.name}
     for name, data in variants.items():
         if isinstance(data, bytes):
@@ -95,29 +110,40 @@ def write_variants(layout: Layout, variants: dict[str, bytes | str], cfg: dict[s
 def run(cfg: dict[str, Any], layout: Layout) -> dict[str, Any]:
     from export import keras3_savedmodel, onnx_export, tflite_export
 
+    from .config import is_dataset
+
+    ds = None
+    names = (INPUT_NAME, OUTPUT_NAME)
+    if is_dataset(cfg):
+        from . import dataset, keras_model
+
+        ds = dataset.load(cfg)  # before TensorFlow: bad data is refused in milliseconds
+        names = (keras_model.INPUT_NAME, keras_model.OUTPUT_NAME)
     build = layout.build
     model = load_keras_model(layout.model_keras)
     tf, _ = tensorflow()
     try:
         with tempfile.TemporaryDirectory(prefix=fsutil.temp_prefix("export"), dir=build) as tmp:
-            saved = keras3_savedmodel.write_savedmodel(model, Path(tmp) / "savedmodel", INPUT_NAME, OUTPUT_NAME)
-            onnx_model = onnx_export.convert(
-                saved, INPUT_NAME, OUTPUT_NAME, cfg["export"]["opset"], cfg["export"]["ir_version"]
-            )
+            saved = keras3_savedmodel.write_savedmodel(model, Path(tmp) / "savedmodel", *names)
+            onnx_model = onnx_export.convert(saved, *names, cfg["export"]["opset"], cfg["export"]["ir_version"])
             tflite_bytes = tflite_export.convert(saved)
-            variants = build_variants(cfg, saved, onnx_model)
+            variants = build_variants(cfg, saved, onnx_model, ds, names[0])
     except tf.errors.OpError as e:  # TensorFlow's own I/O errors (disk full, read-only folder)
         raise OutputError(build, e.message.splitlines()[0] if e.message else type(e).__name__) from None
 
-    ref = reference.arrays(cfg, lambda x: keras_predict(model, x), sha256_file(layout.model_keras))
+    keras_sha = sha256_file(layout.model_keras)
+    if ds is None:
+        ref = reference.arrays(cfg, lambda x: keras_predict(model, x), keras_sha)
+    else:
+        ref = reference.dataset_arrays(cfg, ds, lambda x: keras_outputs(model, x), keras_sha)
     reference.save(layout.reference, ref)
     fsutil.write_bytes(layout.model_tflite, tflite_bytes)
     fsutil.write_bytes(layout.model_onnx, onnx_model.SerializeToString())
-    index = write_variants(layout, variants, cfg)
+    index = write_variants(layout, variants, cfg, ds)
     return {
         "variants": index["variants"],
         "onnx": onnx_export.describe(onnx_model),
         "onnx_bytes": onnx_model.ByteSize(),
         "tflite_bytes": len(tflite_bytes),
-        "probes": int(ref["x"].size),
+        "probes": int(len(ref["x"])),
     }

@@ -33,6 +33,8 @@ def loss_figure(history: dict):
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
+    if "epochs" in history:
+        return epoch_figure(history)
     losses = np.asarray(history["loss"], dtype=np.float64)
     name = history.get("loss_name", "loss").replace("_", " ")
     optimum = (history.get("least_squares") or {}).get("loss")
@@ -56,6 +58,41 @@ def loss_figure(history: dict):
     return fig
 
 
+def epoch_figure(history: dict):
+    """Dataset mode: training and validation loss per epoch, and the validation metric beside it."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(9, 3.5), dpi=100)
+    FigureCanvasAgg(fig)
+    ax, bx = fig.subplots(1, 2)
+    if history.get("came_trained"):
+        ax.set_title("The model came trained: no training ran", fontsize=10)
+        return fig
+    epochs = np.arange(1, len(history["loss"]) + 1)
+    ax.plot(epochs, history["loss"], label="training")
+    if history.get("val_loss"):
+        ax.plot(epochs, history["val_loss"], label="validation")
+    ax.set_yscale("log")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel(f"{history.get('loss_name', 'loss').replace('_', ' ')} (log scale)")
+    ax.set_title(f"Loss per epoch; final {history['loss'][-1]:.4g}", fontsize=10)
+    ax.legend(fontsize=8)
+    ax.grid(True, which="both", alpha=0.3)
+    metric = history.get("metric", "metric")
+    for key, label in ((metric, "training"), ("val_" + metric, "validation")):
+        if history.get(key):
+            bx.plot(epochs, history[key], label=label)
+    bx.set_xlabel("epoch")
+    bx.set_ylabel(metric)
+    last = (history.get("val_" + metric) or [float("nan")])[-1]
+    bx.set_title(f"{metric} per epoch; validation {last:.4g}", fontsize=10)
+    bx.legend(fontsize=8)
+    bx.grid(True, alpha=0.3)
+    fig.subplots_adjust(left=0.08, right=0.98, bottom=0.15, top=0.88, wspace=0.3)
+    return fig
+
+
 def run(layout: Layout) -> Path:
     src = layout.history
     try:
@@ -64,7 +101,7 @@ def run(layout: Layout) -> Path:
         raise StageInputError(src, "not found", "run `make train` or `python -m pipeline train` first") from None
     except (OSError, ValueError) as e:
         raise StageInputError(src, f"unreadable: {e}", "re-run train") from None
-    if not isinstance(history, dict) or not history.get("loss"):
+    if not isinstance(history, dict) or not (history.get("loss") or history.get("came_trained")):
         raise StageInputError(src, "no 'loss' list in it", "re-run train")
     dest = layout.loss_png
     plot_loss(history, dest)

@@ -14,6 +14,7 @@ its golden data from it, neither importing TensorFlow. The arrays:
 from __future__ import annotations
 
 import io
+import json
 from pathlib import Path
 from typing import Any, Callable
 
@@ -37,6 +38,32 @@ def arrays(cfg: dict[str, Any], predict: Callable[[np.ndarray], np.ndarray], ker
         "accuracy_x": acc_x,
         "keras_accuracy_y": predict(acc_x),
         "keras_sha256": np.array(keras_sha256),
+    }
+
+
+def dataset_arrays(cfg: dict[str, Any], ds, predict: Callable[[np.ndarray], np.ndarray], keras_sha256: str
+                   ) -> dict[str, np.ndarray]:
+    """Dataset mode's reference: ``x`` (n, *shape) with ``group`` as above (training, validation,
+    synthetic, edge: probes.dataset_probes), ``keras_y`` (n, outputs), and the validation rows'
+    labels ``y_val`` (the true targets accuracy is judged against)."""
+    groups = probes.dataset_probes(cfg, ds)
+    x = np.concatenate(list(groups.values()))
+    group = np.concatenate([np.full(len(v), i, np.int8) for i, v in enumerate(groups.values())])
+    return {
+        "x": x,
+        "group": group,
+        "group_names": np.array(list(groups)),
+        "keras_y": predict(x),
+        "y_val": np.asarray(ds.y_val),
+        "keras_sha256": np.array(keras_sha256),
+        # What bundle's signature needs, so that neither verify nor bundle reads the data again.
+        "input_shape": np.array(ds.input_shape, np.int64),
+        "feature_names": np.array(ds.feature_names),
+        "labels": np.array(ds.labels or [], dtype=str),
+        "target_name": np.array(ds.target_name),
+        "data_sha256": np.array(json.dumps({Path(k).name: v for k, v in sorted(ds.sha256.items())})),
+        "observed_min": probes.observed_range(ds)[0],
+        "observed_max": probes.observed_range(ds)[1],
     }
 
 

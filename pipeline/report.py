@@ -25,9 +25,9 @@ VARIANT_NOTES = {
 }
 
 
-def write(layout: Layout, report: dict[str, Any]) -> None:
+def write(layout: Layout, report: dict[str, Any], render=None) -> None:
     fsutil.write_json(layout.report_json, report)
-    fsutil.write_text(layout.report_md, render_markdown(report))
+    fsutil.write_text(layout.report_md, (render or render_markdown)(report))
 
 
 def versions() -> dict[str, str]:

@@ -1,7 +1,9 @@
 """The runners verify loops over: one interface, one class per format.
 
-Each takes float32 inputs of shape (n,) and returns float32 outputs of shape (n,),
-running the whole array as one batch; ``run_each`` runs it one value at a time (batch 1).
+Each takes float32 inputs of shape (n, *shape) and returns float32 outputs of shape
+(n, *out), running the whole array as one batch; ``run_each`` runs it one example at a
+time (batch 1). A flat array (n,) is n scalar examples (the tutorial's model, input
+(n, 1)), and gives flat outputs (n,).
 ``open_runner`` opens a model file in its format's runtime, naming the file if it cannot.
 """
 
@@ -38,13 +40,18 @@ class OnnxRunner:
         self.input = self.session.get_inputs()[0].name
 
     def run(self, x: np.ndarray) -> np.ndarray:
-        x = np.ascontiguousarray(x, dtype=np.float32).reshape(-1, 1)
-        return self.session.run(None, {self.input: x})[0].reshape(-1)
+        flat = x.ndim == 1
+        x = np.ascontiguousarray(x, dtype=np.float32).reshape(-1, 1) if flat else np.ascontiguousarray(x, np.float32)
+        y = self.session.run(None, {self.input: x})[0]
+        return y.reshape(-1) if flat else y
 
     def run_each(self, x: np.ndarray) -> np.ndarray:
-        x = np.asarray(x, dtype=np.float32).reshape(-1, 1, 1)
         run, name = self.session.run, self.input
-        return np.array([run(None, {name: v})[0][0, 0] for v in x], dtype=np.float32)
+        if x.ndim == 1:
+            x = np.asarray(x, dtype=np.float32).reshape(-1, 1, 1)
+            return np.array([run(None, {name: v})[0][0, 0] for v in x], dtype=np.float32)
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        return np.concatenate([run(None, {name: x[i:i + 1]})[0] for i in range(len(x))])
 
 
 class TFLiteRunner:
@@ -79,28 +86,39 @@ class TFLiteRunner:
         scale, zero = self.out_q
         return ((y.astype(np.float32) - zero) * scale).astype(np.float32)
 
-    def _resize(self, n: int) -> None:
-        if self.batch != n:
-            self.interpreter.resize_tensor_input(self.input, [n, 1])
+    def _resize(self, shape: tuple[int, ...]) -> None:
+        if self.batch != shape:
+            self.interpreter.resize_tensor_input(self.input, list(shape))
             self.interpreter.allocate_tensors()
-            self.batch = n
+            self.batch = shape
 
     def run(self, x: np.ndarray) -> np.ndarray:
-        x = np.ascontiguousarray(x, dtype=np.float32).reshape(-1, 1)
-        self._resize(len(x))
+        flat = x.ndim == 1
+        x = np.ascontiguousarray(x, dtype=np.float32).reshape(-1, 1) if flat else np.ascontiguousarray(x, np.float32)
+        self._resize(x.shape)
         self.interpreter.set_tensor(self.input, self._in(x))
         self.interpreter.invoke()
-        return self._out(self.interpreter.get_tensor(self.output)).reshape(-1).copy()
+        y = self._out(self.interpreter.get_tensor(self.output))
+        return y.reshape(-1).copy() if flat else y.copy()
 
     def run_each(self, x: np.ndarray) -> np.ndarray:
-        self._resize(1)
         it, i, o = self.interpreter, self.input, self.output
-        out = np.empty(len(x), dtype=np.float32)
-        for k, v in enumerate(self._in(np.asarray(x, dtype=np.float32).reshape(-1, 1, 1))):
-            it.set_tensor(i, v)
+        if x.ndim == 1:
+            self._resize((1, 1))
+            out = np.empty(len(x), dtype=np.float32)
+            for k, v in enumerate(self._in(np.asarray(x, dtype=np.float32).reshape(-1, 1, 1))):
+                it.set_tensor(i, v)
+                it.invoke()
+                out[k] = self._out(it.get_tensor(o))[0, 0]
+            return out
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        self._resize((1, *x.shape[1:]))
+        parts = []
+        for k in range(len(x)):
+            it.set_tensor(i, self._in(x[k:k + 1]))
             it.invoke()
-            out[k] = self._out(it.get_tensor(o))[0, 0]
-        return out
+            parts.append(self._out(it.get_tensor(o)).copy())
+        return np.concatenate(parts)
 
 
 def open_runner(fmt: str, path: Path) -> Runner:

@@ -113,6 +113,10 @@ def run(cfg: dict[str, Any], layout: Layout, plot: bool = True) -> dict[str, Any
     Args:
         plot: also draw build/train/loss.png (make draws it in a parallel job instead).
     """
+    from .config import is_dataset
+
+    if is_dataset(cfg):
+        return run_dataset(cfg, layout, plot)
     c = np.asarray(cfg["data"]["celsius"], dtype=np.float32).reshape(-1, 1)
     f = np.asarray(cfg["data"]["fahrenheit"], dtype=np.float32).reshape(-1, 1)
 
@@ -143,6 +147,68 @@ def run(cfg: dict[str, Any], layout: Layout, plot: bool = True) -> dict[str, Any
         "loss_name": cfg["train"]["loss"],
         "least_squares": {"w": w_opt, "b": b_opt, "prediction_at_100c": w_opt * 100 + b_opt,
                           "loss": loss_at(cfg, w_opt, b_opt)},
+    }
+    with fsutil.atomic_path(layout.model_keras) as tmp:
+        model.save(tmp)
+    fsutil.write_json(layout.history, history)
+    if plot:
+        from .lossplot import plot_loss
+
+        plot_loss(history, layout.loss_png)
+    return history
+
+
+def run_dataset(cfg: dict[str, Any], layout: Layout, plot: bool = True) -> dict[str, Any]:
+    """Dataset mode: the user's data and model, mini-batch epochs, seeded and deterministic.
+
+    The data is read (and refused if bad) before TensorFlow is imported. With ``[model] file``
+    the trained model is checked against the data and copied as it is: no training.
+    """
+    from . import dataset, keras_model
+
+    ds = dataset.load(cfg)
+    tf, keras = tensorflow()
+    tf.config.experimental.enable_op_determinism()
+    t = cfg["train"]
+    if cfg["model"].get("file"):
+        model = keras_model.load_trained(cfg["model"]["file"], ds)
+        kind = keras_model.output_kind(model, ds)
+        fsutil.write_bytes(layout.model_keras, open(cfg["model"]["file"], "rb").read())
+        history = {"came_trained": True, "source": cfg["model"]["file"], "loss": [], "epochs": 0,
+                   "task": ds.task, "output_kind": kind, "train_seconds": 0.0}
+        fsutil.write_json(layout.history, history)
+        return history
+    model = keras_model.compose(cfg, ds)
+    kind = keras_model.output_kind(model, ds)
+    keras_model.compile_for(cfg, model, ds, kind)
+    t0 = time.perf_counter()
+    fit = model.fit(ds.x_train, ds.y_train, validation_data=(ds.x_val, ds.y_val), epochs=t["epochs"],
+                    batch_size=t["batch_size"], shuffle=True, verbose=0)
+    seconds = time.perf_counter() - t0
+    h = {k: [float(v) for v in vs] for k, vs in fit.history.items()}
+    if not np.all(np.isfinite(h["loss"])):
+        from .errors import VerificationFailed
+
+        bad = int(np.argmax(~np.isfinite(h["loss"])))
+        raise VerificationFailed(f"train: loss became {h['loss'][bad]} at epoch {bad + 1} "
+                                 "(expected finite; lower train.learning_rate or check the data's scale)")
+    metric = "accuracy" if ds.task == "classification" else "mae"
+    history = {
+        "came_trained": False,
+        "task": ds.task,
+        "output_kind": kind,
+        "loss": h["loss"],
+        "val_loss": h.get("val_loss", []),
+        "metric": metric,
+        metric: h.get(metric, []),
+        "val_" + metric: h.get("val_" + metric, []),
+        "epochs": int(t["epochs"]),
+        "batch_size": int(t["batch_size"]),
+        "train_seconds": round(seconds, 4),
+        "final_loss": h["loss"][-1],
+        "loss_name": model.loss.name if hasattr(model.loss, "name") else str(t["loss"]),
+        "rows": {"train": int(len(ds.x_train)), "validation": int(len(ds.x_val))},
+        "parameters": int(model.count_params()),
     }
     with fsutil.atomic_path(layout.model_keras) as tmp:
         model.save(tmp)

@@ -6,6 +6,11 @@
 - ``variants-ulp.png``: for the float models (fp32 and fp16), how many float32 steps each
   output is from Keras's, against the input.
 
+In dataset mode (``mode`` in the npz, verify_dataset.py) the same two files hold the task's
+pictures: ``variants-error.png`` the confusion matrix of the float32 ONNX model on the
+validation rows (classification) or its prediction against the target (regression), and
+``variants-ulp.png`` every model's accuracy (or MAE) against its size in bytes.
+
 Drawn by `python -m pipeline plot` (make draws it on the second core, as the loss plot).
 """
 
@@ -51,6 +56,8 @@ def run(layout: Layout) -> list[Path]:
         raise StageInputError(src, "not found", "run `make verify` first") from None
     except (OSError, ValueError) as e:
         raise StageInputError(src, f"unreadable: {e}", "re-run verify") from None
+    if "mode" in data:
+        return dataset_plots(layout, data)
     x, keras = data.pop("x"), data.pop("keras")
     exact = fahrenheit(x)
     out = []
@@ -73,3 +80,41 @@ def run(layout: Layout) -> list[Path]:
     _save(fig, dest)
     out.append(dest)
     return out
+
+
+def dataset_plots(layout: Layout, d: dict[str, np.ndarray]) -> list[Path]:
+    """Dataset mode: the task's error picture and accuracy (or MAE) against size, per model."""
+    task = str(d["task"])
+    fig, ax = _figure("", "")
+    if task == "classification":
+        cm, labels = d["confusion"], [str(v) for v in d["labels"]]
+        ax.grid(False)
+        ax.imshow(cm, cmap="Blues")
+        for (i, j), v in np.ndenumerate(cm):
+            ax.text(j, i, str(v), ha="center", va="center", fontsize=7,
+                    color="white" if v > cm.max() / 2 else "black")
+        ax.set_xticks(range(len(labels)), labels, fontsize=7, rotation=45)
+        ax.set_yticks(range(len(labels)), labels, fontsize=7)
+        ax.set_xlabel("predicted")
+        ax.set_ylabel("true")
+        ax.set_title(f"Confusion matrix, onnx-fp32 on {int(cm.sum())} validation rows "
+                     f"(accuracy {np.trace(cm) / cm.sum():.2%})", fontsize=10)
+    else:
+        y, pred = d["y_val"].astype(np.float64), d["pred_val"].astype(np.float64)
+        ax.plot(y, pred - y, ".", ms=4)
+        ax.axhline(0, color="k", lw=0.8)
+        ax.set_xlabel("target")
+        ax.set_ylabel("prediction - target")
+        ax.set_title(f"onnx-fp32 error against the target, {len(y)} validation rows "
+                     f"(MAE {np.abs(pred - y).mean():.4g})", fontsize=10)
+    _save(fig, layout.variants_error_png)
+    metric = "accuracy" if task == "classification" else "MAE"
+    fig, ax = _figure(f"{metric} on the validation rows against model size", metric)
+    ax.set_xlabel("file size (bytes, log scale)")
+    for name, size, score in zip(d["names"], d["size_bytes"], d["score"]):
+        ax.plot(size, score, "o", label=str(name))
+    ax.axhline(float(d["keras_score"]), color="k", ls="--", lw=1, label="keras")
+    ax.set_xscale("log")
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1), fontsize=8)
+    _save(fig, layout.variants_ulp_png)
+    return [layout.variants_error_png, layout.variants_ulp_png]

@@ -82,6 +82,10 @@ def run(cfg: dict[str, Any], layout: Layout) -> dict[str, Any]:
     """Verify, write the report, and raise VerificationFailed (after writing it) on any breach.
 
     On a breach, also removes the bundle in ``layout.dist`` (if the layout has one)."""
+    from .config import is_dataset
+
+    if is_dataset(cfg):
+        return run_dataset(cfg, layout)
     ref = reference.load(layout.reference)
     runners = {fmt: open_runner(fmt, layout.model(fmt)) for fmt in FORMATS}
     max_mae = cfg["verify"]["max_mae_f"]
@@ -96,11 +100,7 @@ def run(cfg: dict[str, Any], layout: Layout) -> dict[str, Any]:
     chosen, problem = bundle_model.choose(cfg, variants, layout)
     failures += [accuracy_failure(fmt, a) for fmt, a in acc.items() if not a["passed"]]
     failures += [problem] if problem else []
-    # Paths relative to the build folder, so a report still speaks for a copied build.
-    files = {fmt: {"path": layout.relative(layout.model(fmt)), "sha256": sha256_file(layout.model(fmt))}
-             for fmt in FORMATS}
-    if chosen and chosen["model"] != "onnx-fp32":
-        files["bundle_model"] = {"path": chosen["path"], "sha256": sha256_file(layout.build / chosen["path"])}
+    files = model_files(layout, chosen)
     report = {
         "passed": not failures,
         "failures": failures,
@@ -114,7 +114,54 @@ def run(cfg: dict[str, Any], layout: Layout) -> dict[str, Any]:
         "config_sha256": config_hash(cfg),
         "versions": report_mod.versions(),
     }
-    report_mod.write(layout, report)
+    return finish(layout, report)
+
+
+def run_dataset(cfg: dict[str, Any], layout: Layout) -> dict[str, Any]:
+    """Dataset mode (verify_dataset.py): parity with Keras and accuracy on the validation rows."""
+    from . import report_dataset, verify_dataset
+
+    ref = reference.load(layout.reference)
+    labels = [str(v) for v in ref["labels"]] if "labels" in ref and ref["labels"].size else None
+    res = verify_dataset.run(cfg, layout, labels)
+    chosen, problem = bundle_model.choose(cfg, res["variants"], layout)
+    failures = res["failures"] + ([problem] if problem else [])
+    files = model_files(layout, chosen)
+    h = res["history"]
+    report = {
+        "passed": not failures,
+        "failures": failures,
+        "mode": "dataset",
+        "task": res["task"],
+        "output_kind": res["output_kind"],
+        "parity": {fmt: res["formats"][f"{fmt}-fp32"]["parity"] for fmt in FORMATS},
+        "accuracy": res["accuracy"],
+        "variants": res["variants"],
+        "training": {k: h[k] for k in ("came_trained", "source", "epochs", "batch_size", "final_loss", "rows",
+                                       "parameters", "metric", "train_seconds") if k in h},
+        "bundle": chosen,
+        "files": files,
+        "keras_sha256": str(ref["keras_sha256"]),
+        "config_sha256": config_hash(cfg),
+        "versions": report_mod.versions(),
+    }
+    return finish(layout, report, report_dataset.render_markdown)
+
+
+def model_files(layout: Layout, chosen: dict[str, Any] | None) -> dict[str, Any]:
+    """The models the report speaks for, with their sha256, by paths relative to the build folder
+    (so a report still speaks for a copied build)."""
+    files = {fmt: {"path": layout.relative(layout.model(fmt)), "sha256": sha256_file(layout.model(fmt))}
+             for fmt in FORMATS}
+    if chosen and chosen["model"] != "onnx-fp32":
+        files["bundle_model"] = {"path": chosen["path"], "sha256": sha256_file(layout.build / chosen["path"])}
+    return files
+
+
+def finish(layout: Layout, report: dict[str, Any], render=None) -> dict[str, Any]:
+    """Write the report; on failures remove the stale bundle and raise VerificationFailed."""
+    failures = report["failures"]
+    report_mod.write(layout, report, render)
     if failures:
         removed = bundle_model.remove_stale(layout) if layout.dist else []
         note = f"; removed stale {', '.join(removed)}" if removed else ""
