@@ -44,16 +44,28 @@ def _parser() -> argparse.ArgumentParser:
                         help="onnxruntime intra-op threads (default: 1, no spinning)")
     p = argparse.ArgumentParser(
         prog="python -m runtime",
-        description="Celsius -> Fahrenheit on a device: the bundle's ONNX model in onnxruntime, checked before it serves.",
+        description="A bundle's model on a device (by default the tutorial's Celsius -> Fahrenheit): its ONNX "
+                    "model in onnxruntime, checked before it serves.",
         epilog="Exit codes: 0 ok; 1 a bundle check failed; 2 bad input or command line; "
                "3 serve cannot listen or read its token file; "
                "5 this Python cannot run the runner (too old, or numpy/onnxruntime missing).",
     )
     sub = p.add_subparsers(dest="command", required=True, metavar="command")
-    pr = sub.add_parser("predict", parents=[common], help="predict for the values given, one line each")
-    pr.add_argument("values", nargs="+", metavar="CELSIUS", help="degrees Celsius; negative numbers need no '--'")
-    pr.add_argument("--json", action="store_true", help="print a JSON object instead of lines")
-    st = sub.add_parser("stream", parents=[common], help="one Celsius value per stdin line -> one line per input line")
+    pr = sub.add_parser("predict", parents=[common], help="predict for the values given, one line each",
+                        description="The tutorial's model: one prediction per CELSIUS value. Any other model: "
+                                    "the values are one example's features, in signature order (see `info`); "
+                                    "many examples come from --input. Negative numbers need no '--'.")
+    pr.add_argument("values", nargs="*", metavar="CELSIUS|FEATURE",
+                    help="degrees Celsius (the tutorial's model), or one example's features")
+    pr.add_argument("--input", metavar="FILE",
+                    help="examples from FILE ('-': stdin): CSV rows of numbers (a header row is skipped), "
+                         "JSON lines (one example a line, a nested or flat array), or .npy of shape (n, *shape)")
+    pr.add_argument("--json", action="store_true",
+                    help="print a JSON object instead of lines (outputs, labels, counts outside the observed range)")
+    pr.set_defaults(subparser=pr)
+    st = sub.add_parser("stream", parents=[common],
+                        help="one example (a Celsius value, a CSV row or a JSON array) per stdin line -> "
+                             "one line per input line")
     st.add_argument("--batch", type=_positive, default=4096, metavar="N", help="lines per micro-batch (default: 4096)")
     sc = sub.add_parser("selfcheck", parents=[common],
                         help="verify Python packages, hashes, onnxruntime version and golden outputs")
@@ -112,7 +124,7 @@ def _seconds(text: str) -> float:
     return v
 
 
-_TAKES_A_VALUE = ("--bundle", "--threads")  # predict's options with a value
+_TAKES_A_VALUE = ("--bundle", "--threads", "--input")  # predict's options with a value
 
 
 def _is_number(text: str) -> bool:
@@ -148,6 +160,16 @@ def _values_last(argv: list[str]) -> list[str]:
     return ["predict", *options, "--", *values]
 
 
+def _declares_a_non_scalar_model(bundle: str | None) -> bool:
+    """Whether the bundle's manifest declares a signature other than one value in and out
+    (read quietly: whatever is wrong with the bundle is reported when it loads)."""
+    try:
+        sig = manifest_mod.load(manifest_mod.locate(bundle)).get("signature")
+    except RuntimeFailure:
+        return False
+    return sig is not None and (sig["input"]["shape"][1:] != [1] or sig["output"]["shape"][1:] != [1])
+
+
 def cmd_predict(args) -> int:
     from .runner import Runner
     from .stream import format_values, parse_celsius
@@ -157,18 +179,94 @@ def cmd_predict(args) -> int:
         try:
             values.append(parse_celsius(text))
         except ValueError as e:
+            if _declares_a_non_scalar_model(args.bundle):
+                e = ValueError(str(e).replace(" in degrees Celsius", ""))
             raise InputError(f"argument {i + 1} = {text!r}: {e}") from None
     with Runner.from_bundle(args.bundle, args.threads) as runner:
+        if args.input is not None:
+            return _predict_file(runner, args)
+        if not runner.scalar:
+            return _predict_example(runner, values, args.json)
         try:
             out = runner.predict(values)
         except InputError as e:
             if e.index is None:
                 raise
             raise InputError(f"argument {e.index + 1} = {args.values[e.index]!r}: {e.problem}") from None
+        outside = _outside(runner, runner.validate(values)) if args.json else None
     if args.json:
-        print(json.dumps({"celsius": values, "fahrenheit": [float(v) for v in out]}))
+        doc = {"celsius": values, "fahrenheit": [float(v) for v in out]}
+        if outside is not None:
+            doc["outside_observed"] = outside
+        print(json.dumps(doc))
     else:
         sys.stdout.write("".join(s + "\n" for s in format_values(out.tolist())))
+    return 0
+
+
+def _outside(runner, x) -> dict[str, int] | None:
+    """Per feature, the values of the valid batch ``x`` outside the observed range (None when
+    the bundle records no observed range)."""
+    if runner.checker.obs_lo is None:
+        return None
+    return dict(zip(runner.signature.features, runner.checker.outside_observed(x).tolist()))
+
+
+def _predict_example(runner, values: list[float], as_json: bool) -> int:
+    """A non-scalar model: the command line's values are one example's features, flat."""
+    import numpy as np
+
+    sig = runner.signature
+    if len(values) != sig.size:
+        raise InputError(f"input: expected {sig.size} features, got {len(values)}")
+    _print_answers(runner, *runner.answer(np.array(values, dtype=np.float64).reshape(sig.shape))[:2], as_json)
+    return 0
+
+
+def _print_answers(runner, x, y, as_json: bool) -> None:
+    """The answers for the valid batch ``x`` and its outputs ``y``: one line per example, or one JSON object."""
+    from .stream import format_answers
+
+    if not as_json:
+        sys.stdout.write("".join(s + "\n" for s in format_answers(runner, y)))
+        return
+    doc = {"model": runner.name, "outputs": y.tolist()}
+    if runner.labels is not None:
+        doc["labels"] = runner.labels_of(y)
+    outside = _outside(runner, x)
+    if outside is not None:
+        doc["outside_observed"] = outside
+    print(json.dumps(doc))
+
+
+def _predict_file(runner, args) -> int:
+    """``predict --input FILE``: every example in the file, answered in order."""
+    from .examples import read_examples
+
+    name = "stdin" if args.input == "-" else args.input
+    if args.input == "-":
+        data = sys.stdin.buffer.read()
+    else:
+        try:
+            with open(args.input, "rb") as f:
+                data = f.read()
+        except OSError as e:
+            raise InputError(f"--input {name}: cannot read: {e.strerror or e}") from None
+    x, where = read_examples(runner, data, name)
+    try:
+        x, y, _ = runner.answer(x)
+    except InputError as e:
+        if e.index is None or e.problem is None:
+            raise InputError(f"--input {name}: {e.message}") from None
+        raise InputError(f"--input {name}{where(e.index)}: {e.problem}") from None
+    if runner.scalar and args.json:
+        doc = {"celsius": x.reshape(-1).tolist(), "fahrenheit": y.reshape(-1).tolist()}
+        outside = _outside(runner, x)
+        if outside is not None:
+            doc["outside_observed"] = outside
+        print(json.dumps(doc))
+    else:
+        _print_answers(runner, x, y, args.json)
     return 0
 
 
@@ -200,6 +298,8 @@ def cmd_info(args) -> int:
     found, _ = env.probe()
     info = {
         "bundle": None,
+        "model_name": None,  # the manifest's model.name (what the v2 protocol serves it as)
+        "signature": None,  # its summary: task, labels, input/output names and shapes, feature count
         "python": {"version": found["python"], "executable": sys.executable},
         "numpy": found["numpy"],
         "onnxruntime": found["onnxruntime"],
@@ -237,6 +337,9 @@ def cmd_info(args) -> int:
             info["loaded"] = True
     except RuntimeFailure as e:
         failure = failure or e
+    if info["manifest"] is not None:
+        info["model_name"] = info["manifest"]["model"].get("name") or manifest_mod.TUTORIAL_NAME
+        info["signature"] = manifest_mod.signature_summary(info["manifest"])
     info["problem"] = failure.message if failure else None
     print(json.dumps(info, indent=2))
     if failure is None:
@@ -284,6 +387,11 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     args = _parser().parse_args(_values_last(argv))
     args.argv = argv  # for the "run it with the venv's Python" advice
+    if args.command == "predict" and not args.values and args.input is None:
+        args.subparser.error("expected values (CELSIUS for the tutorial's model, or one example's features) "
+                             "or --input FILE")
+    if args.command == "predict" and args.values and args.input is not None:
+        args.subparser.error("expected values or --input FILE, not both")
     try:
         if args.command not in REPORT_THEIR_OWN_SETUP:
             env.require(args.bundle, argv)

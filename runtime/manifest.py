@@ -32,6 +32,7 @@ REQUIRED_WITHOUT_SIGNATURE = (
 # Optional, checked when present.
 OPTIONAL = (("model.name", str), ("signature", dict), ("golden.labels_equal", bool))
 TASKS = ("regression", "classification")
+TUTORIAL_NAME = "celsius-to-fahrenheit"  # the model name of a bundle whose manifest has none
 OUTPUT_KINDS = ("values", "logits", "probabilities")
 
 
@@ -232,3 +233,23 @@ def check_file(bundle: Path, manifest: dict[str, Any], name: str) -> bytes:
 def check_all(bundle: Path, manifest: dict[str, Any]) -> dict[str, bytes]:
     """Check every file the manifest lists; return their bytes by name."""
     return {name: check_file(bundle, manifest, name) for name in sorted(manifest.get("files", {}))}
+
+
+def signature_summary(manifest: dict[str, Any]) -> dict[str, Any]:
+    """What `info` and GET /info show of a loaded manifest's model: its name and signature
+    (the tutorial's implied one for a bundle made before signatures). Stdlib only."""
+    sig = manifest.get("signature")
+    name = manifest["model"].get("name") or TUTORIAL_NAME
+    if sig is None:
+        return {"model_name": name, "declared": False, "task": "regression", "output_kind": "values",
+                "labels": None, "input": {"name": manifest["model"]["input"]["name"], "shape": [-1, 1],
+                                          "features": 1, "names": ["celsius"]},
+                "output": {"name": manifest["model"]["output"]["name"], "shape": [-1, 1]}}
+    inp, out = sig["input"], sig["output"]
+    labels = sig.get("labels") or (out.get("names") if sig["task"] == "classification" else None)
+    features = inp["features"]
+    return {"model_name": name, "declared": True, "task": sig["task"], "output_kind": sig.get("output_kind", "values"),
+            "labels": labels,
+            "input": {"name": inp["name"], "shape": inp["shape"], "features": len(features),
+                      "names": features if len(features) <= 32 else [*features[:3], "...", *features[-3:]]},
+            "output": {"name": out["name"], "shape": out["shape"]}}

@@ -8,6 +8,7 @@ stdlib + numpy only.
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -15,10 +16,10 @@ from typing import Any
 import numpy as np
 
 from .errors import InputError
+from .manifest import TUTORIAL_NAME, signature_summary
 
 F32_MAX = float(np.finfo(np.float32).max)
 NUMERIC_KINDS = "iuf"  # signed, unsigned, float; bools, strings and objects are refused
-TUTORIAL_NAME = "celsius-to-fahrenheit"  # the model name of a bundle whose manifest has none
 
 
 def _bounds(values: list, default: float) -> np.ndarray:
@@ -64,6 +65,7 @@ class Signature:
     observed_min: np.ndarray | None  # float32 (features,), None when the bundle records none
     observed_max: np.ndarray | None
     declared: bool  # the manifest has a signature (False: a bundle made before them)
+    summary: dict[str, Any]  # what `info` and GET /info show (manifest.signature_summary)
 
     @classmethod
     def of(cls, manifest: dict[str, Any]) -> "Signature":
@@ -74,7 +76,7 @@ class Signature:
             v = manifest["valid_input"]
             return cls(name, "regression", "values", None, model["input"]["name"], model["output"]["name"],
                        (1,), (1,), ["celsius"], ["fahrenheit"], _bounds([v["min_celsius"]], -math.inf),
-                       _bounds([v["max_celsius"]], math.inf), None, None, False)
+                       _bounds([v["max_celsius"]], math.inf), None, None, False, signature_summary(manifest))
         inp, out = sig["input"], sig["output"]
         labels = sig.get("labels")
         if sig["task"] == "classification" and labels is None:
@@ -86,7 +88,7 @@ class Signature:
             out.get("names"), _bounds(sig["valid"]["min"], -math.inf), _bounds(sig["valid"]["max"], math.inf),
             None if observed is None else np.array(observed["min"], np.float64).astype(np.float32),
             None if observed is None else np.array(observed["max"], np.float64).astype(np.float32),
-            True,
+            True, signature_summary(manifest),
         )
 
     @property
@@ -97,15 +99,6 @@ class Signature:
     @property
     def size(self) -> int:
         return len(self.features)
-
-    def summary(self) -> dict[str, Any]:
-        """What `info` and GET /info show of it."""
-        return {
-            "model_name": self.model_name, "task": self.task, "output_kind": self.output_kind, "labels": self.labels,
-            "input": {"name": self.input_name, "shape": [-1, *self.shape], "features": len(self.features)},
-            "output": {"name": self.output_name, "shape": [-1, *self.output_shape]},
-            "declared": self.declared,
-        }
 
 
 class Checker:
@@ -150,7 +143,8 @@ class Checker:
         elif arr.size == 0:
             raise InputError("input: empty, expected at least one example")
         else:
-            raise InputError(self.shape_problem(arr.shape))
+            problem = self.shape_problem(arr.shape)
+            raise InputError(problem if problem.startswith("input") else f"input: {problem}", problem=problem)
         f32 = batch.dtype == np.float32
         if self.uniform:
             mn, mx = batch.min(), batch.max()  # NaN propagates into both
@@ -167,7 +161,7 @@ class Checker:
         s = self.shape
         if len(s) == 1 and len(shape) <= 2:
             got = 1 if not shape else shape[-1]
-            return f"input: expected {s[0]} features, got {got}"
+            return f"expected {s[0]} features, got {got}"
         batch = len(shape) > len(s)
         return f"input shape {shape_text(shape)} expected {shape_text(s, batch)}"
 
@@ -177,6 +171,41 @@ class Checker:
         with np.errstate(invalid="ignore"):
             ok = (batch >= lo) & (batch <= hi)
         return ~ok.reshape(ok.shape[0], -1).all(axis=1)
+
+    def row(self, line: bytes) -> np.ndarray:
+        """One example from a line of text: a CSV row of numbers (the features, flat, in
+        signature order) or a JSON array (nested as the example, or flat). Raises ValueError
+        saying what is wrong (the values' bounds are checked later, by ``problem``)."""
+        text = line.strip()
+        n = self.sig.size
+        if text[:1] in (b"[", "["):
+            try:
+                arr = np.asarray(json.loads(text))
+            except (ValueError, TypeError, RecursionError) as e:  # not JSON, ragged, nested too deep
+                raise ValueError(f"not a JSON array of numbers ({' '.join(str(e).split())[:80]})") from None
+            if arr.dtype.kind not in NUMERIC_KINDS:
+                raise ValueError(f"expected numbers in the JSON array, got {short(json.loads(text), 40)}")
+            if arr.shape != self.shape and arr.shape != (n,):
+                raise ValueError(self.shape_problem(arr.shape))
+            return arr.reshape(-1)
+        cells = text.split(b"," if isinstance(text, bytes) else ",")
+        if len(cells) != n:
+            raise ValueError(f"expected {n} features, got {len(cells) if text else 0}")
+        try:
+            if (b"_" if isinstance(text, bytes) else "_") in text:
+                raise ValueError
+            return np.array(list(map(float, cells)), dtype=np.float64)
+        except ValueError:
+            for j, cell in enumerate(cells):
+                try:
+                    float(cell)
+                    ok = (b"_" if isinstance(cell, bytes) else "_") not in cell
+                except ValueError:
+                    ok = False
+                if not ok:
+                    shown = cell.strip().decode("utf-8", "backslashreplace") if isinstance(cell, bytes) else cell.strip()
+                    raise ValueError(f"feature {self.sig.features[j]!r} = {short(shown, 40)}: expected a number") from None
+            raise
 
     def problem(self, example: np.ndarray) -> str | None:
         """What is wrong with the first bad value of one numeric example (*shape), or None."""

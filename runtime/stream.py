@@ -1,4 +1,8 @@
-"""`stream`: one Celsius value per input line -> one output line per input line, in order.
+"""`stream`: one example per input line -> one output line per input line, in order.
+
+The tutorial's model takes one Celsius value a line and answers one Fahrenheit value; any
+other model one example a line, a CSV row of its features or a JSON array, and answers its
+outputs as a CSV row (a classification: the label first; ``format_answers``).
 
 Lines are read as they arrive (``read1``: no waiting for a full batch when the source is
 slow), run through the model in micro-batches of up to ``batch`` lines, written, and
@@ -39,6 +43,19 @@ def parse_celsius(text: str | bytes) -> float:
 
 def format_values(values: list[float]) -> list[str]:
     return [OUTPUT_FORMAT % v for v in values]
+
+
+def format_answers(runner: Runner, y: np.ndarray) -> list[str]:
+    """One line per example of the model's output batch ``y`` (n, *output shape): its values,
+    comma-separated, 9 significant digits; a classification's label first."""
+    rows = y.reshape(y.shape[0], -1)
+    if rows.shape[1] == 1:
+        lines = format_values(rows[:, 0].tolist())
+    else:
+        lines = [",".join(map(OUTPUT_FORMAT.__mod__, r)) for r in rows.tolist()]
+    if runner.labels is not None:
+        lines = [f"{label},{line}" for label, line in zip(runner.labels_of(rows), lines)]
+    return lines
 
 
 def _describe(line: bytes, limit: int = 40) -> str:
@@ -100,9 +117,50 @@ class _Batch:
         return ("\n".join(out) + "\n").encode(), len(bad)
 
 
+class _Examples:
+    """Parse, validate, run and format one batch of lines for a model of any signature."""
+
+    def __init__(self, runner: Runner):
+        self.runner = runner
+        self.checker = runner.checker
+        self.max_line = max(MAX_LINE, 48 * runner.signature.size)  # room for every feature's digits
+
+    def run(self, lines: list[bytes], first_line_no: int) -> tuple[bytes, int]:
+        n, size = len(lines), self.runner.signature.size
+        rows = np.zeros((n, size), dtype=np.float64)
+        problems: list[str | None] = [None] * n
+        for i, line in enumerate(lines):
+            try:
+                if len(line) > self.max_line:
+                    raise ValueError(f"line longer than {self.max_line} bytes, expected one example")
+                if not line.strip():
+                    raise ValueError("empty line, expected one example (a CSV row or a JSON array)")
+                rows[i] = self.checker.row(line)
+            except ValueError as e:
+                problems[i] = str(e)
+        parsed = np.array([p is None for p in problems])
+        x = rows.reshape(n, *self.runner.signature.shape)
+        bad = self.checker.bad_rows(x) & parsed
+        for i in np.flatnonzero(bad).tolist():
+            problems[i] = self.checker.problem(x[i])
+        good = np.flatnonzero(parsed & ~bad)
+        out = [""] * n
+        if good.size:
+            x32 = x[good].astype(np.float32)
+            for i, text in zip(good.tolist(), format_answers(self.runner, self.runner._run(x32))):
+                out[i] = text
+        n_bad = 0
+        for i, p in enumerate(problems):
+            if p is not None:
+                out[i] = f"error: line {first_line_no + i}: {p}"
+                n_bad += 1
+        return ("\n".join(out) + "\n").encode(), n_bad
+
+
 def stream(runner: Runner, fin: BinaryIO, fout: BinaryIO, batch: int = 4096) -> int:
     """Serve ``fin`` to ``fout`` until EOF; return the number of bad lines."""
-    worker = _Batch(runner)
+    worker = _Batch(runner) if runner.scalar else _Examples(runner)
+    max_line = MAX_LINE if runner.scalar else worker.max_line
     read = getattr(fin, "read1", fin.read)
     pending = b""
     skipping = False  # inside an over-long line: drop bytes until its newline
@@ -131,7 +189,7 @@ def stream(runner: Runner, fin: BinaryIO, fout: BinaryIO, batch: int = 4096) -> 
             pending = b""
         lines = (pending + chunk).split(b"\n")
         pending = lines.pop()
-        if len(pending) > MAX_LINE:
+        if len(pending) > max_line:
             lines.append(pending)  # refused now (one error line), rest of it skipped
             pending, skipping = b"", True
         if lines:

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from runtime import BundleError, InputError, Runner, manifest, selfcheck
-from tests.conftest import resign, sig_compute, signature_bundle
+from tests.conftest import WINE_FEATURES, one_error_line, resign, runtime_cli, sig_compute, signature_bundle
 
 
 def golden_inputs(bundle: Path) -> np.ndarray:
@@ -311,3 +311,195 @@ def test_a_bundle_without_signature_still_needs_its_valid_input(tutorial_without
     rewrite_manifest(tutorial_without_signature, lambda m: m.pop("valid_input"))
     with pytest.raises(BundleError, match=r"^manifest.json \| valid_input.min_celsius: expected"):
         Runner.from_bundle(tutorial_without_signature)
+
+
+# --- the command line: predict (one example, --input), stream, info ---------------------------
+
+
+def cli_ok(bundle: Path, *args: str, stdin: bytes | None = None) -> str:
+    r = runtime_cli(bundle, *args, stdin=stdin)
+    assert r.returncode == 0 and r.stderr == b"", r.stderr.decode()
+    return r.stdout.decode()
+
+
+def answer_lines(kind: str, x) -> list[str]:
+    """The text answers predict and stream must print for the examples ``x``: computed here."""
+    y = sig_compute(kind)(x)
+    labels = {"tabular": "abc", "image": "0123456789"}.get(kind)
+    lines = [",".join("%.9g" % v for v in row) for row in y.tolist()]
+    return [f"{labels[int(np.argmax(row))]},{line}" for row, line in zip(y, lines)] if labels else lines
+
+
+def close_lines(got: list[str], want: list[str]) -> None:
+    """Equal labels, outputs within float32 rounding of the numpy reference."""
+    assert len(got) == len(want), (got, want)
+    for g, w in zip(got, want):
+        g_cells, w_cells = g.split(","), w.split(",")
+        assert len(g_cells) == len(w_cells)
+        if not w_cells[0][0].isdigit() and not w_cells[0].startswith("-"):
+            assert g_cells.pop(0) == w_cells.pop(0)  # the label
+        np.testing.assert_allclose(np.float64(g_cells), np.float64(w_cells), rtol=1e-5, atol=1e-5)
+
+
+def test_predict_one_example_from_the_command_line(tabular_bundle, image_bundle):
+    row = tabular(alcohol=16)  # observed alcohol is 11..15: answered, and counted
+    out = cli_ok(tabular_bundle, "predict", *map(str, row))
+    close_lines(out.splitlines(), answer_lines("tabular", [row]))
+    doc = json.loads(cli_ok(tabular_bundle, "predict", "--json", *map(str, row)))
+    want = sig_compute("tabular")([row])
+    np.testing.assert_allclose(doc["outputs"], want, rtol=1e-5, atol=1e-5)
+    assert doc["labels"] == ["abc"[int(want[0].argmax())]] and doc["model"] == "wine"
+    assert doc["outside_observed"] == {n: int(n == "alcohol") for n in WINE_FEATURES}
+    pixels = np.arange(64) % 17
+    out = cli_ok(image_bundle, "predict", *map(str, pixels), "--threads", "1")
+    close_lines(out.splitlines(), answer_lines("image", pixels.reshape(1, 8, 8, 1)))
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["1"] * 12, "error: input: expected 13 features, got 12"),
+        (["1"] * 14, "error: input: expected 13 features, got 14"),  # too many values
+        (["120"] + ["1"] * 12, "error: input[0]: feature 'alcohol' = 120: outside the valid range [0, 100]"),
+        (["nan"] + ["1"] * 12, "error: input[0]: feature 'alcohol' is NaN"),
+        (["13", "-inf"] + ["1"] * 11, "error: input[0]: feature 'malic_acid' = -inf: expected a finite number"),
+        (["1"] * 12 + ["abc"], "error: argument 13 = 'abc': expected a number"),
+        (["1_0"] + ["1"] * 12, "error: argument 1 = '1_0': expected a number (no digit separators)"),
+    ],
+)
+def test_predict_refuses_a_bad_example_in_one_line_exit_2(tabular_bundle, args, message):
+    r = runtime_cli(tabular_bundle, "predict", *args)
+    assert r.returncode == 2 and r.stdout == b""
+    assert one_error_line(r) == message
+
+
+def test_predict_reads_csv_json_lines_and_npy_from_a_file_or_stdin(image_bundle, tmp_path):
+    x = (np.random.default_rng(3).random((5, 8, 8, 1)) * 16).astype(np.float32)
+    want = answer_lines("image", x)
+    csv = "\n".join(",".join(repr(float(v)) for v in row) for row in x.reshape(5, -1)) + "\n"
+    header = ",".join(f"p{i}" for i in range(64)) + "\n"
+    jsonl = "".join(json.dumps(e) + "\n" for e in x.tolist())  # nested, one example a line
+    (tmp_path / "x.csv").write_text(header + csv + "\n")  # a header row and a blank last line: skipped
+    (tmp_path / "x.jsonl").write_text(jsonl)
+    np.save(tmp_path / "x.npy", x)
+    for path in ("x.csv", "x.jsonl", "x.npy"):
+        close_lines(cli_ok(image_bundle, "predict", "--input", str(tmp_path / path)).splitlines(), want)
+        stdin = (tmp_path / path).read_bytes()
+        close_lines(cli_ok(image_bundle, "predict", "--input", "-", stdin=stdin).splitlines(), want)
+    doc = json.loads(cli_ok(image_bundle, "predict", "--json", "--input", str(tmp_path / "x.npy")))
+    np.testing.assert_allclose(doc["outputs"], sig_compute("image")(x), rtol=1e-5, atol=1e-5)
+    assert doc["labels"] == [w.split(",")[0] for w in want]
+    assert doc["outside_observed"]["x[0,0,0]"] == int((x[:, 0, 0, 0] > 15).sum())  # observed pixels: 0..15
+    assert sum(doc["outside_observed"].values()) == int((x > 15).sum())
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        (b"13,1,1,1,1,1,1,1,1,1,1,1,1\n13,1\n", " line 2: expected 13 features, got 2"),
+        (b"13,1,1,1,1,1,1,1,1,1,1,1,1\n\n" + b"nan" + b",1" * 12 + b"\n", " line 3: feature 'alcohol' is NaN"),
+        (b"120" + b",1" * 12 + b"\n", " line 1: feature 'alcohol' = 120: outside the valid range [0, 100]"),
+        (b"13,x" + b",1" * 11 + b"\n", " line 1: feature 'malic_acid' = 'x': expected a number"),
+        (b"[13, 1]\n", " line 1: expected 13 features, got 2"),
+        (b'["13"' + b", 1" * 12 + b"]\n", " line 1: expected numbers in the JSON array"),
+        (b"[13, 1,\n", " line 1: not a JSON array of numbers"),
+        (b"13" + b",1" * 13 + b"\n", " line 1: expected 13 features, got 14"),
+        (b"\n\n", ": no examples"),
+    ],
+)
+def test_predict_input_refusals_name_the_file_and_line(tabular_bundle, tmp_path, content, message):
+    path = tmp_path / "rows.csv"
+    path.write_bytes(content)
+    r = runtime_cli(tabular_bundle, "predict", "--input", str(path))
+    assert r.returncode == 2 and r.stdout == b""
+    assert one_error_line(r).startswith(f"error: --input {path}{message}")
+    r = runtime_cli(tabular_bundle, "predict", "--input", "-", stdin=content)
+    assert r.returncode == 2 and one_error_line(r).startswith(f"error: --input stdin{message}")
+
+
+def test_predict_input_refuses_bad_npy_and_missing_files(image_bundle, tmp_path):
+    np.save(tmp_path / "flat.npy", np.zeros((3, 8, 8)))
+    x = np.zeros((3, 8, 8, 1))
+    x[1, 0, 0, 0] = 17
+    np.save(tmp_path / "bad.npy", x)
+    (tmp_path / "fake.npy").write_bytes(b"not numpy")
+    cases = {
+        "flat.npy": f"error: --input {tmp_path / 'flat.npy'}: input shape (3, 8, 8) expected (8, 8, 1)",
+        "bad.npy": f"error: --input {tmp_path / 'bad.npy'}: input[1]: feature 'x[0,0,0]' = 17: outside the valid range [0, 16]",
+        "fake.npy": f"error: --input {tmp_path / 'fake.npy'}: not a .npy file (no numpy header)",
+        "missing.csv": f"error: --input {tmp_path / 'missing.csv'}: cannot read: No such file or directory",
+    }
+    for name, message in cases.items():
+        r = runtime_cli(image_bundle, "predict", "--input", str(tmp_path / name))
+        assert r.returncode == 2 and one_error_line(r) == message
+
+
+def test_predict_wants_values_or_input_not_both(tabular_bundle):
+    r = runtime_cli(tabular_bundle, "predict")
+    assert r.returncode == 2 and b"or --input FILE" in r.stderr and b"CELSIUS" in r.stderr
+    r = runtime_cli(tabular_bundle, "predict", "1", "--input", "-")
+    assert r.returncode == 2 and b"not both" in r.stderr
+
+
+def test_stream_answers_each_line_and_refuses_bad_ones_in_place(tabular_bundle):
+    good = [tabular(alcohol=12), tabular(alcohol=14.5, proline=900)]
+    lines = [",".join(map(str, good[0])), json.dumps(good[1]), "13,1", "nan" + ",1" * 12, "",
+             "13,x" + ",1" * 11, "120" + ",1" * 12, ",".join(map(str, good[0])) + "\r", "13" + ",1" * 13,
+             "x" * 5000, ",".join(map(str, good[1]))]
+    r = runtime_cli(tabular_bundle, "stream", stdin=("\n".join(lines) + "\n").encode())
+    assert r.returncode == 2
+    assert one_error_line(r) == "error: stream: 7 bad line(s); each got an 'error:' line in its place"
+    out = r.stdout.decode().splitlines()
+    assert len(out) == len(lines)
+    close_lines([out[i] for i in (0, 1, 7, 10)], answer_lines("tabular", [good[0], good[1], good[0], good[1]]))
+    assert out[2] == "error: line 3: expected 13 features, got 2"
+    assert out[3] == "error: line 4: feature 'alcohol' is NaN"
+    assert out[4] == "error: line 5: empty line, expected one example (a CSV row or a JSON array)"
+    assert out[5] == "error: line 6: feature 'malic_acid' = 'x': expected a number"
+    assert out[6] == "error: line 7: feature 'alcohol' = 120: outside the valid range [0, 100]"
+    assert out[8] == "error: line 9: expected 13 features, got 14"
+    assert out[9].startswith("error: line 10: line longer than")
+
+
+def test_stream_takes_nested_json_and_flat_csv_for_an_image(image_bundle):
+    x = (np.random.default_rng(4).random((3, 8, 8, 1)) * 16).astype(np.float32)
+    lines = [json.dumps(x[0].tolist()), ",".join(map(repr, x[1].reshape(-1).tolist())), json.dumps(x[2].reshape(-1).tolist()),
+             json.dumps(x[0].reshape(8, 8).tolist())]
+    r = runtime_cli(image_bundle, "stream", stdin=("\n".join(lines) + "\n").encode())
+    out = r.stdout.decode().splitlines()
+    close_lines(out[:3], answer_lines("image", x))
+    assert out[3] == "error: line 4: input shape (8, 8) expected (8, 8, 1)" and r.returncode == 2
+
+
+def test_stream_regression_answers_values_only(regression_bundle):
+    x = np.float32([[0.5, -0.5, 0.25, 1.0], [0, 0, 0, 0]])
+    out = cli_ok(regression_bundle, "stream", stdin=b"0.5,-0.5,0.25,1\n[0,0,0,0]\n").splitlines()
+    close_lines(out, answer_lines("regression", x))
+    assert "," not in out[0]  # one output, no label: one number a line
+
+
+def test_info_shows_the_model_name_and_signature(image_bundle):
+    doc = json.loads(cli_ok(image_bundle, "info"))
+    assert doc["model_name"] == "digits" and doc["loaded"] is True
+    sig = doc["signature"]
+    assert (sig["task"], sig["labels"], sig["output_kind"]) == ("classification", [str(i) for i in range(10)], "logits")
+    assert sig["input"]["shape"] == [-1, 8, 8, 1] and sig["input"]["features"] == 64
+    assert sig["output"] == {"name": "outputs", "shape": [-1, 10]}
+
+
+def test_the_tutorial_cli_keeps_its_answers_and_takes_input_files(tutorial_with_signature, tmp_path):
+    lines = cli_ok(tutorial_with_signature, "predict", "100", "37.5").splitlines()
+    with Runner.from_bundle(tutorial_with_signature) as r:
+        want = ["%.9g" % v for v in r.predict([100, 37.5]).tolist()]
+    assert lines == want
+    (tmp_path / "c.csv").write_text("celsius\n100\n37.5\n")
+    assert cli_ok(tutorial_with_signature, "predict", "--input", str(tmp_path / "c.csv")).splitlines() == want
+    doc = json.loads(cli_ok(tutorial_with_signature, "predict", "--json", "100", "101", "-41"))
+    assert doc["celsius"] == [100, 101, -41] and len(doc["fahrenheit"]) == 3
+    assert doc["outside_observed"] == {"celsius": 2}  # observed: -40 to 100 degC
+    r = runtime_cli(tutorial_with_signature, "predict", "--input", "-", stdin=b"100\n-300\n")
+    assert r.returncode == 2
+    assert one_error_line(r) == ("error: --input stdin line 2: outside the valid range [-273.15, inf] degC "
+                                 "(below absolute zero)")
+    doc = json.loads(cli_ok(tutorial_with_signature, "info"))
+    assert doc["model_name"] == "celsius-to-fahrenheit" and doc["signature"]["input"]["shape"] == [-1, 1]
