@@ -26,8 +26,11 @@ STAGES = ("train", "export", "verify", "bundle")
 
 # What each command reads and writes (its --help; docs/pipeline.md, "The stages").
 COMMANDS = {
-    "config": ("validate CONFIG; with --out, copy it there when its content changed",
-               "reads CONFIG; writes OUT (make uses BUILD/config.toml, the config in force)"),
+    "config": ("validate CONFIG (and, with [data] file, the data); with --out, copy it there when its "
+               "content or folder changed",
+               "reads CONFIG and the data files it names; writes OUT (make uses BUILD/config.toml, the config "
+               "in force), and beside it config.origin (CONFIG's folder, where its relative paths start) and "
+               "inputs.mk (INPUT_FILES: the data, model.py or model.keras files the run reads)"),
     "train": ("train the Keras model",
               "reads CONFIG; writes BUILD/model.keras, BUILD/train/history.json and "
               "BUILD/train/loss.png (not with --no-plot)"),
@@ -97,19 +100,64 @@ def _say(msg: str) -> None:
     print(msg, flush=True)
 
 
-def stage_config(cfg_path: Path, out: Path | None) -> None:
-    """Validate; with --out, copy the file there only if its content changed (so make sees no change)."""
-    config_mod.load(cfg_path)
-    if out is None:
-        _say(f"config: {cfg_path} is valid")
-        return
+def _check_data(cfg) -> str | None:
+    """Dataset mode: read and check the data now (numpy only), so bad data fails here, exit 2."""
+    if not config_mod.is_dataset(cfg):
+        return None
+    from . import dataset
+
+    return dataset.summary(dataset.load(cfg))
+
+
+def _write_if_changed(path: Path, data: bytes) -> bool:
     from . import fsutil
 
-    data = cfg_path.read_bytes()
-    if out.is_file() and out.read_bytes() == data:
+    if path.is_file() and path.read_bytes() == data:
+        return False
+    fsutil.write_bytes(path, data)
+    return True
+
+
+def _make_path(p: str) -> str:
+    """A path as a make word: spaces, '#' and '$' escaped."""
+    return p.replace("$", "$$").replace("#", "\\#").replace(" ", "\\ ")
+
+
+def copy_config(cfg_path: Path, out: Path, cfg) -> bool:
+    """Make OUT the config in force: a copy of CONFIG, with ``config.origin`` beside it (the folder
+    relative paths start from) and ``inputs.mk`` (the files outside the config the run reads,
+    for make). Each is written only when its content changed; the copy also when the origin did,
+    so make sees a change. True if the copy was (re)written."""
+    origin = (str(config_mod.origin_of(cfg_path)) + "\n").encode()
+    origin_file = out.parent / config_mod.ORIGIN_NAME
+    changed = False
+    if cfg_path.resolve() != out.resolve():
+        data = cfg_path.read_bytes()
+        same = (out.is_file() and out.read_bytes() == data and origin_file.is_file()
+                and origin_file.read_bytes() == origin)
+        if not same:
+            from . import fsutil
+
+            fsutil.write_bytes(out, data)  # first: killed before the origin, the next run rewrites both
+            _write_if_changed(origin_file, origin)
+            changed = True
+    inputs = " ".join(_make_path(f) for f in config_mod.input_files(cfg))
+    _write_if_changed(out.parent / config_mod.INPUTS_MK_NAME, f"INPUT_FILES := {inputs}\n".encode())
+    return changed
+
+
+def stage_config(cfg_path: Path, out: Path | None, build: Path | None = None) -> None:
+    """Validate (the data too, in dataset mode); with --out, copy the file there only if its
+    content or origin changed (so make sees no change otherwise), holding BUILD's lock if given.
+    Nothing is written (not even the lock) for a bad config or bad data."""
+    cfg = config_mod.load(cfg_path)
+    data = _check_data(cfg)
+    if out is None:
+        _say(f"config: {cfg_path} is valid" + (f"; {data}" if data else ""))
         return
-    fsutil.write_bytes(out, data)
-    _say(f"config: {cfg_path} -> {out}")
+    with exclusive(build) if build is not None else contextlib.nullcontext():
+        if copy_config(cfg_path, out, cfg):
+            _say(f"config: {cfg_path} -> {out}" + (f"; {data}" if data else ""))
 
 
 def stage_train(cfg, layout: Layout, plot: bool = True) -> None:
@@ -209,19 +257,15 @@ def run_stage(stage: str, cfg, layout: Layout, plot: bool = True, only: str | No
         stage_bundle(cfg, layout)
 
 
-def record_config(cfg_path: Path, layout: Layout) -> None:
+def record_config(cfg_path: Path, layout: Layout, cfg=None) -> None:
     """Make ``cfg_path`` the config in force (BUILD/config.toml), as `make config` would.
 
     make decides what is out of date by comparing CONFIG with BUILD/config.toml; a stage
     run by hand with another config records it there too, so the next `make all` with a
-    different config sees the change and rebuilds. Written only when the content differs.
+    different config sees the change and rebuilds. Written only when the content (or the
+    folder it came from, BUILD/config.origin) differs; BUILD/inputs.mk likewise.
     """
-    from . import fsutil
-
-    in_force = layout.config_in_force
-    data = cfg_path.read_bytes()
-    if cfg_path.resolve() != in_force.resolve() and not (in_force.is_file() and in_force.read_bytes() == data):
-        fsutil.write_bytes(in_force, data)
+    copy_config(cfg_path, layout.config_in_force, cfg if cfg is not None else config_mod.load(cfg_path))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -230,17 +274,15 @@ def main(argv: list[str] | None = None) -> int:
     layout = Layout(build, dist)
     try:
         if args.stage == "config":
-            if args.out is None:
-                stage_config(cfg_path, None)
-            else:
-                with exclusive(build):
-                    stage_config(cfg_path, Path(args.out))
+            stage_config(cfg_path, None if args.out is None else Path(args.out), build)
             return 0
         cfg = config_mod.load(cfg_path)
         stages = STAGES if args.stage == "all" else (args.stage,)
+        if stages != ("plot",):
+            _check_data(cfg)  # bad data fails before any lock, output or TensorFlow
         with contextlib.nullcontext() if stages == ("plot",) else exclusive(build, dist):
             if stages != ("plot",):
-                record_config(cfg_path, layout)
+                record_config(cfg_path, layout, cfg)
             else:  # no lock (it runs beside export), but what a killed plot left is removed all the same
                 remove_stale(build)
             for stage in stages:

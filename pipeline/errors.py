@@ -7,7 +7,7 @@ what was expected. ``python -m pipeline`` turns them into one line on stderr.
 # Exit codes of `python -m pipeline` (and so of the make targets that call it).
 EXIT_OK = 0
 EXIT_VERIFY_FAILED = 1  # the model was built but is not faithful/accurate enough
-EXIT_USAGE = 2  # bad command line or bad config
+EXIT_USAGE = 2  # bad command line, bad config or bad data (a data file the config names)
 EXIT_IO = 3  # a file could not be read or written, or a stage's input is missing
 EXIT_STATE = 4  # inputs are inconsistent (e.g. bundling a model that did not pass verify)
 EXIT_ENVIRONMENT = 5  # this Python lacks a package the pipeline needs (not the project's venv)
@@ -30,6 +30,18 @@ class ConfigError(PipelineError):
         where = f"{path}: " if path else ""
         super().__init__(f"config error: {where}{key}: {problem}")
         self.key = key
+
+
+class DataError(PipelineError):
+    """A data file the config names is malformed: one line naming the file, where in it
+    (row and column, or the .npz key) and what was expected. Raised before TensorFlow loads."""
+
+    exit_code = EXIT_USAGE
+
+    def __init__(self, path, where: str, problem: str):
+        where = f"{where}: " if where else ""
+        super().__init__(f"data error: {path}: {where}{problem}")
+        self.path = str(path)
 
 
 class StageInputError(PipelineError):
