@@ -21,6 +21,7 @@ import copy
 import hashlib
 import json
 import math
+import os
 import re
 import tomllib
 import zipfile
@@ -638,13 +639,14 @@ def is_dataset(cfg: dict[str, Any]) -> bool:
 
 def origin_of(path: str | Path) -> Path:
     """The folder relative paths in the config at ``path`` start from: the one recorded in a
-    ``config.origin`` beside it (a copy's), else the config's own folder (absolute)."""
+    ``config.origin`` beside it (a copy's), else the config's own folder (absolute, symbolic
+    links kept, as make's ``$(abspath ...)`` gives it)."""
     path = Path(path)
     recorded = path.parent / ORIGIN_NAME
     try:
         text = recorded.read_text(encoding="utf-8").strip()
     except (FileNotFoundError, NotADirectoryError):
-        return path.resolve().parent
+        return Path(os.path.abspath(path.parent))  # as make's $(abspath $(dir CONFIG)) spells it
     except (OSError, UnicodeDecodeError) as e:
         raise ConfigError(recorded, "file", f"cannot read: {e}") from None
     if not text or not Path(text).is_absolute():
