@@ -1,0 +1,110 @@
+"""Write the examples' data files from scikit-learn's bundled data sets (nothing is downloaded).
+
+    python examples/make_data.py           # (re)write every file
+    python examples/make_data.py --check   # exit 1 if a committed file differs from what it would write
+
+- ``digits/data.npz``: ``load_digits`` as images: ``x`` float32 (1797, 8, 8, 1), pixel values
+  0..16 as they are; ``y`` int64 (1797,), the digit.
+- ``wine/data.csv``: ``load_wine``: a header row, the 13 measurements (names made into plain
+  identifiers: ``od280/od315_of_diluted_wines`` -> ``od280_od315_of_diluted_wines``) and the
+  target column ``cultivar`` holding string labels (``class_0``, ``class_1``, ``class_2``).
+- ``diabetes/data.npz``: ``load_diabetes(scaled=False)``: ``x`` float32 (442, 10), the raw
+  measurements (age in years, bmi, blood pressure, ...), so that the device takes what a
+  clinic would measure; ``y`` float32 (442,), the disease progression a year later.
+
+The files are byte-stable: ``np.savez`` stamps each zip member with the current time, so the
+.npz files are written here with ``zipfile`` and a fixed date instead (``np.load`` reads them
+as any .npz). scikit-learn is needed only to write them: the pipeline reads the committed files.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import re
+import sys
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+FIXED_DATE = (1980, 1, 1, 0, 0, 0)  # the earliest date a zip entry can hold
+
+
+def npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:
+    """An uncompressed .npz of ``arrays`` (in the order given) whose bytes depend on the arrays alone."""
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_STORED) as z:
+        for name, array in arrays.items():
+            member = io.BytesIO()
+            np.lib.format.write_array(member, np.ascontiguousarray(array), allow_pickle=False)
+            info = zipfile.ZipInfo(f"{name}.npy", date_time=FIXED_DATE)
+            info.compress_type = zipfile.ZIP_STORED
+            info.external_attr = 0o644 << 16
+            z.writestr(info, member.getvalue())
+    return buf.getvalue()
+
+
+def identifier(name: str) -> str:
+    """'od280/od315_of_diluted_wines' -> 'od280_od315_of_diluted_wines'."""
+    return re.sub(r"[^0-9a-zA-Z_]+", "_", name).strip("_").lower()
+
+
+def digits() -> bytes:
+    from sklearn.datasets import load_digits
+
+    b = load_digits()
+    x = b.images.astype(np.float32).reshape(-1, 8, 8, 1)
+    return npz_bytes({"x": x, "y": b.target.astype(np.int64)})
+
+
+def wine() -> bytes:
+    from sklearn.datasets import load_wine
+
+    b = load_wine()
+    columns = [identifier(n) for n in b.feature_names] + ["cultivar"]
+    assert len(set(columns)) == len(columns) == 14, columns
+    lines = [",".join(columns)]
+    for row, target in zip(b.data, b.target):
+        # repr of a float is the shortest text that reads back as the same float
+        lines.append(",".join([repr(float(v)) for v in row] + [str(b.target_names[target])]))
+    return ("\n".join(lines) + "\n").encode("ascii")
+
+
+def diabetes() -> bytes:
+    from sklearn.datasets import load_diabetes
+
+    b = load_diabetes(scaled=False)
+    return npz_bytes({"x": b.data.astype(np.float32), "y": b.target.astype(np.float32)})
+
+
+FILES = {
+    "digits/data.npz": digits,
+    "wine/data.csv": wine,
+    "diabetes/data.npz": diabetes,
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--check", action="store_true",
+                   help="write nothing; exit 1 if a committed file differs from what would be written")
+    args = p.parse_args(argv)
+    stale = []
+    for rel, make in FILES.items():
+        path, data = HERE / rel, make()
+        if args.check:
+            if not path.is_file() or path.read_bytes() != data:
+                stale.append(rel)
+                print(f"examples/{rel}: differs from what make_data.py writes "
+                      f"(run: python examples/make_data.py)", file=sys.stderr)
+        else:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(data)
+            print(f"examples/{rel}: {len(data)} bytes")
+    return 1 if stale else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
