@@ -13,8 +13,13 @@ from pathlib import Path
 BATCH_DIM = "batch"
 
 
-def convert(savedmodel_dir: Path, input_name: str, output_name: str, opset: int, ir_version: int):
-    """Return the checked ``onnx.ModelProto`` for the SavedModel's serving signature."""
+def convert(savedmodel_dir: Path, input_name: str, output_name: str, opset: int, ir_version: int,
+            short_names: bool = False):
+    """Return the checked ``onnx.ModelProto`` for the SavedModel's serving signature.
+
+    ``short_names``: name every node and inner tensor n0, t0, ... instead of tf2onnx's paths
+    (``StatefulPartitionedCall/.../dense_0_1/MatMul``), which fill a third of a small int8
+    file (each quantized tensor repeats them); the input and output keep their names."""
     import tf2onnx
 
     from export.keras3_savedmodel import serving_function
@@ -35,7 +40,30 @@ def convert(savedmodel_dir: Path, input_name: str, output_name: str, opset: int,
     except Exception as e:  # tf2onnx raises many types; the first line names the op
         text = " ".join(str(e).split()) or type(e).__name__
         raise ExportError(f"export: ONNX (tf2onnx): {type(e).__name__}: {text[:300]}") from None
+    if short_names:
+        shorten(model)
     return tidy(model, input_name, output_name, opset, ir_version)
+
+
+def shorten(model) -> None:
+    """Rename the nodes n0, n1, ... and every tensor but the graph's input and output t0, t1, ..."""
+    g = model.graph
+    keep = {v.name for v in list(g.input) + list(g.output)} | {""}
+    names: dict[str, str] = {}
+
+    def short(name: str) -> str:
+        if name in keep:
+            return name
+        return names.setdefault(name, f"t{len(names)}")
+
+    for t in g.initializer:
+        t.name = short(t.name)
+    for i, node in enumerate(g.node):
+        node.name = f"n{i}"
+        node.input[:] = [short(x) for x in node.input]
+        node.output[:] = [short(x) for x in node.output]
+    for vi in g.value_info:
+        vi.name = short(vi.name)
 
 
 def frozen_graph(fn):

@@ -27,23 +27,23 @@ def convert(savedmodel_dir: Path) -> bytes:
         raise ExportError(converter_failure(str(e))) from None
 
 
-# 'loc(fused["TensorListReserve:", "edge_model_1/lstm_1/TensorListReserve@__inference_..."])'
-_LOC = re.compile(r'"(?P<op>[A-Za-z0-9_]+):"\s*,\s*"(?P<path>[^"@]+)')
-_OPS = re.compile(r"'tf\.(?P<op>[A-Za-z0-9_]+)' op is neither a custom op nor a flex op")
+# 'loc(fused["TensorListReserve:", "functional_1/lstm_1/TensorArrayV2_1@__inference_..."])'
+_LOC = re.compile(r'fused\["(?P<op>[A-Za-z0-9_]+):"\s*,\s*"(?P<path>[^"@]+)')
+_OP = re.compile(r"'tf\.(?P<op>[A-Za-z0-9_]+)' op (?P<why>[^\n]*)")
 
 
 def converter_failure(text: str) -> str:
-    """One line from the TFLite converter's diagnostics: the first unsupported op and its layer."""
-    op = _OPS.search(text)
-    loc = _LOC.search(text)
-    if op or "Select TF" in text or "flex op" in text:
-        name = op.group("op") if op else (loc.group("op") if loc else "an op")
+    """One line from the TFLite converter's diagnostics: the first unsupported op, its layer, why."""
+    op, loc = _OP.search(text), _LOC.search(text)
+    if op:
         layer = ""
         if loc:
             parts = [p for p in loc.group("path").split("/") if p]
-            layer = f" (layer {'/'.join(parts[1:-1]) or parts[0]})" if parts else ""
-        return (f"export: TFLite: op {name}{layer} needs Select TF ops, which the device's builtin-ops "
-                "runtime lacks; expected a model of builtin ops only (e.g. unroll the RNN or use Conv1D/Dense)")
-    lines = [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.strip().startswith(("<unknown>", "loc("))]
+            name = parts[1] if len(parts) > 2 else parts[0]
+            layer = f" in layer {re.sub(r'_[0-9]+$', '', name)!r}"
+        why = op.group("why").split(": error")[0].strip().rstrip(".")
+        return (f"export: TFLite needs Select TF ops for tf.{op.group('op')}{layer} ({why}), which the device's "
+                "builtin-ops runtime lacks; expected a model of builtin ops only (e.g. Conv1D or Dense for an RNN)")
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
     first = next((ln for ln in lines if "error" in ln.lower()), lines[0] if lines else "conversion failed")
     return f"export: TFLite conversion failed: {first[:300]}"

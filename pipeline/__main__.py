@@ -165,6 +165,9 @@ def stage_train(cfg, layout: Layout, plot: bool = True) -> None:
 
     t0 = time.perf_counter()
     h = train.run(cfg, layout, plot=plot)
+    if "epochs" in h:  # dataset mode
+        _say(train_summary(h, layout) + f" [{time.perf_counter() - t0:.1f} s]")
+        return
     w = h["weights"]
     wb = f"w = {w[0]['kernel'][0][0]:.6f}, b = {w[0]['bias'][0]:.6f}; " if len(w) == 1 else ""
     ls = h["least_squares"]
@@ -195,6 +198,10 @@ def stage_verify(cfg, layout: Layout) -> None:
 
     t0 = time.perf_counter()
     r = verify.run(cfg, layout)
+    if r.get("mode") == "dataset":
+        _say(verify_summary(r) + variants_summary(r.get("variants", {}))
+             + f" -> {layout.report_md} [{time.perf_counter() - t0:.1f} s]")
+        return
     p, a = r["parity"], r["accuracy"]
     lo, hi = next(iter(p.values()))["range_c"]
     _say(
@@ -207,6 +214,27 @@ def stage_verify(cfg, layout: Layout) -> None:
         + variants_summary(r.get("variants", {}))
         + f" -> {layout.report_md} [{time.perf_counter() - t0:.1f} s]"
     )
+
+
+def train_summary(h: dict, layout: Layout) -> str:
+    """Dataset mode's train line: what was trained on, and how it ended."""
+    if h.get("came_trained"):
+        return f"train: {h['source']} came trained: checked against the data, copied to {layout.model_keras}"
+    metric = h["metric"]
+    val = (h.get("val_" + metric) or [float("nan")])[-1]
+    return (f"train: {h['epochs']} epochs on {h['rows']['train']} rows ({h['parameters']:,} parameters) in "
+            f"{h['train_seconds']:.1f} s, final loss {h['final_loss']:.4g}, validation {metric} {val:.4g} "
+            f"-> {layout.model_keras}")
+
+
+def verify_summary(r: dict) -> str:
+    """Dataset mode's verify line: parity with Keras and accuracy on the validation rows."""
+    p, a = r["parity"], r["accuracy"]
+    score = (lambda x: f"{x['accuracy']:.2%}") if r["task"] == "classification" else (lambda x: f"MAE {x['mae']:.4g}")
+    agree = (", top-1 agreement " + ", ".join(f"{f} {p[f]['top1_agreement']:.2%}" for f in p)
+             if r["task"] == "classification" else "")
+    return ("verify: passed; vs Keras: " + ", ".join(f"{f} {p[f]['max_ulp']:,} ulp" for f in p) + " at most"
+            + agree + f"; on {a['keras']['rows']} validation rows: " + ", ".join(f"{n} {score(x)}" for n, x in a.items()))
 
 
 def variants_summary(variants: dict) -> str:

@@ -65,8 +65,6 @@ def build_variants(cfg: dict[str, Any], saved: Path, onnx_model, ds=None, input_
     """name -> the variant's bytes, or the converter's one-line reason it was not built."""
     from export import variants as V
 
-    from .keras_model import STANDARDIZE
-
     cal = calibration_inputs(cfg, ds)
     out: dict[str, bytes | str] = {}
     for name in V.VARIANTS:
@@ -74,8 +72,8 @@ def build_variants(cfg: dict[str, Any], saved: Path, onnx_model, ds=None, input_
             continue
         try:
             if V.fmt(name) == "onnx":
-                keep = STANDARDIZE if ds is not None and cfg["data"].get("standardize", True) else None
-                out[name] = V.build_onnx(name, onnx_model, cal, input_name, keep).SerializeToString()
+                out[name] = V.build_onnx(name, onnx_model, cal, input_name, keep_input_float=ds is not None,
+                                         reduce_range=ds is not None).SerializeToString()
             else:
                 out[name] = V.build_tflite(name, saved, cal)
         except V.VariantNotBuilt as e:
@@ -125,7 +123,8 @@ def run(cfg: dict[str, Any], layout: Layout) -> dict[str, Any]:
     try:
         with tempfile.TemporaryDirectory(prefix=fsutil.temp_prefix("export"), dir=build) as tmp:
             saved = keras3_savedmodel.write_savedmodel(model, Path(tmp) / "savedmodel", *names)
-            onnx_model = onnx_export.convert(saved, *names, cfg["export"]["opset"], cfg["export"]["ir_version"])
+            onnx_model = onnx_export.convert(saved, *names, cfg["export"]["opset"], cfg["export"]["ir_version"],
+                                             short_names=ds is not None)
             tflite_bytes = tflite_export.convert(saved)
             variants = build_variants(cfg, saved, onnx_model, ds, names[0])
     except tf.errors.OpError as e:  # TensorFlow's own I/O errors (disk full, read-only folder)

@@ -67,11 +67,11 @@ def render_markdown(r: dict[str, Any]) -> str:
               "Python call included); [accuracy against size](variants-size.png).", "",
               "| model | bytes | " + ("accuracy | drop (points) | top-1 agreement" if task == "classification"
                                     else "MAE | parity vs Keras") + " | batch 1 p50 (us) | budget | result |",
-              "|---|---|---|---|---|---|---|---|"]
+              "|---|---|---|---|---|---|---|" + ("---|" if task == "classification" else "")]
     keras_acc = acc["keras"]
     for name, v in sorted(r["variants"].items(), key=lambda nv: (nv[1].get("size_bytes", 1 << 62), nv[0])):
         if not v.get("built", True):
-            lines.append(f"| {name} | - | - | - | - | - | - | {v['reason']} |")
+            lines.append(f"| {name} | - | - | - | - | - |{' - |' if task == 'classification' else ''} {v['reason']} |")
             continue
         a, p, b = v["accuracy"], v["parity"], v.get("budget")
         if task == "classification":
@@ -80,8 +80,9 @@ def render_markdown(r: dict[str, Any]) -> str:
             budget = f"drop <= {b['max_accuracy_drop'] * 100:g}, agreement >= {b['min_agreement']:.0%}" if b else "float checks"
         else:
             figs = f"{a['mae']:.4g} | {p['max_abs_err']:.3g}"
-            budget = (f"parity <= {b['parity']:g}" + (f", MAE <= {b['max_mae']:g}" if b.get("max_mae") is not None
-                                                      else "")) if b else "float checks"
+            parts = [f"{label} <= {b[k]:g}" for k, label in (("parity", "parity"), ("max_mae", "MAE"))
+                     if b and b.get(k) is not None]
+            budget = (", ".join(parts) or "report only") if b else "float checks"
         lines.append(f"| {name} | {v['size_bytes']:,} | {figs} | {v['speed']['p50_batch_1_us']:.1f} | {budget} | "
                      f"{_result(v)} |")
     lines += ["", "What each is:", ""] + [f"- {n}: {VARIANT_NOTES.get(n, '')}" for n in r["variants"]]

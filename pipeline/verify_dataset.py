@@ -181,7 +181,7 @@ def over_budget(m: dict[str, Any], budget: dict[str, Any], ctx: Context) -> list
         if p["top1_agreement"] < budget["min_agreement"]:
             reasons.append(f"top-1 agreement with Keras {p['top1_agreement']:.2%} < {budget['min_agreement']:.2%}")
     else:
-        if p["max_abs_err"] > budget["parity"]:
+        if budget.get("parity") is not None and p["max_abs_err"] > budget["parity"]:
             reasons.append(f"parity {p['max_abs_err']:.4g} > {budget['parity']:g} (at probe row {p['worst_row']}, "
                            f"{p['worst_batch'].replace('_', ' ')})")
         if budget.get("max_mae") is not None and acc["mae"] > budget["max_mae"]:
