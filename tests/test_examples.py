@@ -130,3 +130,9 @@ def test_two_builds_of_the_example_give_the_same_bundle(example, tmp_path):
     r = make_all(ROOT / "examples" / name / "edge.toml", tmp_path / "build", tmp_path / "dist")
     assert r.returncode == 0, r.stderr[-3000:]
     assert sha256_file(tmp_path / "dist" / "bundle.tar.gz") == sha256_file(dist / "bundle.tar.gz")
+
+
+def test_the_committed_example_data_is_what_make_data_writes_from_scikit_learn():
+    r = subprocess.run([sys.executable, "examples/make_data.py", "--check"], cwd=ROOT, capture_output=True, text=True,
+                       timeout=600)
+    assert r.returncode == 0, r.stdout + r.stderr
