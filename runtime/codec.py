@@ -5,9 +5,13 @@ into the model's float32 input array); ``encode`` renders the model's output arr
 answer's body. A refused body raises ``BadRequest`` with the 400 document. Everything around
 them (the HTTP connection, limits, the body's bytes) is the model's business nowhere.
 
-Request: ``{"celsius": number | [numbers]}``. Answer: ``{"fahrenheit": [...], "model": sha256}``,
-values printed with 9 significant digits (they read back to the model's float32); a value
-that overflowed float32 is ``null`` (JSON has no infinity).
+Request: ``{"inputs": batch or one example}`` for any model (the tutorial's too). Answer:
+``{"outputs": [...], "labels": [...], "model": sha256}``: the outputs shaped as the input was
+(a batch: batch first; one example: its output), ``labels`` for a classification only (a list
+for a batch, one string for one example). The tutorial's model also keeps its own request,
+``{"celsius": number | [numbers]}`` -> ``{"fahrenheit": [...], "model": sha256}``. Values are
+printed with 9 significant digits (they read back to the model's float32); a value that
+overflowed float32 is ``null`` (JSON has no infinity).
 """
 
 from __future__ import annotations
@@ -29,22 +33,71 @@ class BadRequest(Exception):
         self.doc = doc
 
 
-def decode(body: bytes, max_values: int) -> tuple[Any, int]:
-    """(the model input for ``Runner.predict``, how many values it holds) from a request body.
+TUTORIAL_BODY = 'body: expected {"celsius": number or [numbers]} or {"inputs": [...]}'
+INPUTS_BODY = 'body: expected {"inputs": [one example, or a batch of them]}'
 
-    Raises BadRequest: not JSON, not ``{"celsius": ...}``, more than ``max_values`` values.
-    """
+
+def parse_json(body: bytes) -> Any:
     try:
-        doc = json.loads(body)
+        return json.loads(body)
     except (ValueError, UnicodeDecodeError, RecursionError) as e:  # RecursionError: nested too deep
         raise BadRequest({"error": f"body: not valid JSON ({e})"}) from None
-    if not isinstance(doc, dict) or "celsius" not in doc:
-        raise BadRequest({"error": 'body: expected {"celsius": number or [numbers]}'})
-    values = doc["celsius"]
-    count = len(values) if isinstance(values, list) else 1
+
+
+def decode(body: bytes, max_values: int, tutorial: bool = True) -> tuple[str, Any, int]:
+    """(``"celsius"`` or ``"inputs"``: which request it is, the model input for ``Runner.predict``,
+    how many values it holds) from a request body. ``tutorial``: the model takes ``celsius`` too.
+
+    Raises BadRequest: not JSON, neither request, more than ``max_values`` values.
+    """
+    doc = parse_json(body)
+    if isinstance(doc, dict) and "inputs" in doc:
+        key = "inputs"
+    elif isinstance(doc, dict) and tutorial and "celsius" in doc:
+        key = "celsius"
+    else:
+        raise BadRequest({"error": TUTORIAL_BODY if tutorial else INPUTS_BODY})
+    values = doc[key]
+    count = count_values(values)
     if count > max_values:
         raise BadRequest({"error": f"input: {count} values, at most {max_values} per request (--max-values)"})
-    return values, count
+    return key, values, count
+
+
+def count_values(values: Any) -> int:
+    """How many numbers a (rectangular) nested list holds, from the first element of each level:
+    enough for the --max-values bound before numpy sees it (a ragged list is refused later)."""
+    n = 1
+    while isinstance(values, list):
+        n *= len(values)
+        values = values[0] if values else None
+    return n
+
+
+def number_texts(y: np.ndarray) -> list[str]:
+    """``y``'s values, flat, as JSON numbers with 9 significant digits; ``null`` where not finite."""
+    values = y.reshape(-1).tolist()
+    if np.isfinite(y).all():
+        return list(map(OUTPUT_FORMAT.__mod__, values))
+    return [OUTPUT_FORMAT % v if v - v == 0 else "null" for v in values]
+
+
+def nested(y: np.ndarray) -> str:
+    """The array ``y`` as a nested JSON array of numbers (``number_texts``' format)."""
+    cells = number_texts(y)
+    for d in reversed(y.shape[1:]):  # group the innermost dimension first
+        cells = ["[" + ",".join(cells[i : i + d]) + "]" for i in range(0, len(cells), d)]
+    return "[" + ",".join(cells) + "]"
+
+
+def encode_outputs(y: np.ndarray, single: bool, labels: list[str] | None, model_sha256: str) -> bytes:
+    """The answer's body for an ``inputs`` request: the outputs ``y`` (n, *output shape), one
+    example's alone when ``single``, and the labels (a classification)."""
+    out = nested(y[0]) if single else nested(y)
+    if labels is None:
+        return f'{{"outputs":{out},"model":"{model_sha256}"}}'.encode()
+    shown = json.dumps(labels[0] if single else labels, separators=(",", ":"))
+    return f'{{"outputs":{out},"labels":{shown},"model":"{model_sha256}"}}'.encode()
 
 
 def refused(e: InputError) -> dict[str, Any]:

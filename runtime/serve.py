@@ -1,8 +1,11 @@
 """`serve`: the bundle's model over HTTP/1.1 on the device. Stdlib + numpy + onnxruntime only.
 
-Endpoints: ``POST /predict`` ({"celsius": number | [numbers]} -> {"fahrenheit": [...],
-"model": sha256}), ``GET /healthz`` (the self-check records; 200 or 503), ``GET /info``
-(the manifest summary), ``GET /metrics`` (Prometheus text). The model is served only after
+Endpoints: ``POST /predict`` ({"inputs": batch or one example} -> {"outputs": [...],
+"labels": [...] (a classification), "model": sha256}; the tutorial's model also
+{"celsius": number | [numbers]} -> {"fahrenheit": [...], "model": sha256}), ``GET /healthz``
+(the self-check records; 200 or 503), ``GET /info`` (the manifest summary), ``GET /metrics``
+(Prometheus text), and the Open Inference Protocol v2 (KServe, Triton: ``/v2``,
+``/v2/health/live|ready``, ``/v2/models/<name>[/ready|/infer]``). The model is served only after
 the bundle passed its self-check; SIGHUP re-checks the bundle path (a ``current`` symlink
 may point elsewhere now) and swaps the new model in between requests only if it passes;
 SIGTERM finishes the requests in flight and exits 0. Under systemd the listening socket
@@ -12,7 +15,7 @@ This module is the entry (``run``: check, listen, signals, drain). The parts, on
 ``serve_state`` (the checked model as one immutable snapshot, reload), ``serve_metrics``
 (counters, Prometheus text), ``serve_http`` (connections, limits, deadlines, endpoints),
 ``codec`` (a predict body to the model's input and its output to the answer: the only
-model-specific part) and ``sd`` (systemd's socket activation and sd_notify).
+model-specific part), ``serve_v2`` (the v2 protocol's requests and answers) and ``sd`` (systemd's socket activation and sd_notify).
 """
 
 from __future__ import annotations

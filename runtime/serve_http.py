@@ -4,7 +4,8 @@ One thread per connection (at most --max-connections; the next gets 503 and is c
 deadline per request (--idle-timeout: the whole request, or the wait for the next one on a
 kept-alive connection), bounded heads and bodies, one write per answer. HTTP/1.0 clients get
 keep-alive when they ask for it (``Connection: keep-alive``), and are told so in the answer.
-The predict body is decoded and its answer encoded by ``codec``; the model comes from one
+The predict body is decoded and its answer encoded by ``codec`` (the Open Inference Protocol
+v2's, KServe's and Triton's, by ``serve_v2``); the model comes from one
 ``serve_state.Snapshot`` per request.
 
 Why no web framework: the device keeps two dependencies (numpy, onnxruntime), and every
@@ -25,6 +26,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 # http.server imports http.client, which imports ssl (OpenSSL: ~4 MB of resident memory)
 # for HTTPS clients. The service never speaks TLS (a reverse proxy does): hide ssl during
 # that import. http.client then lacks HTTPSConnection in this process; nothing here uses it.
@@ -37,12 +40,14 @@ finally:
     if _hide_ssl and sys.modules.get("ssl", 0) is None:
         del sys.modules["ssl"]
 
-from . import codec, sd  # noqa: E402
+from . import codec, sd, serve_v2  # noqa: E402
 from .errors import EXIT_CANNOT_SERVE, InputError, RuntimeFailure  # noqa: E402
 from .serve_metrics import Metrics  # noqa: E402
 from .serve_state import ModelState, Snapshot  # noqa: E402
 
 ENDPOINTS = {"/predict": "POST", "/healthz": "GET", "/info": "GET", "/metrics": "GET"}
+ROUTES = {**ENDPOINTS, **serve_v2.ROUTES}  # every endpoint, by the label /metrics counts it under
+OPEN = ("/healthz", *serve_v2.OPEN)  # answered without a token
 
 
 class ServeError(RuntimeFailure):
@@ -217,23 +222,73 @@ class Handler(http.server.BaseHTTPRequestHandler):
 
     def _dispatch(self) -> None:
         path = self.path.split("?", 1)[0]
-        method = ENDPOINTS.get(path)
-        if method is None:
-            return self._json(404, {"error": f"no such endpoint {path!r}; endpoints: {', '.join(ENDPOINTS)}"}, "other")
+        found = (path, None, None) if path in ENDPOINTS else serve_v2.route(path)
+        if found is None:
+            return self._json(404, {"error": f"no such endpoint {path!r}; endpoints: {', '.join(ROUTES)}"}, "other")
+        label, name, version = found
+        method = ROUTES[label]
         if self.command != method:
-            return self._json(405, {"error": f"{path} takes {method}, got {self.command}"}, path, {"Allow": method})
-        if path != "/healthz" and not self._authorized():
+            return self._json(405, {"error": f"{path} takes {method}, got {self.command}"}, label, {"Allow": method})
+        if label not in OPEN and not self._authorized():
             self.close_connection = self.close_connection or self.command == "POST"
-            return self._json(401, {"error": "missing or wrong bearer token (Authorization: Bearer ...)"}, path,
+            return self._json(401, {"error": "missing or wrong bearer token (Authorization: Bearer ...)"}, label,
                               {"WWW-Authenticate": "Bearer"})
         snapshot = self.server.models.snapshot  # one read: this request keeps it whatever a reload swaps in
-        if path == "/predict":
+        if label == "/predict":
             return self._predict(snapshot)
-        if path == "/healthz":
-            return self._json(*snapshot.health(), path)
-        if path == "/info":
-            return self._json(200, {**snapshot.model.summary, "limits": vars(self.server.limits)}, path)
-        return self._send(200, self.server.metrics.render(snapshot), path, "text/plain; version=0.0.4; charset=utf-8")
+        if label == "/healthz":
+            return self._json(*snapshot.health(), label)
+        if label == "/info":
+            return self._json(200, {**snapshot.model.summary, "limits": vars(self.server.limits)}, label)
+        if label == "/metrics":
+            return self._send(200, self.server.metrics.render(snapshot), label,
+                              "text/plain; version=0.0.4; charset=utf-8")
+        return self._v2(label, name, version, snapshot)
+
+    def _v2(self, label: str, name: str | None, version: str | None, snapshot: Snapshot) -> None:
+        """The Open Inference Protocol v2's endpoints (serve_v2)."""
+        model = snapshot.model
+        sig = model.signature
+        if label == "/v2":
+            return self._json(200, serve_v2.SERVER, label)
+        if label == "/v2/health/live":
+            return self._json(200, {"live": True}, label)
+        if label == "/v2/health/ready":
+            return self._json(200 if snapshot.healthy else 503, {"ready": snapshot.healthy}, label)
+        served = serve_v2.version_of(model.sha256)
+        if name != sig.model_name or version not in (None, served):
+            self.close_connection = self.close_connection or self.command == "POST"  # its body is not read
+            what = f"model {name!r}" + (f" version {version!r}" if version is not None else "")
+            return self._json(404, {"error": f"unknown {what}; this server serves model {sig.model_name!r} "
+                                             f"version {served!r}"}, label)
+        if label == "/v2/models/{model}":
+            return self._json(200, serve_v2.model_metadata(sig, model.sha256), label)
+        if label == "/v2/models/{model}/ready":
+            return self._json(200 if snapshot.healthy else 503, {"name": sig.model_name, "ready": snapshot.healthy},
+                              label)
+        body = self._body(label)
+        if body is None:
+            return
+        try:
+            values, request_id, count = serve_v2.decode_infer(body, sig, self.server.limits.max_values)
+            x, y, _ = model.runner.answer(values)
+        except codec.BadRequest as e:
+            return self._json(400, e.doc, label)
+        except InputError as e:
+            return self._json(400, codec.refused(e), label)
+        self._count_outside(model, x)
+        self._send(200, serve_v2.encode_infer(sig, model.sha256, y, request_id), label, "application/json",
+                   values=x.shape[0])
+
+    def _count_outside(self, model, x) -> None:
+        """Count the valid batch ``x``'s values outside the observed range, per feature, in /metrics."""
+        checker = model.checker
+        if checker.obs_lo is None:
+            return
+        counts = checker.outside_observed(x)
+        if counts.any():
+            features = model.signature.features
+            self.server.metrics.outside_observed({features[j]: int(counts[j]) for j in counts.nonzero()[0].tolist()})
 
     def _authorized(self) -> bool:
         token = self.server.token
@@ -244,10 +299,35 @@ class Handler(http.server.BaseHTTPRequestHandler):
         return scheme.lower() == "bearer" and compare_digest(value.strip().encode(), token)
 
     def _predict(self, snapshot: Snapshot) -> None:
+        body = self._body("/predict")
+        if body is None:
+            return
+        model = snapshot.model
+        runner = model.runner
+        try:
+            key, values, count = codec.decode(body, self.server.limits.max_values, model.signature.tutorial)
+        except codec.BadRequest as e:
+            return self._json(400, e.doc, "/predict")
+        try:
+            if key == "celsius":  # the tutorial's request, answered as it always was
+                y = runner.predict(values)
+                if model.checker.obs_lo is not None:  # valid, so numbers: counted in /metrics
+                    self._count_outside(model, np.asarray(values, dtype=np.float32).reshape(-1, 1))
+                return self._send(200, codec.encode(y, model.sha256), "/predict", "application/json", values=count)
+            x, y, single = runner.answer(values)
+        except InputError as e:
+            return self._json(400, codec.refused(e), "/predict")
+        self._count_outside(model, x)
+        labels = runner.labels_of(y) if model.signature.labels else None
+        self._send(200, codec.encode_outputs(y, single, labels, model.sha256), "/predict", "application/json",
+                   values=x.shape[0])
+
+    def _body(self, endpoint: str) -> bytes | None:
+        """The request's body, read by its Content-Length; None once the refusal is sent."""
         limits = self.server.limits
         if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
             self.close_connection = True
-            return self._json(411, {"error": "send the body with a Content-Length, not chunked"}, "/predict")
+            return self._json(411, {"error": "send the body with a Content-Length, not chunked"}, endpoint)
         lengths = self.headers.get_all("Content-Length") or []
         length = lengths[0] if len(set(lengths)) == 1 else (", ".join(lengths) or None)  # two values: 400
         try:
@@ -258,10 +338,10 @@ class Handler(http.server.BaseHTTPRequestHandler):
             self.close_connection = True
             return self._json(411 if length is None else 400,
                               {"error": f"expected a Content-Length header with the body's size, got {length!r}"},
-                              "/predict")
+                              endpoint)
         if n > limits.max_body:
             self.close_connection = True  # the body is not read: the connection cannot go on
-            return self._json(413, {"error": f"body of {n} bytes, at most {limits.max_body} (--max-body)"}, "/predict")
+            return self._json(413, {"error": f"body of {n} bytes, at most {limits.max_body} (--max-body)"}, endpoint)
         try:
             body = self.rfile.read(n)
         except (TimeoutError, OSError):
@@ -269,18 +349,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
             return
         if len(body) < n:
             self.close_connection = True
-            return self._json(400, {"error": f"body ended after {len(body)} of {n} bytes"}, "/predict")
-        try:
-            values, count = codec.decode(body, limits.max_values)
-        except codec.BadRequest as e:
-            return self._json(400, e.doc, "/predict")
-        model = snapshot.model
-        try:
-            y = model.runner.predict(values)
-        except InputError as e:
-            return self._json(400, codec.refused(e), "/predict")
-        data = codec.encode(y, model.sha256)
-        self._send(200, data, "/predict", "application/json", values=count)
+            return self._json(400, {"error": f"body ended after {len(body)} of {n} bytes"}, endpoint)
+        return body
 
     # --- answers --------------------------------------------------------------------------
 
@@ -311,7 +381,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
             lines.append("Connection: keep-alive")
         # Counted before it is sent: a client that has read this answer and asks /metrics next
         # (on any connection) must find it counted, not race this thread to the counter.
-        self.server.metrics.observe(endpoint if endpoint in ENDPOINTS else "other", status,
+        self.server.metrics.observe(endpoint if endpoint in ROUTES else "other", status,
                                    time.perf_counter() - getattr(self, "t0", time.perf_counter()), values)
         try:
             self.wfile.write(("\r\n".join(lines) + "\r\n\r\n").encode() + (b"" if self.command == "HEAD" else body))

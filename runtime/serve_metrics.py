@@ -23,6 +23,7 @@ class Metrics:
         self.values = 0
         self.reloads = {"ok": 0, "failed": 0}
         self.refused_connections = 0
+        self.outside: dict[str, int] = {}  # feature name -> inputs outside the observed range
 
     def observe(self, endpoint: str, status: int, seconds: float, values: int = 0) -> None:
         """One answered request: its endpoint, status, time and the values it predicted."""
@@ -33,6 +34,12 @@ class Metrics:
             self.buckets[i] += 1
             self.latency_sum += seconds
             self.values += values
+
+    def outside_observed(self, counts: dict[str, int]) -> None:
+        """Inputs answered although outside the training rows' observed range, by feature."""
+        with self.lock:
+            for name, n in counts.items():
+                self.outside[name] = self.outside.get(name, 0) + n
 
     def reloaded(self, ok: bool) -> None:
         """One SIGHUP reload, passed or failed."""
@@ -50,6 +57,7 @@ class Metrics:
             requests = dict(self.requests)
             buckets, total_s, values = list(self.buckets), self.latency_sum, self.values
             reloads, refused = dict(self.reloads), self.refused_connections
+            outside = dict(self.outside)
         out = ["# HELP edge_model_requests_total HTTP requests answered, by endpoint and status.",
                "# TYPE edge_model_requests_total counter"]
         out += [f'edge_model_requests_total{{endpoint="{e}",status="{s}"}} {n}' for (e, s), n in sorted(requests.items())]
@@ -61,7 +69,7 @@ class Metrics:
             out.append(f'edge_model_request_duration_seconds_bucket{{le="{b}"}} {running}')
         out += [f"edge_model_request_duration_seconds_sum {total_s:.6f}",
                 f"edge_model_request_duration_seconds_count {running}",
-                "# HELP edge_model_values_predicted_total Celsius values converted.",
+                "# HELP edge_model_values_predicted_total Examples answered (Celsius values, for the tutorial's model).",
                 "# TYPE edge_model_values_predicted_total counter",
                 f"edge_model_values_predicted_total {values}",
                 "# HELP edge_model_reloads_total SIGHUP reloads, by result.",
@@ -70,6 +78,14 @@ class Metrics:
         out += ["# HELP edge_model_refused_connections_total Connections answered 503 at the connection limit.",
                 "# TYPE edge_model_refused_connections_total counter",
                 f"edge_model_refused_connections_total {refused}",
+                "# HELP edge_inputs_outside_observed_total Input values answered although outside the training "
+                "rows' observed range, by feature.",
+                "# TYPE edge_inputs_outside_observed_total counter"]
+        model = snapshot.model
+        features = model.signature.features if model.checker.obs_lo is not None else []
+        names = list(dict.fromkeys([*features, *sorted(outside)]))  # the model's features, then any from before a reload
+        out += [f'edge_inputs_outside_observed_total{{feature="{label_value(n)}"}} {outside.get(n, 0)}' for n in names]
+        out += [
                 "# HELP edge_model_info The model being served.",
                 "# TYPE edge_model_info gauge",
                 f'edge_model_info{{sha256="{snapshot.model.sha256}"}} 1',
@@ -80,6 +96,11 @@ class Metrics:
                 "# TYPE process_resident_memory_bytes gauge",
                 f"process_resident_memory_bytes {rss_bytes()}"]
         return ("\n".join(out) + "\n").encode()
+
+
+def label_value(text: str) -> str:
+    """A Prometheus label value: backslash, double quote and newline escaped."""
+    return text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
 
 
 def rss_bytes() -> int:

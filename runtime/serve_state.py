@@ -18,6 +18,7 @@ from . import manifest as manifest_mod
 from .errors import RuntimeFailure
 from .runner import Runner, checked
 from .serve_metrics import Metrics
+from .signature import Checker, Signature
 
 
 @dataclass(frozen=True)
@@ -28,6 +29,8 @@ class Model:
     sha256: str
     bundle: Path  # the resolved release folder
     summary: dict[str, Any]  # GET /info, without the limits
+    signature: Signature  # the runner's: what an example is, the model's name, its labels
+    checker: Checker  # the runner's: the valid and observed ranges
 
 
 @dataclass(frozen=True)
@@ -74,15 +77,17 @@ def check_and_load(bundle: Path, threads: int) -> tuple[Model | None, list[dict[
         "opset": m["model"]["opset"],
         "ir_version": m["model"]["ir_version"],
         "min_onnxruntime": m["model"]["min_onnxruntime"],
-        "input": m["model"]["input"],
-        "output": m["model"]["output"],
-        "valid_input": m["valid_input"],
+        "input": m["model"].get("input"),
+        "output": m["model"].get("output"),
+        "valid_input": m.get("valid_input"),
+        "model_name": runner.name,
+        "signature": runner.signature.summary,
         "config_sha256": m.get("config_sha256"),
         "versions": {"python": sys.version.split()[0], "numpy": numpy.__version__,
                      "onnxruntime": onnxruntime.__version__},
         "tools": m.get("tools"),
     }
-    return Model(runner, sha, release, summary), checks
+    return Model(runner, sha, release, summary, runner.signature, runner.checker), checks
 
 
 class ModelState:

@@ -97,6 +97,11 @@ class Signature:
         return self.shape == (1,) and self.output_shape == (1,)
 
     @property
+    def tutorial(self) -> bool:
+        """The tutorial's model (Celsius in, Fahrenheit out): also takes ``{"celsius": ...}`` over HTTP."""
+        return self.scalar and self.features == ["celsius"]
+
+    @property
     def size(self) -> int:
         return len(self.features)
 

@@ -1,0 +1,128 @@
+"""The Open Inference Protocol v2 (KServe's and Triton's HTTP/REST API) on the wire. numpy + stdlib.
+
+Routes (``route``): ``GET /v2`` (server metadata), ``GET /v2/health/live``, ``GET
+/v2/health/ready``, ``GET /v2/models/<name>[/versions/<v>]`` (model metadata),
+``GET .../ready`` and ``POST .../infer``. ``<name>`` is the manifest's ``model.name``
+("celsius-to-fahrenheit" for a bundle without one); the version is the first 12 hex digits
+of the model's sha256, so it changes when a reload swaps in another model. One input and
+one output tensor, datatype FP32, JSON data (flat row-major, or nested); no binary data
+extension. A refused request raises ``codec.BadRequest`` with the 400 document.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+import numpy as np
+
+from .codec import BadRequest, count_values, number_texts, parse_json
+
+SERVER = {"name": "edge-model", "version": "1", "extensions": []}
+PLATFORM = "onnxruntime_onnx"
+DATATYPE = "FP32"
+# The route labels (as /metrics counts them) and their methods.
+ROUTES = {"/v2": "GET", "/v2/health/live": "GET", "/v2/health/ready": "GET", "/v2/models/{model}": "GET",
+          "/v2/models/{model}/ready": "GET", "/v2/models/{model}/infer": "POST"}
+OPEN = ("/v2/health/live", "/v2/health/ready")  # like /healthz: no token needed (orchestrators' probes)
+
+
+def route(path: str) -> tuple[str, str | None, str | None] | None:
+    """(route label, model name, version) of a /v2 path, or None when it is none of them."""
+    parts = path.split("/")[1:]
+    if parts == ["v2"]:
+        return "/v2", None, None
+    if len(parts) == 3 and parts[:2] == ["v2", "health"] and parts[2] in ("live", "ready"):
+        return path, None, None
+    if len(parts) < 3 or parts[:2] != ["v2", "models"] or not parts[2]:
+        return None
+    name, rest, version = parts[2], parts[3:], None
+    if rest[:1] == ["versions"]:
+        if len(rest) < 2 or not rest[1]:
+            return None
+        version, rest = rest[1], rest[2:]
+    if rest == []:
+        return "/v2/models/{model}", name, version
+    if rest in (["ready"], ["infer"]):
+        return f"/v2/models/{{model}}/{rest[0]}", name, version
+    return None
+
+
+def version_of(sha256: str) -> str:
+    return sha256[:12]
+
+
+def model_metadata(sig, sha256: str) -> dict[str, Any]:
+    """GET /v2/models/<name> for the model of signature ``sig``."""
+    return {
+        "name": sig.model_name,
+        "versions": [version_of(sha256)],
+        "platform": PLATFORM,
+        "inputs": [{"name": sig.input_name, "datatype": DATATYPE, "shape": [-1, *sig.shape]}],
+        "outputs": [{"name": sig.output_name, "datatype": DATATYPE, "shape": [-1, *sig.output_shape]}],
+        "parameters": {"task": sig.task, "labels": sig.labels, "output_kind": sig.output_kind, "sha256": sha256},
+    }
+
+
+def _refuse(message: str) -> BadRequest:
+    return BadRequest({"error": message})
+
+
+def decode_infer(body: bytes, sig, max_values: int) -> tuple[np.ndarray, Any, int]:
+    """(the input tensor as an array shaped as the request says, the request's ``id`` (None
+    when it has none), how many values it holds) from an infer request body, for the model
+    of signature ``sig``."""
+    doc = parse_json(body)
+    if not isinstance(doc, dict) or not isinstance(doc.get("inputs"), list):
+        raise _refuse('body: expected an inference request {"inputs": [{"name", "shape", "datatype", "data"}]}')
+    inputs = doc["inputs"]
+    if len(inputs) != 1:
+        raise _refuse(f"inputs: expected one input tensor ({sig.input_name!r}), got {len(inputs)}")
+    t = inputs[0]
+    if not isinstance(t, dict):
+        raise _refuse("inputs[0]: expected a tensor {\"name\", \"shape\", \"datatype\", \"data\"}")
+    if t.get("name") != sig.input_name:
+        raise _refuse(f"inputs[0].name: expected {sig.input_name!r}, got {t.get('name')!r}")
+    if t.get("datatype") != DATATYPE:
+        raise _refuse(f"inputs[0].datatype: expected {DATATYPE!r}, got {t.get('datatype')!r}")
+    shape = t.get("shape")
+    if not (isinstance(shape, list) and all(type(d) is int and d >= 0 for d in shape)):
+        raise _refuse(f"inputs[0].shape: expected a list of sizes (integers >= 0), got {shape!r}"[:200])
+    if len(shape) != len(sig.shape) + 1 or tuple(shape[1:]) != sig.shape:
+        want = ", ".join(["n", *map(str, sig.shape)])
+        raise _refuse(f"inputs[0].shape {shape} expected [{want}]")
+    total = math.prod(shape)
+    if total > max_values:
+        raise _refuse(f"inputs[0]: {total} values, at most {max_values} per request (--max-values)")
+    if total == 0:
+        raise _refuse("inputs[0]: empty, expected at least one example")
+    data = t.get("data")
+    if not isinstance(data, list):
+        raise _refuse("inputs[0].data: expected a list of numbers (flat, row-major, or nested)")
+    if count_values(data) > max_values:
+        raise _refuse(f"inputs[0].data: more than {max_values} values per request (--max-values)")
+    try:
+        arr = np.asarray(data)
+    except (ValueError, TypeError, RecursionError):
+        raise _refuse("inputs[0].data: expected numbers, flat or nested (not ragged)") from None
+    if arr.dtype.kind not in "iuf":
+        raise _refuse(f"inputs[0].data: expected numbers, got dtype {arr.dtype}")
+    if arr.size != total:
+        raise _refuse(f"inputs[0].data: expected {total} values for shape {shape}, got {arr.size}")
+    for i, o in enumerate(doc.get("outputs") or []):
+        if not isinstance(o, dict) or o.get("name") != sig.output_name:
+            got = o.get("name") if isinstance(o, dict) else o
+            raise _refuse(f"outputs[{i}].name: expected {sig.output_name!r}, got {got!r}")
+    return arr.reshape(shape), doc.get("id"), total
+
+
+def encode_infer(sig, sha256: str, y: np.ndarray, request_id: Any) -> bytes:
+    """The infer answer for the model's output batch ``y`` (n, *output shape): flat row-major data."""
+    head = {"model_name": sig.model_name, "model_version": version_of(sha256)}
+    if request_id is not None:
+        head["id"] = request_id
+    shape = json.dumps([int(d) for d in y.shape], separators=(",", ":"))
+    out = (f'{{"name":{json.dumps(sig.output_name)},"datatype":"{DATATYPE}","shape":{shape},'
+           f'"data":[{",".join(number_texts(y))}]}}')
+    return (json.dumps(head)[:-1] + f',"outputs":[{out}]}}').encode()
