@@ -63,6 +63,9 @@ def user_model(cfg: dict[str, Any], ds):
         if not isinstance(model, keras.Model):
             raise ConfigError(None, "model.builder", f"{m['builder']} returned {type(model).__name__}, "
                               "expected a keras.Model")
+        if len(getattr(model, "inputs", None) or [0]) != 1 or len(getattr(model, "outputs", None) or [0]) != 1:
+            raise ConfigError(None, "model.builder", f"{m['builder']} returned a model with {len(model.inputs)} "
+                              f"input(s) and {len(model.outputs)} output(s); one input and one output tensor are supported")
         return model
     units = list(m.get("layers") or [32, k])
     if units[-1] != k:
