@@ -122,7 +122,13 @@ def tidy(model, input_name: str, output_name: str, opset: int, ir_version: int):
     # tf2onnx writes "converted from b'__inference_fn_NNN'", NNN counting the functions
     # traced so far in the process: the same model would not give the same bytes.
     graph.doc_string = ""
-    onnx.checker.check_model(model, full_check=True)
+    try:
+        onnx.checker.check_model(model, full_check=True)
+    except onnx.checker.ValidationError as e:  # e.g. a TensorFlow op tf2onnx passed through as is
+        from .errors import ExportError
+
+        text = " ".join(str(e).split())
+        raise ExportError(f"export: ONNX (tf2onnx) produced an invalid graph: {text[:300]}") from None
     return model
 
 

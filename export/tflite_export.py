@@ -7,7 +7,11 @@ line naming the op and the layer it comes from (``converter_failure``).
 
 from __future__ import annotations
 
+import contextlib
+import os
 import re
+import sys
+import tempfile
 from pathlib import Path
 
 from .errors import ExportError
@@ -22,9 +26,25 @@ def convert(savedmodel_dir: Path) -> bytes:
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
     converter.optimizations = []
     try:
-        return converter.convert()
+        with _diagnostics_held():
+            return converter.convert()
     except Exception as e:  # ConverterError and friends: the message is MLIR diagnostics
         raise ExportError(converter_failure(str(e))) from None
+
+
+@contextlib.contextmanager
+def _diagnostics_held():
+    """Keep the converter's own MLIR diagnostics off fd 2 (it prints them from C++ and raises
+    them in the ConverterError too, which ``converter_failure`` sums up in one line)."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as sink:
+        os.dup2(sink.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
 
 
 # 'loc(fused["TensorListReserve:", "functional_1/lstm_1/TensorArrayV2_1@__inference_..."])'
@@ -39,7 +59,7 @@ def converter_failure(text: str) -> str:
         layer = ""
         if loc:
             parts = [p for p in loc.group("path").split("/") if p]
-            name = parts[1] if len(parts) > 2 else parts[0]
+            name = parts[-2] if len(parts) > 1 else parts[0]  # model/.../layer/op: the op's own layer
             layer = f" in layer {re.sub(r'_[0-9]+$', '', name)!r}"
         why = op.group("why").split(": error")[0].strip().rstrip(".")
         return (f"export: TFLite needs Select TF ops for tf.{op.group('op')}{layer} ({why}), which the device's "

@@ -123,9 +123,11 @@ def run(cfg: dict[str, Any], layout: Layout) -> dict[str, Any]:
     try:
         with tempfile.TemporaryDirectory(prefix=fsutil.temp_prefix("export"), dir=build) as tmp:
             saved = keras3_savedmodel.write_savedmodel(model, Path(tmp) / "savedmodel", *names)
+            # TFLite first: its refusal names the op and the layer (an LSTM's TensorListReserve),
+            # where tf2onnx passes such an op through and only the checker refuses the graph.
+            tflite_bytes = tflite_export.convert(saved)
             onnx_model = onnx_export.convert(saved, *names, cfg["export"]["opset"], cfg["export"]["ir_version"],
                                              short_names=ds is not None)
-            tflite_bytes = tflite_export.convert(saved)
             variants = build_variants(cfg, saved, onnx_model, ds, names[0])
     except tf.errors.OpError as e:  # TensorFlow's own I/O errors (disk full, read-only folder)
         raise OutputError(build, e.message.splitlines()[0] if e.message else type(e).__name__) from None

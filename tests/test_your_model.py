@@ -154,10 +154,6 @@ def test_a_two_input_model_is_refused_in_one_line(tmp_path):
     assert "train:" not in out and not (build / "model.keras").exists()
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "export/onnx_export.py tidy(): onnx.checker.check_model(full_check=True) (line ~125) raises "
-    "onnx ValidationError 'No Op registered for TensorListReserve' outside convert()'s try: a traceback, "
-    "and the ONNX conversion runs before TFLite's, so converter_failure's Select-TF-ops line is never reached"))
 def test_an_lstm_that_needs_select_tf_ops_is_refused_naming_the_op_and_layer(tmp_path):
     code, line, build, _, _ = refused(tmp_path, "lstm", data="npz")
     assert code == 1, line
