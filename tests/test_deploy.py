@@ -569,3 +569,29 @@ def test_a_wheel_changed_in_the_wheelhouse_is_refused_on_the_device(fleet, model
     s = state(h)
     assert s["current"] is None and s["releases"] == [], s
     assert not list(h.edge_root.glob("venvs/*/.edge-complete"))
+
+
+def test_a_dataset_model_deploys_gated_by_its_own_selfcheck_and_answers_its_signature(fleet, tmp, tmp_path):
+    """Not only the tutorial's: the wine classifier (examples/wine, 13 features, string labels)
+    goes to a device by the same playbook; its selfcheck runs the signature's golden rows, and
+    the device answers a validation row's label as Keras did."""
+    import numpy as np
+
+    r = subprocess.run(["make", "--no-print-directory", "all", "CONFIG=examples/wine/edge.toml",
+                        f"BUILD={tmp_path / 'build'}", f"DIST={tmp_path / 'dist'}"], cwd=ROOT, capture_output=True,
+                       text=True, timeout=1800)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    host = fleet.add("wine", python="/usr/bin/python3")
+    inventory = fleet.inventory(tmp_path / "inventory.ini", [host])
+    run = fleet_cmd("deploy", inventory, tmp=tmp, bundle=tmp_path / "dist" / "bundle.tar.gz")
+    assert run.rc == 0 and run.result(host) == "deployed", run.out[-3000:] + run.err
+    with np.load(tmp_path / "build" / "reference.npz") as z:
+        row = z["x"][z["group"] == list(z["group_names"]).index("validation")][0]
+        keras = z["keras_y"][z["group"] == list(z["group_names"]).index("validation")][0]
+    m = json.loads((tmp_path / "dist" / "bundle" / "manifest.json").read_text())
+    values = " ".join(repr(float(v)) for v in row)
+    out = host.ssh(f"cd {host.edge_root}/current && .venv/bin/python -m runtime predict --json -- {values}")
+    assert out.returncode == 0, out.stderr
+    doc = json.loads(out.stdout)
+    assert doc["labels"] == [m["signature"]["labels"][int(np.argmax(keras))]]
+    np.testing.assert_allclose(doc["outputs"][0], keras, atol=1e-5, rtol=1e-4)
