@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass
+from operator import le
 from typing import Any
 
 import numpy as np
@@ -19,6 +20,8 @@ from .errors import InputError
 from .manifest import TUTORIAL_NAME, signature_summary
 
 F32_MAX = float(np.finfo(np.float32).max)
+_F32 = np.dtype(np.float32)
+SMALL = 1024  # values: one example up to this size is checked in Python lists (``Checker.examples``)
 NUMERIC_KINDS = "iuf"  # signed, unsigned, float; bools, strings and objects are refused
 
 
@@ -123,6 +126,9 @@ class Checker:
         self.uniform = bool((lo == lo[0]).all() and (hi == hi[0]).all())  # min/max of the whole batch will do
         self.ulo, self.uhi = float(lo[0]), float(hi[0])
         self.ulo32, self.uhi32 = float(np.float32(lo[0])), float(np.float32(hi[0]))
+        self.lo_list, self.hi_list = lo.tolist(), hi.tolist()
+        self.one = (1, *sig.shape)  # a batch of one example
+        self.lo32_list, self.hi32_list = self.lo32.reshape(-1).tolist(), self.hi32.reshape(-1).tolist()
         if sig.observed_min is not None:
             self.obs_lo = sig.observed_min.reshape(shaped)
             self.obs_hi = sig.observed_max.reshape(shaped)
@@ -135,6 +141,20 @@ class Checker:
         Raises InputError: not numbers, empty, the wrong shape or number of features, NaN,
         infinite, beyond float32 or outside a feature's valid range (``index`` is the example).
         """
+        if type(values) is np.ndarray and values.dtype is _F32 and values.size <= SMALL:
+            # The hot path (one small float32 example, batched or not, as a device calls it):
+            # the fewest steps, since each costs more beside the onnxruntime call than alone.
+            shape = values.shape
+            single = shape == self.shape
+            if single or shape == self.one:
+                vals = values.reshape(-1).tolist()
+                if self.uniform:
+                    total = sum(vals)  # NaN propagates here; min() and max() may step over one
+                    ok = self.ulo32 <= min(vals) and max(vals) <= self.uhi32 and total == total
+                else:
+                    ok = all(map(le, self.lo32_list, vals)) and all(map(le, vals, self.hi32_list))
+                if ok:
+                    return (values.reshape(self.one) if single else values), single
         try:
             arr = values if type(values) is np.ndarray else np.asarray(values)
         except (ValueError, TypeError, RecursionError) as e:
@@ -151,7 +171,18 @@ class Checker:
             problem = self.shape_problem(arr.shape)
             raise InputError(problem if problem.startswith("input") else f"input: {problem}", problem=problem)
         f32 = batch.dtype == np.float32
-        if self.uniform:
+        if batch.size <= SMALL and batch.shape[0] == 1:
+            # One small example: Python's C loops over a list beat numpy's reductions here,
+            # which also slow the onnxruntime call that follows (measured: 3 us + 5 us at 64 values).
+            vals = batch.reshape(-1).tolist()
+            if self.uniform:
+                total = sum(vals)  # NaN propagates here; min() and max() may step over one
+                ok = (self.ulo32 if f32 else self.ulo) <= min(vals) and max(vals) <= (self.uhi32 if f32 else self.uhi) \
+                    and total == total
+            else:
+                lo, hi = (self.lo32_list, self.hi32_list) if f32 else (self.lo_list, self.hi_list)
+                ok = all(map(le, lo, vals)) and all(map(le, vals, hi))  # NaN fails every comparison
+        elif self.uniform:
             mn, mx = batch.min(), batch.max()  # NaN propagates into both
             ok = (self.ulo32 if f32 else self.ulo) <= mn and mx <= (self.uhi32 if f32 else self.uhi)
         else:

@@ -503,3 +503,32 @@ def test_the_tutorial_cli_keeps_its_answers_and_takes_input_files(tutorial_with_
                                  "(below absolute zero)")
     doc = json.loads(cli_ok(tutorial_with_signature, "info"))
     assert doc["model_name"] == "celsius-to-fahrenheit" and doc["signature"]["input"]["shape"] == [-1, 1]
+
+
+@pytest.mark.parametrize("shape", [(8, 8, 1), (1, 8, 8, 1)])
+@pytest.mark.parametrize("bad, problem", [(np.nan, "is NaN"), (np.inf, "= inf: expected a finite number"),
+                                          (-np.inf, "= -inf: expected a finite number"),
+                                          (16.5, "= 16.5: outside the valid range [0, 16]"),
+                                          (-1e-30, "= -1e-30: outside the valid range [0, 16]")])
+def test_one_float32_example_the_hot_path_refuses_each_bad_value(image_bundle, shape, bad, problem):
+    """One float32 example (batched or not) is checked on a shorter path: each bad value, at
+    the first, a middle and the last place, is still refused, naming that place."""
+    with Runner.from_bundle(image_bundle) as r:
+        for at in (0, 27, 63):
+            x = np.full(64, 8.0, np.float32)
+            x[at] = bad
+            with pytest.raises(InputError) as e:
+                r.predict(x.reshape(shape))
+            i, j = divmod(at, 8)
+            assert e.value.message == f"input[0]: feature 'x[{i},{j},0]' {problem}"
+        assert r.predict(np.full(shape, 16.0, np.float32)).shape == shape[:-3] + (10,)
+
+
+def test_one_float32_tabular_example_is_held_to_each_features_bounds(tabular_bundle):
+    with Runner.from_bundle(tabular_bundle) as r:
+        for row_, message in ((tabular(alcohol=100.5), "feature 'alcohol' = 100.5: outside"),
+                              (tabular(proline=float("nan")), "feature 'proline' is NaN"),
+                              (tabular(malic_acid=float("-inf")), "feature 'malic_acid' = -inf: expected a finite")):
+            with pytest.raises(InputError, match=message):
+                r.predict(np.float32(row_))
+        assert r.predict(np.float32(tabular(alcohol=0, proline=-3e38))).shape == (3,)  # only alcohol is bounded
