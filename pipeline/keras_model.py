@@ -8,40 +8,18 @@ format and the device compute it the same way. A trained ``.keras`` file is used
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from export.tfenv import tensorflow
 
+from .config import check_model_source
 from .errors import ConfigError
 
 INPUT_NAME = "inputs"
 OUTPUT_NAME = "outputs"
-STANDARDIZE = "standardize"  # the Normalization layer's name (export keeps it float in int8 models)
-
-
-def load_builder(spec: str):
-    """The function ``build`` named by ``"path/model.py:build"`` (path absolute, as config.load gives it)."""
-    path, _, name = spec.rpartition(":")
-    module_name = "edge_user_model_" + Path(path).stem
-    try:
-        loader = importlib.util.spec_from_file_location(module_name, path)
-        module = importlib.util.module_from_spec(loader)
-        sys.modules[module_name] = module
-        loader.loader.exec_module(module)
-    except FileNotFoundError:
-        raise ConfigError(None, "model.builder", f"{path}: not found (expected a Python file)") from None
-    except Exception as e:  # the user's module may raise anything on import
-        raise ConfigError(None, "model.builder", f"{path}: importing it raised {type(e).__name__}: {e}") from None
-    fn = getattr(module, name, None)
-    if not callable(fn):
-        raise ConfigError(None, "model.builder", f"{path} has no function {name!r} (expected build(input_shape, "
-                          "num_outputs) returning an uncompiled keras.Model)")
-    return fn
+STANDARDIZE = "standardize"  # the Normalization layer's name
 
 
 def num_outputs(ds) -> int:
@@ -55,11 +33,12 @@ def user_model(cfg: dict[str, Any], ds):
     k = num_outputs(ds)
     if m.get("builder"):
         try:
-            model = load_builder(m["builder"])(tuple(ds.input_shape), k)
+            model = check_model_source(cfg)(tuple(ds.input_shape), k)
         except ConfigError:
             raise
         except Exception as e:
-            raise ConfigError(None, "model.builder", f"{m['builder']} raised {type(e).__name__}: {e}") from None
+            first = str(e).splitlines()[0] if str(e) else ""
+            raise ConfigError(None, "model.builder", f"{m['builder']} raised {type(e).__name__}: {first}") from None
         if not isinstance(model, keras.Model):
             raise ConfigError(None, "model.builder", f"{m['builder']} returned {type(model).__name__}, "
                               "expected a keras.Model")

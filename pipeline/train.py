@@ -10,6 +10,7 @@ weights bit for bit (tests/test_train.py checks this against ``fit``).
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -194,7 +195,7 @@ def run_dataset(cfg: dict[str, Any], layout: Layout, plot: bool = True) -> dict[
     if cfg["model"].get("file"):
         model = keras_model.load_trained(cfg["model"]["file"], ds)
         kind = keras_model.output_kind(model, ds)
-        fsutil.write_bytes(layout.model_keras, open(cfg["model"]["file"], "rb").read())
+        fsutil.write_bytes(layout.model_keras, Path(cfg["model"]["file"]).read_bytes())
         history = {"came_trained": True, "source": cfg["model"]["file"], "loss": [], "epochs": 0,
                    "task": ds.task, "output_kind": kind, "train_seconds": 0.0}
         fsutil.write_json(layout.history, history)
