@@ -164,14 +164,14 @@ def test_an_lstm_that_needs_select_tf_ops_is_refused_naming_the_op_and_layer(tmp
 
 
 @pytest.mark.parametrize("builder,why", [
-    ("nope", "has no function 'nope'"),
+    ("nope", "model.py: model.builder: no function 'nope'"),
     ("returns_none", "returned NoneType, expected a keras.Model"),
 ])
 def test_a_builder_that_is_missing_or_returns_none_exits_2_before_training(tmp_path, builder, why):
     code, line, build, _, out = refused(tmp_path, builder)
     assert code == 2, line
     documented(2, "model builder")
-    assert line.startswith("error: config error: model.builder: ") and why in line, line
+    assert line.startswith("error: config error: ") and why in line, line
     assert "train:" not in out and not (build / "model.keras").exists(), out
 
 
