@@ -17,7 +17,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench import measure_env, measure_inference, measure_pipeline, measure_serve, report
+from bench import measure_digits, measure_env, measure_inference, measure_pipeline, measure_serve, report
 from bench.proc import ROOT
 from bench.targets import targets
 
@@ -57,6 +57,8 @@ def measure(a: argparse.Namespace, bundle: Path, work: Path) -> dict:
     r["stream"] = measure_inference.bench_stream(bundle, work, 200_000 if a.quick else 2_000_000, a.runs)
     step("serve (HTTP) against its constant floor and a process per request")
     r["serve"] = measure_serve.run(bundle.resolve(), work, a.quick)
+    step("the digits example (make all against a plain script, predict, stream, serve, int8)")
+    r["digits"] = measure_digits.bench_digits(work, a.quick)
     r["sizes"] = measure_env.sizes(a.build, a.dist)
     r["targets"] = targets(r)
     r["seconds"] = time.perf_counter() - t0

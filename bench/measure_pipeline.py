@@ -86,4 +86,5 @@ def bench_pipeline(work: Path, runs: int, quick: bool) -> dict:
     out["plain_way_s"] = stats(walls_plain)
     out["plain_way_fit_s"] = stats([p.json()["parts"]["fit"] for p in plain])
     out["plain_way_ratio"] = stats([p / m for p, m in zip(walls_plain, walls)])
+    out["make_all_vs_plain_way"] = stats([m / p for p, m in zip(walls_plain, walls)])  # the goal's way round
     return out

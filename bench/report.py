@@ -13,6 +13,11 @@ def s(x: dict, fmt: str = "{:.2f}") -> str:
     return f"{fmt.format(x['median'])} [{fmt.format(x['min'])}, {fmt.format(x['max'])}]"
 
 
+def met(value: bool | None) -> str:
+    """A target's verdict: yes, NO, or a dash when this run did not measure it."""
+    return "-" if value is None else "yes" if value else "NO"
+
+
 def markdown(r: dict) -> str:
     m = r["machine"]
     L = [f"# Benchmark results ({'quick' if r['quick'] else 'full'})", "",
@@ -20,7 +25,7 @@ def markdown(r: dict) -> str:
          + ", ".join(f"{k} {v}" for k, v in m["packages"].items()), "",
          "Medians with [min, max] over repeated runs; ratios are computed within this run.", "",
          "## Targets", "", "| target | goal | measured | met |", "|---|---|---|---|"]
-    L += [f"| {t['target']} | {t['goal']} | {t['measured']} | {'yes' if t['met'] else 'NO'} |" for t in r["targets"]]
+    L += [f"| {t['target']} | {t['goal']} | {t['measured']} | {met(t['met'])} |" for t in r["targets"]]
     p = r["pipeline"]
     L += ["", "## Pipeline (seconds)", "", "| what | time |", "|---|---|",
           f"| make all, empty build/ | {s(p['make_all_from_empty_s'])} |",
@@ -83,7 +88,42 @@ def markdown(r: dict) -> str:
               f"| runtime / pipeline | {z['runtime_vs_pipeline_install']:.3f} |"]
     if "serve" in r:
         L += serve_markdown(r["serve"])
+    if "digits" in r:
+        L += digits_markdown(r["digits"])
     return "\n".join(L) + "\n"
+
+
+def digits_markdown(d: dict) -> list[str]:
+    """The digits example's section of results.md: pipeline, runner, stream, serve, int8."""
+    o, st, sv, i8 = d["predict_overhead"], d["stream"], d["serve"], d["int8"]
+    L = ["", "## The digits example (examples/digits: Conv2D classifier, 8x8x1)", "",
+         f"`make all` from an empty build folder, alternating with bench/plain_digits.py (fit, TFLite, tf2onnx "
+         f"and nothing else), {d['counts']['pairs']} pair(s):", "",
+         "| what | seconds |", "|---|---|",
+         f"| make all (train, export, verify, 6 variants, bundle) | {s(d['make_all_s'])} |",
+         f"| plain script | {s(d['plain_s'])} |"]
+    L += [f"| plain script: {k} | {s(v)} |" for k, v in d["plain_parts_s"].items() if k != "total"]
+    L += [f"| make all / plain (pair by pair) | {s(d['make_all_vs_plain'])}x |",
+          "", "On the bundle that run built, one onnxruntime thread everywhere:", "",
+          "| what | measured | bare session.run | ratio |", "|---|---|---|---|",
+          f"| Runner.predict, batch 1 ({o['calls_per_block']:,} calls a block, blocks alternating) | "
+          f"{s(o['runner_us'], '{:.1f}')} us | {s(o['raw_us'], '{:.1f}')} us | {s(o['ratio'], '{:.3f}')}x |",
+          f"| stream, {st['lines']:,} JSON lines, process start to exit | {s(st['examples_per_s'], '{:,.0f}')} "
+          f"examples/s | {d['bare'][str(st['bare_batch'])]:,.0f} examples/s at batch {st['bare_batch']:,} | "
+          f"{st['vs_bare']:.3f}x |",
+          f"| serve, POST /predict of {sv['batch']} examples, {sv['clients']} clients, {sv['requests']:,} requests"
+          + (f" ({sv['errors']} failed)" if sv["errors"] else "") + f", p50 {sv['p50_ms']['median']:.1f} ms, "
+          f"p99 {sv['p99_ms']['median']:.1f} ms | {s(sv['examples_per_s'], '{:,.0f}')} examples/s | "
+          f"{d['bare'][str(sv['bare_batch'])]:,.0f} examples/s at batch {sv['bare_batch']} | {sv['vs_bare']:.3f}x |",
+          "", "Static int8 (build/variants/onnx-int8-static.onnx) against build/model.onnx, onnxruntime, 1 thread, "
+              "blocks alternating:", "",
+          "| what | int8 | fp32 | int8 / fp32 |", "|---|---|---|---|",
+          f"| file bytes | {i8['int8_bytes']:,} | {i8['fp32_bytes']:,} | {i8['bytes_ratio']:.3f}x |"]
+    for b in ("1", "256"):
+        x = i8[f"batch{b}"]
+        L.append(f"| batch {b} latency, us | {s(x['int8_us'], '{:.1f}')} | {s(x['fp32_us'], '{:.1f}')} | "
+                 f"{s(x['ratio'], '{:.3f}')}x |")
+    return L
 
 
 def serve_markdown(sv: dict) -> list[str]:

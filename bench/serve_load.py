@@ -109,11 +109,20 @@ def _process(port, threads, body_list, warmup, ready_count, go, budget, deadline
     conn.close()
 
 
+def read_bodies(path: str) -> list[bytes]:
+    """Request bodies from a file, one per line (any model's: {"inputs": [...]})."""
+    with open(path, "rb") as f:
+        found = [line.rstrip(b"\n") for line in f if line.strip()]
+    if not found:
+        raise SystemExit(f"serve_load: {path}: no request bodies")
+    return found
+
+
 def run(port: int, clients: int, procs: int, requests: int, time_cap: float, values: int = 1, warmup: int = 20,
-        server_pid: int | None = None, cpus: set[int] | None = None) -> dict:
+        server_pid: int | None = None, cpus: set[int] | None = None, body_file: str | None = None) -> dict:
     ctx = mp.get_context("fork")
     procs = max(1, min(procs, clients))
-    body_list = bodies(values)
+    body_list = read_bodies(body_file) if body_file else bodies(values)
     ready_count = ctx.Value("i", 0)
     budget = ctx.Value("q", requests)
     deadline = ctx.Value("d", 0.0, lock=False)
@@ -174,13 +183,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--procs", type=int, default=1, help="client processes the clients are spread over")
     p.add_argument("--requests", type=int, default=10_000, help="requests in all, across the clients")
     p.add_argument("--time-cap", type=float, default=5.0, help="seconds; stop earlier than --requests if reached")
-    p.add_argument("--values", type=int, default=1, help="Celsius values per request (1: a bare number)")
+    p.add_argument("--values", type=int, default=1, help="Celsius values per request (1: a bare number); with "
+                   "--body-file, the examples in each body (for values/s)")
+    p.add_argument("--body-file", help="request bodies to cycle through, one per line, instead of Celsius values")
     p.add_argument("--warmup", type=int, default=20, help="untimed requests per client before the clock starts")
     p.add_argument("--server-pid", type=int, help="also report this process's CPU over the timed span")
     p.add_argument("--cpus", help="comma-separated CPUs the client processes are confined to (default: any)")
     a = p.parse_args(argv)
     cpus = {int(c) for c in a.cpus.split(",")} if a.cpus else None
-    print(json.dumps(run(a.port, a.clients, a.procs, a.requests, a.time_cap, a.values, a.warmup, a.server_pid, cpus)))
+    print(json.dumps(run(a.port, a.clients, a.procs, a.requests, a.time_cap, a.values, a.warmup, a.server_pid, cpus,
+                         a.body_file)))
     return 0
 
 

@@ -13,6 +13,7 @@ def targets(r: dict) -> list[dict]:
         rows.append(("train loop vs model.fit(epochs=500), same weights", ">= 10x", tvf["speedup"]["median"],
                      lambda v: v >= 10 and tvf["identical_weights"],
                      f"{tvf['speedup']['median']:.1f}x, identical weights: {tvf['identical_weights']}"))
+    rows.append(plain_way_target(p))
     rows += [
         ("make all from an empty build/", "<= 8 s", p["make_all_from_empty_s"]["median"], lambda v: v <= 8,
          f"{p['make_all_from_empty_s']['median']:.2f} s"),
@@ -32,7 +33,37 @@ def targets(r: dict) -> list[dict]:
     ]
     if "serve" in r:
         rows += serve_targets(r["serve"])
-    return [{"target": t, "goal": g, "measured": text, "met": bool(ok(v))} for t, g, v, ok, text in rows]
+    if "digits" in r:
+        rows += digits_targets(r["digits"])
+    # met None: not measured in this run (the row keeps the goal in the table)
+    return [{"target": t, "goal": g, "measured": text, "met": None if v is None else bool(ok(v))}
+            for t, g, v, ok, text in rows]
+
+
+def plain_way_target(p: dict) -> tuple:
+    """The default config's `make all` against the plain tutorial script (full run only)."""
+    what, goal = "make all (default config) vs the plain tutorial script (fit + TFLite + tf2onnx + compare)", "<= 0.5x"
+    if "make_all_vs_plain_way" not in p:
+        return what, goal, None, None, "not measured (--quick)"
+    x = p["make_all_vs_plain_way"]
+    return (what, goal, x["median"], lambda v: v <= 0.5,
+            f"{x['median']:.2f}x [{x['min']:.2f}, {x['max']:.2f}] ({p['make_all_from_empty_s']['median']:.1f} vs "
+            f"{p['plain_way_s']['median']:.1f} s)")
+
+
+def digits_targets(d: dict) -> list[tuple]:
+    """The digits example's goals (issue 17): its make all against a plain script, and the runner's cost."""
+    m, o = d["make_all_vs_plain"], d["predict_overhead"]["ratio"]
+    return [
+        ("digits: make all from empty (verify, 6 variants, bundle) vs a plain fit + TFLite + tf2onnx script",
+         "<= 1.0x", m["median"], lambda v: v <= 1.0,
+         f"{m['median']:.2f}x [{m['min']:.2f}, {m['max']:.2f}] ({d['make_all_s']['median']:.1f} vs "
+         f"{d['plain_s']['median']:.1f} s)"),
+        ("digits: Runner.predict vs raw session.run, batch 1, alternating blocks", "<= 1.15x", o["median"],
+         lambda v: v <= 1.15, f"{o['median']:.3f}x [{o['min']:.3f}, {o['max']:.3f}] "
+                              f"({d['predict_overhead']['runner_us']['median']:.1f} vs "
+                              f"{d['predict_overhead']['raw_us']['median']:.1f} us)"),
+    ]
 
 
 def serve_targets(sv: dict) -> list[tuple]:

@@ -147,3 +147,78 @@ def test_bench_refuses_a_missing_build(tmp_path):
                         "--dist", str(tmp_path / "d")], cwd=ROOT, capture_output=True, text=True, timeout=FAILSAFE)
     assert r.returncode == 3
     assert r.stderr.startswith(f"error: {Path(tmp_path / 'b' / 'model.onnx')}: not found")
+
+
+# --- the digits section and the targets it adds: rendering and verdicts on made-up numbers ---
+
+def st(median: float) -> dict:
+    return {"median": median, "min": median * 0.9, "max": median * 1.1, "n": 3}
+
+
+def fake_digits(make_all: float, plain: float, overhead: float) -> dict:
+    return {
+        "counts": {"pairs": 1},
+        "make_all_s": st(make_all), "plain_s": st(plain), "make_all_vs_plain": st(make_all / plain),
+        "plain_parts_s": {"import": st(4.0), "fit": st(8.0), "tflite": st(2.0), "onnx": st(1.0), "total": st(15.0)},
+        "predict_overhead": {"runner_us": st(40.0 * overhead), "raw_us": st(40.0), "ratio": st(overhead),
+                             "calls_per_block": 500},
+        "bare": {"64": 200_000.0, "4096": 150_000.0},
+        "stream": {"lines": 50_000, "examples_per_s": st(15_000.0), "bare_batch": 4096, "vs_bare": 0.1},
+        "serve": {"clients": 4, "batch": 64, "requests": 400, "errors": 0, "examples_per_s": st(16_000.0),
+                  "p50_ms": st(15.0), "p99_ms": st(40.0), "bare_batch": 64, "vs_bare": 0.08},
+        "int8": {"fp32_bytes": 288_330, "int8_bytes": 79_534, "bytes_ratio": 79_534 / 288_330,
+                 "batch1": {"int8_us": st(55.0), "fp32_us": st(34.0), "ratio": st(1.62)},
+                 "batch256": {"int8_us": st(2400.0), "fp32_us": st(1100.0), "ratio": st(2.2)}},
+    }
+
+
+def test_digits_targets_meet_and_miss_their_goals():
+    from bench.targets import digits_targets, plain_way_target
+
+    def verdicts(d):
+        return [(what, ok(v)) for what, _, v, ok, _ in digits_targets(d)]
+
+    met = verdicts(fake_digits(make_all=15.0, plain=16.0, overhead=1.10))
+    assert [ok for _, ok in met] == [True, True]
+    missed = verdicts(fake_digits(make_all=36.0, plain=18.0, overhead=1.40))
+    assert [ok for _, ok in missed] == [False, False]
+    assert "2.00x" in digits_targets(fake_digits(36.0, 18.0, 1.4))[0][4]
+
+    # the default config's make all / plain tutorial script: <= 0.5x, and a dash when not measured
+    what, goal, v, ok, text = plain_way_target({"make_all_vs_plain_way": st(0.52), "make_all_from_empty_s": st(9.3),
+                                                "plain_way_s": st(17.9)})
+    assert goal == "<= 0.5x" and not ok(v) and text.startswith("0.52x") and "9.3 vs 17.9 s" in text
+    assert plain_way_target({"make_all_vs_plain_way": st(0.45), "make_all_from_empty_s": st(8.0),
+                             "plain_way_s": st(17.9)})[3](0.45)
+    assert plain_way_target({})[2] is None
+
+
+def test_the_digits_section_and_an_unmeasured_target_render():
+    from bench import report
+
+    d = fake_digits(make_all=36.0, plain=18.0, overhead=1.40)
+    text = "\n".join(report.digits_markdown(d))
+    assert "## The digits example" in text
+    assert "| make all / plain (pair by pair) | 2.00 [1.80, 2.20]x |" in text
+    assert "| Runner.predict, batch 1" in text and "| 1.400 [1.260, 1.540]x |" in text
+    assert "150,000 examples/s at batch 4,096 | 0.100x |" in text
+    assert "200,000 examples/s at batch 64 | 0.080x |" in text
+    assert "| file bytes | 79,534 | 288,330 | 0.276x |" in text
+    assert "| batch 256 latency, us | 2400.0 [2160.0, 2640.0] | 1100.0 [990.0, 1210.0] | 2.200 [1.980, 2.420]x |" in text
+    assert "plain script: total" not in text
+    assert [report.met(v) for v in (True, False, None)] == ["yes", "NO", "-"]
+
+
+def test_targets_carry_the_digits_rows_and_the_plain_way_row_in_quick_mode():
+    from bench.targets import targets
+
+    r = {"pipeline": {"make_all_from_empty_s": st(9.0), "make_all_noop_s": st(0.01), "noop_stages_run": 0},
+         "cli_vs_bare": {"wall_ratio": st(1.05), "rss_ratio": st(1.0)},
+         "predict_overhead": {"ratio": st(1.1)}, "stream": {"lines_per_s": st(2e6)},
+         "digits": fake_digits(make_all=36.0, plain=18.0, overhead=1.40)}
+    rows = targets(r)
+    plain = next(t for t in rows if t["target"].startswith("make all (default config) vs the plain tutorial"))
+    assert plain == {"target": plain["target"], "goal": "<= 0.5x", "measured": "not measured (--quick)", "met": None}
+    digits = [t for t in rows if t["target"].startswith("digits:")]
+    assert [(t["goal"], t["met"]) for t in digits] == [("<= 1.0x", False), ("<= 1.15x", False)]
+    assert all(isinstance(t["met"], bool) for t in rows if t is not plain)
