@@ -46,7 +46,11 @@ def convert(savedmodel_dir: Path, input_name: str, output_name: str, opset: int,
 
 
 def shorten(model) -> None:
-    """Rename the nodes n0, n1, ... and every tensor but the graph's input and output t0, t1, ..."""
+    """Rename the nodes n0, n1, ... and every tensor but the graph's input and output t0, t1, ...
+    in the order the nodes first use them, and put the initializers in that order.
+
+    tf2onnx's order of the initializers varies from run to run (it emits small shape constants
+    from a set): named in order of use, the same graph gives the same bytes every time."""
     g = model.graph
     keep = {v.name for v in list(g.input) + list(g.output)} | {""}
     names: dict[str, str] = {}
@@ -56,12 +60,17 @@ def shorten(model) -> None:
             return name
         return names.setdefault(name, f"t{len(names)}")
 
-    for t in g.initializer:
-        t.name = short(t.name)
     for i, node in enumerate(g.node):
         node.name = f"n{i}"
         node.input[:] = [short(x) for x in node.input]
         node.output[:] = [short(x) for x in node.output]
+    unused = len(names) + len(g.initializer)  # initializers no node reads sort last, by their old name
+    order = sorted(g.initializer, key=lambda t: (int(names[t.name][1:]) if t.name in names else unused, t.name))
+    inits = [type(t).FromString(t.SerializeToString()) for t in order]
+    for t in inits:
+        t.name = short(t.name)
+    del g.initializer[:]
+    g.initializer.extend(inits)
     for vi in g.value_info:
         vi.name = short(vi.name)
 

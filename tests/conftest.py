@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -420,3 +421,36 @@ def serve_bundle():
     for s in started:
         s.stop()
 # --- end of signature bundles ---
+
+
+# --- the shipped examples, each built once per session ------------------------------------------
+
+@pytest.fixture(scope="session")
+def example_build(tmp_path_factory):
+    """``example_build(name)``: (build, dist) of `make all CONFIG=examples/<name>/edge.toml`,
+    made once per session and shared: copy it (``copied_build``) before changing anything."""
+    made: dict[str, tuple[Path, Path]] = {}
+
+    def get(name: str) -> tuple[Path, Path]:
+        if name not in made:
+            base = tmp_path_factory.mktemp(f"example-{name}")
+            r = subprocess.run(["make", "--no-print-directory", "all", f"CONFIG={ROOT / 'examples' / name / 'edge.toml'}",
+                                f"BUILD={base / 'build'}", f"DIST={base / 'dist'}"], cwd=ROOT, capture_output=True,
+                               text=True, timeout=1800)
+            assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+            made[name] = base / "build", base / "dist"
+        return made[name]
+
+    return get
+
+
+def copied_build(source: tuple[Path, Path], dest: Path, extra_config: str = "") -> tuple[Path, Path]:
+    """A copy of a build and its dist under ``dest``; ``extra_config`` appended to the build's
+    config.toml (its relative paths still resolve: config.origin is copied beside it)."""
+    build, dist = dest / "build", dest / "dist"
+    shutil.copytree(source[0], build)
+    shutil.copytree(source[1], dist)
+    if extra_config:
+        with open(build / "config.toml", "a") as f:
+            f.write("\n" + extra_config)
+    return build, dist

@@ -30,13 +30,9 @@ def make_all(config: Path, build: Path, dist: Path) -> subprocess.CompletedProce
 
 
 @pytest.fixture(scope="module", params=EXAMPLES)
-def example(request, tmp_path_factory):
-    """One example built from empty: its name, build and dist folders."""
-    name = request.param
-    base = tmp_path_factory.mktemp(name)
-    r = make_all(ROOT / "examples" / name / "edge.toml", base / "build", base / "dist")
-    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-    return name, base / "build", base / "dist"
+def example(request, example_build):
+    """One example built from empty (once per session): its name, build and dist folders."""
+    return (request.param, *example_build(request.param))
 
 
 @pytest.fixture(scope="module")

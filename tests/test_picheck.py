@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import copy
 import json
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from conftest import copied_build
 
 from deploy.devicecheck import picheck
 
@@ -92,28 +93,22 @@ def test_the_table_names_the_big_batch_it_timed():
     assert "| batch 1k (ms, emulated) |" in picheck.table([row]) and "| 7.0 |" in picheck.table([row])
 
 
-def make_all(config: Path, base: Path) -> Path:
-    r = subprocess.run(["make", "all", f"CONFIG={config}", f"BUILD={base / 'build'}", f"DIST={base / 'dist'}"],
-                       cwd=ROOT, capture_output=True, text=True, timeout=1800)
-    assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
-    return base / "dist" / "bundle.tar.gz"
-
-
 @pytest.mark.qemu
 @pytest.mark.parametrize("variant", [None, "onnx-int8-static"])
-def test_pi_check_proves_the_digits_cnn_on_the_emulated_pi_4_and_5(variant, tmp_path):
+def test_pi_check_proves_the_digits_cnn_on_the_emulated_pi_4_and_5(variant, tmp_path, example_build):
     """A non-tutorial bundle (8x8x1 images in, 10 logits out): pi-check predicts its golden
     inputs under QEMU and holds every output value within the manifest's tolerance of x86's,
     and every label equal; the fp32 bundle and the static int8 one (aarch64's int8 kernels)."""
-    config = ROOT / "examples" / "digits" / "edge.toml"
-    if variant:
-        folder = tmp_path / "digits"
-        folder.mkdir()
-        for name in ("edge.toml", "data.npz", "model.py"):
-            shutil.copy(config.parent / name, folder / name)
-        config = folder / "edge.toml"
-        config.write_text(config.read_text() + f'\n[bundle]\nmodel = "{variant}"\n')
-    tarball = make_all(config, tmp_path)
+    build, dist = example_build("digits")
+    tarball = dist / "bundle.tar.gz"
+    if variant:  # the same build, verify and bundle again with the variant chosen
+        build, dist = copied_build((build, dist), tmp_path, f'[bundle]\nmodel = "{variant}"\n')
+        for stage in ("verify", "bundle"):
+            r = subprocess.run([sys.executable, "-m", "pipeline", "--config", str(build / "config.toml"), "--build",
+                                str(build), "--dist", str(dist), stage], cwd=ROOT, capture_output=True, text=True)
+            assert r.returncode == 0, r.stderr[-2000:]
+        tarball = dist / "bundle.tar.gz"
+        assert json.loads((dist / "bundle" / "manifest.json").read_text())["model"]["variant"] == variant
     out = tmp_path / "pi-check"
     r = subprocess.run([sys.executable, "-m", "deploy.devicecheck.picheck", "--tarball", str(tarball),
                         "--cache", str(ROOT / ".cache" / "pi"), "--out", str(out)], cwd=ROOT, capture_output=True,

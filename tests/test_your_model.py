@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import Server, pipeline
+from conftest import Server, copied_build, pipeline
 
 ROOT = Path(__file__).resolve().parent.parent
 WINE = ROOT / "examples" / "wine" / "data.csv"
@@ -178,23 +178,8 @@ def test_a_builder_that_is_missing_or_returns_none_exits_2_before_training(tmp_p
 # --- 3. a perturbed weight, a variant over its budget (the digits example, built once) ---
 
 @pytest.fixture(scope="module")
-def digits(tmp_path_factory) -> tuple[Path, Path]:
-    base = tmp_path_factory.mktemp("digits")
-    r = make_all(ROOT / "examples" / "digits" / "edge.toml", base / "build", base / "dist")
-    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-    return base / "build", base / "dist"
-
-
-def copy_digits(digits, tmp: Path, extra_config: str = "") -> tuple[Path, Path]:
-    """A copy of the digits build and dist; ``extra_config`` appended to the build's config.toml
-    (its relative paths still resolve: config.origin is copied beside it)."""
-    build, dist = tmp / "build", tmp / "dist"
-    shutil.copytree(digits[0], build)
-    shutil.copytree(digits[1], dist)
-    if extra_config:
-        with open(build / "config.toml", "a") as f:
-            f.write("\n" + extra_config)
-    return build, dist
+def digits(example_build) -> tuple[Path, Path]:
+    return example_build("digits")
 
 
 def stage(build: Path, dist: Path, name: str) -> subprocess.CompletedProcess:
@@ -205,7 +190,7 @@ def test_one_onnx_weight_off_by_1e_3_fails_verify_naming_onnx(digits, tmp_path):
     import onnx
     from onnx import numpy_helper
 
-    build, dist = copy_digits(digits, tmp_path)
+    build, dist = copied_build(digits, tmp_path)
     assert (dist / "bundle.tar.gz").is_file()
     model = onnx.load(str(build / "model.onnx"))
     # The logits' bias (the one float initializer of shape (10,)): it reaches every output row.
@@ -231,7 +216,7 @@ BUDGET = "[variants.onnx-int8-static]\nmin_agreement = 1.0\n\n[bundle]\nmodel = 
 
 
 def test_a_variant_over_its_budget_chosen_for_the_bundle_fails_verify(digits, tmp_path):
-    build, dist = copy_digits(digits, tmp_path, BUDGET.format("onnx-int8-static"))
+    build, dist = copied_build(digits, tmp_path, BUDGET.format("onnx-int8-static"))
     r = stage(build, dist, "verify")
     assert r.returncode == 1, r.stderr.decode()
     lines = r.stderr.decode().splitlines()
@@ -243,7 +228,7 @@ def test_a_variant_over_its_budget_chosen_for_the_bundle_fails_verify(digits, tm
 
 
 def test_a_variant_over_its_budget_is_reported_and_not_shipped(digits, tmp_path):
-    build, dist = copy_digits(digits, tmp_path, BUDGET.format("onnx-fp32"))
+    build, dist = copied_build(digits, tmp_path, BUDGET.format("onnx-fp32"))
     shutil.rmtree(dist)
     r = stage(build, dist, "verify")
     assert r.returncode == 0, r.stderr.decode()
