@@ -21,17 +21,19 @@ def tensorflow():
 
     absl.logging.set_verbosity(absl.logging.ERROR)
     # Keras imports matplotlib.pyplot at start-up when it is installed (for its image
-    # gallery helpers, which nothing here uses): ~0.5 s of every TensorFlow process.
-    # Hide matplotlib during the import; train imports it afterwards for the loss plot.
-    hide = "matplotlib" not in sys.modules
-    if hide:
-        sys.modules["matplotlib"] = None
+    # gallery helpers, which nothing here uses): ~0.5 s of every TensorFlow process; and
+    # scikit-learn (its wrappers; the venv has it for examples/make_data.py): ~1 s more.
+    # Hide both during the import; train imports matplotlib afterwards for the loss plot.
+    hidden = [m for m in ("matplotlib", "sklearn") if m not in sys.modules]
+    for m in hidden:
+        sys.modules[m] = None
     try:
         import tensorflow as tf
         import keras
     finally:
-        if hide and sys.modules.get("matplotlib", 0) is None:
-            del sys.modules["matplotlib"]
+        for m in hidden:
+            if sys.modules.get(m, 0) is None:
+                del sys.modules[m]
 
     tf.get_logger().setLevel("ERROR")
     return tf, keras

@@ -121,3 +121,20 @@ def test_hidden_layers_train_and_run_through_the_pipeline(tmp_path):
     for p in report["parity"].values():
         assert p["range_max_abs_err"] < 1e-3 and p["max_ulp"] <= 1024
         assert p["max_abs_err"] > 1e20  # the full-range figure the headline no longer leads with
+
+
+def test_importing_tensorflow_pulls_in_neither_matplotlib_nor_scikit_learn():
+    """Keras imports both at start-up when they are installed (its image and sklearn wrappers,
+    ~1.5 s of every TensorFlow process here); export/tfenv.py hides them, and both import
+    normally afterwards (the loss plot; examples/make_data.py)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = ("import sys; from export.tfenv import tensorflow; tensorflow(); "
+            "print(sorted(m for m in ('matplotlib', 'sklearn') if m in sys.modules)); "
+            "import matplotlib, sklearn; print('after:', matplotlib.__name__, sklearn.__name__)")
+    root = Path(__file__).resolve().parent.parent
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=root, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.splitlines() == ["[]", "after: matplotlib sklearn"], r.stdout
