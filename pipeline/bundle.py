@@ -15,6 +15,9 @@ SOURCE_DATE_EPOCH overrides it. One choice is not reproducible by nature:
 
 Which model that is, and which bundle a failed verify removes, are this stage's rules,
 kept in bundle_model.py: verify applies them and records the choice in its report.
+
+Both modes write the model's signature into the manifest (the tutorial's: one value in, one
+out); a dataset-mode bundle's files, golden rows and signature are bundle_dataset.py's.
 """
 
 from __future__ import annotations

@@ -7,6 +7,10 @@ every model against its budget (variant_checks.py), and records the model the bu
 will ship (bundle_model.py). Writes build/verify/report.json and report.md whether it
 passes or not (report.py); a failure exits non-zero with one line per failing check,
 naming the format, the worst input and the error, and removes any stale bundle from dist/.
+
+In dataset mode (``[data] file``: the user's data and model) the reference is labelled rows,
+not a formula: ``run_dataset`` measures parity and accuracy with verify_dataset.py and renders
+the report with report_dataset.py; the bundle's choice and the stale-bundle rule are the same.
 """
 
 from __future__ import annotations
