@@ -38,7 +38,7 @@ BUNDLE_SRC  := $(COMMON_SRC) pipeline/bundle.py pipeline/bundle_dataset.py pipel
 .PHONY: all venv config train export verify bundle lint test test-fast runtime-check bench bench-quick pi-check deploy fleet-status rollback clean distclean help
 
 help: ## List the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 16
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 16
 
 all: $(TARBALL) $(LOSS_PNG) $(VARIANT_PNG) ## Train, export, verify and bundle (PRESET=default|tutorial, or CONFIG=file)
 	@echo "all: done; report $(BUILD)/verify/report.md, bundle $(TARBALL) ($$(sha256sum $(TARBALL) | cut -c1-16)...)"
