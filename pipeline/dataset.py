@@ -43,6 +43,11 @@ class Dataset:
     target_name: str  # the CSV's target column; "y" for an .npz
     sha256: dict[str, str]  # each file read -> sha256 of its bytes
 
+    def observed_range(self) -> tuple[np.ndarray, np.ndarray]:
+        """Per feature (flattened, C order), the training rows' min and max (float64 arrays)."""
+        flat = self.x_train.reshape(len(self.x_train), -1).astype(np.float64)
+        return flat.min(axis=0), flat.max(axis=0)
+
 
 @dataclass
 class _Raw:
@@ -430,12 +435,6 @@ def load(cfg: dict[str, Any]) -> Dataset:
         feature_names=list(raw.feature_names), input_shape=tuple(int(s) for s in raw.x.shape[1:]),
         task=task, labels=labels, target_name=raw.target_name, sha256=sha,
     )
-
-
-def observed_range(ds: Dataset) -> tuple[np.ndarray, np.ndarray]:
-    """Per feature (flattened, C order), the training rows' min and max (float64 arrays)."""
-    flat = ds.x_train.reshape(len(ds.x_train), -1).astype(np.float64)
-    return flat.min(axis=0), flat.max(axis=0)
 
 
 def summary(ds: Dataset) -> str:

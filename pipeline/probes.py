@@ -59,19 +59,13 @@ def dataset_probes(cfg: dict[str, Any], ds) -> dict[str, np.ndarray]:
     rows, seeded synthetic rows uniform within each feature's observed (training) range, and
     three edge rows: every feature at its observed minimum, at its maximum, and at 0."""
     v = cfg["verify"]
-    lo, hi = observed_range(ds)
+    lo, hi = ds.observed_range()
     rng = np.random.default_rng(v["seed"])
     shape = tuple(ds.input_shape)
     synthetic = rng.uniform(lo, hi, (v["synthetic_count"], lo.size)).reshape(-1, *shape)
     edge = np.stack([lo, hi, np.zeros_like(lo)]).reshape(-1, *shape)
     groups = {"training": ds.x_train, "validation": ds.x_val, "synthetic": synthetic, "edge": edge}
     return {k: np.asarray(x, dtype=np.float32) for k, x in groups.items()}
-
-
-def observed_range(ds) -> tuple[np.ndarray, np.ndarray]:
-    """Each feature's min and max over the training rows, float64, flattened in C order."""
-    flat = np.asarray(ds.x_train, np.float64).reshape(len(ds.x_train), -1)
-    return flat.min(axis=0), flat.max(axis=0)
 
 
 def calibration_rows(cfg: dict[str, Any], ds) -> np.ndarray:

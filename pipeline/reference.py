@@ -49,6 +49,7 @@ def dataset_arrays(cfg: dict[str, Any], ds, predict: Callable[[np.ndarray], np.n
     groups = probes.dataset_probes(cfg, ds)
     x = np.concatenate(list(groups.values()))
     group = np.concatenate([np.full(len(v), i, np.int8) for i, v in enumerate(groups.values())])
+    lo, hi = ds.observed_range()
     return {
         "x": x,
         "group": group,
@@ -62,8 +63,8 @@ def dataset_arrays(cfg: dict[str, Any], ds, predict: Callable[[np.ndarray], np.n
         "labels": np.array(ds.labels or [], dtype=str),
         "target_name": np.array(ds.target_name),
         "data_sha256": np.array(json.dumps({Path(k).name: v for k, v in sorted(ds.sha256.items())})),
-        "observed_min": probes.observed_range(ds)[0],
-        "observed_max": probes.observed_range(ds)[1],
+        "observed_min": lo,
+        "observed_max": hi,
     }
 
 

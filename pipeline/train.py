@@ -149,6 +149,11 @@ def run(cfg: dict[str, Any], layout: Layout, plot: bool = True) -> dict[str, Any
         "least_squares": {"w": w_opt, "b": b_opt, "prediction_at_100c": w_opt * 100 + b_opt,
                           "loss": loss_at(cfg, w_opt, b_opt)},
     }
+    return save(model, history, layout, plot)
+
+
+def save(model, history: dict[str, Any], layout: Layout, plot: bool) -> dict[str, Any]:
+    """Write the stage's outputs: model.keras, history.json and (``plot``) loss.png; return the history."""
     with fsutil.atomic_path(layout.model_keras) as tmp:
         model.save(tmp)
     fsutil.write_json(layout.history, history)
@@ -234,11 +239,4 @@ def run_dataset(cfg: dict[str, Any], layout: Layout, plot: bool = True) -> dict[
         "rows": {"train": int(len(ds.x_train)), "validation": int(len(ds.x_val))},
         "parameters": int(model.count_params()),
     }
-    with fsutil.atomic_path(layout.model_keras) as tmp:
-        model.save(tmp)
-    fsutil.write_json(layout.history, history)
-    if plot:
-        from .lossplot import plot_loss
-
-        plot_loss(history, layout.loss_png)
-    return history
+    return save(model, history, layout, plot)

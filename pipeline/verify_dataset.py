@@ -33,6 +33,7 @@ from .layout import Layout
 from .names import FORMATS
 from .numerics import compare
 from .runners import Runner, open_runner
+from .variant_checks import batch_1_p50_us
 
 # A regression variant without a max_mae of its own: at most this times Keras's MAE on the
 # validation rows (the target's units are the user's; the float model's MAE is their scale).
@@ -143,17 +144,6 @@ def tiled_rows(x: np.ndarray, n: int) -> np.ndarray:
     """Rows of ``x`` repeated end to end, cut to ``n`` rows."""
     reps = -(-n // len(x))
     return np.concatenate([x] * reps)[:n] if reps > 1 else x[:n]
-
-
-def batch_1_p50_us(runner: Runner, one: np.ndarray) -> float:
-    for _ in range(20):
-        runner.run(one)
-    times = []
-    for _ in range(200):
-        t = time.perf_counter()
-        runner.run(one)
-        times.append(time.perf_counter() - t)
-    return float(np.median(times) * 1e6)
 
 
 def float_failures(name: str, m: dict[str, Any], ctx: Context) -> list[str]:

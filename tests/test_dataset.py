@@ -18,23 +18,11 @@ import pytest
 from pipeline import config, dataset
 from pipeline.__main__ import copy_config
 from pipeline.errors import ConfigError, DataError
-from tests.conftest import ROOT
+from tests.conftest import MINIMAL, ROOT
 
 # A small CSV classifier: 3 classes with string labels, 10 rows each.
 ROWS = [(f"{i * 0.5:g}", f"{(i * 7) % 5 - 2:g}", ("cat", "dog", "owl")[i % 3]) for i in range(30)]
 GOOD_CSV = "a,b,label\n" + "".join(f"{a},{b},{c}\n" for a, b, c in ROWS)
-MINIMAL = """\
-[data]
-file = "data.csv"
-target = "label"
-validation = 0.2
-
-[task]
-kind = "classification"
-
-[model]
-builder = "model.py:build"
-"""
 BUILDER = "def build(input_shape, num_outputs):\n    raise RuntimeError('not called by these tests')\n"
 
 
@@ -91,7 +79,7 @@ def test_csv_with_string_labels(tmp_path):
     line = dataset.summary(ds)
     assert line == ("data: 30 examples of 2 features from data.csv: 24 to train, 6 to validate; "
                     "classification into 3 classes (cat, dog, owl)")
-    lo, hi = dataset.observed_range(ds)
+    lo, hi = ds.observed_range()
     assert lo.shape == hi.shape == (2,)
     assert lo.tolist() == ds.x_train.min(axis=0).tolist() and hi.tolist() == ds.x_train.max(axis=0).tolist()
 
@@ -125,7 +113,7 @@ def test_npz_images(tmp_path):
     assert ds.feature_names[:3] == ["x[0,0,0]", "x[0,1,0]", "x[0,2,0]"] and ds.feature_names[-1] == "x[7,7,0]"
     assert ds.labels == ["0", "1", "2"] and ds.target_name == "y"
     assert len(ds.x_train) + len(ds.x_val) == 60 and len(ds.x_val) == 12
-    lo, hi = dataset.observed_range(ds)
+    lo, hi = ds.observed_range()
     assert lo.shape == (64,) and (lo >= 0).all() and (hi <= 16).all()
     assert "from img.npz" in dataset.summary(ds) and "64 features (8x8x1)" in dataset.summary(ds)
 
