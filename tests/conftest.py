@@ -454,3 +454,18 @@ def copied_build(source: tuple[Path, Path], dest: Path, extra_config: str = "") 
         with open(build / "config.toml", "a") as f:
             f.write("\n" + extra_config)
     return build, dist
+
+
+# The issue's minimal dataset-mode config (#17): a complete, valid config as it stands.
+MINIMAL = """\
+[data]
+file = "data.csv"           # a CSV with a header row
+target = "label"
+validation = 0.2
+
+[task]
+kind = "classification"
+
+[model]
+builder = "model.py:build"
+"""

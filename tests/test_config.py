@@ -12,7 +12,7 @@ import pytest
 from export.formats import VARIANTS
 from pipeline import config
 from pipeline.errors import ConfigError
-from tests.conftest import PRESETS, edited, pipeline, preset_with
+from tests.conftest import MINIMAL, PRESETS, edited, pipeline, preset_with
 
 
 def preset(name: str = "default") -> dict:
@@ -192,18 +192,6 @@ def test_dataset_keys_in_the_tutorial_mode_say_which_mode_they_belong_to(tmp_pat
         config.load(write(tmp_path, "[task]\nkind = 'regression'\n"))
 
 
-MINIMAL = """\
-[data]
-file = "data.csv"           # a CSV with a header row
-target = "label"
-validation = 0.2
-
-[task]
-kind = "classification"
-
-[model]
-builder = "model.py:build"
-"""
 
 
 def minimal(tmp_path, text: str = MINIMAL):
