@@ -5,6 +5,10 @@ EXIT_CHECK_FAILED = 1  # the bundle failed a check: hash, onnxruntime version, g
 EXIT_BAD_INPUT = 2  # bad input values or command line
 EXIT_CANNOT_SERVE = 3  # `serve` cannot listen on its address or read its token file
 EXIT_ENVIRONMENT = 5  # this Python cannot run the runner: too old, or numpy/onnxruntime missing
+# A device that trusts signing keys refuses a bundle's origin (runtime/trust.py):
+EXIT_UNSIGNED = 6  # the bundle has no signature
+EXIT_UNTRUSTED_KEY = 7  # it was signed by a key the device does not trust
+EXIT_BAD_SIGNATURE = 8  # its manifest changed after signing, or the signature is damaged
 
 
 class RuntimeFailure(Exception):

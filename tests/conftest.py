@@ -188,6 +188,35 @@ def resign(bundle: Path, name: str, data: bytes) -> None:
         (bundle / fname).write_bytes(raw)
 
 
+def keypair(folder: Path, name: str = "signing", comment: str | None = None) -> Path:
+    """A fresh ed25519 signing key without a passphrase, as `make keys` makes one:
+    folder/name (mode 0600) and folder/name.pub. Returns the private key's path."""
+    folder.mkdir(parents=True, exist_ok=True)
+    key = folder / name
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", comment or f"test key {name}", "-f", str(key)],
+                   check=True, capture_output=True, timeout=60)
+    return key
+
+
+def sign(bundle: Path, key: Path) -> None:
+    """Sign an unpacked bundle's manifest.json with ``key`` as the build does (ssh-keygen -Y
+    sign, namespace edge-bundle), writing manifest.json.sig beside it."""
+    from runtime import trust
+
+    data = (bundle / "manifest.json").read_bytes()
+    r = subprocess.run(["ssh-keygen", "-Y", "sign", "-f", str(key), "-n", trust.NAMESPACE], input=data,
+                       capture_output=True, timeout=60)
+    assert r.returncode == 0, r.stderr.decode()
+    (bundle / trust.SIGNATURE).write_bytes(r.stdout)
+
+
+def trusted_keys(path: Path, *keys: Path) -> Path:
+    """A trusted-keys file at ``path`` listing the public keys (KEY.pub) of ``keys``, with a comment line."""
+    lines = ["# trusted by the tests"] + [Path(f"{k}.pub").read_text().strip() for k in keys]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
 class Server:
     """A real `python -m runtime serve` process; ``url`` once it said where it listens."""
 
