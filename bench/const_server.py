@@ -46,9 +46,9 @@ class ConstantRunner:
 _real_check_and_load = serve.check_and_load
 
 
-def constant_check_and_load(bundle, threads):
+def constant_check_and_load(bundle, threads, trusted_keys=None):
     """The real self-check and load (same log line, /healthz, /info), then the model call swapped out."""
-    model, checks = _real_check_and_load(bundle, threads)
+    model, checks = _real_check_and_load(bundle, threads, trusted_keys)
     if model is not None:
         model.runner.close()
         model = dataclasses.replace(model, runner=ConstantRunner())

@@ -28,13 +28,15 @@ def _percentiles(ns: list[int]) -> dict[str, float]:
             "mean_us": statistics.fmean(ns) / 1e3, "min_us": min(ns) / 1e3}
 
 
-def cold_start(bundle: Path, runs: int, threads: int) -> dict[str, float]:
+def cold_start(bundle: Path, runs: int, threads: int, trusted_keys: str | None = None) -> dict[str, float]:
     """Wall time from spawning `python -m runtime predict 100` to its answer, in fresh processes."""
     times = []
+    trust = ["--trusted-keys", str(trusted_keys)] if trusted_keys else []
     for _ in range(runs):
         t0 = time.perf_counter()
         r = subprocess.run(
-            [sys.executable, "-m", "runtime", "predict", "100", "--bundle", str(bundle), "--threads", str(threads)],
+            [sys.executable, "-m", "runtime", "predict", "100", "--bundle", str(bundle), "--threads", str(threads),
+             *trust],
             cwd=bundle, capture_output=True,
         )
         times.append(time.perf_counter() - t0)
@@ -46,11 +48,11 @@ def cold_start(bundle: Path, runs: int, threads: int) -> dict[str, float]:
 
 
 def run(bundle: Path, threads: int = 1, calls: int = 20000, large_batch: int = 1_000_000,
-        cold_runs: int = 5) -> dict:
+        cold_runs: int = 5, trusted_keys: str | None = None) -> dict:
     from .runner import Runner
 
     t0 = time.perf_counter()
-    runner = Runner.from_bundle(bundle, threads)
+    runner = Runner.from_bundle(bundle, threads, trusted_keys)
     load_s = time.perf_counter() - t0
     t0 = time.perf_counter()
     runner.predict(100.0)
@@ -86,5 +88,5 @@ def run(bundle: Path, threads: int = 1, calls: int = 20000, large_batch: int = 1
         "batch1_latency": {"calls": calls, **_percentiles(ns)},
         "large_batch": {"batch": large_batch, "best_s": best, "values_per_s": large_batch / best},
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-        "cold_start": cold_start(bundle, cold_runs, threads) if cold_runs else None,
+        "cold_start": cold_start(bundle, cold_runs, threads, trusted_keys) if cold_runs else None,
     }

@@ -1,8 +1,11 @@
 """`python -m runtime <command> [--bundle DIR]`: the device runner's command line.
 
 Exit codes: 0 success; 1 the bundle failed a check (hash, onnxruntime version, golden
-outputs, model load); 2 bad input or command line (in `stream`: at least one bad line);
-3 `serve` cannot listen or read its token file; 5 this Python cannot run the runner (too old, or numpy/onnxruntime missing).
+outputs, model load); 2 bad input or command line (in `stream`: at least one bad line; or
+an unreadable trusted-keys file); 3 `serve` cannot listen or read its token file; 5 this
+Python cannot run the runner (too old, numpy/onnxruntime missing, or no ssh-keygen to check
+a signature); with trusted keys, 6 the bundle is unsigned, 7 signed by a key not trusted,
+8 its manifest changed after signing (docs/exit-codes.md).
 
 Imports neither numpy nor onnxruntime before env.require() has checked that they import,
 so a missing one is one `error:` line saying how to fix it, and `--help` needs neither.
@@ -16,7 +19,7 @@ import sys
 
 from . import env
 from . import manifest as manifest_mod
-from .errors import EXIT_BAD_INPUT, EXIT_CHECK_FAILED, EXIT_ENVIRONMENT, InputError, RuntimeFailure, SetupError
+from .errors import EXIT_BAD_INPUT, InputError, RuntimeFailure, SetupError
 
 
 def _int_at_least(low: int):
@@ -42,13 +45,19 @@ def _parser() -> argparse.ArgumentParser:
                              "from a checkout, dist/bundle)")
     common.add_argument("--threads", type=_positive, default=1, metavar="N",
                         help="onnxruntime intra-op threads (default: 1, no spinning)")
+    common.add_argument("--trusted-keys", metavar="PATH",
+                        help="run only bundles signed by a public key this file lists, one per line as KEY.pub "
+                             "holds it (default: $EDGE_TRUSTED_KEYS, else /etc/edge-model/trusted_keys when "
+                             "it exists; with none, unsigned bundles run, unverified in origin)")
     p = argparse.ArgumentParser(
         prog="python -m runtime",
         description="A bundle's model on a device (by default the tutorial's Celsius -> Fahrenheit): its ONNX "
                     "model in onnxruntime, checked before it serves.",
         epilog="Exit codes: 0 ok; 1 a bundle check failed; 2 bad input or command line; "
                "3 serve cannot listen or read its token file; "
-               "5 this Python cannot run the runner (too old, or numpy/onnxruntime missing).",
+               "5 this Python cannot run the runner (too old, or numpy/onnxruntime missing); "
+               "with trusted keys: 6 unsigned bundle, 7 signed by a key not trusted, 8 manifest changed after "
+               "signing.",
     )
     sub = p.add_subparsers(dest="command", required=True, metavar="command")
     pr = sub.add_parser("predict", parents=[common], help="predict for the values given, one line each",
@@ -124,7 +133,7 @@ def _seconds(text: str) -> float:
     return v
 
 
-_TAKES_A_VALUE = ("--bundle", "--threads", "--input")  # predict's options with a value
+_TAKES_A_VALUE = ("--bundle", "--threads", "--trusted-keys", "--input")  # predict's options with a value
 
 
 def _is_number(text: str) -> bool:
@@ -182,7 +191,7 @@ def cmd_predict(args) -> int:
             if _declares_a_non_scalar_model(args.bundle):
                 e = ValueError(str(e).replace(" in degrees Celsius", ""))
             raise InputError(f"argument {i + 1} = {text!r}: {e}") from None
-    with Runner.from_bundle(args.bundle, args.threads) as runner:
+    with Runner.from_bundle(args.bundle, args.threads, args.trusted_keys) as runner:
         if args.input is not None:
             return _predict_file(runner, args)
         if not runner.scalar:
@@ -274,11 +283,11 @@ def cmd_selfcheck(args) -> int:
     try:  # the first check, here too: without numpy the runner cannot even be imported
         env.require(args.bundle, args.argv)
     except SetupError as e:
-        checks = [{"name": "python", "ok": False, "detail": e.message}]
+        checks = [{"name": "python", "ok": False, "detail": e.message, "exit_code": e.exit_code}]
     else:
         from .runner import selfcheck
 
-        checks = selfcheck(args.bundle, args.threads)
+        checks = selfcheck(args.bundle, args.threads, args.trusted_keys)
     failed = next((c for c in checks if not c["ok"]), None)
     if args.json:
         print(json.dumps({"passed": failed is None, "checks": checks}, indent=2))
@@ -289,7 +298,7 @@ def cmd_selfcheck(args) -> int:
     if failed is None:
         return 0
     print(f"error: selfcheck {failed['name']}: {failed['detail']}", file=sys.stderr)
-    return EXIT_ENVIRONMENT if failed["name"] == "python" else EXIT_CHECK_FAILED
+    return failed["exit_code"]
 
 
 def cmd_info(args) -> int:
@@ -312,6 +321,7 @@ def cmd_info(args) -> int:
         "providers": None,
         "available_providers": None,
         "threads": {"intra_op": args.threads, "inter_op": 1, "spinning": False},
+        "origin": None,  # the signature check: verified or not, the key that signed, the trusted keys
     }
     failure = None
     try:
@@ -329,7 +339,8 @@ def cmd_info(args) -> int:
             from .runner import Runner
 
             info["available_providers"] = ort.get_available_providers()
-            with Runner.from_bundle(bundle, args.threads) as r:
+            with Runner.from_bundle(bundle, args.threads, args.trusted_keys) as r:
+                info["origin"] = _origin(r.origin, args.trusted_keys)
                 sess = r.session
                 info["model_inputs"] = [{"name": i.name, "shape": i.shape, "type": i.type} for i in sess.get_inputs()]
                 info["model_outputs"] = [{"name": o.name, "shape": o.shape, "type": o.type} for o in sess.get_outputs()]
@@ -348,11 +359,21 @@ def cmd_info(args) -> int:
     return failure.exit_code
 
 
+def _origin(origin, trusted_keys: str | None) -> dict:
+    """`info`'s record of the signature check: whether the bundle's origin was verified, the
+    key that signed it (if signed) and the trusted-keys file in force (if any)."""
+    from . import trust
+
+    keys = trust.configured(trusted_keys)
+    return {"verified": origin.verified, "signed_by": origin.key.name if origin.key else None,
+            "trusted_keys": keys.path if keys else None, "detail": origin.detail}
+
+
 def cmd_stream(args) -> int:
     from .runner import Runner
     from .stream import stream
 
-    with Runner.from_bundle(args.bundle, args.threads) as runner:
+    with Runner.from_bundle(args.bundle, args.threads, args.trusted_keys) as runner:
         bad = stream(runner, sys.stdin.buffer, sys.stdout.buffer, batch=args.batch)
     if bad:
         print(f"error: stream: {bad} bad line(s); each got an 'error:' line in its place", file=sys.stderr)
@@ -364,7 +385,7 @@ def cmd_bench(args) -> int:
     from . import bench
 
     result = bench.run(manifest_mod.locate(args.bundle).resolve(), args.threads, args.calls, args.large_batch,
-                       args.cold_runs)
+                       args.cold_runs, args.trusted_keys)
     print(json.dumps(result, indent=2))
     return 0
 
@@ -375,7 +396,8 @@ def cmd_serve(args) -> int:
     limits = Limits(max_body=args.max_body, max_values=args.max_values, max_header=args.max_header,
                     idle_timeout=args.idle_timeout, max_connections=args.max_connections,
                     drain_timeout=args.drain_timeout)
-    return run(args.bundle, args.threads, args.host, args.port, args.unix, args.token_file, limits, args.cpu)
+    return run(args.bundle, args.threads, args.host, args.port, args.unix, args.token_file, limits, args.cpu,
+               args.trusted_keys)
 
 
 COMMANDS = {"predict": cmd_predict, "selfcheck": cmd_selfcheck, "info": cmd_info, "stream": cmd_stream,

@@ -100,10 +100,17 @@ def _mismatch(name: str, expected: str, actual: str) -> BundleError:
     return BundleError(f"{name} | sha256 mismatch: expected {expected}, got {actual}")
 
 
-def load(bundle: Path) -> dict[str, Any]:
-    """Read and hash-check manifest.json (against manifest.json.sha256); return it parsed."""
+def read(bundle: Path) -> bytes:
+    """The bytes of the bundle's manifest.json, read once: what the signature check and
+    ``load`` then see (runtime/trust.py)."""
+    return _read(Path(bundle) / MANIFEST)
+
+
+def load(bundle: Path, data: bytes | None = None) -> dict[str, Any]:
+    """Hash-check manifest.json (``data``, its bytes as already read, or read now) against
+    manifest.json.sha256; return it parsed."""
     bundle = Path(bundle)
-    data = _read(bundle / MANIFEST)
+    data = _read(bundle / MANIFEST) if data is None else data
     expected = _read(bundle / MANIFEST_SUM).decode("ascii", "replace").split()
     expected = expected[0] if expected else "(empty file)"
     actual = sha256_bytes(data)

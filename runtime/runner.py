@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from . import compat, env
+from . import compat, env, trust
 from . import manifest as manifest_mod
 from .errors import BundleError, InputError, SetupError
 from .signature import F32_MAX, NUMERIC_KINDS, Checker, Signature
@@ -50,9 +50,11 @@ class Runner:
     returns. A context manager: leaving the ``with`` block releases the onnxruntime session.
     """
 
-    def __init__(self, bundle: Path, manifest: dict[str, Any], session, threads: int):
+    def __init__(self, bundle: Path, manifest: dict[str, Any], session, threads: int,
+                 origin: trust.Origin | None = None):
         self.bundle = Path(bundle)
         self.manifest = manifest
+        self.origin = origin  # who signed the bundle, and whether this device trusts them
         self.session = session
         self.threads = threads
         self.signature = sig = Signature.of(manifest)
@@ -75,30 +77,39 @@ class Runner:
             self.predict_unchecked = self._run
 
     @classmethod
-    def from_bundle(cls, bundle: str | Path | None = None, threads: int = 1) -> "Runner":
-        """Check the manifest and model hashes and the onnxruntime version, then load the model.
+    def from_bundle(cls, bundle: str | Path | None = None, threads: int = 1,
+                    trusted_keys: str | Path | None = None) -> "Runner":
+        """Check the signature (when this device trusts keys), the manifest and model hashes
+        and the onnxruntime version, then load the model.
 
         Args:
             bundle: the unpacked bundle folder (default: the one this package sits in, or from
                 a checkout its dist/bundle).
             threads: onnxruntime intra-op threads (default 1, the device setting).
+            trusted_keys: a trusted-keys file (default: $EDGE_TRUSTED_KEYS, else
+                /etc/edge-model/trusted_keys when it exists, else none: unsigned bundles load).
 
         Raises:
             SetupError: onnxruntime does not import here (the message says how to fix it).
+            TrustError: the bundle's origin is refused (unsigned, untrusted key, or its manifest
+                changed after signing; ``exit_code`` 6, 7, 8), or the trusted keys are unreadable.
             BundleError: a file is missing or altered, or this onnxruntime cannot load the model.
         """
         env.require(bundle)
         import onnxruntime as ort
 
         bundle = manifest_mod.locate(bundle)
-        manifest = manifest_mod.load(bundle)
+        data = manifest_mod.read(bundle)
+        origin = trust.check(bundle, data, trust.configured(trusted_keys))  # before any sha256 is believed
+        manifest = manifest_mod.load(bundle, data)
         model = manifest["model"]
         model_bytes = manifest_mod.check_file(bundle, manifest, model["file"])
         check_onnxruntime(ort.__version__, model)
-        return cls.from_checked(bundle, manifest, model_bytes, threads)
+        return cls.from_checked(bundle, manifest, model_bytes, threads, origin)
 
     @classmethod
-    def from_checked(cls, bundle: Path, manifest: dict[str, Any], model_bytes: bytes, threads: int = 1) -> "Runner":
+    def from_checked(cls, bundle: Path, manifest: dict[str, Any], model_bytes: bytes, threads: int = 1,
+                     origin: trust.Origin | None = None) -> "Runner":
         """Load ``model_bytes``, already checked against ``manifest`` by the caller (``selfcheck``
         hashes every file once and loads the very bytes it hashed: nothing is read twice).
 
@@ -116,7 +127,7 @@ class Runner:
         except Exception as e:  # onnxruntime raises its own exception types for bad models
             why = " ".join(str(e).split())  # its messages may end in a newline: keep the error one line
             raise BundleError(f"{model['file']} | onnxruntime {ort.__version__} cannot load it: {why}") from None
-        return cls(bundle, manifest, session, threads)
+        return cls(bundle, manifest, session, threads, origin)
 
     def __enter__(self) -> "Runner":
         return self
@@ -283,21 +294,26 @@ def _short(values: Any, limit: int = 60) -> str:
 _TOLERANCE = "(atol {atol:g} + rtol {rtol:g} * |expected|)"
 
 
-def selfcheck(bundle: str | Path | None = None, threads: int = 1) -> list[dict[str, Any]]:
-    """Run every check of a bundle; return one record per check (``name``, ``ok``, ``detail``).
+def selfcheck(bundle: str | Path | None = None, threads: int = 1,
+              trusted_keys: str | Path | None = None) -> list[dict[str, Any]]:
+    """Run every check of a bundle; return one record per check (``name``, ``ok``, ``detail``;
+    a failed one also ``exit_code``, what `python -m runtime selfcheck` exits with).
 
     Checks, in order, stopping at the first that fails: this Python imports numpy and
-    onnxruntime; the manifest's sha256; every file's sha256; onnxruntime can load the model's
-    opset and IR version; the model loads; the golden inputs reproduce the golden (Keras)
-    outputs within the manifest's tolerances.
+    onnxruntime; the signature, against the trusted keys (``trusted_keys``, else
+    $EDGE_TRUSTED_KEYS, else /etc/edge-model/trusted_keys; with none it passes and says the
+    bundle is unverified in origin); the manifest's sha256; every file's sha256; onnxruntime
+    can load the model's opset and IR version; the model loads; the golden inputs reproduce
+    the golden (Keras) outputs within the manifest's tolerances.
     """
-    checks, runner = checked(bundle, threads)
+    checks, runner = checked(bundle, threads, trusted_keys)
     if runner is not None:
         runner.close()
     return checks
 
 
-def checked(bundle: str | Path | None = None, threads: int = 1) -> tuple[list[dict[str, Any]], Runner | None]:
+def checked(bundle: str | Path | None = None, threads: int = 1,
+            trusted_keys: str | Path | None = None) -> tuple[list[dict[str, Any]], Runner | None]:
     """``selfcheck``'s records and the very Runner it checked: open when every check passed
     (the caller closes it), else None. Serving that one instead of loading the bundle again
     leaves no time between the check and the use: each file is read and hashed once, and the
@@ -308,9 +324,14 @@ def checked(bundle: str | Path | None = None, threads: int = 1) -> tuple[list[di
     def python() -> str:
         return env.require(bundle)
 
-    def manifest() -> str:
+    def signature() -> str:
         found["bundle"] = b = manifest_mod.locate(bundle)
-        found["manifest"] = manifest_mod.load(b)
+        found["data"] = manifest_mod.read(b)
+        found["origin"] = origin = trust.check(b, found["data"], trust.configured(trusted_keys))
+        return origin.detail
+
+    def manifest() -> str:
+        found["manifest"] = manifest_mod.load(found["bundle"], found["data"])
         return f"sha256 matches {manifest_mod.MANIFEST_SUM}"
 
     def hashes() -> str:
@@ -327,7 +348,8 @@ def checked(bundle: str | Path | None = None, threads: int = 1) -> tuple[list[di
 
     def load() -> str:
         m = found["manifest"]
-        found["runner"] = Runner.from_checked(found["bundle"], m, _checked_bytes(found, m["model"]["file"]), threads)
+        found["runner"] = Runner.from_checked(found["bundle"], m, _checked_bytes(found, m["model"]["file"]), threads,
+                                              found["origin"])
         return f"{m['model']['file']} loaded ({', '.join(found['runner'].session.get_providers())})"
 
     def golden() -> str:
@@ -335,12 +357,12 @@ def checked(bundle: str | Path | None = None, threads: int = 1) -> tuple[list[di
         return _check_golden(m, _checked_bytes(found, m["golden"]["file"]), found["runner"])
 
     checks: list[dict[str, Any]] = []
-    for name, step in (("python", python), ("manifest", manifest), ("hashes", hashes), ("onnxruntime", version),
-                       ("load", load), ("golden", golden)):
+    for name, step in (("python", python), ("signature", signature), ("manifest", manifest), ("hashes", hashes),
+                       ("onnxruntime", version), ("load", load), ("golden", golden)):
         try:
             checks.append({"name": name, "ok": True, "detail": step()})
         except (SetupError, BundleError) as e:
-            checks.append({"name": name, "ok": False, "detail": e.message})
+            checks.append({"name": name, "ok": False, "detail": e.message, "exit_code": e.exit_code})
             break
     runner = found.get("runner")
     if runner is not None and not all(c["ok"] for c in checks):

@@ -51,22 +51,23 @@ def read_token(path: str) -> bytes:
     return token
 
 
-def _check_and_load(bundle: Path, threads: int):
+def _check_and_load(bundle: Path, threads: int, trusted_keys: str | None = None):
     # Looked up here at each call, start and reload alike: bench/const_server.py replaces
     # ``serve.check_and_load`` to serve a constant model through this very code.
-    return check_and_load(bundle, threads)
+    return check_and_load(bundle, threads, trusted_keys)
 
 
 def run(bundle: str | None, threads: int, host: str, port: int, unix: str | None, token_file: str | None,
-        limits: Limits, cpu: str = "auto") -> int:
-    """Self-check, listen, serve until SIGTERM/SIGINT; SIGHUP reloads. Returns the exit code."""
+        limits: Limits, cpu: str = "auto", trusted_keys: str | None = None) -> int:
+    """Self-check, listen, serve until SIGTERM/SIGINT; SIGHUP reloads. Returns the exit code
+    (a failed start: the failed check's, as `selfcheck` exits)."""
     token = read_token(token_file) if token_file else None
     path = Path(bundle) if bundle else manifest_mod.locate(None)
-    model, checks = _check_and_load(path, threads)
+    model, checks = _check_and_load(path, threads, trusted_keys)
     if model is None:
         failed = next(c for c in checks if not c["ok"])
         print(f"error: serve: selfcheck {failed['name']}: {failed['detail']}", file=sys.stderr)
-        return EXIT_CHECK_FAILED
+        return failed.get("exit_code", EXIT_CHECK_FAILED)
     # Signals reach the main thread through a wakeup socket. Threads that started before this
     # (numpy's BLAS pool, at its import) do not block them: with sigwait alone, one that arrives
     # while the main thread reloads or drains goes to such a thread, whose default action ends
@@ -80,7 +81,7 @@ def run(bundle: str | None, threads: int, host: str, port: int, unix: str | None
     signal.pthread_sigmask(signal.SIG_BLOCK, signals)  # the threads started below leave them to main
     sock, where = listening_socket(host, port, unix)
     metrics = Metrics()
-    models = ModelState(path, threads, model, checks, metrics, load=_check_and_load)
+    models = ModelState(path, threads, model, checks, metrics, load=_check_and_load, trusted_keys=trusted_keys)
     server = Server(sock, limits, models, metrics, token)
     loop = threading.Thread(target=accept_loop, args=(server, cpu), name="accept")
     loop.start()

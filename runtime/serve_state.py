@@ -52,18 +52,21 @@ class Snapshot:
         return (200 if self.healthy else 503), doc
 
 
-Loader = Callable[[Path, int], "tuple[Model | None, list[dict[str, Any]]]"]
+Loader = Callable[..., "tuple[Model | None, list[dict[str, Any]]]"]
 
 
-def check_and_load(bundle: Path, threads: int) -> tuple[Model | None, list[dict[str, Any]]]:
+def check_and_load(bundle: Path, threads: int, trusted_keys: str | None = None
+                   ) -> tuple[Model | None, list[dict[str, Any]]]:
     """Self-check the bundle (resolved once: a symlink repointed meanwhile changes nothing)
     and return the runner the check loaded and passed, with the check's records; (None,
-    records) when a check failed. The model is read, hashed and loaded once."""
+    records) when a check failed. The model is read, hashed and loaded once. The trusted
+    keys are read anew at each call (``trusted_keys``, else $EDGE_TRUSTED_KEYS, else the
+    system's file), so a reload after a key rotation checks against the keys of now."""
     try:
         release = manifest_mod.locate(bundle).resolve()
     except RuntimeFailure as e:
-        return None, [{"name": "manifest", "ok": False, "detail": e.message}]
-    checks, runner = checked(release, threads)
+        return None, [{"name": "manifest", "ok": False, "detail": e.message, "exit_code": e.exit_code}]
+    checks, runner = checked(release, threads, trusted_keys)
     if runner is None:
         return None, checks
     m = runner.manifest
@@ -86,6 +89,9 @@ def check_and_load(bundle: Path, threads: int) -> tuple[Model | None, list[dict[
         "versions": {"python": sys.version.split()[0], "numpy": numpy.__version__,
                      "onnxruntime": onnxruntime.__version__},
         "tools": m.get("tools"),
+        "origin": {"verified": runner.origin.verified,
+                   "signed_by": runner.origin.key.name if runner.origin.key else None,
+                   "detail": runner.origin.detail},
     }
     return Model(runner, sha, release, summary, runner.signature, runner.checker), checks
 
@@ -94,8 +100,9 @@ class ModelState:
     """The current ``snapshot``, and ``reload()`` to re-check the bundle path and swap (counted in ``metrics``)."""
 
     def __init__(self, bundle: Path, threads: int, model: Model, checks: list[dict[str, Any]], metrics: Metrics,
-                 load: Loader = check_and_load):
+                 load: Loader = check_and_load, trusted_keys: str | None = None):
         self.bundle, self.threads, self.metrics, self._load = bundle, threads, metrics, load
+        self.trusted_keys = trusted_keys
         self._reloading = threading.Lock()  # one reload at a time (each reads the snapshot it replaces)
         self.snapshot = Snapshot(model, tuple(checks), True)
 
@@ -104,7 +111,7 @@ class ModelState:
         it passed and the line to log. A request in flight keeps the snapshot it took."""
         with self._reloading:
             old = self.snapshot
-            model, checks = self._load(self.bundle, self.threads)
+            model, checks = self._load(self.bundle, self.threads, self.trusted_keys)
             if model is None:
                 failed = next(c for c in checks if not c["ok"])
                 self.snapshot = Snapshot(old.model, tuple(checks), False)  # the one assignment readers see

@@ -30,6 +30,7 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
+from .manifest import _sha256
 from .errors import (EXIT_BAD_INPUT, EXIT_BAD_SIGNATURE, EXIT_ENVIRONMENT, EXIT_UNSIGNED, EXIT_UNTRUSTED_KEY,
                      BundleError)
 
@@ -61,8 +62,6 @@ class Key:
     @property
     def fingerprint(self) -> str:
         """As ``ssh-keygen -l`` prints it: SHA256: and the unpadded base64 of the blob's sha256."""
-        from .manifest import _sha256
-
         return "SHA256:" + base64.b64encode(_sha256(self.blob).digest()).decode().rstrip("=")
 
     @property

@@ -21,7 +21,7 @@ def table() -> dict[int, tuple[str, str]]:
 
 def test_every_pipeline_code_is_documented_as_it_is_used():
     rows = table()
-    assert sorted(rows) == [0, 1, 2, 3, 4, 5]
+    assert sorted(rows) == [0, 1, 2, 3, 4, 5, 6, 7, 8]
     assert (perr.EXIT_OK, perr.EXIT_VERIFY_FAILED, perr.EXIT_USAGE, perr.EXIT_IO, perr.EXIT_STATE,
             perr.EXIT_ENVIRONMENT) == (0, 1, 2, 3, 4, 5)
     assert perr.VerificationFailed.exit_code == 1 and "verify" in rows[1][0]
@@ -40,4 +40,11 @@ def test_every_runtime_code_is_documented_as_it_is_used():
 
     assert ServeError.exit_code == 3 and "cannot listen" in rows[3][1] and "token file" in rows[3][1]
     assert rows[4][1] == "–"
-    assert "older than 3.10" in rows[5][1] and "onnxruntime missing" in rows[5][1]
+    assert "older than 3.10" in rows[5][1] and "onnxruntime missing" in rows[5][1] and "ssh-keygen" in rows[5][1]
+    from runtime import trust
+
+    assert (rerr.EXIT_UNSIGNED, rerr.EXIT_UNTRUSTED_KEY, rerr.EXIT_BAD_SIGNATURE) == (6, 7, 8)
+    assert trust.SIGNATURE in rows[6][1] and "unsigned" in rows[6][1] and rows[6][0] == "–"
+    assert "does not trust" in rows[7][1] and rows[7][0] == "–"
+    assert "changed after signing" in rows[8][1] and rows[8][0] == "–"
+    assert "trusted-keys file" in rows[2][1]

@@ -89,8 +89,8 @@ def test_selfcheck_catches_golden_outputs_the_model_does_not_reproduce(bundle):
     g["fahrenheit"][3] += 0.01
     resign(bundle, "golden.json", json.dumps(g).encode())
     checks = selfcheck(bundle)
-    assert [c["name"] for c in checks] == ["python", "manifest", "hashes", "onnxruntime", "load", "golden"]
-    assert [c["ok"] for c in checks] == [True, True, True, True, True, False]
+    assert [c["name"] for c in checks] == ["python", "signature", "manifest", "hashes", "onnxruntime", "load", "golden"]
+    assert [c["ok"] for c in checks] == [True, True, True, True, True, True, False]
     assert "1 of 64 golden outputs differ" in checks[-1]["detail"]
 
 
@@ -129,4 +129,4 @@ def test_a_resigned_manifest_of_the_wrong_shape_is_refused_naming_the_key(bundle
     (bundle / "manifest.json.sha256").write_text(f"{sha256_bytes(raw)}  manifest.json\n")
     with pytest.raises(BundleError, match=message):
         Runner.from_bundle(bundle)
-    assert [(c["name"], c["ok"]) for c in selfcheck(bundle)][-2:] == [("python", True), ("manifest", False)]
+    assert [(c["name"], c["ok"]) for c in selfcheck(bundle)][-2:] == [("signature", True), ("manifest", False)]

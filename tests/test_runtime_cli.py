@@ -107,7 +107,7 @@ def test_selfcheck_passes_on_a_good_bundle(bundle):
     r = runtime_cli(bundle, "selfcheck")
     assert r.returncode == 0, r.stderr
     lines = r.stdout.decode().splitlines()
-    assert [ln.split()[1] for ln in lines[:-1]] == ["python", "manifest", "hashes", "onnxruntime", "load", "golden"]
+    assert [ln.split()[1] for ln in lines[:-1]] == ["python", "signature", "manifest", "hashes", "onnxruntime", "load", "golden"]
     assert all(ln.startswith("ok") for ln in lines[:-1]) and lines[-1] == "selfcheck: passed"
     import numpy
     import onnxruntime
@@ -115,7 +115,7 @@ def test_selfcheck_passes_on_a_good_bundle(bundle):
     assert lines[0].split(None, 2)[2] == (f"Python {sys.version.split()[0]} ({sys.executable}), "
                                           f"numpy {numpy.__version__}, onnxruntime {onnxruntime.__version__}")
     doc = json.loads(runtime_cli(bundle, "selfcheck", "--json").stdout)
-    assert doc["passed"] is True and len(doc["checks"]) == 6
+    assert doc["passed"] is True and len(doc["checks"]) == 7
 
 
 def flip_byte(path, offset: int) -> None:

@@ -230,7 +230,7 @@ def test_the_tutorial_with_a_signature_counts_outside_observed_and_passes_selfch
 @pytest.mark.parametrize("kind", ["tabular", "image", "regression"])
 def test_selfcheck_passes_on_signature_golden_data(tmp_path, kind):
     checks = selfcheck(signature_bundle(tmp_path / kind, kind))
-    assert [c["name"] for c in checks if c["ok"]] == ["python", "manifest", "hashes", "onnxruntime", "load", "golden"]
+    assert [c["name"] for c in checks if c["ok"]] == ["python", "signature", "manifest", "hashes", "onnxruntime", "load", "golden"]
     assert "16 golden examples" in checks[-1]["detail"]
     assert ("16 labels equal" in checks[-1]["detail"]) == (kind != "regression")
 
@@ -294,7 +294,7 @@ def test_a_bad_signature_is_refused_at_load_naming_the_key(image_bundle, edit, m
         Runner.from_bundle(image_bundle)
     assert e.value.message.startswith(f"manifest.json | {message}"), e.value.message
     assert "\n" not in e.value.message
-    assert selfcheck(image_bundle)[1]["detail"] == e.value.message
+    assert selfcheck(image_bundle)[2]["detail"] == e.value.message
 
 
 def test_a_signature_bundle_needs_no_valid_input_nor_model_io(image_bundle):

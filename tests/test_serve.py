@@ -85,7 +85,7 @@ def test_health_info_and_metrics(serve, bundle):
     s = serve()
     status, _, h = request(s, "GET", "/healthz")
     assert status == 200 and h["healthy"] is True
-    assert [c["name"] for c in h["checks"]] == ["python", "manifest", "hashes", "onnxruntime", "load", "golden"]
+    assert [c["name"] for c in h["checks"]] == ["python", "signature", "manifest", "hashes", "onnxruntime", "load", "golden"]
     status, _, info = request(s, "GET", "/info")
     m = json.loads((bundle / "manifest.json").read_text())
     assert status == 200 and info["model"] == m["files"]["model.onnx"]
