@@ -14,6 +14,9 @@ PRESET ?= default
 CONFIG ?= configs/$(PRESET).toml
 BUILD  ?= build
 DIST   ?= dist
+# The bundle's signing key (private, OpenSSH; `make keys KEY=path` writes one), also read from
+# the environment; empty: an unsigned bundle. docs/signing.md.
+SIGNING_KEY ?=
 
 PY       := $(VENV)/bin/python
 STAMP    := $(VENV)/.installed
@@ -28,19 +31,23 @@ REPORT      := $(BUILD)/verify/report.json
 VERIFY_OUT  := $(REPORT) $(BUILD)/verify/report.md $(BUILD)/verify/variants.npz
 VARIANT_PNG := $(BUILD)/verify/variants-error.png $(BUILD)/verify/variants-ulp.png
 TARBALL     := $(DIST)/bundle.tar.gz
+SIGNING     := $(BUILD)/signing.txt
+# A make value as one shell word, single-quoted (a path with spaces or quotes stays one path).
+sq           = '$(subst ','\'',$(1))'
+SSH_KEYGEN  := $${EDGE_SSH_KEYGEN:-ssh-keygen}
 
 COMMON_SRC  := pipeline/__main__.py pipeline/config.py pipeline/errors.py pipeline/fsutil.py pipeline/quiet.py pipeline/lock.py pipeline/layout.py export/errors.py export/formats.py
 TRAIN_SRC   := $(COMMON_SRC) pipeline/train.py pipeline/names.py pipeline/dataset.py pipeline/keras_model.py export/tfenv.py
 EXPORT_SRC  := $(COMMON_SRC) pipeline/export_stage.py pipeline/names.py pipeline/dataset.py pipeline/keras_model.py pipeline/probes.py pipeline/reference.py $(wildcard export/*.py) runtime/manifest.py runtime/errors.py
 VERIFY_SRC  := $(COMMON_SRC) pipeline/verify.py pipeline/verify_dataset.py pipeline/report_dataset.py pipeline/names.py pipeline/probes.py pipeline/reference.py pipeline/numerics.py pipeline/runners.py pipeline/variant_checks.py pipeline/report.py pipeline/bundle_model.py export/variants.py export/tfenv.py runtime/manifest.py runtime/errors.py
-BUNDLE_SRC  := $(COMMON_SRC) pipeline/bundle.py pipeline/bundle_dataset.py pipeline/bundle_model.py pipeline/probes.py pipeline/reference.py export/onnx_export.py export/keras3_savedmodel.py export/tfenv.py $(wildcard runtime/*.py runtime/systemd/edge-model.*) runtime/requirements.txt
+BUNDLE_SRC  := $(COMMON_SRC) pipeline/bundle.py pipeline/signing.py pipeline/bundle_dataset.py pipeline/bundle_model.py pipeline/probes.py pipeline/reference.py export/onnx_export.py export/keras3_savedmodel.py export/tfenv.py $(wildcard runtime/*.py runtime/systemd/edge-model.*) runtime/requirements.txt
 
-.PHONY: all venv config train export verify bundle lint test test-fast runtime-check bench bench-quick pi-check deploy fleet-status rollback clean distclean help
+.PHONY: all venv config train export verify bundle keys lint test test-fast runtime-check bench bench-quick pi-check deploy fleet-status rollback clean distclean help
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 16
 
-all: $(TARBALL) $(LOSS_PNG) $(VARIANT_PNG) ## Train, export, verify and bundle (PRESET=default|tutorial, or CONFIG=file)
+all: $(TARBALL) $(LOSS_PNG) $(VARIANT_PNG) ## Train, export, verify and bundle (PRESET=default|tutorial, or CONFIG=file; SIGNING_KEY=path signs)
 	@echo "all: done; report $(BUILD)/verify/report.md, bundle $(TARBALL) ($$(sha256sum $(TARBALL) | cut -c1-16)...)"
 
 venv: $(STAMP) ## Create .venv with the pinned requirements
@@ -56,7 +63,7 @@ $(STAMP): requirements.txt
 # validated when it was copied). The copy also writes BUILD/inputs.mk: INPUT_FILES, the files
 # a dataset-mode config reads (data, builder, trained model), so that editing one retrains.
 -include $(BUILD)/inputs.mk
-$(BUILD)/config.toml: FORCE | $(STAMP)
+$(BUILD)/config.toml: FORCE | $(STAMP) $(SIGNING)
 	@cmp -s $(CONFIG) $@ 2>/dev/null && [ "$$(cat $(BUILD)/config.origin 2>/dev/null)" = "$(abspath $(dir $(CONFIG)))" ] \
 	  || $(PY) -m pipeline --build $(BUILD) config --config $(CONFIG) --out $@
 
@@ -77,13 +84,38 @@ $(EXPORT_OUT) &: $(MODEL_KERAS) $(BUILD)/config.toml $(EXPORT_SRC)
 $(VERIFY_OUT) &: $(BUILD)/model.onnx $(BUILD)/model.tflite $(BUILD)/reference.npz $(BUILD)/variants/index.json $(BUILD)/config.toml $(VERIFY_SRC)
 	$(PIPELINE) verify
 
-$(TARBALL): $(REPORT) $(BUILD)/config.toml $(BUNDLE_SRC)
-	$(PIPELINE) bundle
+# How the bundle is signed, rewritten only when that changes (as config.toml is), so a new
+# SIGNING_KEY (set, unset, another key, a new key at the same path) re-bundles and the same
+# one does nothing, without starting Python: "unsigned", or the fingerprint of the public key
+# ssh-keygen derives from the private one (`-y`, no passphrase). A key not recorded there yet
+# is first checked as the bundle stage will check it (pipeline/signing.py): one that cannot
+# sign stops make with one line, and before it trains (config.toml waits for this record).
+$(SIGNING): FORCE | $(STAMP)
+	@k=$(call sq,$(SIGNING_KEY)); \
+	if [ -z "$$k" ]; then [ "$$(cat $@ 2>/dev/null)" = unsigned ] || { mkdir -p $(@D) && echo unsigned > $@; }; \
+	else s=$$($(SSH_KEYGEN) -y -P '' -f "$$k" 2>/dev/null </dev/null | $(SSH_KEYGEN) -l -f - 2>/dev/null | cut -d' ' -f2); \
+	  case "$$s" in SHA256:*) [ "$$(cat $@ 2>/dev/null)" = "$$s" ];; *) false;; esac || $(PY) -m pipeline.signing $(@D) "$$k"; fi
+
+$(TARBALL): $(SIGNING) $(REPORT) $(BUILD)/config.toml $(BUNDLE_SRC)
+	$(PIPELINE) bundle --signing-key $(call sq,$(SIGNING_KEY))
 
 train: $(MODEL_KERAS) $(LOSS_PNG) ## Train the model (build/model.keras, build/train/)
 export: $(BUILD)/model.onnx ## Export ONNX and TFLite (build/model.onnx, build/model.tflite)
 verify: $(REPORT) ## Verify parity and accuracy (build/verify/report.md)
-bundle: $(TARBALL) ## Make the device bundle (dist/bundle/, dist/bundle.tar.gz)
+bundle: $(TARBALL) ## Make the device bundle (dist/bundle/, dist/bundle.tar.gz), signed with SIGNING_KEY=path if set
+
+# A signing key for the bundles: KEY (private, mode 0600) and KEY.pub, in a folder made (0700)
+# if missing. Refuses to overwrite either; prints the public key's file and fingerprint,
+# never the private key.
+keys: ## Write a new signing key: KEY=path (private, 0600) and path.pub (not part of all)
+	@k=$(call sq,$(KEY)); \
+	if [ -z "$$k" ]; then echo "error: make keys needs KEY=path: where to write the private signing key (keep it outside the repository); its public key goes to path.pub" >&2; exit 2; fi; \
+	for f in "$$k" "$$k.pub"; do if [ -e "$$f" ] || [ -L "$$f" ]; then echo "error: make keys: $$f exists; refusing to overwrite a key (choose another KEY=path)" >&2; exit 2; fi; done; \
+	d=$$(dirname -- "$$k"); [ -d "$$d" ] || mkdir -p -m 700 -- "$$d" || { echo "error: make keys: cannot make the folder $$d (KEY=$$k)" >&2; exit 2; }; \
+	command -v $(SSH_KEYGEN) >/dev/null || { echo "error: make keys: $(SSH_KEYGEN) not found: it needs OpenSSH's ssh-keygen 8.1 or newer (Debian package openssh-client)" >&2; exit 2; }; \
+	err=$$($(SSH_KEYGEN) -q -t ed25519 -N '' -C "edge-bundle signing key $$(id -un)@$$(uname -n) $$(date -u +%Y-%m-%d)" -f "$$k" </dev/null 2>&1 >/dev/null) \
+	  || { echo "error: make keys: ssh-keygen could not write $$k: $$(echo $$err)" >&2; exit 2; }; \
+	echo "keys: wrote $$k (private, mode 0600: keep it secret; sign with SIGNING_KEY=$$k) and $$k.pub ($$($(SSH_KEYGEN) -l -f "$$k.pub" | cut -d' ' -f2)); add the line in $$k.pub to the devices' trusted keys: the inventory variable edge_trusted_keys, or a trusted-keys file named by EDGE_TRUSTED_KEYS"
 
 # The linters, then pytest. test-fast, for the edit-test loop, leaves out what needs QEMU,
 # SSH test hosts or root, and the slow tests (markers in pyproject.toml); CI runs `make test`.

@@ -1,15 +1,17 @@
 """`python -m pipeline <stage>`: the command line behind the make targets.
 
 Exit codes: 0 done; 1 a check of the model failed (verify breach, diverged training,
-bad export); 2 bad command line or config; 3 a file could not be read or written;
-4 inconsistent state (e.g. bundling a model that did not pass verify); 5 this Python
-lacks a package the pipeline needs (run it with the project's .venv). See docs/exit-codes.md.
+bad export); 2 bad command line or config (or a SIGNING_KEY that cannot sign); 3 a file
+could not be read or written; 4 inconsistent state (e.g. bundling a model that did not
+pass verify); 5 this Python lacks a package the pipeline needs (run it with the project's
+.venv). See docs/exit-codes.md.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import sys
 import time
 from pathlib import Path
@@ -45,10 +47,12 @@ COMMANDS = {
                "reads CONFIG, BUILD/model.onnx, BUILD/model.tflite, BUILD/variants/, BUILD/reference.npz, "
                "BUILD/train/history.json; writes BUILD/verify/report.json, report.md and variants.npz; "
                "on a failure removes DIST/bundle and DIST/bundle.tar.gz"),
-    "bundle": ("make the device bundle from a verified model",
+    "bundle": ("make the device bundle from a verified model, signed with --signing-key if given",
                "reads CONFIG, BUILD/verify/report.json, the model it chose (BUILD/model.onnx or a "
                "variant), BUILD/reference.npz, "
-               "runtime/; writes DIST/bundle/ and DIST/bundle.tar.gz"),
+               "runtime/ and the signing key if any; writes DIST/bundle/ and DIST/bundle.tar.gz (with "
+               "bundle/manifest.json.sig when signed) and BUILD/signing.txt (the key's fingerprint, or "
+               "'unsigned')"),
     "all": ("train, export, verify and bundle in one process (and the plots)",
             "reads CONFIG; writes everything the four stages write"),
 }
@@ -93,6 +97,10 @@ def _parser() -> argparse.ArgumentParser:
             c.add_argument("--no-plot", action="store_true", help="leave loss.png to `plot` (make draws it in parallel)")
         if name == "plot":
             c.add_argument("--only", choices=("loss", "variants"), help="draw just these plots")
+        if name in ("bundle", "all"):
+            c.add_argument("--signing-key", metavar="PATH", default=os.environ.get("SIGNING_KEY"),
+                           help="sign manifest.json with this OpenSSH private key (ssh-keygen -Y sign; "
+                           "`make keys KEY=path` writes one); default: $SIGNING_KEY; unset or empty: unsigned")
     return p
 
 
@@ -247,14 +255,16 @@ def variants_summary(variants: dict) -> str:
             + (f" (failing: {', '.join(failing)})" if failing else ""))
 
 
-def stage_bundle(cfg, layout: Layout) -> None:
+def stage_bundle(cfg, layout: Layout, key=None) -> None:
+    """The bundle, signed with ``key`` (a checked signing.SigningKey) or unsigned; its line says which."""
     from . import bundle
 
     t0 = time.perf_counter()
-    b = bundle.run(cfg, layout)
+    b = bundle.run(cfg, layout, key)
+    signed = f"signed by {b['signed_by']}" if b["signed_by"] else "unsigned (no SIGNING_KEY)"
     _say(
-        f"bundle: {b['tarball']} ({b['bytes']} B, sha256 {b['sha256']}, model {b['model']}), unpacked in {b['folder']} "
-        f"[{time.perf_counter() - t0:.1f} s]"
+        f"bundle: {b['tarball']} ({b['bytes']} B, sha256 {b['sha256']}, model {b['model']}), unpacked in {b['folder']}, "
+        f"{signed} [{time.perf_counter() - t0:.1f} s]"
     )
 
 
@@ -272,7 +282,7 @@ def stage_plot(layout: Layout, only: str | None = None) -> None:
     _say(f"plot: {', '.join(map(str, drawn))} [{time.perf_counter() - t0:.1f} s]")
 
 
-def run_stage(stage: str, cfg, layout: Layout, plot: bool = True, only: str | None = None) -> None:
+def run_stage(stage: str, cfg, layout: Layout, plot: bool = True, only: str | None = None, key=None) -> None:
     if stage == "train":
         stage_train(cfg, layout, plot)
     elif stage == "plot":
@@ -282,7 +292,7 @@ def run_stage(stage: str, cfg, layout: Layout, plot: bool = True, only: str | No
     elif stage == "verify":
         stage_verify(cfg, layout)
     else:
-        stage_bundle(cfg, layout)
+        stage_bundle(cfg, layout, key)
 
 
 def record_config(cfg_path: Path, layout: Layout, cfg=None) -> None:
@@ -308,6 +318,11 @@ def main(argv: list[str] | None = None) -> int:
         stages = STAGES if args.stage == "all" else (args.stage,)
         if stages != ("plot",):
             _check_data(cfg)  # bad data fails before any lock, output or TensorFlow
+        key = None
+        if "bundle" in stages:  # a key that cannot sign fails here too, before training
+            from . import signing
+
+            key = signing.configured(args.signing_key)
         with contextlib.nullcontext() if stages == ("plot",) else exclusive(build, dist):
             if stages != ("plot",):
                 record_config(cfg_path, layout, cfg)
@@ -316,7 +331,7 @@ def main(argv: list[str] | None = None) -> int:
             for stage in stages:
                 with filtered_stderr():
                     run_stage(stage, cfg, layout, plot=not getattr(args, "no_plot", False),
-                              only=getattr(args, "only", None))
+                              only=getattr(args, "only", None), key=key)
             if args.stage == "all":  # the variants' plots, which make draws as a job of its own
                 run_stage("plot", cfg, layout, only="variants")
         return 0

@@ -18,6 +18,9 @@ kept in bundle_model.py: verify applies them and records the choice in its repor
 
 Both modes write the model's signature into the manifest (the tutorial's: one value in, one
 out); a dataset-mode bundle's files, golden rows and signature are bundle_dataset.py's.
+
+With a signing key (SIGNING_KEY), ``run`` signs manifest.json for both modes and adds
+manifest.json.sig beside it, leaving the manifest's bytes as they are (signing.py).
 """
 
 from __future__ import annotations
@@ -37,9 +40,10 @@ import numpy as np
 
 from runtime import compat
 from runtime import manifest as manifest_mod
+from runtime import trust
 from runtime.manifest import FORMAT, sha256_bytes, sha256_file
 
-from . import bundle_model, fsutil, reference
+from . import bundle_model, fsutil, reference, signing
 from .config import canonical_json, config_hash
 from .errors import ConfigError, OutputError, StageInputError, StateError, VerificationFailed
 from .layout import Layout
@@ -304,11 +308,17 @@ def write_folder(files: dict[str, bytes], dest: Path) -> None:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def run(cfg: dict[str, Any], layout: Layout) -> dict[str, Any]:
+def run(cfg: dict[str, Any], layout: Layout, key: signing.SigningKey | None = None) -> dict[str, Any]:
+    """Build the bundle's files, sign the manifest with ``key`` (verified before anything is
+    written; None: unsigned), then write DIST/bundle/ and the tarball, and record in
+    BUILD/signing.txt how it was signed."""
     report = check_report(layout, cfg)
     epoch = source_date_epoch()
     files = build_files(cfg, layout, report, epoch)
+    if key is not None:  # beside the manifest, not in it: the signed bytes are the unsigned build's
+        files[trust.SIGNATURE] = signing.sign(key, files[manifest_mod.MANIFEST])
     blob = tarball(files, mtime=epoch)
+    signing.record(layout.build, key)  # before the bundle, so that make finds the bundle newer
     write_folder(files, layout.bundle_dir)
     fsutil.write_bytes(layout.tarball, blob)
     return {
@@ -318,4 +328,5 @@ def run(cfg: dict[str, Any], layout: Layout) -> dict[str, Any]:
         "sha256": sha256_bytes(blob),
         "files": len(files),
         "model": (report.get("bundle") or bundle_model.DEFAULT)["model"],
+        "signed_by": key.public.name if key is not None else None,
     }
