@@ -1,7 +1,8 @@
 # What a deploy needs to know about a device, in one round trip: run by Ansible's `raw`
 # (no module, so it works before anything is known about the device's Python) as
-# `<python> -c <this> <edge_root>`. Prints one JSON line. Parses and runs on Python 2.7
+# `<python> -c <this> <edge_root> [<trusted keys file>]`. Prints one JSON line. Parses and runs on Python 2.7
 # too, so that an old Python is reported as such rather than failing to start.
+import hashlib
 import json
 import os
 import platform
@@ -9,6 +10,7 @@ import struct
 import sys
 
 root = sys.argv[1]
+trust_file = sys.argv[2] if len(sys.argv) > 2 else ""
 
 
 def link(name):
@@ -39,6 +41,20 @@ def glibc():
         return None
 
 
+def trust():
+    # The trusted-keys file the deploy installed (edge_trusted_keys_file): its sha256, which
+    # the deploy compares with the inventory's list, and how many keys it lists. None: no file.
+    if not trust_file or not os.path.lexists(trust_file):
+        return None
+    try:
+        with open(trust_file, "rb") as f:
+            data = f.read(1 << 20)
+    except (IOError, OSError) as e:
+        return {"sha256": "unreadable", "count": 0, "error": str(e)}
+    lines = [ln.strip() for ln in data.decode("utf-8", "replace").splitlines()]
+    return {"sha256": hashlib.sha256(data).hexdigest(), "count": len([ln for ln in lines if ln and ln[0] != "#"])}
+
+
 releases = listdir("releases")
 venvs = [v for v in listdir("venvs") if os.path.exists(os.path.join(root, "venvs", v, ".edge-complete"))]
 print(json.dumps({
@@ -53,6 +69,7 @@ print(json.dumps({
     "previous": link("previous"),
     "releases": releases,
     "venvs": venvs,
+    "trust": trust(),
     # A release counts as complete once it was renamed into releases/ with its venv link.
     "release_venv": dict((r, os.path.basename(os.readlink(os.path.join(root, "releases", r, ".venv")).rstrip("/")))
                          for r in releases if os.path.islink(os.path.join(root, "releases", r, ".venv"))),

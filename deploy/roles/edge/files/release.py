@@ -6,9 +6,14 @@ For `install`, the deploying machine sends it as a zip application with the bund
 tarball inside (deploy/wheelhouse.py makes it; python runs a zip's __main__.py). Prints one JSON object; exit 0 when done, 1 when
 the gate refused the release (nothing switched), 2 on bad usage or a damaged layout.
 
-    release.py install  ROOT RELEASE VENV [--launcher WORDS] [--keep N]
-    release.py rollback ROOT [--launcher WORDS]       # gate previous, then swap current and previous
+    release.py install  ROOT RELEASE VENV [--launcher WORDS] [--keep N] [TRUST]
+    release.py gate     ROOT RELEASE [--launcher WORDS] [TRUST]  # gate an installed release only (new trust)
+    release.py rollback ROOT [--launcher WORDS] [TRUST]  # gate previous, then swap current and previous
     release.py revert   ROOT CURRENT PREVIOUS         # put both links back ("" = no link)
+
+TRUST: --trusted-keys FILE (the gate's selfcheck verifies the bundle's signature against
+it; without it the selfcheck gets no trusted keys from the deploy, and $EDGE_TRUSTED_KEYS is
+not passed on) and --ssh-keygen PATH (the selfcheck's $EDGE_SSH_KEYGEN).
 
 Layout under ROOT: releases/<release>/ (the unpacked bundle; .venv -> ROOT/venvs/<id>),
 current and previous (relative symlinks into releases/). A link is replaced by making the
@@ -86,14 +91,23 @@ def unpack(root, release, venv):
     return True
 
 
-def gate(root, release, launcher):
-    """The release's selfcheck in its own venv; Refused with its last stderr line."""
+def gate(root, release, launcher, trusted_keys="", ssh_keygen="", what="selfcheck of %s failed"):
+    """The release's selfcheck in its own venv, against the trusted keys given (none: none from
+    the deploy); Refused with its last stderr line."""
     folder = os.path.join(root, "releases", release)
     cmd = launcher + [os.path.join(folder, ".venv", "bin", "python"), "-m", "runtime", "selfcheck"]
-    r = subprocess.run(cmd, cwd=folder, stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True)
+    cmd += ["--trusted-keys", trusted_keys] if trusted_keys else []
+    env = {k: v for k, v in os.environ.items() if k != "EDGE_TRUSTED_KEYS"}
+    if ssh_keygen:
+        env["EDGE_SSH_KEYGEN"] = ssh_keygen
+    r = subprocess.run(cmd, cwd=folder, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                       universal_newlines=True)
     if r.returncode != 0:
         lines = (r.stderr or r.stdout).strip().splitlines() or ["(no output)"]
-        raise Refused("selfcheck of %s failed (exit %d): %s" % (release, r.returncode, lines[-1]))
+        line = lines[-1]
+        if trusted_keys and "unrecognized arguments" in line and "--trusted-keys" in line:
+            line += " (its runtime predates signed bundles: it cannot check a signature)"
+        raise Refused("%s (exit %d): %s" % (what % release, r.returncode, line))
 
 
 def prune(root, keep, pinned):
@@ -138,6 +152,7 @@ def option(argv, name, default):
 def main(argv):
     mode, root = argv[0], argv[1]
     launcher = option(argv, "--launcher", "").split()
+    trust = {"trusted_keys": option(argv, "--trusted-keys", ""), "ssh_keygen": option(argv, "--ssh-keygen", "")}
     before = {"current": target(root, "current"), "previous": target(root, "previous")}
     out = {"before": before}
     try:
@@ -145,19 +160,25 @@ def main(argv):
             release, venv = argv[2], argv[3]
             out["unpacked"] = unpack(root, release, venv)
             try:
-                gate(root, release, launcher)
+                gate(root, release, launcher, **trust)
             except Refused:
                 if out["unpacked"]:  # refused: not kept as a release (it was never switched to)
                     shutil.rmtree(os.path.join(root, "releases", release), ignore_errors=True)
                 raise
             old = before["current"]
-            switch(root, release, old if old and old != release else before["previous"])
-            pinned = [release] + ([old] if old and old != release else [])
-            out["removed"] = prune(root, int(option(argv, "--keep", "3")), pinned)
+            previous = old if old and old != release else before["previous"]
+            switch(root, release, previous)
+            out["removed"] = prune(root, int(option(argv, "--keep", "3")), [r for r in (release, previous) if r])
+        elif mode == "gate":  # the trusted keys changed, the release did not: nothing to switch
+            release = argv[2]
+            if not os.path.isdir(os.path.join(root, "releases", release)):
+                raise Refused("release %s is not on the device" % release)
+            gate(root, release, launcher, what="the running release %s fails its selfcheck under the new "
+                 "trusted keys", **trust)
         elif mode == "rollback":
             if not before["previous"] or not os.path.isdir(os.path.join(root, "releases", before["previous"])):
                 raise Refused("no previous release to roll back to (current: %s)" % (before["current"] or "none"))
-            gate(root, before["previous"], launcher)
+            gate(root, before["previous"], launcher, **trust)
             switch(root, before["previous"], before["current"])
         elif mode == "revert":
             relink(root, "previous", argv[3])
