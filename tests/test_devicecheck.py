@@ -5,6 +5,7 @@ installs. (The emulated run itself is tests/test_variants.py's pi-check case and
 from __future__ import annotations
 
 import io
+import os
 import json
 import subprocess
 import sys
@@ -176,3 +177,27 @@ def test_a_tarball_that_is_not_one_is_one_line_exit_3(tmp_path, module):
                        cwd=ROOT, capture_output=True)
     assert r.returncode == 3 and one_error_line(r).endswith(f"{no_reqs}: no bundle/requirements.txt in it")
 
+
+
+def test_an_emulated_pi_gets_its_arm64_ssh_keygen_and_says_what_its_runtime_needs(tmp_path, monkeypatch, capsys):
+    """emulated_pi's host: bin/python3 and bin/ssh-keygen both run arm64 programs of the userland
+    through the same QEMU command; every runtime process there needs EDGE_SSH_KEYGEN (printed as
+    the inventory's edge_ssh_keygen, which the deploy passes on). No QEMU here: its path is faked."""
+    import shlex
+
+    from deploy.devicecheck import emulated_pi
+
+    root = tmp_path / "cache" / "root"
+    (root / "usr" / "bin").mkdir(parents=True)
+    monkeypatch.setattr(emulated_pi, "ensure_qemu", lambda: "/usr/bin/qemu-aarch64-static")
+    monkeypatch.setattr(emulated_pi, "ensure_root", lambda cache: root)
+    d = emulated_pi.make_device(tmp_path / "pi", tmp_path / "cache")
+    keygen = tmp_path / "pi" / "bin" / "ssh-keygen"
+    assert d["ssh_keygen"] == str(keygen) and d["environment"] == {"EDGE_SSH_KEYGEN": str(keygen)}
+    last = keygen.read_text().splitlines()[-1]
+    assert shlex.split(last) == ["exec", *shlex.split(d["launcher"]), str(root / "usr" / "bin" / "ssh-keygen"), "$@"]
+    assert os.access(keygen, os.X_OK)
+    assert emulated_pi.main(["--dir", str(tmp_path / "pi"), "--cache", str(tmp_path / "cache")]) == 0
+    words = dict(w.split("=", 1) for w in shlex.split(capsys.readouterr().out))
+    assert words["edge_ssh_keygen"] == d["ssh_keygen"] == d["environment"]["EDGE_SSH_KEYGEN"]
+    assert words["edge_python_launcher"] == d["launcher"]

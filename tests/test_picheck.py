@@ -1,17 +1,21 @@
 """pi-check's own logic, without QEMU (`make pi-check` is the emulated run itself); and, marked
-qemu, pi-check on a non-tutorial bundle: the digits CNN, fp32 and static int8, on the emulated Pi 4 and 5."""
+qemu, pi-check on a non-tutorial bundle: the digits CNN, fp32 and static int8, on the emulated Pi 4 and 5;
+and a signed bundle verified by the emulated Pi's arm64 ssh-keygen, an altered copy refused."""
 
 from __future__ import annotations
 
 import copy
 import json
+import os
+import platform
 import subprocess
 import sys
+import tarfile
 from pathlib import Path
 
 import pytest
 
-from conftest import copied_build
+from conftest import copied_build, keypair, sign, trusted_keys
 
 from deploy.devicecheck import picheck
 
@@ -122,3 +126,154 @@ def test_pi_check_proves_the_digits_cnn_on_the_emulated_pi_4_and_5(variant, tmp_
     predicted = host["predict"]["output"]
     assert len(predicted["outputs"]) == len(predicted["labels"]) == 64 and len(predicted["outputs"][0]) == 10
     assert "| batch 1k (ms, emulated) |" in (out / "results.md").read_text()
+
+
+# --- signed bundles: the device's ssh-keygen, arm64 under emulation ------------------------------
+
+def test_an_arm64_userland_made_before_openssh_client_is_made_again(tmp_path, monkeypatch):
+    """The cache's userland must hold every package's file: one from before openssh-client was
+    added (python3.11 and libstdc++ only) is made again, a complete one is reused."""
+    root = tmp_path / "root"
+    for pkg in ("python3.11", "libstdc++6"):
+        (root / picheck.PROVIDES[pkg]).parent.mkdir(parents=True, exist_ok=True)
+        (root / picheck.PROVIDES[pkg]).touch()
+    assert picheck.missing_from(root) == ["openssh-client"]
+    assert picheck.PROVIDES["openssh-client"] == "usr/bin/ssh-keygen"
+    made = []
+
+    def make_root(cache, r):
+        made.append(r)
+        (r / "usr" / "bin" / "ssh-keygen").touch()
+        return r
+
+    monkeypatch.setattr(picheck, "make_root", make_root)
+    assert picheck.ensure_root(tmp_path) == root and made == [root]
+    assert picheck.ensure_root(tmp_path) == root and made == [root]  # complete now: reused
+
+
+def test_only_the_debs_apt_selects_are_unpacked():
+    """apt-get -s's Inst lines name the versions to unpack (the archives may hold older ones)."""
+    simulated = ("NOTE: This is only a simulation!\n"
+                 "Inst libc6 (2.36-9+deb12u14 Debian:12.15/oldstable [arm64]) []\n"
+                 "Inst zlib1g (1:1.2.13.dfsg-1+deb12u1 Debian:12.15/oldstable [arm64])\n"
+                 "Inst media-types (10.0.0 Debian:12.15/oldstable [all])\n"
+                 "Conf libc6 (2.36-9+deb12u14 Debian:12.15/oldstable [arm64])\n")
+    assert picheck.apt_selected(simulated) == ["libc6_2.36-9+deb12u14_arm64.deb",
+                                               "zlib1g_1%3a1.2.13.dfsg-1+deb12u1_arm64.deb",
+                                               "media-types_10.0.0_all.deb"]
+
+
+def test_elf_machine_reads_the_header(tmp_path):
+    here = {"x86_64": "x86-64", "aarch64": "AArch64"}.get(platform.machine())
+    if here:
+        assert picheck.elf_machine(Path(os.path.realpath(sys.executable))) == here
+    (tmp_path / "script").write_text("#!/bin/sh\n")
+    assert picheck.elf_machine(tmp_path / "script") == "not an ELF file"
+
+
+def test_the_altered_copy_matches_every_hash_but_not_its_signature(tabular_bundle, tmp_path):
+    """pi-check's throwaway key signs the bundle; the copy with one model byte changed and every
+    hash recomputed passes the hash checks (the attack works on a device that trusts no key) and
+    is refused as changed after signing (exit 8) by one that trusts the key; through the
+    ssh-keygen wrapper (here the host's ssh-keygen), whose log records each call's exit."""
+    work = tmp_path / "work"
+    work.mkdir()
+    signed = picheck.signing(tabular_bundle, work, None)
+    assert signed["how"] == "unsigned tarball, signed here with a throwaway key"
+    assert (tabular_bundle / "manifest.json.sig").is_file() and Path(signed["trusted_keys"]).is_file()
+    altered = picheck.altered_copy(tabular_bundle, tmp_path / "altered")
+    assert (altered / "model.onnx").read_bytes() != (tabular_bundle / "model.onnx").read_bytes()
+    run = [sys.executable, "-m", "runtime", "selfcheck", "--json"]
+    env = {**os.environ, "PYTHONPATH": ""}
+    env.pop("EDGE_TRUSTED_KEYS", None)
+    r = subprocess.run(run, cwd=altered, capture_output=True, text=True, env=env)
+    checks = {c["name"]: c["ok"] for c in json.loads(r.stdout)["checks"]}
+    assert checks["manifest"] and checks["hashes"], r.stdout  # every hash agrees: only the signature knows
+
+    fake_root = tmp_path / "root"
+    (fake_root / "usr" / "bin").mkdir(parents=True)
+    (fake_root / "usr" / "bin" / "ssh-keygen").symlink_to(subprocess.run(
+        ["sh", "-c", "command -v ssh-keygen"], capture_output=True, text=True).stdout.strip())
+    log = tmp_path / "calls.log"
+    wrapper = picheck.ssh_keygen_wrapper(tmp_path / "bin" / "ssh-keygen", "/usr/bin/env", fake_root, log)
+    env.update(EDGE_TRUSTED_KEYS=signed["trusted_keys"], EDGE_SSH_KEYGEN=str(wrapper))
+    good = subprocess.run(run, cwd=tabular_bundle, capture_output=True, text=True, env=env)
+    [check] = [c for c in json.loads(good.stdout)["checks"] if c["name"] == "signature"]
+    assert good.returncode == 0 and check["ok"] and signed["fingerprint"] in check["detail"], good.stdout
+    bad = subprocess.run(run[:-1], cwd=altered, capture_output=True, text=True, env=env)
+    assert bad.returncode == 8 and len(bad.stderr.splitlines()) == 1, bad.stderr
+    assert "manifest.json | does not match its signature" in bad.stderr
+    calls = picheck.verify_calls(log)
+    assert [c["exit"] for c in calls] == [0, 255] and all(c["args"].startswith("-Y verify ") for c in calls)
+    assert {c["program"] for c in calls} == {str(fake_root / "usr" / "bin" / "ssh-keygen")}
+    # the host's ssh-keygen is not the arm64 one: the check says so
+    if platform.machine() == "x86_64":
+        assert picheck.arm64_problems(calls, fake_root) == [
+            f"{fake_root / 'usr' / 'bin' / 'ssh-keygen'} is x86-64, not AArch64"]
+    assert picheck.arm64_problems([], fake_root)[0].startswith("no ssh-keygen -Y verify ran through the arm64 wrapper")
+
+
+def test_signature_problems_name_what_is_missing():
+    ok = {"selfcheck": {"checks": [{"name": "signature", "ok": True, "detail": "signed by SHA256:k"}]},
+          "signature": {"origin": {"verified": True, "fingerprint": "SHA256:k"},
+                        "refused": {"exit": 8, "stderr": "error: selfcheck signature: manifest.json | does not "
+                                                         "match its signature by SHA256:k\n"}}}
+    assert picheck.signature_problems(ok, "SHA256:k") == []
+    old = copy.deepcopy(ok)
+    old["selfcheck"]["checks"] = [{"name": "manifest", "ok": True, "detail": ""}]
+    old["signature"] = {"origin": None, "refused": {"exit": 0, "stderr": ""}}
+    assert picheck.signature_problems(old, "SHA256:k") == [
+        "the bundle's selfcheck has no signature check (its runtime predates signed bundles)",
+        "the altered copy was not refused as changed after signing: exit 0, (no error line)"]
+    unverified = copy.deepcopy(ok)
+    unverified["signature"]["origin"]["verified"] = False
+    assert picheck.signature_problems(unverified, "SHA256:k")[0].startswith("the bundle loaded unverified")
+
+
+def test_load_cost_is_medians_and_the_pairwise_ratio():
+    cost = picheck.load_cost({"signed_ms": [12.0, 30.0, 14.0], "unsigned_ms": [2.0, 3.0, 1.0],
+                              "check_ms": [10.0, 11.0, 12.0], "baseline_verified": False})
+    assert cost == {"pairs": 3, "signed_ms": 14.0, "unsigned_ms": 2.0, "ratio": 10.0, "ratio_min": 6.0,
+                    "ratio_max": 14.0, "extra_ms": 13.0, "check_ms": 11.0, "baseline_verified": False}
+    assert picheck.load_cost(None) is None
+    assert "| x86 | 2.0 | 14.0 | 10.00x [6.00, 14.00] | +13.0 | 11.0 |" == picheck.load_row("x86", cost)
+
+
+@pytest.mark.qemu
+def test_the_emulated_pi_verifies_a_signed_bundle_with_its_arm64_ssh_keygen(bundle, tmp_path):
+    """A bundle signed as `make bundle SIGNING_KEY=...` signs it, checked by pi-check against that
+    key: on the emulated Pi 4 and 5 the selfcheck verifies the signature with the userland's arm64
+    ssh-keygen (its wrapper's log: the AArch64 program, exit 0) and refuses the copy with one model
+    byte changed and every hash recomputed, in one line with exit 8, as x86 does."""
+    key = keypair(tmp_path / "keys", "release", "release key")
+    sign(bundle, key)
+    tarball = tmp_path / "signed.tar.gz"
+    with tarfile.open(tarball, "w:gz") as tar:
+        tar.add(bundle, arcname="bundle")
+    keys = trusted_keys(tmp_path / "trusted_keys", key)
+    out = tmp_path / "pi-check"
+    r = subprocess.run([sys.executable, "-m", "deploy.devicecheck.picheck", "--tarball", str(tarball),
+                        "--trusted-keys", str(keys), "--load-pairs", "1", "--cache", str(ROOT / ".cache" / "pi"),
+                        "--out", str(out)], cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, r.stderr[-2000:]
+    results = json.loads((out / "results.json").read_text())
+    fingerprint = subprocess.run(["ssh-keygen", "-l", "-f", f"{key}.pub"], capture_output=True,
+                                 text=True).stdout.split()[1]
+    assert results["signing"] == {"trusted_keys": str(keys), "fingerprint": fingerprint,
+                                  "how": f"the tarball's signature, {keys} trusted"}
+    host_refusal = results["host"]["signature"]["refused"]
+    assert host_refusal["exit"] == 8
+    program = str(ROOT / ".cache" / "pi" / "root" / "usr" / "bin" / "ssh-keygen")
+    for row in results["rows"]:
+        sig = row["signature"]
+        assert sig["checked"]["ok"] and f"signed by {fingerprint} (release key), trusted" in sig["checked"]["detail"]
+        assert sig["ssh_keygen"]["program"] == program and sig["ssh_keygen"]["elf_machine"] == "AArch64"
+        calls = sig["ssh_keygen"]["calls"]
+        assert {c["program"] for c in calls} == {program} and all(c["args"].startswith("-Y verify") for c in calls)
+        assert sorted(c["exit"] for c in calls)[-2:] == [0, 255] and sum(c["exit"] != 0 for c in calls) == 1
+        assert sig["refused"]["exit"] == 8 and len(sig["refused"]["stderr"].splitlines()) == 1
+        assert sig["refused"]["stderr"] == host_refusal["stderr"]  # the same line as x86's, word for word
+        assert "manifest.json | does not match its signature" in sig["refused"]["stderr"]
+        assert not row["problems"], row["problems"]
+    assert results["rows"][0]["load"]["pairs"] == results["host_load"]["pairs"] == 1
+    assert "Cost of verification at load" in (out / "results.md").read_text()

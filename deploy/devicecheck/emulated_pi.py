@@ -8,6 +8,14 @@ so both paths are the same deploy code). QEMU, the arm64 userland and the Pi-sty
 /proc/cpuinfo come from picheck. ROOT/proc/cpuinfo is shared by everything using that
 cache: the last device made there is the one every emulated host reports.
 
+The same goes for the ssh-keygen that checks a signed bundle (runtime/trust.py): an emulated
+runtime that execs ``ssh-keygen`` gets the host's x86 one, since QEMU user mode does not
+redirect execve. So DIR/bin/ssh-keygen runs the userland's arm64 ssh-keygen through the same
+QEMU command, and every runtime process of such a host needs ``EDGE_SSH_KEYGEN`` set to it
+in its environment (the ``environment`` returned); it is printed as the inventory's
+``edge_ssh_keygen``, which the deploy passes on to its gate, rollback, fleet-status and the
+service. A real Pi needs none: its ssh-keygen is on its PATH.
+
     python -m deploy.devicecheck.emulated_pi --dir DIR [--cache .cache/pi] [--device "Raspberry Pi 4"]
 
 prints the inventory variables for such a host on one line.
@@ -21,11 +29,13 @@ import shlex
 import sys
 from pathlib import Path
 
-from .picheck import DEVICES, PiCheckError, cpuinfo, ensure_qemu, ensure_root
+from .picheck import DEVICES, PiCheckError, cpuinfo, ensure_qemu, ensure_root, ssh_keygen_wrapper
 
 
 def make_device(folder: Path, cache: Path = Path(".cache/pi"), device: str = "Raspberry Pi 4") -> dict:
-    """folder/bin/python3 that runs arm64 Python 3.11 as `device`; returns python, launcher, device."""
+    """folder/bin/python3 that runs arm64 Python 3.11 as `device`, and folder/bin/ssh-keygen its
+    arm64 ssh-keygen; returns python, launcher, device, ssh_keygen, and environment: what every
+    runtime process of the host needs in its environment (EDGE_SSH_KEYGEN)."""
     if device not in DEVICES:
         raise PiCheckError(f"unknown device {device!r} (known: {', '.join(DEVICES)})", 3)
     spec = DEVICES[device]
@@ -43,7 +53,9 @@ def make_device(folder: Path, cache: Path = Path(".cache/pi"), device: str = "Ra
     python.write_text(f"#!/bin/sh\n# {device} (emulated arm64; made by deploy/devicecheck/emulated_pi.py)\n"
                       f'exec {launcher} {shlex.quote(str(root / "usr" / "bin" / "python3.11"))} "$@"\n')
     python.chmod(0o755)
-    return {"python": str(python), "launcher": launcher, "device": device}
+    keygen = ssh_keygen_wrapper(folder / "bin" / "ssh-keygen", launcher, root)
+    return {"python": str(python), "launcher": launcher, "device": device, "ssh_keygen": str(keygen),
+            "environment": {"EDGE_SSH_KEYGEN": str(keygen)}}
 
 
 def ini_value(text: str) -> str:
@@ -67,7 +79,8 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as e:
         print(f"error: emulated-pi: {f'{e.filename}: {e.strerror}' if e.filename else e}", file=sys.stderr)
         return 3
-    print(f"ansible_python_interpreter={ini_value(d['python'])} edge_python_launcher={ini_value(d['launcher'])}")
+    print(f"ansible_python_interpreter={ini_value(d['python'])} edge_python_launcher={ini_value(d['launcher'])} "
+          f"edge_ssh_keygen={ini_value(d['ssh_keygen'])}")
     return 0
 
 

@@ -11,15 +11,24 @@ celsius VALUES below; any other bundle (golden.json {"inputs", "outputs"}, any s
 gets its own golden inputs, as JSON lines through `predict --json --input -`, and a stream
 of a few of them with bad lines (not a number, empty, wrong length, outside the valid range).
 
-    python pi_smoke.py BUNDLE_DIR
+Signed bundles: the trusted keys come from the environment ($EDGE_TRUSTED_KEYS, and under
+emulation $EDGE_SSH_KEYGEN, the arm64 ssh-keygen's wrapper), as for any runtime process.
+``--refused DIR`` also runs `selfcheck` on DIR (a copy that must be refused) and records its
+exit code and error line; ``--load-pairs N`` times ``Runner.from_bundle`` with the trusted
+keys and without, N alternating pairs (and ``trust.check`` alone), the cost of verification.
+
+    python pi_smoke.py BUNDLE_DIR [--refused DIR] [--load-pairs N]
 """
 
+import argparse
 import contextlib
 import io
 import json
+import os
 import platform
 import sys
 import time
+from pathlib import Path
 
 T0 = time.perf_counter()
 VALUES = ["-273.15", "-40", "0", "36.6", "37.5", "100", "451", "1000"]
@@ -82,8 +91,67 @@ def example_lines(bundle: str) -> tuple[list, bytes, bytes] | None:
     return inputs, b"\n".join(lines) + b"\n", b"\n".join(stream) + b"\n"
 
 
+def origin_of(runner) -> dict | None:
+    """Who signed the bundle a Runner loaded, and whether this process trusts them (None: a
+    runtime from before signed bundles)."""
+    origin = getattr(runner, "origin", None)
+    if origin is None:
+        return None
+    return {"verified": bool(origin.verified), "fingerprint": origin.key.fingerprint if origin.key else None,
+            "detail": origin.detail}
+
+
+def load_timings(runner_cls, bundle: str, pairs: int) -> dict | None:
+    """``Runner.from_bundle`` in ms with $EDGE_TRUSTED_KEYS set and unset, ``pairs`` alternating
+    pairs after one warm-up each (which goes first alternates too), and ``trust.check`` alone."""
+    try:
+        from runtime import trust
+    except ImportError:  # a runtime from before signed bundles
+        return None
+    keys = os.environ.get(trust.ENV)
+    if not keys or pairs <= 0:
+        return None
+    if os.path.lexists(trust.SYSTEM_FILE):  # then "without keys" would trust that file's
+        return {"signed_ms": [], "unsigned_ms": [], "check_ms": [], "baseline_verified": True,
+                "skipped": f"{trust.SYSTEM_FILE} exists: no load without trusted keys to compare with"}
+
+    def once(with_keys: bool) -> tuple[float, bool]:
+        if with_keys:
+            os.environ[trust.ENV] = keys
+        else:
+            os.environ.pop(trust.ENV, None)
+        t = time.perf_counter()
+        with runner_cls.from_bundle(bundle) as r:
+            ms = (time.perf_counter() - t) * 1e3
+            return ms, bool((origin_of(r) or {}).get("verified"))
+
+    signed, unsigned, baseline_verified = [], [], False
+    try:
+        once(True)  # warm-ups: the files in the page cache, onnxruntime's first session
+        once(False)
+        for i in range(pairs):
+            for with_keys in ((True, False) if i % 2 == 0 else (False, True)):
+                ms, verified = once(with_keys)
+                (signed if with_keys else unsigned).append(ms)
+                baseline_verified |= verified and not with_keys
+    finally:
+        os.environ[trust.ENV] = keys
+    data, trusted = Path(bundle, "manifest.json").read_bytes(), trust.read_keys(keys)
+    check = []
+    for _ in range(pairs):
+        t = time.perf_counter()
+        trust.check(Path(bundle), data, trusted)
+        check.append((time.perf_counter() - t) * 1e3)
+    return {"signed_ms": signed, "unsigned_ms": unsigned, "check_ms": check, "baseline_verified": baseline_verified}
+
+
 def main() -> None:
-    bundle = sys.argv[1]
+    p = argparse.ArgumentParser(prog="pi_smoke.py")
+    p.add_argument("bundle")
+    p.add_argument("--refused", help="a bundle the device must refuse: its selfcheck's exit code and stderr")
+    p.add_argument("--load-pairs", type=int, default=0)
+    a = p.parse_args()
+    bundle = a.bundle
     sys.path.insert(0, bundle)
     import numpy as np
     import onnxruntime as ort
@@ -95,6 +163,10 @@ def main() -> None:
     code, out, err = cli(runtime_main, ["selfcheck", "--json", "--bundle", bundle])
     selfcheck = json.loads(out) if out else {"passed": False, "checks": []}
     selfcheck_s = time.perf_counter() - imported
+    refused = None
+    if a.refused:
+        code_r, _, err_r = cli(runtime_main, ["selfcheck", "--bundle", a.refused])
+        refused = {"exit": code_r, "stderr": err_r}
 
     examples = example_lines(bundle)
     if examples is None:  # the tutorial's bundle: today's fixed values, stream and timings
@@ -106,6 +178,7 @@ def main() -> None:
         code_s, out_s, err_s = cli(runtime_main, ["stream", "--bundle", bundle], stream_in)
 
     with Runner.from_bundle(bundle) as r:
+        origin = origin_of(r)
         if examples is None:
             r.predict(1.0)
             n = 2000
@@ -133,6 +206,7 @@ def main() -> None:
             r.predict(big)
             batch = time.perf_counter() - t
             batch_key = "batch_1k_ms"
+    load = load_timings(Runner, bundle, a.load_pairs)
 
     cpu = cpuinfo()
     print(json.dumps({
@@ -146,6 +220,8 @@ def main() -> None:
                       "stderr": err},
         "predict": {"exit": code_p, "output": json.loads(out_p) if code_p == 0 else None, "stderr": err_p},
         "stream": {"exit": code_s, "lines": out_s.splitlines(), "stderr": err_s},
+        "signature": {"origin": origin, "refused": refused, "ssh_keygen": os.environ.get("EDGE_SSH_KEYGEN")},
+        "load": load,
         "timings": {
             "start_to_imported_s": imported - T0,
             "selfcheck_s": selfcheck_s,

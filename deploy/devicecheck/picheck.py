@@ -11,6 +11,18 @@ the same smoke run done natively here, within the manifest's tolerances. Any bun
 tutorial's gets fixed celsius values, any other signature its golden inputs (every output
 value, flattened, within the golden atol/rtol; a classification's labels equal too).
 
+The signature (runtime/trust.py) is checked the device's way too, by the arm64 ssh-keygen:
+an unsigned tarball is signed with a throwaway key made in the work folder (a signed one is
+checked against ``--trusted-keys``, else the key its signature names); every smoke run
+trusts it ($EDGE_TRUSTED_KEYS), and its selfcheck must verify it. An emulated program that
+execs ``ssh-keygen`` would get the host's x86 one (QEMU user mode does not redirect execve),
+so the emulated runs get $EDGE_SSH_KEYGEN, a wrapper running the userland's arm64
+``usr/bin/ssh-keygen`` (openssh-client) through the same QEMU and logging each call; the
+log must show that AArch64 program verifying, and refusing a copy of the bundle with one
+model byte changed and every hash recomputed (selfcheck exit 8). The report also gives the
+cost of verification at load: ``Runner.from_bundle`` with and without the trusted keys,
+natively and on the emulated Pi 4, alternating, medians and ratios from the same run.
+
 Setup goes under a cache folder (default .cache/pi: root/, wheelhouse/, site-<id>/) and is
 reused. QEMU 7.2 passes the host's x86 /proc/cpuinfo through, and onnxruntime's CPU
 detection then crashes; ``-L ROOT`` redirects the guest's open of /proc/cpuinfo to
@@ -19,19 +31,25 @@ real Pi 4 rejects (onnxruntime 1.21.0's SIGILL on real Pi 4s passed under emulat
 emulated timings are not a Pi's.
 
     python -m deploy.devicecheck.picheck --tarball dist/bundle.tar.gz [--cache .cache/pi] [--out build/pi-check]
+        [--trusted-keys PATH] [--load-pairs N]
 
-Exit codes: 0 both devices gave x86's answers and passed the selfcheck; 1 a check did not
-hold (or an emulated run failed or timed out); 3 setup failed (tarball missing or unreadable,
-QEMU, the arm64 userland, the wheelhouse). Errors are one line on stderr.
+Exit codes: 0 both devices gave x86's answers, passed the selfcheck with the signature verified
+by their arm64 ssh-keygen, and refused the altered copy; 1 a check did not hold (or an emulated
+run failed or timed out); 3 setup failed (tarball missing or unreadable, its signature file not
+one, QEMU, the arm64 userland, the wheelhouse). Errors are one line on stderr.
 """
 
 from __future__ import annotations
 
 import argparse
+import fcntl
+import hashlib
 import json
 import os
 import re
+import shlex
 import shutil
+import statistics
 import subprocess
 import sys
 import tarfile
@@ -40,10 +58,16 @@ import time
 from pathlib import Path
 
 from deploy import wheelhouse
+from runtime.errors import BundleError
 
 HERE = Path(__file__).resolve().parent
 SMOKE = HERE / "pi_smoke.py"
-PACKAGES = ("python3.11", "libstdc++6")  # onnxruntime needs libstdc++; python3.11 brings the rest
+# onnxruntime needs libstdc++; python3.11 brings the rest; openssh-client is the device's ssh-keygen,
+# which checks a signed bundle (runtime/trust.py) and must be the arm64 one too (ssh_keygen_wrapper)
+PACKAGES = ("python3.11", "libstdc++6", "openssh-client")
+PROVIDES = {"python3.11": "usr/bin/python3.11", "libstdc++6": "usr/lib/aarch64-linux-gnu/libstdc++.so.6",
+            "openssh-client": "usr/bin/ssh-keygen"}  # a file each package puts in the userland
+LOAD_PAIRS = 5  # Runner.from_bundle with and without trusted keys, natively and on the first device
 TARGET = "aarch64:3.11:2.36"  # the wheelhouse target: Debian bookworm's (and Raspberry Pi OS's) Python and glibc
 
 # The devices: QEMU CPU model and what their /proc/cpuinfo says (Raspberry Pi OS, 64-bit).
@@ -121,12 +145,40 @@ def debian_mirrors() -> tuple[str, str]:
     return main.rstrip("/"), security.rstrip("/")
 
 
+def missing_from(root: Path) -> list[str]:
+    """The PACKAGES whose file (PROVIDES) the userland at ``root`` lacks: all of them when there is
+    none, the newer ones when it was made before they were added (then it is made again)."""
+    return [pkg for pkg in PACKAGES if not (root / PROVIDES[pkg]).exists()]
+
+
+def apt_selected(simulated: str) -> list[str]:
+    """The .deb file names ``apt-get -s install`` says it installs (``Inst NAME (VERSION ... [ARCH])``),
+    as APT names them in its archives (the epoch's colon as %3a). The archives may also hold older
+    versions from earlier runs (a point release since): only these are unpacked."""
+    names = []
+    for m in re.finditer(r"^Inst (\S+) (?:\[[^\]]*\] )?\((\S+) .*\[([^\]]+)\]\)", simulated, re.M):
+        name, version, arch = m.group(1).split(":")[0], m.group(2), m.group(3)
+        names.append(f"{name}_{version.replace(':', '%3a')}_{arch}.deb")
+    return names
+
+
 def ensure_root(cache: Path) -> Path:
-    """An unpacked arm64 Debian bookworm userland with python3.11, under cache/root."""
+    """An unpacked arm64 Debian bookworm userland with PACKAGES (python3.11, libstdc++6, openssh-client's
+    ssh-keygen), under cache/root. Made again, beside the old one and then swapped in, when it lacks a
+    package's file (a cache from before that package was added); runs using the old one keep it."""
     root = cache / "root"
-    if (root / "usr" / "bin" / "python3.11").exists():
+    if not missing_from(root):
         return root
-    say("downloading Debian bookworm's arm64 python3.11 (private APT config) ...")
+    with open(cache / ".root.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # another pi-check or emulated Pi making it at the same time
+        lacking = missing_from(root)
+        if not lacking:
+            return root
+        say(f"downloading Debian bookworm's arm64 {', '.join(lacking)} and what they need (private APT config) ...")
+        return make_root(cache, root)
+
+
+def make_root(cache: Path, root: Path) -> Path:
     apt = cache / "apt"
     for d in ("lists/partial", "cache/archives/partial", "etc/parts"):
         (apt / d).mkdir(parents=True, exist_ok=True)
@@ -147,24 +199,43 @@ def ensure_root(cache: Path) -> Path:
         f'Dir::Etc::PreferencesParts "{apt}/etc/parts";\n'
     )
     env = {**os.environ, "APT_CONFIG": str(conf)}
+    install = ["--no-install-recommends", "install", *PACKAGES]
     run(["apt-get", "update", "-qq"], "apt-get update (arm64)", env=env)
-    run(["apt-get", "-qq", "-y", "--download-only", "--no-install-recommends", "install", *PACKAGES],
-        "apt-get download (arm64)", env=env)
-    debs = sorted((apt / "cache" / "archives").glob("*.deb"))
+    run(["apt-get", "-qq", "-y", "--download-only", *install], "apt-get download (arm64)", env=env)
+    names = apt_selected(run(["apt-get", "-s", *install], "apt-get -s install (arm64)", env=env).stdout)
+    archives = apt / "cache" / "archives"
+    debs = [archives / n for n in names]
     if not debs:
-        raise PiCheckError("no arm64 packages were downloaded", 3)
+        raise PiCheckError("no arm64 packages were selected", 3)
+    absent = [d.name for d in debs if not d.is_file()]
+    if absent:
+        raise PiCheckError(f"apt-get did not download {absent[0]} (and {len(absent) - 1} more)", 3)
     tmp = Path(tempfile.mkdtemp(prefix="root.", dir=cache))
-    for d in ("bin", "sbin", "lib"):  # bookworm's merged /usr: keep these as symlinks
-        (tmp / "usr" / d).mkdir(parents=True, exist_ok=True)
-        (tmp / d).symlink_to(f"usr/{d}")
-    for deb in debs:
-        data = run(["dpkg-deb", "--fsys-tarfile", str(deb)], f"dpkg-deb {deb.name}", text=False).stdout
-        r = subprocess.run(["tar", "-x", "--keep-directory-symlink", "-C", str(tmp)], input=data, capture_output=True)
-        if r.returncode != 0:
-            raise PiCheckError(f"unpacking {deb.name} failed: {r.stderr.decode().strip()[:200]}", 3)
-    (tmp / "proc").mkdir(exist_ok=True)
-    shutil.rmtree(root, ignore_errors=True)
-    tmp.replace(root)
+    try:
+        for d in ("bin", "sbin", "lib"):  # bookworm's merged /usr: keep these as symlinks
+            (tmp / "usr" / d).mkdir(parents=True, exist_ok=True)
+            (tmp / d).symlink_to(f"usr/{d}")
+        for deb in debs:
+            data = run(["dpkg-deb", "--fsys-tarfile", str(deb)], f"dpkg-deb {deb.name}", text=False).stdout
+            r = subprocess.run(["tar", "-x", "--keep-directory-symlink", "-C", str(tmp)], input=data, capture_output=True)
+            if r.returncode != 0:
+                raise PiCheckError(f"unpacking {deb.name} failed: {r.stderr.decode().strip()[:200]}", 3)
+        (tmp / "proc").mkdir(exist_ok=True)
+        if (root / "proc" / "cpuinfo").is_file():  # the device the old one was made for, until the next is made
+            shutil.copy2(root / "proc" / "cpuinfo", tmp / "proc" / "cpuinfo")
+        lacking = missing_from(tmp)
+        if lacking:
+            raise PiCheckError(f"the arm64 packages have no {PROVIDES[lacking[0]]} ({lacking[0]})", 3)
+    except BaseException:  # a half-made userland is never left behind
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    old = None
+    if root.exists():  # renamed aside, not deleted first: a run using it keeps its open files
+        old = Path(tempfile.mkdtemp(prefix="root-old.", dir=cache))
+        root.rename(old / "root")
+    tmp.rename(root)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
     say(f"arm64 userland ready: {len(debs)} packages in {root}")
     return root
 
@@ -184,9 +255,158 @@ def ensure_site(cache: Path, requirements: str) -> Path:
         raise PiCheckError(str(e), 3) from None
 
 
-def smoke(python: list[str], bundle: Path, env: dict, timeout: float) -> tuple[dict, float]:
+ELF_MACHINES = {183: "AArch64", 62: "x86-64", 40: "ARM", 3: "x86"}
+
+
+def elf_machine(path: Path) -> str:
+    """What an executable's ELF header says it runs on ("AArch64", "x86-64", ...), without running it."""
+    with open(path, "rb") as f:
+        head = f.read(20)
+    if len(head) < 20 or head[:4] != b"\x7fELF":
+        return "not an ELF file"
+    machine = int.from_bytes(head[18:20], "little" if head[5] == 1 else "big")
+    return ELF_MACHINES.get(machine, f"ELF machine {machine}")
+
+
+def ssh_keygen_wrapper(path: Path, launcher: str, root: Path, log: Path | None = None) -> Path:
+    """A script at ``path`` that runs the arm64 userland's ssh-keygen through QEMU (``launcher``,
+    shell-quoted), for $EDGE_SSH_KEYGEN of an emulated device: an emulated program that execs
+    ``ssh-keygen`` gets the host's x86 one (QEMU user mode does not redirect execve, and without
+    binfmt_misc the kernel cannot run the arm64 one itself). The runtime's /dev/fd/N pipes pass
+    through: the script and QEMU keep the descriptors. With ``log``, each call appends a line
+    there: its exit status, the program QEMU ran, and its arguments."""
+    program = shlex.quote(str(root / "usr" / "bin" / "ssh-keygen"))
+    head = "#!/bin/sh\n# ssh-keygen of an emulated arm64 device (made by deploy/devicecheck)\n"
+    if log is None:
+        body = f'exec {launcher} {program} "$@"\n'
+    else:
+        body = (f'{launcher} {program} "$@"\nrc=$?\n'
+                f'printf \'%s\\t%s\\t%s\\n\' "$rc" {program} "$*" >> {shlex.quote(str(log))}\nexit $rc\n')
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(head + body)
+    path.chmod(0o755)
+    return path
+
+
+def signing(bundle: Path, work: Path, trusted: Path | None) -> dict:
+    """The keys the check trusts: ``trusted`` (--trusted-keys) for a signed bundle; else the key a
+    signed bundle's signature names (pi-check proves the device's verify path, not who built it:
+    `make deploy` holds a release to the fleet's keys); else, for an unsigned bundle, a throwaway
+    ed25519 key made in ``work``, which signs manifest.json as `make bundle` does. Returns the
+    trusted-keys file, the fingerprint expected to sign, and how (for the report)."""
+    from runtime import trust
+
+    sig = bundle / trust.SIGNATURE
+    keys = work / "trusted_keys"
+    if sig.is_file():
+        signer = trust.signer(sig.read_bytes())  # TrustError when it is not one: exit 3 below
+        if trusted is not None:
+            return {"trusted_keys": str(trusted), "fingerprint": signer.fingerprint,
+                    "how": f"the tarball's signature, {trusted} trusted"}
+        keys.write_text(f"# the key the tarball's signature names (pi-check)\n{signer.line} tarball-signer\n")
+        return {"trusted_keys": str(keys), "fingerprint": signer.fingerprint,
+                "how": "the tarball's signature, its key trusted"}
+    if trusted is not None:
+        raise PiCheckError(f"--trusted-keys {trusted}: the tarball is unsigned (without --trusted-keys pi-check "
+                           "signs it with a throwaway key)", 3)
+    key = work / "throwaway-key"
+    run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "pi-check throwaway key", "-f", str(key)],
+        "ssh-keygen (a throwaway key)")
+    signed = subprocess.run(["ssh-keygen", "-Y", "sign", "-f", str(key), "-n", trust.NAMESPACE],
+                            input=(bundle / "manifest.json").read_bytes(), capture_output=True)
+    if signed.returncode != 0:
+        raise PiCheckError(f"ssh-keygen -Y sign failed: {signed.stderr.decode(errors='replace').strip()}", 3)
+    sig.write_bytes(signed.stdout)
+    keys.write_text("# pi-check's throwaway key\n" + Path(f"{key}.pub").read_text())
+    return {"trusted_keys": str(keys), "fingerprint": trust.parse_public_key(Path(f"{key}.pub").read_text()).fingerprint,
+            "how": "unsigned tarball, signed here with a throwaway key"}
+
+
+def altered_copy(bundle: Path, dest: Path) -> Path:
+    """A copy of ``bundle`` in ``dest`` with one byte of its model changed and every hash recomputed
+    (manifest.json's entry, manifest.json.sha256), its signature kept: the attack a signature stops.
+    Its manifest.json then differs from the bytes that were signed."""
+    copy = dest / "bundle"
+    shutil.copytree(bundle, copy)
+    manifest = json.loads((copy / "manifest.json").read_text())
+    name = manifest["model"]["file"]
+    model = bytearray((copy / name).read_bytes())
+    model[-5] ^= 0x01
+    (copy / name).write_bytes(bytes(model))
+    manifest["files"][name] = hashlib.sha256(model).hexdigest()
+    data = (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode()
+    (copy / "manifest.json").write_bytes(data)
+    (copy / "manifest.json.sha256").write_text(f"{hashlib.sha256(data).hexdigest()}  manifest.json\n")
+    return copy
+
+
+def verify_calls(log: Path) -> list[dict]:
+    """The wrapper's log (ssh_keygen_wrapper): one {"exit", "program", "args"} per ssh-keygen run."""
+    calls = []
+    for line in log.read_text().splitlines() if log.is_file() else []:
+        rc, program, args = (line.split("\t", 2) + ["", ""])[:3]
+        calls.append({"exit": int(rc), "program": program, "args": args})
+    return calls
+
+
+def signature_problems(run_: dict, fingerprint: str) -> list[str]:
+    """What a smoke run's signature results lack: its selfcheck's signature check passed, verified
+    (by ``fingerprint``), the Runner it loaded says the same, and the altered copy was refused with
+    one line and exit 8 (docs/exit-codes.md)."""
+    problems = []
+    check = next((c for c in run_["selfcheck"]["checks"] or [] if c["name"] == "signature"), None)
+    if check is None:
+        problems.append("the bundle's selfcheck has no signature check (its runtime predates signed bundles)")
+    elif not check["ok"]:
+        problems.append(f"the signature check failed: {check['detail']}")
+    origin = run_["signature"]["origin"]
+    if check is not None and not (origin and origin["verified"] and origin["fingerprint"] == fingerprint):
+        problems.append(f"the bundle loaded unverified or by another key ({origin}), expected {fingerprint}")
+    refused = run_["signature"]["refused"] or {"exit": None, "stderr": ""}
+    lines = refused["stderr"].splitlines()
+    if refused["exit"] != 8 or len(lines) != 1 or "does not match its signature" not in lines[0]:
+        problems.append(f"the altered copy was not refused as changed after signing: exit {refused['exit']}, "
+                        f"{' | '.join(lines) or '(no error line)'}")
+    return problems
+
+
+def arm64_problems(calls: list[dict], root: Path) -> list[str]:
+    """Whether the emulated run's signature checks ran the arm64 ssh-keygen (the wrapper's log):
+    every call was ROOT/usr/bin/ssh-keygen, an AArch64 ELF, at least one verified (exit 0) and
+    exactly one refused (the altered copy)."""
+    program = root / "usr" / "bin" / "ssh-keygen"
+    verifies = [c for c in calls if c["args"].startswith("-Y verify")]
+    if not verifies:
+        return ["no ssh-keygen -Y verify ran through the arm64 wrapper ($EDGE_SSH_KEYGEN not used?)"]
+    problems = []
+    if any(c["program"] != str(program) for c in calls):
+        problems.append(f"an ssh-keygen other than {program} ran: {calls}")
+    if elf_machine(program) != "AArch64":
+        problems.append(f"{program} is {elf_machine(program)}, not AArch64")
+    if not any(c["exit"] == 0 for c in verifies) or sum(c["exit"] != 0 for c in verifies) != 1:
+        problems.append(f"the arm64 ssh-keygen's exits were {[c['exit'] for c in verifies]}: expected 0s and one refusal")
+    return problems
+
+
+def load_cost(load: dict | None) -> dict | None:
+    """Medians of the smoke run's load timings (pi_smoke's --load-pairs): Runner.from_bundle with the
+    trusted keys and without, alternating; the ratio pair by pair, and the difference."""
+    if load and load.get("skipped"):
+        return {"skipped": load["skipped"]}
+    if not load or not load.get("signed_ms"):
+        return None
+    signed, plain = load["signed_ms"], load["unsigned_ms"]
+    ratios = sorted(a / b for a, b in zip(signed, plain))
+    return {"pairs": len(ratios), "signed_ms": statistics.median(signed), "unsigned_ms": statistics.median(plain),
+            "ratio": statistics.median(ratios), "ratio_min": ratios[0], "ratio_max": ratios[-1],
+            "extra_ms": statistics.median(a - b for a, b in zip(signed, plain)),
+            "check_ms": statistics.median(load["check_ms"]) if load.get("check_ms") else None,
+            "baseline_verified": load.get("baseline_verified", False)}
+
+
+def smoke(python: list[str], bundle: Path, env: dict, timeout: float, *args: str) -> tuple[dict, float]:
     t = time.perf_counter()
-    r = subprocess.run([*python, str(SMOKE), str(bundle)], cwd=bundle, capture_output=True, text=True,
+    r = subprocess.run([*python, str(SMOKE), str(bundle), *args], cwd=bundle, capture_output=True, text=True,
                        env=env, timeout=timeout)
     wall = time.perf_counter() - t
     if r.returncode != 0:
@@ -272,17 +492,61 @@ def batch_timing(t: dict) -> tuple[str, float]:
 
 def table(rows: list[dict]) -> str:
     size = batch_timing(rows[0]["timings"])[0] if rows else "100k"
-    head = ("| device (emulated) | QEMU CPU | CPU part seen | onnxruntime | selfcheck | max diff vs x86 | "
-            f"import (s, emulated) | predict batch 1 (us, emulated) | batch {size} (ms, emulated) | smoke wall (s) | result |")
-    lines = [head, "|" + "---|" * 11]
+    head = ("| device (emulated) | QEMU CPU | CPU part seen | onnxruntime | selfcheck | signature (arm64 ssh-keygen) | "
+            f"max diff vs x86 | import (s, emulated) | predict batch 1 (us, emulated) | batch {size} (ms, emulated) | "
+            "smoke wall (s) | result |")
+    lines = [head, "|" + "---|" * 12]
     for r in rows:
         t = r["timings"]
         lines.append(
             f"| {r['device']} | {r['qemu_cpu']} | {r['cpu_part']} | {r['onnxruntime']} | {'passed' if r['selfcheck'] else 'FAILED'} | "
-            f"{r['max_diff']:.3g} | {t['start_to_imported_s']:.2f} | {t['predict_batch1_us']:.0f} | "
+            f"{signature_cell(r)} | {r['max_diff']:.3g} | {t['start_to_imported_s']:.2f} | {t['predict_batch1_us']:.0f} | "
             f"{batch_timing(t)[1]:.1f} | {r['wall_s']:.1f} | {'ok' if not r['problems'] else 'FAIL'} |"
         )
     return "\n".join(lines)
+
+
+def signature_cell(row: dict) -> str:
+    sig = row.get("signature") or {}
+    checked, refused = sig.get("checked"), sig.get("refused") or {}
+    calls = (sig.get("ssh_keygen") or {}).get("calls") or []
+    if not (checked and checked["ok"]) or not row.get("signature_ok", True):
+        return "FAILED"
+    return f"verified, altered copy refused (exit {refused.get('exit')}); {len(calls)} arm64 runs"
+
+
+def load_row(where: str, cost: dict | None) -> str:
+    if cost is None or "skipped" in cost:
+        why = f" ({cost['skipped']})" if cost else ""
+        return f"| {where}{why} | - | - | - | - | - |"
+    check = f"{cost['check_ms']:.1f}" if cost["check_ms"] is not None else "-"
+    note = " (without keys verified too: a system trusted-keys file?)" if cost["baseline_verified"] else ""
+    return (f"| {where}{note} | {cost['unsigned_ms']:.1f} | {cost['signed_ms']:.1f} | {cost['ratio']:.2f}x "
+            f"[{cost['ratio_min']:.2f}, {cost['ratio_max']:.2f}] | {cost['extra_ms']:+.1f} | {check} |")
+
+
+def signature_report(signed: dict, rows: list[dict], host_load: dict | None) -> str:
+    """The signature's part of results.md: what was trusted, what ran, what it refused, what it costs."""
+    refusal = next((r["signature"]["refused"]["stderr"].strip() for r in rows if r.get("signature")), "")
+    program = next((r["signature"]["ssh_keygen"] for r in rows if r.get("signature")), {})
+    calls = ", ".join(f"{r['device']} {len(r['signature']['ssh_keygen']['calls'])} (exits "
+                      f"{sorted({c['exit'] for c in r['signature']['ssh_keygen']['calls']})})" for r in rows)
+    pairs = next((c["pairs"] for c in [host_load, *(r.get("load") for r in rows)] if c and "pairs" in c), 0)
+    lines = [
+        f"Signature: {signed['how']} ({signed['fingerprint']}). On each device the runtime ran "
+        f"`ssh-keygen -Y verify` through $EDGE_SSH_KEYGEN, a wrapper running {program.get('program')} "
+        f"({program.get('elf_machine')} ELF) under the same QEMU: {calls}. A copy with one byte of the model "
+        f"changed and every hash recomputed was refused: `{refusal}`.",
+        "",
+        f"Cost of verification at load: `Runner.from_bundle` with the trusted keys against without, alternating, "
+        f"medians of {pairs} pairs in this run (ratio pair by pair; emulated timings are not a Pi's):",
+        "",
+        "| where | without keys (ms) | with keys (ms) | ratio [min, max] | added (ms) | trust.check alone (ms) |",
+        "|---|---|---|---|---|---|",
+        load_row("x86-64 (native)", host_load),
+        *(load_row(f"{r['device']} (emulated)", r["load"]) for r in rows if r.get("load")),
+    ]
+    return "\n".join(lines) + "\n"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -291,10 +555,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--cache", type=Path, default=Path(".cache/pi"))
     p.add_argument("--out", type=Path, default=Path("build/pi-check"))
     p.add_argument("--timeout", type=float, default=300, help="seconds per emulated run (default: 300)")
+    p.add_argument("--trusted-keys", type=Path, metavar="PATH",
+                   help="for a signed tarball: the keys to trust (default: the key its signature names; an "
+                        "unsigned tarball is signed with a throwaway key)")
+    p.add_argument("--load-pairs", type=int, default=LOAD_PAIRS,
+                   help=f"Runner.from_bundle timings with and without trusted keys, natively and on the first "
+                        f"device (default: {LOAD_PAIRS} pairs; 0: none)")
     a = p.parse_args(argv)
     try:
         if not a.tarball.is_file():
             raise PiCheckError(f"{a.tarball}: not found (run `make bundle` first)", 3)
+        if a.trusted_keys is not None and not a.trusted_keys.is_file():
+            raise PiCheckError(f"--trusted-keys {a.trusted_keys}: not found", 3)
         try:
             requirements = wheelhouse.bundle_requirements(a.tarball)  # read first: a bad tarball fails before setup
         except wheelhouse.WheelhouseError as e:
@@ -311,33 +583,61 @@ def main(argv: list[str] | None = None) -> int:
             site = ensure_site(cache, requirements)
             manifest = json.loads((bundle / "manifest.json").read_text())
             atol, rtol = manifest["golden"]["atol"], manifest["golden"]["rtol"]
-            host_env = {**os.environ, "PYTHONPATH": ""}
-            host, host_wall = smoke([sys.executable], bundle, host_env, a.timeout)
+            try:
+                signed = signing(bundle, work, a.trusted_keys and a.trusted_keys.resolve())
+            except BundleError as e:  # trust.TrustError: a signature file that is not one
+                raise PiCheckError(f"{a.tarball}: {e.message}", 3) from None
+            altered = altered_copy(bundle, work / "altered")
+            trust_env = {"EDGE_TRUSTED_KEYS": signed["trusted_keys"]}
+            pairs = ["--load-pairs", str(a.load_pairs)] if a.load_pairs > 0 else []
+            host_env = {k: v for k, v in os.environ.items() if k != "EDGE_SSH_KEYGEN"}
+            host_env.update(PYTHONPATH="", **trust_env)
+            host, host_wall = smoke([sys.executable], bundle, host_env, a.timeout, "--refused", str(altered), *pairs)
+            problems = signature_problems(host, signed["fingerprint"])
+            if problems:
+                raise PiCheckError(f"x86 reference: {problems[0]}")
             rows = []
-            for name, device in DEVICES.items():
+            for n, (name, device) in enumerate(DEVICES.items()):
                 (root / "proc" / "cpuinfo").write_text(cpuinfo(device, os.cpu_count() or 1))
                 say(f"{name}: qemu-aarch64-static -cpu {device['qemu_cpu']} ...")
+                launcher = shlex.join([qemu, "-cpu", device["qemu_cpu"], "-L", str(root)])
+                log = work / f"ssh-keygen.{device['qemu_cpu']}.log"
+                keygen = ssh_keygen_wrapper(work / device["qemu_cpu"] / "ssh-keygen", launcher, root, log)
                 env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(site), "PYTHONDONTWRITEBYTECODE": "1",
-                       "LANG": "C.UTF-8"}
+                       "LANG": "C.UTF-8", "EDGE_SSH_KEYGEN": str(keygen), **trust_env}
                 guest, wall = smoke([qemu, "-cpu", device["qemu_cpu"], "-L", str(root),
-                                     str(root / "usr" / "bin" / "python3.11")], bundle, env, a.timeout)
+                                     str(root / "usr" / "bin" / "python3.11")], bundle, env, a.timeout,
+                                    "--refused", str(altered), *(pairs if n == 0 else []))
                 if guest["machine"] != "aarch64":
                     raise PiCheckError(f"{name}: the smoke run saw machine {guest['machine']!r}, expected aarch64")
                 worst, problems = compare(guest, host, atol, rtol)
+                calls = verify_calls(log)
+                sig_problems = signature_problems(guest, signed["fingerprint"]) + arm64_problems(calls, root)
+                problems += sig_problems
                 rows.append({"device": name, "qemu_cpu": device["qemu_cpu"], "cpu_part": guest["cpu_part"],
                              "onnxruntime": guest["onnxruntime"], "numpy": guest["numpy"],
                              "python": guest["python"], "selfcheck": bool(guest["selfcheck"]["passed"]),
                              "max_diff": worst, "problems": problems, "timings": guest["timings"],
-                             "wall_s": wall})
+                             "wall_s": wall, "signature_ok": not sig_problems, "signature": {
+                                 "checked": next((c for c in guest["selfcheck"]["checks"] or []
+                                                  if c["name"] == "signature"), None),
+                                 "refused": guest["signature"]["refused"],
+                                 "ssh_keygen": {"program": str(root / "usr" / "bin" / "ssh-keygen"),
+                                                "elf_machine": elf_machine(root / "usr" / "bin" / "ssh-keygen"),
+                                                "calls": calls}},
+                             "load": load_cost(guest.get("load"))})
         finally:
             shutil.rmtree(work, ignore_errors=True)
+        host_load = load_cost(host.get("load"))
         md = (f"# pi-check: {a.tarball} under QEMU (emulated arm64)\n\n{table(rows)}\n\n"
               f"x86 reference on this machine: onnxruntime {host['onnxruntime']}, "
-              f"predict batch 1 {host['timings']['predict_batch1_us']:.1f} us, smoke wall {host_wall:.1f} s.\n"
+              f"predict batch 1 {host['timings']['predict_batch1_us']:.1f} us, smoke wall {host_wall:.1f} s.\n\n"
+              f"{signature_report(signed, rows, host_load)}\n"
               "Timings under QEMU are emulated, not a Pi's. Emulation cannot catch instructions a real Pi 4 "
               "rejects (onnxruntime 1.21.0's SIGILL on real Pi 4s passed under QEMU).\n")
         a.out.mkdir(parents=True, exist_ok=True)
-        (a.out / "results.json").write_text(json.dumps({"rows": rows, "host": host}, indent=2) + "\n")
+        (a.out / "results.json").write_text(json.dumps({"rows": rows, "host": host, "host_load": host_load,
+                                                        "signing": signed}, indent=2) + "\n")
         (a.out / "results.md").write_text(md)
         print(md)
         failed = [f"{r['device']}: {r['problems'][0]}" for r in rows if r["problems"]]
