@@ -83,6 +83,8 @@ class SshHost:
         self.vars = dict(vars or {})
         self.dir = fleet.base / "hosts" / name
         self.edge_root = self.dir / "edge-model"
+        # The host's edge_trusted_keys_file: its own, under its folder (not the machine's /etc/edge-model).
+        self.trusted_keys_file = self.dir / "etc-edge-model" / "trusted_keys"
         self.port = 0
         self.pid: int | None = None
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -239,7 +241,7 @@ class Fleet:
         for h in self.hosts.values() if hosts is None else hosts:
             hv = {"ansible_host": "127.0.0.1", "ansible_port": h.port, "ansible_user": "root",
                   "ansible_ssh_private_key_file": self.client_key, "ansible_python_interpreter": h.python,
-                  "edge_root": h.edge_root, **h.vars}
+                  "edge_root": h.edge_root, "edge_trusted_keys_file": h.trusted_keys_file, **h.vars}
             lines.append(" ".join([h.name, *(f"{k}={_host_value(v)}" for k, v in hv.items())]))
         gv = {"ansible_ssh_common_args": f"-o UserKnownHostsFile={self.known_hosts} -o StrictHostKeyChecking=yes",
               **(all_vars or {})}
