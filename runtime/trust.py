@@ -41,6 +41,7 @@ SYSTEM_FILE = "/etc/edge-model/trusted_keys"
 SSH_KEYGEN_ENV = "EDGE_SSH_KEYGEN"  # the ssh-keygen to run (default: the one on PATH)
 _ARMOR = ("-----BEGIN SSH SIGNATURE-----", "-----END SSH SIGNATURE-----")
 MAX_FILE = 1 << 20  # a trusted-keys file larger than this is not one
+MAX_SIGNATURE = 64 << 10  # nor a signature (an Ed25519 one is 300 bytes, RSA-16384's about 3 KiB)
 
 
 class TrustError(BundleError):
@@ -242,11 +243,15 @@ def check(bundle: Path, manifest: bytes, trusted: TrustedKeys | None) -> Origin:
     nothing is refused and the Origin says whether the bundle was signed, and by whom."""
     path = Path(bundle) / SIGNATURE
     try:
-        sig = path.read_bytes()
+        with open(path, "rb") as f:
+            sig = f.read(MAX_SIGNATURE + 1)  # whoever wrote the bundle chose its size
     except FileNotFoundError:
         sig = None
     except OSError as e:
         raise TrustError(f"{SIGNATURE} | cannot read: {e.strerror or e}", EXIT_BAD_SIGNATURE) from None
+    if sig is not None and len(sig) > MAX_SIGNATURE:
+        raise TrustError(f"{SIGNATURE} | not a bundle signature: larger than {MAX_SIGNATURE} bytes",
+                         EXIT_BAD_SIGNATURE)
     if trusted is None:
         if sig is None:
             return Origin(False, None, "unsigned, unverified in origin (this device trusts no key)")

@@ -91,6 +91,7 @@ def test_a_bundle_signed_by_a_trusted_key_passes_and_selfcheck_names_the_key(sig
     ("altered", EXIT_BAD_SIGNATURE, "manifest.json | does not match its signature"),
     ("other namespace", EXIT_BAD_SIGNATURE, "manifest.json.sig | not a bundle signature: made for namespace 'file'"),
     ("garbage", EXIT_BAD_SIGNATURE, "manifest.json.sig | not a bundle signature: expected the armored output"),
+    ("huge", EXIT_BAD_SIGNATURE, "manifest.json.sig | not a bundle signature: larger than 65536 bytes"),
 ])
 def test_each_refusal_is_one_line_with_its_own_exit_code_at_load_selfcheck_and_every_command(
         bundle, trusting, keys, case, code, says):
@@ -105,6 +106,10 @@ def test_each_refusal_is_one_line_with_its_own_exit_code_at_load_selfcheck_and_e
         (bundle / trust.SIGNATURE).write_bytes(r.stdout)
     elif case == "garbage":
         (bundle / trust.SIGNATURE).write_text("not a signature\n")
+    elif case == "huge":  # a real signature, padded: read no further than a signature can be
+        sign(bundle, keys["old"])
+        with open(bundle / trust.SIGNATURE, "ab") as f:
+            f.write(b"\n" * (64 << 10))
     with pytest.raises(trust.TrustError) as e:
         Runner.from_bundle(bundle, trusted_keys=trusting)
     assert e.value.exit_code == code and e.value.message.startswith(says), e.value.message
