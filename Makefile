@@ -17,6 +17,7 @@ DIST   ?= dist
 # The bundle's signing key (private, OpenSSH; `make keys KEY=path` writes one), also read from
 # the environment; empty: an unsigned bundle. docs/signing.md.
 SIGNING_KEY ?=
+export SIGNING_KEY  # the bundle stage reads it (python -m pipeline's --signing-key defaults to it)
 
 PY       := $(VENV)/bin/python
 STAMP    := $(VENV)/.installed
@@ -97,7 +98,7 @@ $(SIGNING): FORCE | $(STAMP)
 	  case "$$s" in SHA256:*) [ "$$(cat $@ 2>/dev/null)" = "$$s" ];; *) false;; esac || $(PY) -m pipeline.signing $(@D) "$$k"; fi
 
 $(TARBALL): $(SIGNING) $(REPORT) $(BUILD)/config.toml $(BUNDLE_SRC)
-	$(PIPELINE) bundle --signing-key $(call sq,$(SIGNING_KEY))
+	$(PIPELINE) bundle
 
 train: $(MODEL_KERAS) $(LOSS_PNG) ## Train the model (build/model.keras, build/train/)
 export: $(BUILD)/model.onnx ## Export ONNX and TFLite (build/model.onnx, build/model.tflite)
