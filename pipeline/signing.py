@@ -59,9 +59,6 @@ class SigningKey:
     public: trust.Key
 
 
-def _exe() -> str:
-    """The ssh-keygen to run: $EDGE_SSH_KEYGEN (as the runtime reads it), else the one on PATH."""
-    return os.environ.get(trust.SSH_KEYGEN_ENV) or "ssh-keygen"
 
 
 def _ssh_keygen(args: list[str], path: str, stdin: bytes = b"") -> subprocess.CompletedProcess:
@@ -69,13 +66,13 @@ def _ssh_keygen(args: list[str], path: str, stdin: bytes = b"") -> subprocess.Co
     and never prompts. Its stdout is returned to the caller, never printed."""
     env = {k: v for k, v in os.environ.items() if k != "SSH_AUTH_SOCK"}
     try:
-        return subprocess.run([_exe(), *args], input=stdin, capture_output=True, env=env, timeout=60,
+        return subprocess.run([trust.ssh_keygen(), *args], input=stdin, capture_output=True, env=env, timeout=60,
                               start_new_session=True)
     except FileNotFoundError:
-        raise SigningKeyError(path, f"{_exe()} not found: signing needs {NEEDS}, or {trust.SSH_KEYGEN_ENV} "
+        raise SigningKeyError(path, f"{trust.ssh_keygen()} not found: signing needs {NEEDS}, or {trust.SSH_KEYGEN_ENV} "
                                     "set to its path") from None
     except (OSError, subprocess.SubprocessError) as e:
-        raise SigningKeyError(path, f"{_exe()} did not run: {e}") from None
+        raise SigningKeyError(path, f"{trust.ssh_keygen()} did not run: {e}") from None
 
 
 def _said(r: subprocess.CompletedProcess) -> str:
@@ -165,7 +162,7 @@ def sign(key: SigningKey, data: bytes) -> bytes:
     if r.returncode != 0:
         why = _said(r)
         if _too_old(why):
-            raise SigningKeyError(key.path, f"{_exe()} has no -Y sign (OpenSSH older than 8.1? it says: "
+            raise SigningKeyError(key.path, f"{trust.ssh_keygen()} has no -Y sign (OpenSSH older than 8.1? it says: "
                                             f"{why.split(' usage:')[0][:80]}); signing needs {NEEDS}")
         raise SigningKeyError(key.path, f"ssh-keygen -Y sign failed: {why[:160]}")
     sig = r.stdout
@@ -175,7 +172,7 @@ def sign(key: SigningKey, data: bytes) -> bytes:
         raise SigningKeyError(key.path, f"ssh-keygen -Y sign wrote no usable signature: {e.message}") from None
     if by.blob != key.public.blob:
         raise SigningKeyError(key.path, f"ssh-keygen -Y sign signed with {by.fingerprint}, not with this key "
-                                        f"({key.public.fingerprint}): check {key.path} and {_exe()}")
+                                        f"({key.public.fingerprint}): check {key.path} and {trust.ssh_keygen()}")
     try:
         v = trust._ssh_keygen_verify(data, sig, key.public)  # the device's own check, through pipes
     except trust.TrustError as e:
@@ -183,7 +180,7 @@ def sign(key: SigningKey, data: bytes) -> bytes:
     if v.returncode != 0:
         why = " ".join((v.stderr or v.stdout).decode("utf-8", "replace").split()) or f"exit {v.returncode}"
         if _too_old(why):
-            raise SigningKeyError(key.path, f"{_exe()} cannot verify signatures ({why[:120]}): it needs {NEEDS}")
+            raise SigningKeyError(key.path, f"{trust.ssh_keygen()} cannot verify signatures ({why[:120]}): it needs {NEEDS}")
         raise SigningKeyError(key.path, f"its signature does not verify with its own public key "
                                         f"{key.public.fingerprint} (ssh-keygen: {why[:160]})")
     return sig

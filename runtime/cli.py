@@ -340,7 +340,7 @@ def cmd_info(args) -> int:
 
             info["available_providers"] = ort.get_available_providers()
             with Runner.from_bundle(bundle, args.threads, args.trusted_keys) as r:
-                info["origin"] = _origin(r.origin, args.trusted_keys)
+                info["origin"] = {**r.origin.summary(), "trusted_keys": r.origin.trusted_keys}
                 sess = r.session
                 info["model_inputs"] = [{"name": i.name, "shape": i.shape, "type": i.type} for i in sess.get_inputs()]
                 info["model_outputs"] = [{"name": o.name, "shape": o.shape, "type": o.type} for o in sess.get_outputs()]
@@ -357,16 +357,6 @@ def cmd_info(args) -> int:
         return 0
     print(f"error: {failure.message}", file=sys.stderr)
     return failure.exit_code
-
-
-def _origin(origin, trusted_keys: str | None) -> dict:
-    """`info`'s record of the signature check: whether the bundle's origin was verified, the
-    key that signed it (if signed) and the trusted-keys file in force (if any)."""
-    from . import trust
-
-    keys = trust.configured(trusted_keys)
-    return {"verified": origin.verified, "signed_by": origin.key.name if origin.key else None,
-            "trusted_keys": keys.path if keys else None, "detail": origin.detail}
 
 
 def cmd_stream(args) -> int:

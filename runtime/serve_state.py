@@ -89,9 +89,7 @@ def check_and_load(bundle: Path, threads: int, trusted_keys: str | None = None
         "versions": {"python": sys.version.split()[0], "numpy": numpy.__version__,
                      "onnxruntime": onnxruntime.__version__},
         "tools": m.get("tools"),
-        "origin": {"verified": runner.origin.verified,
-                   "signed_by": runner.origin.key.name if runner.origin.key else None,
-                   "detail": runner.origin.detail},
+        "origin": runner.origin.summary(),
     }
     return Model(runner, sha, release, summary, runner.signature, runner.checker), checks
 

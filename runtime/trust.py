@@ -90,11 +90,17 @@ class TrustedKeys:
 @dataclass(frozen=True)
 class Origin:
     """What the signature check found: ``key`` signed it and is trusted (``verified``), or
-    nothing was checked (``verified`` false: no trusted keys; ``key`` the signer if signed)."""
+    nothing was checked (``verified`` false: no trusted keys; ``key`` the signer if signed).
+    ``trusted_keys`` is the trusted-keys file checked against (None: none in force)."""
 
     verified: bool
     key: Key | None
     detail: str
+    trusted_keys: str | None = None
+
+    def summary(self) -> dict:
+        """As `info` and GET /info show it: verified or not, the key that signed (if signed), why."""
+        return {"verified": self.verified, "signed_by": self.key.name if self.key else None, "detail": self.detail}
 
 
 def _string(data: bytes, at: int) -> tuple[bytes, int]:
@@ -199,6 +205,11 @@ def signer(sig: bytes) -> Key:
     return Key(kind.decode("ascii", "replace"), pub)
 
 
+def ssh_keygen() -> str:
+    """The ssh-keygen to run: $EDGE_SSH_KEYGEN, else the one on PATH."""
+    return os.environ.get(SSH_KEYGEN_ENV) or "ssh-keygen"
+
+
 def _feed(fd: int, data: bytes) -> None:
     try:
         with open(fd, "wb", closefd=True) as f:
@@ -211,7 +222,7 @@ def _ssh_keygen_verify(manifest: bytes, sig: bytes, key: Key) -> subprocess.Comp
     """``ssh-keygen -Y verify`` of ``manifest`` against ``sig`` with ``key`` as the only allowed
     signer; the allowed-signers file and the signature go through pipes (/dev/fd/N)."""
     allowed = f'{NAMESPACE} namespaces="{NAMESPACE}" {key.line}\n'.encode()
-    exe = os.environ.get(SSH_KEYGEN_ENV) or "ssh-keygen"
+    exe = ssh_keygen()
     fds = [os.pipe(), os.pipe()]
     try:
         feeders = [threading.Thread(target=_feed, args=(w, data), daemon=True)
@@ -277,4 +288,4 @@ def check(bundle: Path, manifest: bytes, trusted: TrustedKeys | None) -> Origin:
                              "newer", EXIT_ENVIRONMENT)
         raise TrustError(f"manifest.json | does not match its signature by {known.name}: changed after it "
                          f"was signed, or the signature is damaged (ssh-keygen: {why[:160]})", EXIT_BAD_SIGNATURE)
-    return Origin(True, known, f"signed by {known.name}, trusted ({where})")
+    return Origin(True, known, f"signed by {known.name}, trusted ({where})", trusted.path)
