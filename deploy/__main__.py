@@ -7,7 +7,8 @@
 Arguments it does not know (--limit, --check, -e, -f, -v, ...) go to ansible-playbook as
 they are. The table at the end is also written as JSON (--report, default
 build/deploy/<command>.json). Exit codes: ansible-playbook's (0 every device done,
-2 a device failed or was refused, 4 a device unreachable, ...), or 2 when the inventory or
+2 a device failed, was refused or was busy with another deploy (its row: "busy: another
+deploy (pid N, since T)"), 4 a device unreachable, ...), or 2 when the inventory or
 bundle is missing and 5 when ansible-playbook is not installed, each with one `error:` line.
 """
 

@@ -1,8 +1,9 @@
 """The table at the end of a deploy, rollback or fleet-status run: one row per device.
 
 Each play's tasks keep a fact ``edge_report`` per host (architecture, Python, releases,
-result); a host that failed gets its last failure's message as the result, an unreachable
-one "unreachable: <why>". Printed after Ansible's recap; with EDGE_REPORT_JSON set, also
+result); a host that failed gets its last failure's message as the result (the role's
+"refused: ...", "rolled back: ...", "busy: another deploy (pid N, since T)" as they are), an
+unreachable one "unreachable: <why>". Printed after Ansible's recap; with EDGE_REPORT_JSON set, also
 written there as JSON (tests and scripts read that).
 """
 
@@ -62,7 +63,7 @@ class CallbackModule(CallbackBase):
         r = result.result
         why = _last_line(r.get("msg")) if r.get("msg") and r.get("msg") != "non-zero return code" else ""
         why = why or _last_line(r.get("stderr")) or _last_line(r.get("msg")) or "failed"
-        if not why.startswith(("refused", "rolled back", "not rolled back")):
+        if not why.startswith(("refused", "rolled back", "not rolled back", "busy: ")):
             why = f"failed: {result.task.get_name()}: {why}"
         self._row(result)["result"] = why
 

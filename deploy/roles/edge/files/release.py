@@ -4,12 +4,22 @@ Ansible's `script` sends this file to the device and runs it with the device's P
 module, so no Ansible code is sent along: a model-only update costs the bundle's bytes).
 For `install`, the deploying machine sends it as a zip application with the bundle
 tarball inside (deploy/wheelhouse.py makes it; python runs a zip's __main__.py). Prints one JSON object; exit 0 when done, 1 when
-the gate refused the release (nothing switched), 2 on bad usage or a damaged layout.
+the gate refused the release (nothing switched), 2 on bad usage or a damaged layout, 3 when
+another deploy held the device's lock for longer than --lock-timeout (nothing changed).
 
-    release.py install  ROOT RELEASE VENV [--launcher WORDS] [--keep N] [TRUST]
-    release.py gate     ROOT RELEASE [--launcher WORDS] [TRUST]  # gate an installed release only (new trust)
-    release.py rollback ROOT [--launcher WORDS] [TRUST]  # gate previous, then swap current and previous
-    release.py revert   ROOT CURRENT PREVIOUS         # put both links back ("" = no link)
+    release.py install  ROOT RELEASE VENV [--launcher WORDS] [--keep N] [TRUST] [LOCK]
+    release.py gate     ROOT RELEASE [--launcher WORDS] [TRUST] [LOCK]  # gate an installed release only (new trust)
+    release.py rollback ROOT [--launcher WORDS] [TRUST] [LOCK]  # gate previous, then swap current and previous
+    release.py revert   ROOT CURRENT PREVIOUS [LOCK]  # put both links back ("" = no link)
+
+LOCK: --lock-timeout S (default 120). One deploy at a time per device: every mode takes an
+exclusive flock(2) on ROOT/.deploy.lock first and holds it to the end (unpack, gate, switch,
+prune), waiting up to S seconds for another holder; then it exits 3 with the reason
+"busy: another deploy (pid N, since T)" (what the holder wrote in the file, T in UTC). The
+kernel drops a flock with its process, so a lock left by a killed deploy is free: the next
+run takes it at once, and reports "lock_taken_over" (the holder clears the file on a normal
+exit, so a file still naming a holder means that holder died). The trusted-keys steps
+(trusted_keys.py) take the same lock.
 
 TRUST: --trusted-keys FILE (the gate's selfcheck verifies the bundle's signature against
 it; without it the selfcheck gets no trusted keys from the deploy, and $EDGE_TRUSTED_KEYS is
@@ -22,6 +32,8 @@ reader sees the old target or the new one, never neither. A release folder appea
 renaming a complete one into releases/.
 """
 
+import errno
+import fcntl
 import io
 import json
 import os
@@ -29,8 +41,11 @@ import shutil
 import subprocess
 import sys
 import tarfile
+import time
 import zipfile
 
+LOCK = ".deploy.lock"
+BUSY = 3
 
 
 def bundle_bytes():
@@ -44,6 +59,78 @@ def bundle_bytes():
 
 class Refused(Exception):
     pass
+
+
+class Busy(Exception):
+    pass
+
+
+def holder(text):
+    """'pid N, since T' from what a holder wrote in the lock file (JSON), or what is known."""
+    try:
+        doc = json.loads(text)
+        return "pid %s, since %s" % (doc.get("pid", "?"), doc.get("since", "?"))
+    except ValueError:
+        return "pid ?, since ?"
+
+
+def lock(root, timeout, what, poll=0.05):
+    """ROOT/.deploy.lock held (flock, exclusive) by this process: (fd, what a dead holder left or
+    None). Waits up to `timeout` seconds, then Busy("busy: another deploy (pid N, since T)")."""
+    path = os.path.join(root, LOCK)
+    os.makedirs(root, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)  # not inherited: the gate's children do not hold it
+    deadline = time.monotonic() + timeout
+    seen = ""
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            break
+        except OSError as e:
+            if e.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                raise
+        text = os.pread(fd, 4096, 0).decode("utf-8", "replace").strip()
+        seen = text or seen  # the holder may be between its truncate and its write
+        if time.monotonic() >= deadline:
+            os.close(fd)
+            raise Busy("busy: another deploy (%s)" % holder(seen))
+        time.sleep(poll)
+    left = os.pread(fd, 4096, 0).decode("utf-8", "replace").strip()
+    since = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, json.dumps({"pid": os.getpid(), "since": since, "what": what}).encode() + b"\n", 0)
+    os.fsync(fd)
+    taken = None
+    if left:
+        try:
+            taken = json.loads(left)
+        except ValueError:
+            taken = {"text": left}
+    return fd, taken
+
+
+def unlock(fd):
+    """Cleared, then released: a lock file that still names a holder was left by a dead one."""
+    os.ftruncate(fd, 0)
+    fcntl.flock(fd, fcntl.LOCK_UN)
+    os.close(fd)
+
+
+def clean_temporaries(root):
+    """What an interrupted run left (under the lock, nothing else is writing these): unpack
+    folders, half-made links, venv links."""
+    releases = os.path.join(root, "releases")
+    for n in (os.listdir(releases) if os.path.isdir(releases) else []):
+        path = os.path.join(releases, n)
+        if n.startswith(".incoming-"):
+            shutil.rmtree(path, ignore_errors=True)
+        elif os.path.isdir(path) and not os.path.islink(path):
+            for m in os.listdir(path):
+                if m.startswith(".venv.new"):
+                    os.unlink(os.path.join(path, m))
+    for n in os.listdir(root):
+        if n.startswith(("current.new-", "previous.new-")):
+            os.unlink(os.path.join(root, n))
 
 
 def target(root, name):
@@ -70,14 +157,13 @@ def unpack(root, release, venv):
     releases = os.path.join(root, "releases")
     final = os.path.join(releases, release)
     if os.path.isdir(final):  # already there (a redeploy, or the device's Python changed): relink only
-        tmp = os.path.join(final, ".venv.new")
+        tmp = os.path.join(final, ".venv.new-%d" % os.getpid())
         if os.path.lexists(tmp):
             os.unlink(tmp)
         os.symlink(venv, tmp)
         os.replace(tmp, os.path.join(final, ".venv"))
         return False
-    incoming = os.path.join(releases, ".incoming-" + release)
-    shutil.rmtree(incoming, ignore_errors=True)  # what an interrupted deploy left
+    incoming = os.path.join(releases, ".incoming-%s-%d" % (release, os.getpid()))
     os.makedirs(incoming)
     with tarfile.open(fileobj=io.BytesIO(bundle_bytes())) as tar:
         for m in tar.getmembers():  # the bundle: plain files and folders under bundle/ only
@@ -153,11 +239,26 @@ def main(argv):
     mode, root = argv[0], argv[1]
     launcher = option(argv, "--launcher", "").split()
     trust = {"trusted_keys": option(argv, "--trusted-keys", ""), "ssh_keygen": option(argv, "--ssh-keygen", "")}
+    try:
+        fd, taken = lock(root, float(option(argv, "--lock-timeout", "120")), mode)
+    except Busy as e:
+        print(json.dumps({"ok": False, "busy": True, "reason": str(e)}))
+        return BUSY
+    try:
+        return locked(mode, root, argv, launcher, trust, taken)
+    finally:
+        unlock(fd)
+
+
+def locked(mode, root, argv, launcher, trust, taken):
     before = {"current": target(root, "current"), "previous": target(root, "previous")}
     out = {"before": before}
+    if taken:
+        out["lock_taken_over"] = taken
     try:
         if mode == "install":
             release, venv = argv[2], argv[3]
+            clean_temporaries(root)
             out["unpacked"] = unpack(root, release, venv)
             try:
                 gate(root, release, launcher, **trust)

@@ -10,6 +10,12 @@ Ansible's `script` runs this on the device (with become when the file is root's,
                                            # kept as FILE.previous until `forget`, for a revert)
     trusted_keys.py forget FILE            # FILE.previous removed
     trusted_keys.py revert FILE OLD_SHA256|-  # FILE back to the content it had (sha256), or absent
+    ... [--lock EDGE_ROOT/.deploy.lock [--lock-timeout S]]
+
+With --lock, each mode holds the device's deploy lock (the one files/release.py takes, an
+exclusive flock) while it works, waiting up to S seconds (default 120); then it exits 3 with
+"busy: another deploy (pid N, since T)" and has changed nothing. Run as root, it gives a lock
+file it creates to the owner of its folder (edge_root's owner, who runs release.py).
 
 The file is written as FILE.incoming (mode 0644, fsynced) and renamed over FILE (rename(2)
 is atomic: a reader sees the old list or the new one, never a part). Its folder is made
@@ -20,15 +26,61 @@ must see what the device will trust.
 """
 
 import base64
+import errno
+import fcntl
 import hashlib
 import json
 import os
 import stat
 import sys
+import time
+
+BUSY = 3
 
 
 class Refused(Exception):
     pass
+
+
+class Busy(Exception):
+    pass
+
+
+def lock(path, timeout, what, poll=0.05):
+    """The device's deploy lock, as files/release.py takes it (kept the same: both are sent alone)."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    folder = os.stat(os.path.dirname(os.path.abspath(path)))
+    if os.geteuid() == 0 and os.fstat(fd).st_uid != folder.st_uid:
+        os.fchown(fd, folder.st_uid, folder.st_gid)
+    deadline = time.monotonic() + timeout
+    seen = ""
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            break
+        except OSError as e:
+            if e.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                raise
+        seen = os.pread(fd, 4096, 0).decode("utf-8", "replace").strip() or seen
+        if time.monotonic() >= deadline:
+            os.close(fd)
+            try:
+                doc = json.loads(seen)
+                who = "pid %s, since %s" % (doc.get("pid", "?"), doc.get("since", "?"))
+            except ValueError:
+                who = "pid ?, since ?"
+            raise Busy("busy: another deploy (%s)" % who)
+        time.sleep(poll)
+    since = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, json.dumps({"pid": os.getpid(), "since": since, "what": what}).encode() + b"\n", 0)
+    return fd
+
+
+def unlock(fd):
+    os.ftruncate(fd, 0)
+    fcntl.flock(fd, fcntl.LOCK_UN)
+    os.close(fd)
 
 
 def sha256(path):
@@ -113,8 +165,35 @@ def revert(path, old):
     remove(previous)
 
 
+def option(argv, name, default):
+    return argv[argv.index(name) + 1] if name in argv[:-1] else default
+
+
 def main(argv):
     mode, path = argv[0], argv[1]
+    lock_path, timeout = option(argv, "--lock", ""), float(option(argv, "--lock-timeout", "120"))
+    if "--lock" in argv:
+        argv = argv[:argv.index("--lock")] + argv[argv.index("--lock") + 2:]
+    if "--lock-timeout" in argv:
+        argv = argv[:argv.index("--lock-timeout")] + argv[argv.index("--lock-timeout") + 2:]
+    fd = None
+    if lock_path:
+        try:
+            fd = lock(lock_path, timeout, "trusted keys " + mode)
+        except Busy as e:
+            print(json.dumps({"file": path, "ok": False, "busy": True, "reason": str(e)}))
+            return BUSY
+        except OSError as e:
+            print(json.dumps({"file": path, "ok": False, "reason": "the deploy lock %s: %s" % (lock_path, e)}))
+            return 1
+    try:
+        return run(mode, path, argv)
+    finally:
+        if fd is not None:
+            unlock(fd)
+
+
+def run(mode, path, argv):
     out = {"file": path}
     try:
         if mode == "stage":
