@@ -6,6 +6,7 @@ import hashlib
 import json
 import os
 import platform
+import pwd
 import struct
 import sys
 
@@ -29,6 +30,21 @@ def writable(path):
     while not os.path.exists(path):
         path = os.path.dirname(path)
     return os.access(path, os.W_OK | os.X_OK)
+
+
+def user():
+    # Who the deploy logs in as (the owner edge_root gets when the deploy creates it), and
+    # that user's primary group: [name, group]; numbers when the user database lacks them.
+    try:
+        entry = pwd.getpwuid(os.getuid())
+        import grp
+        try:
+            group = grp.getgrgid(entry.pw_gid).gr_name
+        except KeyError:
+            group = str(entry.pw_gid)
+        return [entry.pw_name, group]
+    except KeyError:
+        return [str(os.getuid()), str(os.getgid())]
 
 
 def glibc():
@@ -65,6 +81,7 @@ print(json.dumps({
     "glibc": glibc(),
     "root_exists": os.path.isdir(root),
     "root_writable": writable(root),
+    "user": user(),
     "current": link("current"),
     "previous": link("previous"),
     "releases": releases,
