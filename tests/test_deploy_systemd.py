@@ -275,6 +275,19 @@ def test_the_units_sandbox_holds_under_the_real_manager(host, answers):
     assert f32(ask(host)[1]) == f32(answers["one"])
 
 
+def test_without_the_service_a_missing_edge_root_is_refused_with_what_to_do(host, inventory, models, tmp):
+    """edge_service off: the deploy uses no become, so a missing edge_root that pi cannot create
+    (under root's /srv) is refused with one line naming the command to run once."""
+    r = fleet_cmd("deploy", inventory, "-e", "edge_service=false", "-e", "edge_root=/srv/edge-off",
+                  tmp=tmp, bundle=models["one"])
+    assert r.rc != 0, r.out[-3000:]
+    assert r.result(host) == (
+        "refused: /srv/edge-off does not exist and cannot be created by pi; create it once with "
+        "`sudo install -d -o pi -g pi /srv/edge-off`, or set edge_service=true (the deploy then creates it "
+        "with sudo), or set edge_root to a folder that user owns"), r.report
+    assert not host.path("/srv/edge-off").exists()
+
+
 def test_deploy_times_to_the_systemd_host(capsys):
     """The four deploy times together (the tests above measured them)."""
     if len(TIMES) < 4:
