@@ -17,8 +17,8 @@ exclusive flock(2) on ROOT/.deploy.lock first and holds it to the end (unpack, g
 prune), waiting up to S seconds for another holder; then it exits 3 with the reason
 "busy: another deploy (pid N, since T)" (what the holder wrote in the file, T in UTC). The
 kernel drops a flock with its process, so a lock left by a killed deploy is free: the next
-run takes it at once, and reports "lock_taken_over" (the holder clears the file on a normal
-exit, so a file still naming a holder means that holder died). The trusted-keys steps
+run takes it at once, and reports "lock_taken_over" (the holder removes the file as it lets
+go, so a file still naming a holder means that holder died). The trusted-keys steps
 (trusted_keys.py) take the same lock.
 
 TRUST: --trusted-keys FILE (the gate's selfcheck verifies the bundle's signature against
@@ -79,22 +79,29 @@ def lock(root, timeout, what, poll=0.05):
     None). Waits up to `timeout` seconds, then Busy("busy: another deploy (pid N, since T)")."""
     path = os.path.join(root, LOCK)
     os.makedirs(root, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)  # not inherited: the gate's children do not hold it
     deadline = time.monotonic() + timeout
     seen = ""
-    while True:
+    while True:  # the holder removes the file as it lets go: then take the new one
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)  # not inherited: the gate's children do not hold it
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except OSError as e:
+                if e.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                    raise
+            text = os.pread(fd, 4096, 0).decode("utf-8", "replace").strip()
+            seen = text or seen  # the holder may be between its truncate and its write
+            if time.monotonic() >= deadline:
+                os.close(fd)
+                raise Busy("busy: another deploy (%s)" % holder(seen))
+            time.sleep(poll)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            break
-        except OSError as e:
-            if e.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
-                raise
-        text = os.pread(fd, 4096, 0).decode("utf-8", "replace").strip()
-        seen = text or seen  # the holder may be between its truncate and its write
-        if time.monotonic() >= deadline:
-            os.close(fd)
-            raise Busy("busy: another deploy (%s)" % holder(seen))
-        time.sleep(poll)
+            if os.stat(path).st_ino == os.fstat(fd).st_ino:
+                break
+        except FileNotFoundError:
+            pass
+        os.close(fd)
     left = os.pread(fd, 4096, 0).decode("utf-8", "replace").strip()
     since = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     os.ftruncate(fd, 0)
@@ -109,9 +116,9 @@ def lock(root, timeout, what, poll=0.05):
     return fd, taken
 
 
-def unlock(fd):
+def unlock(fd, path):
     """Cleared, then released: a lock file that still names a holder was left by a dead one."""
-    os.ftruncate(fd, 0)
+    os.unlink(path)  # removed while held: a file still there names a holder that died
     fcntl.flock(fd, fcntl.LOCK_UN)
     os.close(fd)
 
@@ -247,7 +254,7 @@ def main(argv):
     try:
         return locked(mode, root, argv, launcher, trust, taken)
     finally:
-        unlock(fd)
+        unlock(fd, os.path.join(root, LOCK))
 
 
 def locked(mode, root, argv, launcher, trust, taken):

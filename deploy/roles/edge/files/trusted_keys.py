@@ -48,37 +48,44 @@ class Busy(Exception):
 
 def lock(path, timeout, what, poll=0.05):
     """The device's deploy lock, as files/release.py takes it (kept the same: both are sent alone)."""
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    folder = os.stat(os.path.dirname(os.path.abspath(path)))
-    if os.geteuid() == 0 and os.fstat(fd).st_uid != folder.st_uid:
-        os.fchown(fd, folder.st_uid, folder.st_gid)
     deadline = time.monotonic() + timeout
     seen = ""
-    while True:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            break
-        except OSError as e:
-            if e.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
-                raise
-        seen = os.pread(fd, 4096, 0).decode("utf-8", "replace").strip() or seen
-        if time.monotonic() >= deadline:
-            os.close(fd)
+    while True:  # the holder removes the file as it lets go: then take the new one
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        folder = os.stat(os.path.dirname(os.path.abspath(path)))
+        if os.geteuid() == 0 and os.fstat(fd).st_uid != folder.st_uid:
+            os.fchown(fd, folder.st_uid, folder.st_gid)
+        while True:
             try:
-                doc = json.loads(seen)
-                who = "pid %s, since %s" % (doc.get("pid", "?"), doc.get("since", "?"))
-            except ValueError:
-                who = "pid ?, since ?"
-            raise Busy("busy: another deploy (%s)" % who)
-        time.sleep(poll)
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except OSError as e:
+                if e.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                    raise
+            seen = os.pread(fd, 4096, 0).decode("utf-8", "replace").strip() or seen
+            if time.monotonic() >= deadline:
+                os.close(fd)
+                try:
+                    doc = json.loads(seen)
+                    who = "pid %s, since %s" % (doc.get("pid", "?"), doc.get("since", "?"))
+                except ValueError:
+                    who = "pid ?, since ?"
+                raise Busy("busy: another deploy (%s)" % who)
+            time.sleep(poll)
+        try:
+            if os.stat(path).st_ino == os.fstat(fd).st_ino:
+                break
+        except FileNotFoundError:
+            pass
+        os.close(fd)
     since = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     os.ftruncate(fd, 0)
     os.pwrite(fd, json.dumps({"pid": os.getpid(), "since": since, "what": what}).encode() + b"\n", 0)
     return fd
 
 
-def unlock(fd):
-    os.ftruncate(fd, 0)
+def unlock(fd, path):
+    os.unlink(path)  # removed while held: a file still there names a holder that died
     fcntl.flock(fd, fcntl.LOCK_UN)
     os.close(fd)
 
@@ -190,7 +197,7 @@ def main(argv):
         return run(mode, path, argv)
     finally:
         if fd is not None:
-            unlock(fd)
+            unlock(fd, lock_path)
 
 
 def run(mode, path, argv):
