@@ -299,9 +299,9 @@ def test_two_deploys_at_once_to_one_device_run_one_after_the_other(host, models,
     from test_deploy import sha12, state
 
     root = host.edge_root
-    before = state(host)
     t = time.perf_counter()
     held = HeldLock(root)
+    before = state(host)  # (with the lock file this test holds)
     try:
         a = start_deploy(host, models["two"], runs)
         b = start_deploy(host, models["three"], runs)
@@ -336,8 +336,8 @@ def test_a_deploy_and_a_rollback_busy_past_the_timeout_change_nothing(host, mode
     from test_deploy import fleet_cmd, state
 
     root = host.edge_root
-    before = (state(host), os.lstat(root / "current").st_mtime_ns)
     held = HeldLock(root)
+    before = (state(host), os.lstat(root / "current").st_mtime_ns)
     try:
         r = fleet_cmd("deploy", host.inventory, "-e", "edge_lock_timeout=0.5", tmp=runs, bundle=models["four"])
         assert r.rc == 2, r.out[-3000:]
