@@ -413,6 +413,13 @@ class Server(socketserver.ThreadingMixIn, socketserver.BaseServer):
         self.starting = 0  # accepted connections whose thread has not registered yet
         self.conn_lock = threading.Lock()
         self.slots = threading.BoundedSemaphore(limits.max_connections)
+        self.turned = time.monotonic()  # when the accept loop last went round (the watchdog reads it)
+
+    def service_actions(self) -> None:
+        # serve_forever calls this once per turn of the accept loop: after each accept, and
+        # after each poll_interval without one. A loop that stops turning is wedged.
+        super().service_actions()
+        self.turned = time.monotonic()
 
     def fileno(self) -> int:
         return self.socket.fileno()
@@ -495,8 +502,10 @@ def compare_digest(a: bytes, b: bytes) -> bool:
     return hmac.compare_digest(a, b)
 
 
-def accept_loop(server: Server, cpu: str) -> None:
+def accept_loop(server: Server, cpu: str, poll_interval: float = 0.5) -> None:
     """The accept loop, on one CPU unless ``cpu`` is "any"; the connection threads it starts inherit it.
+
+    It goes round at least every ``poll_interval`` seconds (``Server.turned`` says when it last did).
 
     Each request releases the GIL inside onnxruntime; with the connection threads spread
     over several CPUs, each release hands the GIL to a thread on another CPU and the caller
@@ -512,7 +521,7 @@ def accept_loop(server: Server, cpu: str) -> None:
                 os.sched_setaffinity(0, {pick})  # pid 0: this thread only (Linux)
         except (AttributeError, OSError, ValueError) as e:  # not Linux, a cpuset forbids it
             log(f"cannot pin the connection threads to CPU {cpu}: {e}; serving unpinned")
-    server.serve_forever(poll_interval=0.5)
+    server.serve_forever(poll_interval=poll_interval)
 
 
 def drain(server: Server, timeout: float) -> int:

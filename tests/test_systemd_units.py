@@ -7,7 +7,8 @@ Three kinds of check, none timed:
   systemd-analyze is not installed; PID 1 need not be systemd, so the units are never started);
 - ExecStart, expanded as systemd expands it, runs `<bundle>/.venv/bin/python
   <bundle>/runtime serve --bundle <bundle>` in the process systemd started (env execs), so
-  python is the main PID that NotifyAccess=main, $MAINPID and LISTEN_PID mean.
+  python is the main PID that NotifyAccess=main, $MAINPID and LISTEN_PID mean;
+- WatchdogSec=, as `systemd-analyze timespan` parses it into WATCHDOG_USEC, is what serve reads.
 """
 
 from __future__ import annotations
@@ -139,7 +140,12 @@ PROMISES: list[tuple[str, str, str, str, Check]] = [
     (SERVICE, "Service", "ExecReload", "ExecReload=/bin/kill -HUP $MAINPID",
      lambda u: [shlex.split(v) for v in first(u, SERVICE, "Service", "ExecReload")]
      == [["/bin/kill", "-HUP", "$MAINPID"]]),
-    _is(SERVICE, "Service", "Restart", "on-failure"),
+    _is(SERVICE, "Service", "Restart", "on-failure"),  # a watchdog kill is a failure too
+    # The watchdog: long enough that a slow Pi's largest normal request (--max-values) cannot
+    # starve a ping (docs/serving.md), short enough that a hung service is back within a minute.
+    (SERVICE, "Service", "WatchdogSec", "WatchdogSec between 10 s and 30 s",
+     lambda u: [10 <= _seconds(v) <= 30 for v in first(u, SERVICE, "Service", "WatchdogSec")] == [True]),
+    _is(SERVICE, "Service", "WatchdogSignal", "SIGKILL"),
     (SERVICE, "Service", "RestartSec", "a RestartSec", lambda u: len(first(u, SERVICE, "Service", "RestartSec")) == 1),
     (SERVICE, "Service", "TimeoutStopSec", "TimeoutStopSec bounded (<= 60 s)",
      lambda u: [_seconds(v) <= 60 for v in first(u, SERVICE, "Service", "TimeoutStopSec")] == [True]),
@@ -280,7 +286,9 @@ def test_systemd_analyze_verify_passes_without_warnings(analyze, tmp_path):
     # systemd does not expand variables in the executable: the reason ExecStart starts with env
     ("ExecStart=/usr/bin/env ${EDGE_BUNDLE}/.venv/bin/python", "ExecStart=${EDGE_BUNDLE}/.venv/bin/python",
      "${EDGE_BUNDLE}/.venv/bin/python"),
-], ids=["unknown-key", "variable-executable"])
+    # a WatchdogSec= systemd cannot parse is ignored, with a warning: no watchdog at all
+    ("WatchdogSec=20s\n", "WatchdogSec=20 parsecs\n", "Failed to parse sec value, ignoring: 20 parsecs"),
+], ids=["unknown-key", "variable-executable", "watchdog-sec"])
 def test_verify_check_sees_a_broken_service(analyze, tmp_path, old, new, mentioned):
     text = read(SERVICE)
     assert old in text
@@ -298,6 +306,23 @@ def test_the_noise_filter_keeps_lines_about_our_units():
             "edge-model.socket: something\n"
             "Some message of a shape nobody expected\n")
     assert about_our_units(noise + mine, ours) == mine.splitlines()
+
+
+def test_watchdog_sec_as_systemd_passes_it_is_what_serve_reads(monkeypatch):
+    """The unit's WatchdogSec=, parsed by systemd (`systemd-analyze timespan`), is the
+    WATCHDOG_USEC serve reads: a ping every half of it."""
+    if shutil.which("systemd-analyze") is None:
+        pytest.skip("systemd-analyze is not installed (Debian: apt-get install systemd)")
+    from runtime import sd
+
+    (value,) = first({SERVICE: parse(read(SERVICE))}, SERVICE, "Service", "WatchdogSec")
+    r = subprocess.run(["systemd-analyze", "timespan", value], capture_output=True, text=True, timeout=60,
+                       env={**os.environ, "SYSTEMD_LOG_COLOR": "0", "LC_ALL": "C"})
+    assert r.returncode == 0, r.stderr
+    usec = next(ln.split(":", 1)[1].strip() for ln in r.stdout.splitlines() if ln.strip().startswith("us:"))
+    monkeypatch.setenv("WATCHDOG_USEC", usec)
+    monkeypatch.delenv("WATCHDOG_PID", raising=False)
+    assert sd.watchdog_seconds() == (_seconds(value), None)
 
 
 # --- ExecStart, as systemd runs it --------------------------------------------------------
