@@ -505,3 +505,8 @@ kind = "classification"
 [model]
 builder = "model.py:build"
 """
+
+
+# The session's systemd test host (tests/systemd_host.py), one boot shared by every module
+# that asks for it. Imported last: that module imports FAILSAFE and wait_until from here.
+from systemd_host import systemd_host  # noqa: E402,F401 - a fixture

@@ -25,7 +25,6 @@ from pathlib import Path
 import pytest
 
 from conftest import FAILSAFE, shifted_bundle, wait_until
-from systemd_host import systemd_host  # noqa: F401 - the session's device (a fixture)
 from test_deploy import fleet_cmd, sha12, tar_bundle
 
 pytestmark = [pytest.mark.slow, pytest.mark.ssh, pytest.mark.root]
@@ -35,7 +34,7 @@ TIMES: dict[str, float] = {}
 
 
 @pytest.fixture(scope="module")
-def host(systemd_host):  # noqa: F811 - the fixture imported above
+def host(systemd_host):
     return systemd_host
 
 
