@@ -16,6 +16,8 @@ import http.client
 import json
 import os
 import re
+import signal
+import subprocess
 import tarfile
 import tempfile
 import threading
@@ -24,7 +26,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import FAILSAFE, shifted_bundle, wait_until
+from conftest import FAILSAFE, ROOT, shifted_bundle, wait_until
 from test_deploy import fleet_cmd, sha12, tar_bundle
 
 pytestmark = [pytest.mark.slow, pytest.mark.ssh, pytest.mark.root]
@@ -88,11 +90,14 @@ def state(host) -> dict:
     return {"current": link("current"), "previous": link("previous"), "releases": listing("releases")}
 
 
-def ask(host, value: float = 100.0, timeout: float = 60) -> tuple[str, float]:
-    """POST /predict on the service's socket: (model sha256, fahrenheit)."""
+def ask(host, value: float = 100.0, timeout: float = 60, sent=None) -> tuple[str, float]:
+    """POST /predict on the service's socket: (model sha256, fahrenheit). ``sent``, if given, is
+    called once the request is in the kernel's hands (connected, written), before the answer."""
     c = http.client.HTTPConnection("127.0.0.1", host.service_port, timeout=timeout)
     try:
         c.request("POST", "/predict", json.dumps({"celsius": [value]}), {"Content-Type": "application/json"})
+        if sent:
+            sent()
         r = c.getresponse()
         doc = json.loads(r.read())
         assert r.status == 200, (r.status, doc)
@@ -132,6 +137,139 @@ def listener_holders(port: int) -> set[int]:
         except OSError:
             continue
     return holders
+
+
+class Clients:
+    """Client threads asking the service in a loop, each bounded in count and in FAILSAFE time,
+    every request with a FAILSAFE timeout (a slow restart only waits longer). ``seen``: the
+    answers in the order they came, as runs (model, fahrenheit, answers in a row); ``failures``;
+    ``requests``: (sent, answered), time.monotonic(), per answered request. ``pause()`` returns
+    once none of their requests is in flight (a process killed then cuts none of them);
+    ``resume()`` lets them go on. A context manager: stopped and joined on exit."""
+
+    def __init__(self, host, threads: int = 1):
+        self.host = host
+        self.seen: list[tuple[str, float, int]] = []
+        self.failures: list[str] = []
+        self.requests: list[tuple[float, float]] = []
+        self._stop, self._go, self._lock = threading.Event(), threading.Event(), threading.Lock()
+        self._go.set()
+        self._in_flight = 0
+        self._threads = [threading.Thread(target=self._run, daemon=True) for _ in range(threads)]
+
+    def __enter__(self) -> Clients:
+        for t in self._threads:
+            t.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._go.set()
+        for t in self._threads:
+            t.join(FAILSAFE)
+
+    @property
+    def answered(self) -> int:
+        return sum(n for *_, n in self.seen)
+
+    def alive(self) -> bool:
+        return all(t.is_alive() for t in self._threads)
+
+    def pause(self) -> None:
+        with self._lock:  # a thread checks _go and counts itself in flight under the same lock
+            self._go.clear()
+        wait_until("no client request in flight", lambda: self._in_flight == 0)
+
+    def resume(self) -> None:
+        self._go.set()
+
+    def _run(self) -> None:
+        cap = time.monotonic() + FAILSAFE
+        asked = 0
+        while asked < 100_000:
+            with self._lock:
+                if self._stop.is_set() or time.monotonic() > cap:
+                    return
+                going = self._go.is_set()
+                self._in_flight += going
+            if not going:
+                self._go.wait(max(0.0, cap - time.monotonic()))
+                continue
+            asked += 1
+            sent = []
+            try:
+                model, f = ask(self.host, timeout=FAILSAFE, sent=lambda: sent.append(time.monotonic()))
+            except (OSError, http.client.HTTPException, ValueError, AssertionError) as e:
+                with self._lock:
+                    self.failures.append(repr(e))
+                continue
+            finally:
+                with self._lock:
+                    self._in_flight -= 1
+            with self._lock:
+                self.requests.append((sent[0], time.monotonic()))
+                if not self.seen or self.seen[-1][0] != model:
+                    self.seen.append((model, f, 1))
+                else:
+                    self.seen[-1] = (model, f, self.seen[-1][2] + 1)
+
+
+def relink(host, current: str, previous: str) -> None:
+    """Point `current` and `previous` at these releases with the deploy's own code (release.py
+    revert, sent over SSH and run as the deploy user under the device's lock: relative links
+    renamed into place, owned as a deploy leaves them). Nothing is restarted."""
+    script = (ROOT / "deploy" / "roles" / "edge" / "files" / "release.py").read_bytes()
+    r = subprocess.run(host.ssh_args("python3", "-", "revert", str(host.edge_root), current, previous), input=script,
+                       capture_output=True, timeout=FAILSAFE)
+    assert r.returncode == 0, r.stdout.decode() + r.stderr.decode()
+    doc = json.loads(r.stdout)
+    assert (doc["current"], doc["previous"]) == (current, previous), doc
+
+
+def journal(host) -> str:
+    """edge-model.service's journal since the boot: systemd's lines about it and serve's own."""
+    return host.nsenter("journalctl", "--no-pager", "-o", "cat", "-u", "edge-model.service").stdout
+
+
+def seconds_of(timespan: str) -> float:
+    """A systemd time span as `systemctl show` prints it ("20s", "1min 30s", "500ms") in seconds."""
+    units = {"us": 1e-6, "ms": 1e-3, "s": 1, "min": 60, "h": 3600, "d": 86400, "w": 604800}
+    parts = re.findall(r"(\d+(?:\.\d+)?)(us|ms|s|min|h|d|w)(?:\s+|$)", timespan)
+    assert parts and "".join(n + u for n, u in parts) == timespan.replace(" ", ""), f"not a time span: {timespan!r}"
+    return sum(float(n) * units[u] for n, u in parts)
+
+
+def gone(pid: int) -> bool:
+    """The process (this machine's pid) has exited: reaped, or a zombie."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return True
+
+
+def stopped(pid: int) -> bool:
+    """Every thread of the process (this machine's pid) is in the stopped state (T)."""
+    try:
+        states = [(t / "stat").read_text().rsplit(")", 1)[1].split()[0] for t in Path(f"/proc/{pid}/task").iterdir()]
+    except OSError:
+        return False
+    return bool(states) and all(st == "T" for st in states)
+
+
+def restarted(host, pid0: int):
+    """The service's main process once it is a new one and READY=1 came from it (active), else None."""
+    pid = host.main_pid()
+    return pid if pid not in (0, pid0) and host.show("edge-model.service", "ActiveState") == "active" else None
+
+
+def exec_main_start(host) -> float:
+    """When systemd forked the service's current main process, on this machine's time.monotonic()
+    clock (CLOCK_MONOTONIC, which the container shares): before it, no process could accept."""
+    return int(host.show("edge-model.service", "ExecMainStartTimestampMonotonic")) / 1e6
+
+
+def restarts(host) -> int:
+    return int(host.show("edge-model.service", "NRestarts"))
 
 
 def timed(name: str, seconds: float, capsys) -> None:
@@ -181,36 +319,15 @@ def test_second_model_then_rollback_under_load_no_request_fails(host, inventory,
     """A client loop on systemd's socket through a model-only deploy and `make rollback`: every
     request answered 200, the service started exactly once each way, the answers switch."""
     pid0, started = host.main_pid(), starts(host)
-    seen, failures, stop = [], [], threading.Event()
-
-    def client():
-        cap = time.monotonic() + FAILSAFE
-        for _ in range(100_000):  # bounded in count and time; stops when told
-            if stop.is_set() or time.monotonic() > cap:
-                return
-            try:
-                model, f = ask(host)
-            except (OSError, http.client.HTTPException, ValueError, AssertionError) as e:
-                failures.append(repr(e))
-                continue
-            if not seen or seen[-1][0] != model:
-                seen.append((model, f, 1))
-            else:
-                seen[-1] = (model, f, seen[-1][2] + 1)
-
-    t = threading.Thread(target=client, daemon=True)
-    t.start()
-    try:
-        wait_until("the first answers", lambda: seen or failures)
+    with Clients(host) as clients:
+        wait_until("the first answers", lambda: clients.seen or clients.failures)
         r2 = fleet_cmd("deploy", inventory, tmp=tmp, bundle=models["two"])
         pid1, started1 = host.main_pid(), starts(host)
         r3 = fleet_cmd("rollback", inventory, tmp=tmp)
         pid2, started2 = host.main_pid(), starts(host)
-        wait_until("20 answers after the rollback",
-                   lambda: (len(seen) >= 3 and seen[-1][2] >= 20) or failures or not t.is_alive())
-    finally:
-        stop.set()
-        t.join(FAILSAFE)
+        wait_until("20 answers after the rollback", lambda: (len(clients.seen) >= 3 and clients.seen[-1][2] >= 20)
+                   or clients.failures or not clients.alive())
+    seen, failures = clients.seen, clients.failures
     assert r2.rc == 0 and r2.result(host) == "deployed", r2.out[-3000:]
     assert r3.rc == 0 and r3.result(host) == "rolled back", r3.out[-3000:]
     assert (started1 - started, started2 - started1) == (1, 1)  # exactly one start each way
@@ -285,6 +402,136 @@ def test_without_the_service_a_missing_edge_root_is_refused_with_what_to_do(host
         "`sudo install -d -o pi -g pi /srv/edge-off`, or set edge_service=true (the deploy then creates it "
         "with sudo), or set edge_root to a folder that user owns"), r.report
     assert not host.path("/srv/edge-off").exists()
+
+
+# --- reload, a crash, a hang (issue 19, section 2) ------------------------------------------------
+# The service's start rate limit (StartLimitBurst=5 in StartLimitIntervalSec=300) counts every
+# start, a deploy's restart as much as a crash's: the tests above start it five times within a
+# few minutes, so the two below flush the counter first (`systemctl reset-failed`, as
+# docs/serving.md tells an operator) to see the restart they cause, not the limit.
+
+def test_reload_swaps_the_model_in_the_same_process_and_no_request_fails(host, models, answers, capsys):
+    """`current` repointed to the previous release (the deploy's own relink, no restart), then
+    `systemctl reload` (SIGHUP) under a client loop: the answers switch to that model in the
+    same process, no request fails; and back the same way, so the links are as before."""
+    one, two = sha12(models["one"]), sha12(models["two"])
+    assert (state(host)["current"], state(host)["previous"]) == (f"releases/{one}", f"releases/{two}")
+    pid0, started0, reloads0 = host.main_pid(), starts(host), journal(host).count("serve: reloaded: model ")
+
+    def serving(name):
+        return lambda: (clients.seen and f32(clients.seen[-1][1]) == f32(answers[name]) and clients.seen[-1][2] >= 20
+                        ) or clients.failures or not clients.alive()
+
+    with Clients(host) as clients:
+        wait_until("20 answers of the first model", serving("one"))
+        relink(host, two, one)
+        host.systemctl("reload", "edge-model.service")
+        wait_until("20 answers of the second model after the reload", serving("two"))
+        relink(host, one, two)
+        host.systemctl("reload", "edge-model.service")
+        wait_until("20 answers of the first model again", lambda: (len(clients.seen) >= 3 and serving("one")())
+                   or clients.failures or not clients.alive())
+    assert not clients.failures, clients.failures[:5]
+    assert [f32(f) for _, f, _ in clients.seen] == [f32(answers[m]) for m in ("one", "two", "one")], clients.seen
+    assert host.main_pid() == pid0 and starts(host) == started0  # swapped in the process, never restarted
+    log = journal(host)
+    swaps = re.findall(r"^serve: reloaded: model (\w+) -> (\w+) from ", log, re.M)[reloads0:]
+    models_seen = [m[:12] for m, _, _ in clients.seen]
+    assert swaps == [(models_seen[0], models_seen[1]), (models_seen[1], models_seen[2])], swaps
+    assert (state(host)["current"], state(host)["previous"]) == (f"releases/{one}", f"releases/{two}")
+    with capsys.disabled():
+        print(f"\n  systemd host: reload there and back under load: {clients.answered} requests answered, none failed; "
+              f"models in order: {', '.join(f'{m[:12]} x{n}' for m, _, n in clients.seen)}; MainPID {pid0} throughout")
+
+
+def test_kill_9_is_restarted_by_systemd_and_requests_queued_meanwhile_are_answered(host, answers, capsys):
+    """SIGKILL to the main process: systemd restarts it (Restart=on-failure, NRestarts + 1), and
+    the requests that reached systemd's socket while no process served it are answered by the
+    new one. The client loop pauses for the kill itself (a killed process takes the connections
+    it had accepted with it: those nobody can answer), and resumes once the process is gone."""
+    host.systemctl("reset-failed", "edge-model.service")  # the start rate limit: see above
+    pid0, n0, victim = host.main_pid(), restarts(host), host.host_pid()
+    assert victim, host.systemctl("status", "edge-model.service")
+    with Clients(host, threads=4) as clients:
+        wait_until("20 answers before the kill", lambda: clients.answered >= 20 or clients.failures
+                   or not clients.alive())
+        clients.pause()
+        before = len(clients.requests)
+        killed = time.monotonic()
+        os.kill(victim, signal.SIGKILL)
+        wait_until("the killed process gone", lambda: gone(victim))
+        clients.resume()  # from here every request waits in systemd's socket for the next process
+        pid1 = wait_until("a new main process, active", lambda: restarted(host, pid0))
+        active = time.monotonic()
+        wait_until("20 answers after the restart", lambda: len(clients.requests) >= before + 20 or clients.failures
+                   or not clients.alive())
+    forked = exec_main_start(host)
+    assert not clients.failures, clients.failures[:5]
+    assert restarts(host) == n0 + 1
+    assert re.search(r"Main process exited, code=killed, status=9/KILL", journal(host))
+    after = clients.requests[before:]
+    queued = [(s, a) for s, a in after if s < forked]  # sent before the new process existed
+    assert queued, (forked, after[:5])  # RestartSec=5s: the resumed clients send long before
+    assert all(f32(f) == f32(answers["one"]) for _, f, _ in clients.seen), clients.seen
+    first = min(a for _, a in after)
+    with capsys.disabled():
+        print(f"\n  systemd host: kill -9 (MainPID {pid0} -> {pid1}, NRestarts {n0} -> {n0 + 1}): new process active "
+              f"{active - killed:.1f} s after the kill, first answer {first - killed:.1f} s after it; "
+              f"{len(queued)} requests sent while no process served were answered; "
+              f"{clients.answered} requests answered in all, none failed")
+
+
+def test_a_stopped_service_is_killed_by_the_watchdog_and_restarted_within_twice_watchdogsec(host, answers, capsys):
+    """SIGSTOP to the main process (a hang: the process is there, Restart= alone sees nothing):
+    no WATCHDOG=1 comes, systemd logs the watchdog timeout, kills it (WatchdogSignal=SIGKILL)
+    and Restart= starts a new one, within twice WatchdogSec of the stop; the requests sent
+    during the stop wait in systemd's socket and the new process answers them."""
+    host.systemctl("reset-failed", "edge-model.service")  # the start rate limit: see above
+    span = host.show("edge-model.service", "WatchdogUSec")
+    limit = seconds_of(span)
+    assert limit > 0, span
+    pid0, n0, victim = host.main_pid(), restarts(host), host.host_pid()
+    timeouts0 = journal(host).count(f"Watchdog timeout (limit {span})!")
+    assert victim, host.systemctl("status", "edge-model.service")
+    with Clients(host, threads=2) as clients:
+        wait_until("20 answers before the stop", lambda: clients.answered >= 20 or clients.failures
+                   or not clients.alive())
+        clients.pause()
+        before = len(clients.requests)
+        halted = time.monotonic()
+        os.kill(victim, signal.SIGSTOP)
+        wait_until("every thread of the service stopped", lambda: stopped(victim) or gone(victim))
+        clients.resume()  # these requests wait: the stopped process accepts nothing
+        when_gone = []
+
+        def back():
+            if not when_gone and gone(victim):
+                when_gone.append(time.monotonic())
+            return restarted(host, pid0)
+
+        pid1 = wait_until("the watchdog's kill and a new main process, active", back)
+        active = time.monotonic()
+        wait_until("20 answers after the restart", lambda: len(clients.requests) >= before + 20 or clients.failures
+                   or not clients.alive())
+    forked = exec_main_start(host)
+    took = active - halted
+    assert took <= 2 * limit, f"restarted {took:.1f} s after SIGSTOP, more than twice WatchdogSec={span}"
+    assert not clients.failures, clients.failures[:5]
+    assert restarts(host) == n0 + 1
+    log = journal(host)
+    assert log.count(f"Watchdog timeout (limit {span})!") == timeouts0 + 1, log[-3000:]
+    assert "Failed with result 'watchdog'." in log
+    after = clients.requests[before:]
+    queued = [(s, a) for s, a in after if s < forked]  # sent during the stop, answered by the new process
+    assert queued, (forked, after[:5])
+    assert all(f32(f) == f32(answers["one"]) for _, f, _ in clients.seen), clients.seen
+    first = min(a for _, a in after)
+    with capsys.disabled():
+        print(f"\n  systemd host: SIGSTOP, WatchdogSec={span}: killed by the watchdog "
+              f"{(when_gone or [active])[0] - halted:.1f} s after the stop, new process active {took:.1f} s after it "
+              f"(bound: {2 * limit:g} s), first answer {first - halted:.1f} s after it; MainPID {pid0} -> {pid1}, "
+              f"NRestarts {n0} -> {n0 + 1}; {len(queued)} requests sent during the stop were answered; "
+              f"{clients.answered} answered in all, none failed")
 
 
 def test_deploy_times_to_the_systemd_host(capsys):
