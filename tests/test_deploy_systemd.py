@@ -406,9 +406,11 @@ def test_without_the_service_a_missing_edge_root_is_refused_with_what_to_do(host
 
 # --- reload, a crash, a hang (issue 19, section 2) ------------------------------------------------
 # The service's start rate limit (StartLimitBurst=5 in StartLimitIntervalSec=300) counts every
-# start, a deploy's restart as much as a crash's: the tests above start it five times within a
-# few minutes, so the two below flush the counter first (`systemctl reset-failed`, as
-# docs/serving.md tells an operator) to see the restart they cause, not the limit.
+# start since the last daemon-reload, a `systemctl restart` as much as a crash's restart (the
+# 6th restart in a row is refused with start-limit-hit; a deploy's daemon-reload clears the
+# count, a rollback's restart does not). So that the crash tests below see the restart they
+# cause whatever ran before on the shared host, each flushes the count first with `systemctl
+# reset-failed` (as docs/serving.md tells an operator), which also sets NRestarts to 0.
 
 def test_reload_swaps_the_model_in_the_same_process_and_no_request_fails(host, models, answers, capsys):
     """`current` repointed to the previous release (the deploy's own relink, no restart), then
