@@ -43,7 +43,7 @@ EXPORT_SRC  := $(COMMON_SRC) pipeline/export_stage.py pipeline/names.py pipeline
 VERIFY_SRC  := $(COMMON_SRC) pipeline/verify.py pipeline/verify_dataset.py pipeline/report_dataset.py pipeline/names.py pipeline/probes.py pipeline/reference.py pipeline/numerics.py pipeline/runners.py pipeline/variant_checks.py pipeline/report.py pipeline/bundle_model.py export/variants.py export/tfenv.py runtime/manifest.py runtime/errors.py
 BUNDLE_SRC  := $(COMMON_SRC) pipeline/bundle.py pipeline/signing.py pipeline/bundle_dataset.py pipeline/bundle_model.py pipeline/probes.py pipeline/reference.py export/onnx_export.py export/keras3_savedmodel.py export/tfenv.py $(wildcard runtime/*.py runtime/systemd/edge-model.*) runtime/requirements.txt
 
-.PHONY: all venv config train export verify bundle keys lint test test-fast runtime-check bench bench-quick pi-check deploy fleet-status rollback clean distclean help
+.PHONY: all venv config train export verify bundle keys lint test test-fast runtime-check bench bench-quick pi-check deploy fleet-status rollback publish clean distclean help
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 16
@@ -164,6 +164,15 @@ fleet-status: | $(STAMP) ## What each of INVENTORY's devices runs, and whether i
 
 rollback: | $(STAMP) ## Every device in INVENTORY back to its previous release
 	$(PY) -m deploy rollback --inventory $(INVENTORY) --report $(BUILD)/deploy/rollback.json $(ANSIBLE_ARGS)
+
+# Pull mode (docs/deploy.md, "Pull mode"): PULL_REPO, the Git repository devices pull;
+# PULL_TARGETS, their platforms (<arch>:<python X.Y>:<glibc X.Y>; bookworm 64-bit: aarch64:3.11:2.36).
+PULL_REPO    ?=
+PULL_TARGETS ?= aarch64:3.11:2.36
+
+publish: $(TARBALL) ## Commit the bundle, the playbook and PULL_TARGETS' wheels to PULL_REPO, for devices in pull mode
+	@test -n "$(PULL_REPO)" || { echo "error: publish: PULL_REPO is not set; give the Git repository devices pull, e.g. make publish PULL_REPO=/srv/git/edge-pull.git" >&2; exit 2; }
+	$(PY) -m deploy.publish --repo $(PULL_REPO) --bundle $(TARBALL) $(addprefix --target ,$(PULL_TARGETS))
 
 clean: ## Remove build/ and dist/
 	rm -rf $(BUILD) $(DIST)

@@ -28,6 +28,7 @@ Python version.)
         [--cache .cache/wheelhouse]
     # prints one JSON object: the bundle (sha256, release name, model sha256) and, per
     # target, the folder, the venv id, the wheels and pip's wheel
+    python -m deploy.wheelhouse --requirements FILE --target ...   # FILE's packages instead ("bundle": null)
 """
 
 from __future__ import annotations
@@ -333,9 +334,15 @@ def main(argv: list[str] | None = None) -> int:
                    help="the bundle whose requirements.txt to fetch (default: dist/bundle.tar.gz)")
     p.add_argument("--target", action="append", default=[], help="<arch>:<python X.Y>:<glibc X.Y> (repeatable)")
     p.add_argument("--cache", type=Path, default=Path(".cache/wheelhouse"))
+    p.add_argument("--requirements", type=Path,
+                   help="fetch this requirements file's packages instead of the bundle's (the bundle is then not read), "
+                        "e.g. ansible-core for a device in pull mode")
     a = p.parse_args(argv)
     try:
-        text, bundle = read_bundle(a.tarball, a.cache)
+        if a.requirements:
+            text, bundle = a.requirements.read_text(), None
+        else:
+            text, bundle = read_bundle(a.tarball, a.cache)
         out = {"bundle": bundle, "wheelhouses": {t: build(text, t, a.cache) for t in dict.fromkeys(a.target)}}
     except (WheelhouseError, OSError, tarfile.TarError, KeyError, ValueError) as e:
         print(f"error: wheelhouse: {e}", file=sys.stderr)

@@ -87,6 +87,8 @@ print(json.dumps({
     "releases": releases,
     "venvs": venvs,
     "trust": trust(),
+    # Pull mode's units, installed by a deploy with edge_pull_url (a deploy without removes them).
+    "pull": os.path.exists("/etc/systemd/system/edge-pull.timer"),
     # A release counts as complete once it was renamed into releases/ with its venv link.
     "release_venv": dict((r, os.path.basename(os.readlink(os.path.join(root, "releases", r, ".venv")).rstrip("/")))
                          for r in releases if os.path.islink(os.path.join(root, "releases", r, ".venv"))),
