@@ -9,7 +9,8 @@ inventory, no key):
     deploy/                 the playbooks, the role, the table's callback, wheelhouse.py
     runtime/                what wheelhouse.py imports (runtime.manifest), as in this checkout
     dist/bundle.tar.gz      the bundle to run (signed, if the build signed it)
-    .cache/wheelhouse/      the wheels for each --target, so the device's run stays offline
+    .cache/wheelhouse/      the wheels for each --target (the bundle's, and ansible-core's for
+                            pull mode's own venv), so the device's run stays offline
 
 The repository (REPO: a folder, made bare on first use) gets one commit on branch
 `--branch` (default main) when any of that changed, and none when nothing did.
@@ -34,7 +35,8 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 PROJECT = HERE.parent
 # The parts of deploy/ a device's run uses (not devicecheck/, the inventory or __main__).
-DEPLOY_FILES = ("__init__.py", "ansible.cfg", "deploy.yml", "rollback.yml", "status.yml", "wheelhouse.py")
+DEPLOY_FILES = ("__init__.py", "ansible.cfg", "deploy.yml", "pull-requirements.txt", "rollback.yml", "status.yml",
+                "wheelhouse.py")
 DEPLOY_DIRS = ("plugins", "roles")
 IGNORE = shutil.ignore_patterns("__pycache__", "*.pyc")
 IDENTITY = ("-c", "user.name=edge-publish", "-c", "user.email=edge-publish@localhost")
@@ -58,6 +60,15 @@ def git(*args: str, cwd: Path | None = None) -> str:
     return r.stdout
 
 
+def wheelhouse(args: list[str], targets: list[str]) -> dict:
+    """`python -m deploy.wheelhouse ARGS` for the targets, into the project's cache: its JSON."""
+    r = subprocess.run([sys.executable, "-m", "deploy.wheelhouse", *args, "--cache", str(PROJECT / ".cache" / "wheelhouse"),
+                        *(f"--target={t}" for t in targets)], cwd=PROJECT, capture_output=True, text=True)
+    if r.returncode != 0:
+        raise PublishError((r.stderr.strip().splitlines() or ["wheelhouse failed"])[-1].removeprefix("error: "), 3)
+    return json.loads(r.stdout)
+
+
 def tree(work: Path, bundle: Path, targets: list[str]) -> dict:
     """Write the repository's files into work/ (an empty folder); returns the wheelhouse's JSON."""
     (work / "deploy").mkdir()
@@ -68,13 +79,10 @@ def tree(work: Path, bundle: Path, targets: list[str]) -> dict:
     shutil.copytree(PROJECT / "runtime", work / "runtime", ignore=IGNORE)
     (work / "dist").mkdir()
     shutil.copy2(bundle, work / "dist" / "bundle.tar.gz")
-    cache = PROJECT / ".cache" / "wheelhouse"
-    r = subprocess.run([sys.executable, "-m", "deploy.wheelhouse", "--tarball", str(bundle), "--cache", str(cache),
-                        *(f"--target={t}" for t in targets)], cwd=PROJECT, capture_output=True, text=True)
-    if r.returncode != 0:
-        raise PublishError((r.stderr.strip().splitlines() or ["wheelhouse failed"])[-1].removeprefix("error: "), 3)
-    info = json.loads(r.stdout)
-    for w in info["wheelhouses"].values():
+    info = wheelhouse(["--tarball", str(bundle)], targets)
+    # The device's run builds the ansible-core wheelhouse for itself too (pull mode's venv).
+    pull = wheelhouse(["--requirements", str(HERE / "pull-requirements.txt")], targets)
+    for w in [*info["wheelhouses"].values(), *pull["wheelhouses"].values()]:
         # The complete folder, as the device's wheelhouse.build() reuses it (wheels.tar, the
         # lock, pip's wheel, .complete); the release script is made there, per bundle.
         src = Path(w["dir"])

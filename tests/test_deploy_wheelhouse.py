@@ -95,3 +95,13 @@ def test_the_release_script_refuses_a_rollback_with_nothing_to_go_back_to(tmp_pa
     assert r.returncode == 1
     assert json.loads(r.stdout)["reason"] == "no previous release to roll back to (current: aaa)"
     assert (root / "current").readlink() == Path("releases/aaa")
+
+
+def test_pull_modes_ansible_core_is_the_version_the_deploying_machine_pins():
+    """deploy/pull-requirements.txt (a device's ansible-pull in pull mode) pins the ansible-core
+    of requirements.txt: the role is tested with that one."""
+    def pins(path):
+        return re.findall(r"^ansible-core==(\S+)", (ROOT / path).read_text(), re.M)
+
+    assert pins("deploy/pull-requirements.txt") == pins("requirements.txt") != [], (
+        pins("deploy/pull-requirements.txt"), pins("requirements.txt"))

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import tarfile
@@ -73,42 +74,11 @@ def bad(models, tmp_path_factory) -> Path:
     return tar_bundle(d / "bundle", d / "bad.tar.gz")
 
 
-def pinned_ansible() -> str:
-    """The project's ansible-core pin (requirements.txt), which the device's pull runs with."""
-    for line in (ROOT / "requirements.txt").read_text().splitlines():
-        if line.startswith("ansible-core=="):
-            return line.split()[0]
-    raise AssertionError("requirements.txt pins no ansible-core")
-
-
 @pytest.fixture(scope="module")
-def ansible_pull(host) -> str:
-    """What a device in pull mode needs besides git (docs/deploy.md, "Pull mode"): ansible-core,
-    here installed offline into a venv of the device's python3 from a wheelhouse, as the
-    docs show. Returns the device's path of its ansible-pull."""
-    from deploy import wheelhouse
-
-    venv, wheels = "/opt/edge-pull-ansible", "/opt/edge-pull-wheels"
-    house = wheelhouse.build(pinned_ansible() + "\n", target(), ROOT / ".cache" / "wheelhouse")
-    host.path(wheels).mkdir(parents=True, exist_ok=True)
-    with tarfile.open(house["tar"]) as tar:
-        tar.extractall(host.path(wheels), filter="data")
-    for cmd in (["/usr/bin/python3", "-m", "venv", "--without-pip", venv],
-                [f"{venv}/bin/python", f"{wheels}/{house['pip_wheel']}/pip", "install", "--quiet", "--no-index",
-                 "--disable-pip-version-check", "--find-links", wheels, "--require-hashes", "-r",
-                 f"{wheels}/requirements.lock"],
-                ["rm", "-rf", wheels]):
-        r = host.nsenter(*cmd, timeout=FAILSAFE)
-        assert r.returncode == 0, (cmd, r.stderr[-2000:])
-    return f"{venv}/bin/ansible-pull"
-
-
-@pytest.fixture(scope="module")
-def inventory(host, ansible_pull, tmp_path_factory) -> Path:
-    """The push inventory of the device, with pull mode on: its repository, its ansible-pull,
-    and a timer that fires 1 s after it starts and 1 s after each run."""
-    return host.inventory(tmp_path_factory.mktemp("pull-inv") / "inventory.ini",
-                          edge_pull_url=f"file://{REPO}", edge_pull_command=ansible_pull,
+def inventory(host, tmp_path_factory) -> Path:
+    """The push inventory of the device, with pull mode on: its repository, and a timer that
+    fires 1 s after it starts and 1 s after each run (the deploy installs ansible-pull)."""
+    return host.inventory(tmp_path_factory.mktemp("pull-inv") / "inventory.ini", edge_pull_url=f"file://{REPO}",
                           edge_pull_first="1s", edge_pull_interval="1s", edge_pull_jitter="0")
 
 
@@ -157,6 +127,15 @@ def test_a_push_deploy_with_edge_pull_url_installs_pull_mode(host, inventory, mo
     assert host.systemctl("is-enabled", "edge-pull.timer") == "enabled"
     assert host.systemctl("is-active", "edge-pull.timer") == "active"
     assert host.show("edge-pull.service", "User") == "pi"
+    # ansible-pull from the venv the deploy installed offline (deploy/pull-requirements.txt's pin)
+    venvs = sorted(os.listdir(host.path(host.edge_root / "pull")))
+    assert len(venvs) == 1 and host.path(host.edge_root / "pull" / venvs[0] / ".edge-complete").exists(), venvs
+    ansible_pull = f"{host.edge_root}/pull/{venvs[0]}/bin/ansible-pull"
+    assert host.show("edge-pull.service", "ExecStart").startswith(f"{{ path={ansible_pull} ;"), \
+        host.show("edge-pull.service", "ExecStart")
+    version = host.ssh(ansible_pull, "--version")
+    pin = re.search(r"^ansible-core==(\S+)$", (ROOT / "deploy/pull-requirements.txt").read_text(), re.M)[1]
+    assert version.stdout.startswith(f"ansible-pull [core {pin}]"), version
     # The timer, not the test, runs the first pull: the repository holds what the device runs.
     wait_until("a first pull run by the timer", lambda: pulls(host) >= 1)
     row = report(host)

@@ -89,6 +89,7 @@ print(json.dumps({
     "trust": trust(),
     # Pull mode's units, installed by a deploy with edge_pull_url (a deploy without removes them).
     "pull": os.path.exists("/etc/systemd/system/edge-pull.timer"),
+    "pull_venvs": [v for v in listdir("pull") if os.path.exists(os.path.join(root, "pull", v, ".edge-complete"))],
     # A release counts as complete once it was renamed into releases/ with its venv link.
     "release_venv": dict((r, os.path.basename(os.readlink(os.path.join(root, "releases", r, ".venv")).rstrip("/")))
                          for r in releases if os.path.islink(os.path.join(root, "releases", r, ".venv"))),
