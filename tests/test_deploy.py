@@ -48,6 +48,19 @@ def tar_bundle(folder: Path, tarball: Path) -> Path:
     return tarball
 
 
+def shifted_models(built, d: Path, count: int = 3) -> dict:
+    """Tarballs in d: "one", the session's bundle, and "two", "three", ... (count of them), its
+    model +1, +2, ... degF (conftest.shifted_bundle); "one" is also unpacked in d/one/bundle."""
+    import tarfile as tf
+
+    with tf.open(built.dist / "bundle.tar.gz") as tar:
+        tar.extractall(d / "one", filter="data")
+    out = {"one": built.dist / "bundle.tar.gz"}
+    for name, delta in list(zip(("two", "three", "four", "five"), (1.0, 2.0, 3.0, 4.0)))[:count]:
+        out[name] = tar_bundle(shifted_bundle(d / "one" / "bundle", d / name, delta), d / f"{name}.tar.gz")
+    return out
+
+
 def sha12(tarball: Path) -> str:
     return sha256_file(tarball)[:12]
 
@@ -132,14 +145,9 @@ def fleet(tmp_path_factory):
 @pytest.fixture(scope="module")
 def models(built, tmp_path_factory) -> dict:
     """Tarballs: the default bundle, the +1 degF model and +2 / +3 ones, and one with a damaged model file."""
-    import tarfile as tf
 
     d = tmp_path_factory.mktemp("models")
-    with tf.open(built.dist / "bundle.tar.gz") as tar:
-        tar.extractall(d / "one", filter="data")
-    out = {"one": built.dist / "bundle.tar.gz"}
-    for name, delta in (("two", 1.0), ("three", 2.0), ("four", 3.0)):
-        out[name] = tar_bundle(shifted_bundle(d / "one" / "bundle", d / name, delta), d / f"{name}.tar.gz")
+    out = shifted_models(built, d)
     bad = d / "bad"
     shutil.copytree(d / "one" / "bundle", bad)
     model = bytearray((bad / "model.onnx").read_bytes())

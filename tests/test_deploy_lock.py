@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import FAILSAFE, ROOT, shifted_bundle, wait_until
+from conftest import FAILSAFE, ROOT, wait_until
 from sshfleet import Fleet, SshUnavailable, ensure_sshd
 
 RELEASE_PY = ROOT / "deploy" / "roles" / "edge" / "files" / "release.py"
@@ -239,15 +239,9 @@ def fleet(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def models(built, tmp_path_factory) -> dict:
-    from test_deploy import tar_bundle
+    from test_deploy import shifted_models
 
-    d = tmp_path_factory.mktemp("lockmodels")
-    with tarfile.open(built.dist / "bundle.tar.gz") as tar:
-        tar.extractall(d / "one", filter="data")
-    out = {"one": built.dist / "bundle.tar.gz"}
-    for name, delta in (("two", 1.0), ("three", 2.0), ("four", 3.0)):
-        out[name] = tar_bundle(shifted_bundle(d / "one" / "bundle", d / name, delta), d / f"{name}.tar.gz")
-    return out
+    return shifted_models(built, tmp_path_factory.mktemp("lockmodels"))
 
 
 @pytest.fixture(scope="module")
