@@ -26,8 +26,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import FAILSAFE, ROOT, shifted_bundle, wait_until
-from test_deploy import fleet_cmd, sha12, tar_bundle
+from conftest import FAILSAFE, ROOT, wait_until
+from test_deploy import fleet_cmd, sha12, shifted_models
 
 pytestmark = [pytest.mark.slow, pytest.mark.ssh, pytest.mark.root]
 
@@ -43,13 +43,7 @@ def host(systemd_host):
 @pytest.fixture(scope="module")
 def models(built, tmp_path_factory) -> dict:
     """The default bundle and the +1 / +2 degF ones (conftest.shifted_bundle)."""
-    d = tmp_path_factory.mktemp("systemd-models")
-    with tarfile.open(built.dist / "bundle.tar.gz") as tar:
-        tar.extractall(d / "one", filter="data")
-    out = {"one": built.dist / "bundle.tar.gz"}
-    for name, delta in (("two", 1.0), ("three", 2.0)):
-        out[name] = tar_bundle(shifted_bundle(d / "one" / "bundle", d / name, delta), d / f"{name}.tar.gz")
-    return out
+    return shifted_models(built, tmp_path_factory.mktemp("systemd-models"), count=2)
 
 
 @pytest.fixture(scope="module")
@@ -417,9 +411,9 @@ def test_without_the_service_a_missing_edge_root_is_refused_with_what_to_do(host
 # The service's start rate limit (StartLimitBurst=5 in StartLimitIntervalSec=300) counts every
 # start since the last daemon-reload, a `systemctl restart` as much as a crash's restart (the
 # 6th restart in a row is refused with start-limit-hit; a deploy's daemon-reload clears the
-# count, a rollback's restart does not). So that the crash tests below see the restart they
-# cause whatever ran before on the shared host, each flushes the count first with `systemctl
-# reset-failed` (as docs/serving.md tells an operator), which also sets NRestarts to 0.
+# count, a rollback's restart does not; the role's reset-failed after a healthy restart does,
+# which the first test below proves). The watchdog test flushes the count itself first with
+# `systemctl reset-failed` (as docs/serving.md tells an operator), which also sets NRestarts to 0.
 
 def test_reload_swaps_the_model_in_the_same_process_and_no_request_fails(host, models, answers, capsys):
     """`current` repointed to the previous release (the deploy's own relink, no restart), then
@@ -457,13 +451,27 @@ def test_reload_swaps_the_model_in_the_same_process_and_no_request_fails(host, m
               f"models in order: {', '.join(f'{m[:12]} x{n}' for m, _, n in clients.seen)}; MainPID {pid0} throughout")
 
 
+def test_restarts_by_deploys_leave_the_crash_its_restart(host, inventory, models, tmp):
+    """Five starts in a row, as an operator's restarts and two `make rollback` (there and back)
+    make them: each healthy restart by the role ends with `systemctl reset-failed`, so the start
+    rate limit still has room for the crash's restart that the next test causes (without it,
+    systemd would refuse that 6th start with start-limit-hit and leave the service dead)."""
+    for _ in range(3):
+        r = host.nsenter("systemctl", "restart", "edge-model.service", timeout=FAILSAFE)
+        assert r.returncode == 0, r.stderr
+    for _ in range(2):
+        r = fleet_cmd("rollback", inventory, tmp=tmp)
+        assert r.rc == 0 and r.result(host) == "rolled back", r.out[-3000:]
+    assert state(host)["current"] == f"releases/{sha12(models['one'])}"
+    assert host.show("edge-model.service", "NRestarts") == "0"  # reset-failed zeroes it
+
+
 def test_kill_9_is_restarted_by_systemd_and_requests_queued_meanwhile_are_answered(host, answers, capsys):
     """SIGKILL to the main process: systemd restarts it (Restart=on-failure, NRestarts + 1), and
     the requests that reached systemd's socket while no process served it are answered by the
     new one. The client loop pauses for the kill itself (a killed process takes the connections
     it had accepted with it: those nobody can answer), and resumes once the process is gone."""
-    host.systemctl("reset-failed", "edge-model.service")  # the start rate limit: see above
-    pid0, n0, victim = host.main_pid(), restarts(host), host.host_pid()
+    pid0, n0, victim = host.main_pid(), restarts(host), host.host_pid()  # no reset-failed here: the test above
     kills0 = journal(host).count("Main process exited, code=killed, status=9/KILL")
     assert victim, host.systemctl("status", "edge-model.service")
     with Clients(host, threads=4) as clients:

@@ -3,7 +3,7 @@
 A push deploy with `edge_pull_url` installs edge-pull.timer and edge-pull.service; from then
 on the device's own timer runs ansible-pull on the repository `python -m deploy.publish`
 wrote (here a bare Git repository on the device, /srv/edge-pull.git, owned by pi), with the
-settings of that push (/etc/edge-model/pull.json). The test never starts a pull itself: it
+settings of that push (/etc/edge-pull/settings.json). The test never starts a pull itself: it
 publishes and waits for the device's timer to converge. The timer here fires 1 s after it
 starts and 1 s after each run ends (edge_pull_first, edge_pull_interval), so runs follow
 each other; the module stops it at the end.
@@ -37,7 +37,8 @@ answers = test_deploy_systemd.answers
 
 REPO = "/srv/edge-pull.git"
 REPORT = "/var/lib/edge-pull/report.json"
-UNITS = ("/etc/systemd/system/edge-pull.service", "/etc/systemd/system/edge-pull.timer", "/etc/edge-model/pull.json")
+UNITS = ("/etc/systemd/system/edge-pull.service", "/etc/systemd/system/edge-pull.timer", "/etc/edge-pull/settings.json")
+SETTINGS_DIR = "/etc/edge-pull"
 
 
 def target() -> str:
@@ -126,7 +127,7 @@ def test_a_push_deploy_with_edge_pull_url_installs_pull_mode(host, inventory, mo
     assert r.rc == 0 and r.result(host) in ("deployed", "unchanged"), r.out[-3000:] + r.err[-2000:]
     for f in UNITS:
         assert host.path(f).is_file(), f
-    settings = json.loads(host.path("/etc/edge-model/pull.json").read_text())
+    settings = json.loads(host.path("/etc/edge-pull/settings.json").read_text())
     assert settings["edge_pull_url"] == f"file://{REPO}"
     assert settings["edge_healthz_url"] == f"http://127.0.0.1:{host.service_port}/healthz"
     assert settings["edge_service"] is True and settings["edge_root"] == str(host.edge_root)
@@ -196,7 +197,7 @@ def test_a_push_deploy_without_edge_pull_url_removes_pull_mode(host, models, tmp
     plain = host.inventory(tmp_path_factory.mktemp("pull-off") / "inventory.ini")
     r = fleet_cmd("deploy", plain, tmp=tmp, bundle=models["two"])
     assert r.rc == 0 and r.result(host) == "unchanged", r.out[-3000:]
-    for f in UNITS:
+    for f in (*UNITS, SETTINGS_DIR, host.edge_root / "pull"):
         assert not host.path(f).exists(), f
     assert host.systemctl("is-enabled", "edge-pull.timer") in ("", "not-found")
 
