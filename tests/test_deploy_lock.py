@@ -22,8 +22,8 @@ from pathlib import Path
 
 import pytest
 
+import test_deploy
 from conftest import FAILSAFE, ROOT, wait_until
-from sshfleet import Fleet, SshUnavailable, ensure_sshd
 
 RELEASE_PY = ROOT / "deploy" / "roles" / "edge" / "files" / "release.py"
 TRUSTED_KEYS_PY = ROOT / "deploy" / "roles" / "edge" / "files" / "trusted_keys.py"
@@ -227,14 +227,7 @@ def test_two_installs_at_once_do_not_interleave_and_leave_no_temporaries(device,
 
 # --- through the deploy, over SSH ---------------------------------------------------------
 
-@pytest.fixture(scope="module")
-def fleet(tmp_path_factory):
-    try:
-        ensure_sshd()
-    except SshUnavailable as e:
-        pytest.skip(str(e))
-    with Fleet(tmp_path_factory.mktemp("lockfleet")) as f:
-        yield f
+fleet = test_deploy.fleet  # the SSH test hosts (a fixture: a Fleet of this module's own)
 
 
 @pytest.fixture(scope="module")
