@@ -40,10 +40,6 @@ DEPLOY_FILES = ("__init__.py", "ansible.cfg", "deploy.yml", "pull-requirements.t
 DEPLOY_DIRS = ("plugins", "roles")
 IGNORE = shutil.ignore_patterns("__pycache__", "*.pyc")
 IDENTITY = ("-c", "user.name=edge-publish", "-c", "user.email=edge-publish@localhost")
-# git's environment: publish() adds GIT_CONFIG_GLOBAL, a file trusting the repository it was
-# given (safe.directory: it may belong to the user that serves it, and git before 2.41
-# takes that setting from no command line).
-GIT_ENV = dict(os.environ)
 
 
 class PublishError(Exception):
@@ -52,8 +48,11 @@ class PublishError(Exception):
         self.code = code
 
 
-def git(*args: str, cwd: Path | None = None) -> str:
-    r = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, stdin=subprocess.DEVNULL, env=GIT_ENV)
+def git(*args: str, env: dict, cwd: Path | None = None, check: bool = True) -> str | None:
+    """git's stdout; a failure is a PublishError, or None with check=False."""
+    r = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, stdin=subprocess.DEVNULL, env=env)
+    if r.returncode != 0 and not check:
+        return None
     if r.returncode != 0:
         last = (r.stderr.strip() or r.stdout.strip() or "(no output)").splitlines()[-1]
         raise PublishError(f"git {args[0]} failed: {last}", 4)
@@ -100,23 +99,25 @@ def publish(repo: Path, bundle: Path, targets: list[str], branch: str) -> dict:
         work = Path(t) / "work"
         work.mkdir()
         info = tree(work, bundle, targets)
+        # A global git config of its own that trusts the repository (safe.directory: it may
+        # belong to the user that serves it, and git before 2.41 takes that from no command line).
         (Path(t) / "gitconfig").write_text(f"[safe]\n\tdirectory = {repo.resolve()}\n")
-        GIT_ENV["GIT_CONFIG_GLOBAL"] = str(Path(t) / "gitconfig")
+        env = {**os.environ, "GIT_CONFIG_GLOBAL": str(Path(t) / "gitconfig")}
         if not (repo / "HEAD").exists():
             repo.mkdir(parents=True, exist_ok=True)
-            git("init", "--quiet", "--bare", f"--initial-branch={branch}", str(repo))
-        git("init", "--quiet", f"--initial-branch={branch}", cwd=work)
-        has_branch = subprocess.run(["git", "--git-dir", str(repo), "rev-parse", "--verify", "--quiet",
-                                     f"refs/heads/{branch}"], capture_output=True, env=GIT_ENV).returncode == 0
-        git("add", "--all", cwd=work)
+            git("init", "--quiet", "--bare", f"--initial-branch={branch}", str(repo), env=env)
+        git("init", "--quiet", f"--initial-branch={branch}", cwd=work, env=env)
+        has_branch = git("--git-dir", str(repo), "rev-parse", "--verify", "--quiet", f"refs/heads/{branch}", env=env,
+                         check=False) is not None
+        git("add", "--all", cwd=work, env=env)
         if has_branch:
-            git("fetch", "--quiet", str(repo.resolve()), branch, cwd=work)
-            git("reset", "--soft", "FETCH_HEAD", cwd=work)
-            if not git("status", "--porcelain", cwd=work).strip():
-                return {**info, "commit": git("rev-parse", "FETCH_HEAD", cwd=work).strip(), "changed": False}
-        git(*IDENTITY, "commit", "--quiet", "-m", f"release {info['bundle']['release']}", cwd=work)
-        git("push", "--quiet", str(repo.resolve()), f"HEAD:refs/heads/{branch}", cwd=work)
-        return {**info, "commit": git("rev-parse", "HEAD", cwd=work).strip(), "changed": True}
+            git("fetch", "--quiet", str(repo.resolve()), branch, cwd=work, env=env)
+            git("reset", "--soft", "FETCH_HEAD", cwd=work, env=env)
+            if not git("status", "--porcelain", cwd=work, env=env).strip():
+                return {**info, "commit": git("rev-parse", "FETCH_HEAD", cwd=work, env=env).strip(), "changed": False}
+        git(*IDENTITY, "commit", "--quiet", "-m", f"release {info['bundle']['release']}", cwd=work, env=env)
+        git("push", "--quiet", str(repo.resolve()), f"HEAD:refs/heads/{branch}", cwd=work, env=env)
+        return {**info, "commit": git("rev-parse", "HEAD", cwd=work, env=env).strip(), "changed": True}
 
 
 def main(argv: list[str] | None = None) -> int:

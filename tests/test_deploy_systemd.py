@@ -169,6 +169,11 @@ class Clients:
     def alive(self) -> bool:
         return all(t.is_alive() for t in self._threads)
 
+    def until(self, what: str, cond) -> None:
+        """Wait until cond() holds, or a request failed, or a client thread ended (each of
+        which the test then reports)."""
+        wait_until(what, lambda: cond() or self.failures or not self.alive())
+
     def pause(self) -> None:
         with self._lock:  # a thread checks _go and counts itself in flight under the same lock
             self._go.clear()
@@ -328,8 +333,7 @@ def test_second_model_then_rollback_under_load_no_request_fails(host, inventory,
         pid1, started1 = host.main_pid(), starts(host)
         r3 = fleet_cmd("rollback", inventory, tmp=tmp)
         pid2, started2 = host.main_pid(), starts(host)
-        wait_until("20 answers after the rollback", lambda: (len(clients.seen) >= 3 and clients.seen[-1][2] >= 20)
-                   or clients.failures or not clients.alive())
+        clients.until("20 answers after the rollback", lambda: len(clients.seen) >= 3 and clients.seen[-1][2] >= 20)
     seen, failures = clients.seen, clients.failures
     assert r2.rc == 0 and r2.result(host) == "deployed", r2.out[-3000:]
     assert r3.rc == 0 and r3.result(host) == "rolled back", r3.out[-3000:]
@@ -424,18 +428,16 @@ def test_reload_swaps_the_model_in_the_same_process_and_no_request_fails(host, m
     pid0, started0, reloads0 = host.main_pid(), starts(host), journal(host).count("serve: reloaded: model ")
 
     def serving(name):
-        return lambda: (clients.seen and f32(clients.seen[-1][1]) == f32(answers[name]) and clients.seen[-1][2] >= 20
-                        ) or clients.failures or not clients.alive()
+        return lambda: clients.seen and f32(clients.seen[-1][1]) == f32(answers[name]) and clients.seen[-1][2] >= 20
 
     with Clients(host) as clients:
-        wait_until("20 answers of the first model", serving("one"))
+        clients.until("20 answers of the first model", serving("one"))
         relink(host, two, one)
         host.systemctl("reload", "edge-model.service")
-        wait_until("20 answers of the second model after the reload", serving("two"))
+        clients.until("20 answers of the second model after the reload", serving("two"))
         relink(host, one, two)
         host.systemctl("reload", "edge-model.service")
-        wait_until("20 answers of the first model again", lambda: (len(clients.seen) >= 3 and serving("one")())
-                   or clients.failures or not clients.alive())
+        clients.until("20 answers of the first model again", lambda: len(clients.seen) >= 3 and serving("one")())
     assert not clients.failures, clients.failures[:5]
     assert [f32(f) for _, f, _ in clients.seen] == [f32(answers[m]) for m in ("one", "two", "one")], clients.seen
     assert host.main_pid() == pid0 and starts(host) == started0  # swapped in the process, never restarted
@@ -475,8 +477,7 @@ def test_kill_9_is_restarted_by_systemd_and_requests_queued_meanwhile_are_answer
     kills0 = journal(host).count("Main process exited, code=killed, status=9/KILL")
     assert victim, host.systemctl("status", "edge-model.service")
     with Clients(host, threads=4) as clients:
-        wait_until("20 answers before the kill", lambda: clients.answered >= 20 or clients.failures
-                   or not clients.alive())
+        clients.until("20 answers before the kill", lambda: clients.answered >= 20)
         clients.pause()
         before = len(clients.requests)
         killed = time.monotonic()
@@ -485,8 +486,7 @@ def test_kill_9_is_restarted_by_systemd_and_requests_queued_meanwhile_are_answer
         clients.resume()  # from here every request waits in systemd's socket for the next process
         pid1 = wait_until("a new main process, active", lambda: restarted(host, pid0))
         active = time.monotonic()
-        wait_until("20 answers after the restart", lambda: len(clients.requests) >= before + 20 or clients.failures
-                   or not clients.alive())
+        clients.until("20 answers after the restart", lambda: len(clients.requests) >= before + 20)
     forked = exec_main_start(host)
     assert not clients.failures, clients.failures[:5]
     assert restarts(host) == n0 + 1
@@ -518,8 +518,7 @@ def test_a_stopped_service_is_killed_by_the_watchdog_and_restarted_within_twice_
     timeouts0, failed0 = log0.count(f"Watchdog timeout (limit {span})!"), log0.count("Failed with result 'watchdog'.")
     assert victim, host.systemctl("status", "edge-model.service")
     with Clients(host, threads=2) as clients:
-        wait_until("20 answers before the stop", lambda: clients.answered >= 20 or clients.failures
-                   or not clients.alive())
+        clients.until("20 answers before the stop", lambda: clients.answered >= 20)
         clients.pause()
         before = len(clients.requests)
         halted = time.monotonic()
@@ -535,8 +534,7 @@ def test_a_stopped_service_is_killed_by_the_watchdog_and_restarted_within_twice_
 
         pid1 = wait_until("the watchdog's kill and a new main process, active", back)
         active = time.monotonic()
-        wait_until("20 answers after the restart", lambda: len(clients.requests) >= before + 20 or clients.failures
-                   or not clients.alive())
+        clients.until("20 answers after the restart", lambda: len(clients.requests) >= before + 20)
     forked = exec_main_start(host)
     took = active - halted
     assert took <= 2 * limit, f"restarted {took:.1f} s after SIGSTOP, more than twice WatchdogSec={span}"

@@ -13,6 +13,7 @@ The tests run in order on the session's systemd host (after tests/test_deploy_sy
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -41,6 +42,7 @@ UNITS = ("/etc/systemd/system/edge-pull.service", "/etc/systemd/system/edge-pull
 SETTINGS_DIR = "/etc/edge-pull"
 
 
+@functools.cache
 def target() -> str:
     """The container's wheelhouse target: this machine's (it is an overlay of this root)."""
     r = subprocess.run(["/usr/bin/python3", "-c", "import os, platform, sys; print(platform.machine(), "
