@@ -17,11 +17,16 @@ def load_history(build) -> dict:
 
 
 @pytest.fixture(scope="module")
-def tutorial(tmp_path_factory) -> dict:
+def tutorial_build(tmp_path_factory):
     b = Built(tmp_path_factory.mktemp("tutorial"), PRESETS / "tutorial.toml")
     r = b.run("train")
     assert r.returncode == 0, r.stderr.decode()
-    return load_history(b.build)
+    return b.build
+
+
+@pytest.fixture(scope="module")
+def tutorial(tutorial_build) -> dict:
+    return load_history(tutorial_build)
 
 
 def test_tutorial_preset_reproduces_the_tutorial(tutorial):
@@ -32,6 +37,27 @@ def test_tutorial_preset_reproduces_the_tutorial(tutorial):
     assert layer["bias"][0] == pytest.approx(29.0138, abs=1e-4)
     assert tutorial["prediction_at_100c"] == pytest.approx(211.32, abs=0.01)
     assert len(tutorial["loss"]) == 500
+
+
+def keras_weight_bits(build) -> list[str]:
+    """The trained model's float32 weights (build/model.keras), each as its bits in hex, in order."""
+    from export.tfenv import tensorflow
+
+    _, keras = tensorflow()
+    model = keras.models.load_model(build / "model.keras")
+    return [hex(int(v)) for w in model.get_weights() for v in np.asarray(w, np.float32).reshape(-1).view(np.uint32)]
+
+
+# The presets' weights, bit for bit (kernel, then bias), as TensorFlow 2.21 / Keras 3.15 train
+# them. The tutorial's are what its own `fit` code gives (w = 1.8230593, b = 29.0138); the
+# default's are within 1e-4 of the least-squares optimum (w = 1.7979494, b = 31.95248).
+TUTORIAL_BITS = ["0x3fe95a02", "0x41e81c43"]
+DEFAULT_BITS = ["0x3fe62335", "0x41ff9eae"]
+
+
+def test_the_presets_weights_are_pinned_bit_for_bit(built, tutorial_build):
+    assert keras_weight_bits(tutorial_build) == TUTORIAL_BITS
+    assert keras_weight_bits(built.build) == DEFAULT_BITS
 
 
 @pytest.mark.slow  # trains or runs the pipeline again: make test, not test-fast
