@@ -3,6 +3,8 @@
 Read from ``manifest["signature"]`` (its shape is checked by ``manifest.check_signature``;
 docs/bundle.md) or, for a bundle made before signatures, the tutorial's implied one: one
 Celsius value in, one Fahrenheit value out, the valid range from ``valid_input``.
+This module owns that table's form: ``Signature.to_dict`` writes it, ``Signature.from_dict``
+reads it, and ``Signature.build`` is what the build side describes a model with.
 stdlib + numpy only.
 """
 
@@ -16,8 +18,8 @@ from typing import Any
 
 import numpy as np
 
-from .errors import InputError
-from .manifest import TUTORIAL_NAME, signature_summary
+from .errors import BundleError, InputError
+from .manifest import MANIFEST, TUTORIAL_NAME, check_signature, signature_summary
 
 F32_MAX = float(np.finfo(np.float32).max)
 _F32 = np.dtype(np.float32)
@@ -27,6 +29,46 @@ NUMERIC_KINDS = "iuf"  # signed, unsigned, float; bools, strings and objects are
 
 def _bounds(values: list, default: float) -> np.ndarray:
     return np.array([default if v is None else float(v) for v in values], dtype=np.float64)
+
+
+def _written(bounds: np.ndarray) -> list[float | None]:
+    """Per-feature bounds as the manifest writes them: floats, null where unbounded."""
+    return [None if math.isinf(v) else v for v in bounds.tolist()]
+
+
+def _listed(values: Any) -> Any:
+    """A sequence the build side passes (a list, tuple or numpy array) as a plain list, numpy
+    scalars made Python's; anything else as it is, for ``check_signature`` to refuse."""
+    if isinstance(values, np.ndarray):
+        return values.tolist()
+    if isinstance(values, (list, tuple)):
+        return [v.item() if isinstance(v, np.generic) else v for v in values]
+    return values
+
+
+def _number_list(values: Any, unbounded: float | None = None) -> Any:
+    """Per-feature numbers as the manifest writes them: floats, and ``unbounded`` (-inf for a
+    valid min, inf for a max) as null; anything else as it is, for the checks to refuse."""
+    values = _listed(values)
+    if not isinstance(values, list):
+        return values
+    return [None if unbounded is not None and v == unbounded
+            else float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else v for v in values]
+
+
+def _unwritable(d: dict[str, Any]) -> str | None:
+    """What ``check_signature`` lets through in ``d`` but ``to_dict`` could not write back as
+    given (JSON has no NaN nor infinity, and a null bound means unbounded): the message, or None."""
+    if d["task"] != "classification" and d["labels"] is not None:
+        return f"{MANIFEST} | signature.labels: expected null for a {d['task']}, got {short(d['labels'])}"
+    features = d["input"]["features"]
+    for rng, end in (("valid", "min"), ("valid", "max"), ("observed", "min"), ("observed", "max")):
+        values = (d[rng] or {}).get(end) or []
+        for j, v in enumerate(values):
+            if v is not None and not math.isfinite(v):
+                what = "a finite number" if rng == "observed" else f"a finite number or {'-' if end == 'min' else ''}inf"
+                return f"{MANIFEST} | signature.{rng}.{end}: expected {what} per feature, got {v!r} for {features[j]!r}"
+    return None
 
 
 def short(values: Any, limit: int = 60) -> str:
@@ -65,7 +107,9 @@ class Signature:
     output_names: list[str] | None
     valid_min: np.ndarray  # float64 (features,), -inf where unbounded
     valid_max: np.ndarray
-    observed_min: np.ndarray | None  # float32 (features,), None when the bundle records none
+    # float64 (features,), the manifest's numbers exactly (``Checker`` rounds them to float32,
+    # the input's type, to compare); None when the bundle records none.
+    observed_min: np.ndarray | None
     observed_max: np.ndarray | None
     declared: bool  # the manifest has a signature (False: a bundle made before them)
     summary: dict[str, Any]  # what `info` and GET /info show (manifest.signature_summary)
@@ -80,19 +124,102 @@ class Signature:
             return cls(name, "regression", "values", None, model["input"]["name"], model["output"]["name"],
                        (1,), (1,), ["celsius"], ["fahrenheit"], _bounds([v["min_celsius"]], -math.inf),
                        _bounds([v["max_celsius"]], math.inf), None, None, False, signature_summary(manifest))
-        inp, out = sig["input"], sig["output"]
-        labels = sig.get("labels")
-        if sig["task"] == "classification" and labels is None:
+        return cls.from_dict(sig, name)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], model_name: str) -> "Signature":
+        """The signature that a manifest's ``signature`` table ``d`` describes (one that
+        ``manifest.check_signature`` passed), of the model named ``model_name``: the inverse of
+        ``to_dict``. A classification without ``labels`` takes its output names as labels; a
+        regression has none.
+        """
+        inp, out = d["input"], d["output"]
+        task = d["task"]
+        labels = d.get("labels")
+        if task == "classification" and labels is None:
             labels = out.get("names")
-        observed = sig.get("observed")
+        names = out.get("names")
+        observed = d.get("observed")
         return cls(
-            name, sig["task"], sig.get("output_kind", "values"), labels if sig["task"] == "classification" else None,
+            model_name, task, d.get("output_kind", "values"), list(labels) if task == "classification" else None,
             inp["name"], out["name"], tuple(inp["shape"][1:]), tuple(out["shape"][1:]), list(inp["features"]),
-            out.get("names"), _bounds(sig["valid"]["min"], -math.inf), _bounds(sig["valid"]["max"], math.inf),
-            None if observed is None else np.array(observed["min"], np.float64).astype(np.float32),
-            None if observed is None else np.array(observed["max"], np.float64).astype(np.float32),
-            True, signature_summary(manifest),
+            None if names is None else list(names), _bounds(d["valid"]["min"], -math.inf),
+            _bounds(d["valid"]["max"], math.inf),
+            None if observed is None else np.array(observed["min"], np.float64),
+            None if observed is None else np.array(observed["max"], np.float64),
+            True, signature_summary({"model": {"name": model_name}, "signature": d}),
         )
+
+    def to_dict(self) -> dict[str, Any]:
+        """The manifest's ``signature`` table for this signature, as bundles write it (docs/bundle.md),
+        in plain JSON types: task, labels, output_kind, input and output (name, dtype, shape with
+        the batch dimension -1 first, the feature and output names), the valid range per feature
+        (null where unbounded) and the observed one (null when unknown). ``from_dict`` reads it
+        back to an equal Signature.
+        """
+        return {
+            "task": self.task,
+            "labels": None if self.labels is None else list(self.labels),
+            "output_kind": self.output_kind,
+            "input": {"name": self.input_name, "dtype": "float32", "shape": [-1, *self.shape],
+                      "features": list(self.features)},
+            "output": {"name": self.output_name, "dtype": "float32", "shape": [-1, *self.output_shape],
+                       "names": None if self.output_names is None else list(self.output_names)},
+            "valid": {"min": _written(self.valid_min), "max": _written(self.valid_max)},
+            "observed": None if self.observed_min is None else {
+                "min": [float(v) for v in self.observed_min.tolist()],
+                "max": [float(v) for v in self.observed_max.tolist()]},
+        }
+
+    @classmethod
+    def build(cls, *, model_name: str, task: str, output_kind: str, labels, input_name: str, output_name: str,
+              shape, output_shape, features, output_names, valid_min, valid_max, observed_min=None,
+              observed_max=None) -> "Signature":
+        """A model's signature as the build side describes it, checked as a device will check
+        its ``to_dict()`` in the manifest (``manifest.check_signature``).
+
+        Args:
+            model_name: the model's name (the manifest's ``model.name``), not empty.
+            task: "regression" or "classification"; output_kind: "values", "logits" or "probabilities".
+            labels: a classification's class names, one per output in index order (None: its
+                output names); None for a regression.
+            input_name, output_name: the ONNX model's input and output tensors.
+            shape, output_shape: one example's input and output shape, without the batch dimension.
+            features: prod(shape) names, C order; output_names: prod(output_shape) names, or None.
+            valid_min, valid_max: per feature, the range outside which input is refused (floats;
+                -inf and inf where unbounded).
+            observed_min, observed_max: per feature, the training rows' range (finite floats),
+                or None (default) when unknown.
+
+        Raises:
+            ValueError: one line naming the first key that is wrong: ``check_signature``'s message,
+                or a value the manifest cannot hold (NaN, an infinite observed bound, a min of inf,
+                a max of -inf, labels for a regression, an empty model name).
+        """
+        if not (isinstance(model_name, str) and model_name):
+            raise ValueError(f"{MANIFEST} | model.name: expected a non-empty string, got {short(model_name)}")
+
+        def batched(dims: Any) -> Any:
+            dims = _listed(dims)
+            return [-1, *dims] if isinstance(dims, list) else dims
+
+        d = {
+            "task": task, "labels": _listed(labels), "output_kind": output_kind,
+            "input": {"name": input_name, "dtype": "float32", "shape": batched(shape), "features": _listed(features)},
+            "output": {"name": output_name, "dtype": "float32", "shape": batched(output_shape),
+                       "names": _listed(output_names)},
+            "valid": {"min": _number_list(valid_min, -math.inf), "max": _number_list(valid_max, math.inf)},
+            "observed": None if observed_min is None and observed_max is None else {
+                "min": _number_list(observed_min), "max": _number_list(observed_max)},
+        }
+        try:
+            check_signature(d)
+        except BundleError as e:
+            raise ValueError(e.message) from None
+        problem = _unwritable(d)
+        if problem:
+            raise ValueError(problem)
+        return cls.from_dict(d, model_name)
 
     @property
     def scalar(self) -> bool:
@@ -129,9 +256,9 @@ class Checker:
         self.lo_list, self.hi_list = lo.tolist(), hi.tolist()
         self.one = (1, *sig.shape)  # a batch of one example
         self.lo32_list, self.hi32_list = self.lo32.reshape(-1).tolist(), self.hi32.reshape(-1).tolist()
-        if sig.observed_min is not None:
-            self.obs_lo = sig.observed_min.reshape(shaped)
-            self.obs_hi = sig.observed_max.reshape(shaped)
+        if sig.observed_min is not None:  # float32, as the input it is compared with
+            self.obs_lo = sig.observed_min.astype(np.float32).reshape(shaped)
+            self.obs_hi = sig.observed_max.astype(np.float32).reshape(shaped)
         else:
             self.obs_lo = self.obs_hi = None
 

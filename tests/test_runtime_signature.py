@@ -4,13 +4,16 @@ with a signature added. Real onnxruntime; the models are built with onnx.helper 
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import math
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from runtime import BundleError, InputError, Runner, manifest, selfcheck
+from runtime.signature import Signature
 from tests.conftest import WINE_FEATURES, one_error_line, resign, runtime_cli, sig_compute, signature_bundle
 
 
@@ -311,6 +314,170 @@ def test_a_bundle_without_signature_still_needs_its_valid_input(tutorial_without
     rewrite_manifest(tutorial_without_signature, lambda m: m.pop("valid_input"))
     with pytest.raises(BundleError, match=r"^manifest.json \| valid_input.min_celsius: expected"):
         Runner.from_bundle(tutorial_without_signature)
+
+
+# --- the signature's serialized form: to_dict, from_dict, build (what the build side calls) ------
+
+
+def same(a: Signature, b: Signature) -> None:
+    """``a`` and ``b`` equal field by field: arrays by dtype and value, the rest by type and value."""
+    for f in dataclasses.fields(Signature):
+        x, y = getattr(a, f.name), getattr(b, f.name)
+        if isinstance(x, np.ndarray) or isinstance(y, np.ndarray):
+            assert isinstance(x, np.ndarray) and isinstance(y, np.ndarray), f.name
+            assert x.dtype == y.dtype, f.name
+            np.testing.assert_array_equal(x, y, err_msg=f.name)
+        else:
+            assert type(x) is type(y) and x == y, (f.name, x, y)
+
+
+def plain(doc) -> None:
+    """``doc`` holds JSON's own types only (no numpy scalar, no tuple) and no NaN nor infinity."""
+    if isinstance(doc, dict):
+        assert all(isinstance(k, str) for k in doc)
+        for v in doc.values():
+            plain(v)
+    elif isinstance(doc, list):
+        for v in doc:
+            plain(v)
+    else:
+        assert doc is None or type(doc) in (str, int, float), (type(doc), doc)
+        assert type(doc) is not float or math.isfinite(doc), doc
+    json.dumps(doc, allow_nan=False)
+
+
+INF = math.inf
+
+
+def tabular_regression() -> Signature:
+    """Five features, one of them unbounded below and one above, observed as plain floats."""
+    return Signature.build(
+        model_name="houses", task="regression", output_kind="values", labels=None, input_name="x",
+        output_name="price", shape=(5,), output_shape=(1,), features=["rooms", "area", "age", "lat", "lon"],
+        output_names=["price"], valid_min=[0, 0.0, -INF, -90, -180], valid_max=[50, INF, 300, 90, 180.0],
+        observed_min=[1, 20.5, 0, 47.1, 7.2], observed_max=[9, 310.25, 120, 47.9, 8.6])
+
+
+def image_classification() -> Signature:
+    """8x8x1 pixels in, 10 logits out: the build side's numpy arrays (int64 shape, float32 bounds)."""
+    return Signature.build(
+        model_name="digits", task="classification", output_kind="logits", labels=[str(i) for i in range(10)],
+        input_name="inputs", output_name="outputs", shape=np.array([8, 8, 1]), output_shape=(10,),
+        features=[f"x[{i},{j},0]" for i in range(8) for j in range(8)], output_names=[str(i) for i in range(10)],
+        valid_min=np.zeros(64, np.float32), valid_max=np.full(64, 16, np.float32),
+        observed_min=np.zeros(64, np.float32), observed_max=np.full(64, 15.5, np.float32))
+
+
+def one_feature() -> Signature:
+    """One feature in, one value out, valid above 0 only, no observed range."""
+    return Signature.build(
+        model_name="volts-to-lux", task="regression", output_kind="values", labels=None, input_name="volts",
+        output_name="lux", shape=[1], output_shape=[1], features=("volts",), output_names=("lux",),
+        valid_min=[0.0], valid_max=[INF])
+
+
+@pytest.mark.parametrize("make", [tabular_regression, image_classification, one_feature])
+def test_to_dict_is_the_manifest_table_and_from_dict_reads_it_back(make):
+    s = make()
+    d = s.to_dict()
+    manifest.check_signature(d)
+    plain(d)
+    assert list(d) == ["task", "labels", "output_kind", "input", "output", "valid", "observed"]
+    assert d["input"]["shape"] == [-1, *s.shape] and d["output"]["shape"] == [-1, *s.output_shape]
+    same(Signature.from_dict(d, s.model_name), s)
+    same(Signature.from_dict(json.loads(json.dumps(d)), s.model_name), s)  # as a device reads it
+    assert s.declared and s.summary == manifest.signature_summary({"model": {"name": s.model_name}, "signature": d})
+
+
+def test_to_dict_writes_unbounded_as_null_and_an_unknown_observed_range_as_null():
+    d = tabular_regression().to_dict()
+    assert d["valid"] == {"min": [0.0, 0.0, None, -90.0, -180.0], "max": [50.0, None, 300.0, 90.0, 180.0]}
+    assert d["observed"]["max"] == [9.0, 310.25, 120.0, 47.9, 8.6]  # the numbers given, not float32's
+    assert one_feature().to_dict()["observed"] is None and one_feature().observed_min is None
+    assert image_classification().to_dict()["labels"] == [str(i) for i in range(10)]
+
+
+SIG_KINDS = ("tabular", "image", "regression")
+
+
+def _bundles(tmp_path, bundle) -> list[Path]:
+    """A bundle of each kind conftest builds, and the pipeline's own (the tutorial's, with the
+    signature its bundle stage writes)."""
+    return [*(signature_bundle(tmp_path / kind, kind) for kind in SIG_KINDS), bundle]
+
+
+def test_the_signatures_of_the_bundles_read_and_write_back_unchanged(tmp_path, bundle):
+    for b in _bundles(tmp_path, bundle):
+        m = json.loads((b / manifest.MANIFEST).read_text())
+        d = m["signature"]
+        s = Signature.from_dict(d, m["model"]["name"])
+        assert s.to_dict() == d, b.name
+        assert json.dumps(s.to_dict(), sort_keys=True) == json.dumps(d, sort_keys=True), b.name  # 1.0 stays 1.0
+        same(Signature.of(m), s)
+
+
+def build_args(d: dict, name: str) -> dict:
+    """``Signature.build``'s arguments for the manifest table ``d``, as the build side holds them."""
+    inp, out, obs = d["input"], d["output"], d.get("observed") or {}
+    return dict(model_name=name, task=d["task"], output_kind=d["output_kind"], labels=d["labels"],
+                input_name=inp["name"], output_name=out["name"], shape=tuple(inp["shape"][1:]),
+                output_shape=tuple(out["shape"][1:]), features=inp["features"], output_names=out["names"],
+                valid_min=[-INF if v is None else v for v in d["valid"]["min"]],
+                valid_max=[INF if v is None else v for v in d["valid"]["max"]],
+                observed_min=obs.get("min"), observed_max=obs.get("max"))
+
+
+def test_build_makes_the_signature_the_bundles_carry(tmp_path, bundle):
+    for b in _bundles(tmp_path, bundle):
+        m = json.loads((b / manifest.MANIFEST).read_text())
+        s = Signature.build(**build_args(m["signature"], m["model"]["name"]))
+        assert s.to_dict() == m["signature"], b.name
+        assert s.summary == manifest.signature_summary(m), b.name
+        same(s, Signature.of(m))
+
+
+def _with(**changes) -> dict:
+    args = build_args(one_feature().to_dict(), "volts-to-lux")
+    args.update(changes)
+    return args
+
+
+@pytest.mark.parametrize(
+    "changes, message",
+    [
+        # what manifest.check_signature refuses, in its words
+        (dict(task="clustering"), "signature.task: expected 'regression' or 'classification', got 'clustering'"),
+        (dict(output_kind="odds"), "signature.output_kind: expected 'values' or 'logits' or 'probabilities'"),
+        (dict(input_name=None), "signature.input.name: expected a string, got None"),
+        (dict(shape=(0,)), "signature.input.shape: expected a list of integers, batch first (-1), then sizes >= 1"),
+        (dict(shape=(1.0,)), "signature.input.shape: expected a list of integers"),
+        (dict(shape=13), "signature.input.shape: expected a list of integers, batch first (-1), then sizes >= 1, got 13"),
+        (dict(features=["volts", "amps"]), "signature.input.features: expected 1 names (the product of shape [1]), got 2"),
+        (dict(output_names="lux"), "signature.output.names: expected a list of strings, got 'lux'"),
+        (dict(task="classification", output_names=None), "signature.labels: expected 1 labels for a classification"),
+        (dict(valid_max=[1.0, 2.0]), "signature.valid.max: expected a list of 1 values (a number or null per feature)"),
+        (dict(valid_min=["0"]), "signature.valid.min: expected a list of 1 values"),
+        (dict(observed_min=[0.0]), "signature.observed.max: expected a list of 1 values (a number per feature), got None"),
+        # what the manifest cannot hold: JSON has no NaN nor infinity, and null is unbounded
+        (dict(valid_min=[math.nan]), "signature.valid.min: expected a finite number or -inf per feature, got nan for 'volts'"),
+        (dict(valid_min=[INF]), "signature.valid.min: expected a finite number or -inf per feature, got inf for 'volts'"),
+        (dict(valid_max=[-INF]), "signature.valid.max: expected a finite number or inf per feature, got -inf for 'volts'"),
+        (dict(observed_min=[-INF], observed_max=[1.0]),
+         "signature.observed.min: expected a finite number per feature, got -inf for 'volts'"),
+        (dict(labels=["lux"]), "signature.labels: expected null for a regression, got ['lux']"),
+        (dict(model_name=""), "model.name: expected a non-empty string, got ''"),
+    ],
+)
+def test_build_refuses_what_a_device_would_refuse_in_one_line(changes, message):
+    with pytest.raises(ValueError) as e:
+        Signature.build(**_with(**changes))
+    assert e.value.args[0].startswith(f"manifest.json | {message}"), e.value.args[0]
+    assert "\n" not in e.value.args[0]
+
+
+def test_build_is_keyword_only():
+    with pytest.raises(TypeError):
+        Signature.build("volts-to-lux", "regression")  # type: ignore[misc]
 
 
 # --- the command line: predict (one example, --input), stream, info ---------------------------
