@@ -29,26 +29,26 @@ LOSS_PNG    := $(BUILD)/train/loss.png
 TRAIN_OUT   := $(MODEL_KERAS) $(HISTORY)
 EXPORT_OUT  := $(BUILD)/model.onnx $(BUILD)/model.tflite $(BUILD)/reference.npz $(BUILD)/variants/index.json
 REPORT      := $(BUILD)/verify/report.json
-VERIFY_OUT  := $(REPORT) $(BUILD)/verify/report.md $(BUILD)/verify/variants.npz
-VARIANT_PNG := $(BUILD)/verify/variants-error.png $(BUILD)/verify/variants-ulp.png
+VERIFY_OUT  := $(REPORT) $(BUILD)/verify/report.md $(BUILD)/verify/plots.npz
+VERIFY_PNG  := $(BUILD)/verify/validation.png $(BUILD)/verify/accuracy-vs-size.png
 TARBALL     := $(DIST)/bundle.tar.gz
 SIGNING     := $(BUILD)/signing.txt
 # A make value as one shell word, single-quoted (a path with spaces or quotes stays one path).
 sq           = '$(subst ','\'',$(1))'
 SSH_KEYGEN  := $${EDGE_SSH_KEYGEN:-ssh-keygen}
 
-COMMON_SRC  := pipeline/__main__.py pipeline/config.py pipeline/errors.py pipeline/fsutil.py pipeline/quiet.py pipeline/lock.py pipeline/layout.py export/errors.py export/formats.py
-TRAIN_SRC   := $(COMMON_SRC) pipeline/train.py pipeline/names.py pipeline/dataset.py pipeline/keras_model.py export/tfenv.py
-EXPORT_SRC  := $(COMMON_SRC) pipeline/export_stage.py pipeline/names.py pipeline/dataset.py pipeline/keras_model.py pipeline/probes.py pipeline/reference.py $(wildcard export/*.py) runtime/manifest.py runtime/errors.py
-VERIFY_SRC  := $(COMMON_SRC) pipeline/verify.py pipeline/verify_dataset.py pipeline/report_dataset.py pipeline/names.py pipeline/probes.py pipeline/reference.py pipeline/numerics.py pipeline/runners.py pipeline/variant_checks.py pipeline/report.py pipeline/bundle_model.py export/variants.py export/tfenv.py runtime/manifest.py runtime/errors.py
-BUNDLE_SRC  := $(COMMON_SRC) pipeline/bundle.py pipeline/signing.py pipeline/bundle_dataset.py pipeline/bundle_model.py pipeline/probes.py pipeline/reference.py export/onnx_export.py export/keras3_savedmodel.py export/tfenv.py $(wildcard runtime/*.py runtime/systemd/edge-model.*) runtime/requirements.txt
+COMMON_SRC  := pipeline/__main__.py pipeline/config.py pipeline/errors.py pipeline/fsutil.py pipeline/quiet.py pipeline/lock.py pipeline/layout.py pipeline/dataset.py pipeline/userfile.py export/errors.py export/formats.py
+TRAIN_SRC   := $(COMMON_SRC) pipeline/train.py pipeline/keras_model.py export/tfenv.py
+EXPORT_SRC  := $(COMMON_SRC) pipeline/export_stage.py pipeline/probes.py pipeline/reference.py $(wildcard export/*.py) runtime/manifest.py runtime/errors.py
+VERIFY_SRC  := $(COMMON_SRC) pipeline/verify.py pipeline/engine.py pipeline/probes.py pipeline/reference.py pipeline/numerics.py pipeline/runners.py pipeline/report.py pipeline/bundle_model.py export/variants.py export/tfenv.py runtime/manifest.py runtime/errors.py
+BUNDLE_SRC  := $(COMMON_SRC) pipeline/bundle.py pipeline/signing.py pipeline/bundle_model.py pipeline/probes.py pipeline/reference.py export/onnx_export.py export/keras3_savedmodel.py export/tfenv.py $(wildcard runtime/*.py runtime/systemd/edge-model.*) runtime/requirements.txt
 
 .PHONY: all venv config train export verify bundle keys lint test test-fast runtime-check bench bench-quick pi-check deploy fleet-status rollback publish clean distclean help
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 16
 
-all: $(TARBALL) $(LOSS_PNG) $(VARIANT_PNG) ## Train, export, verify and bundle (PRESET=default|tutorial, or CONFIG=file; SIGNING_KEY=path signs)
+all: $(TARBALL) $(LOSS_PNG) $(VERIFY_PNG) ## Train, export, verify and bundle (PRESET=default|tutorial, or CONFIG=file; SIGNING_KEY=path signs)
 	@echo "all: done; report $(BUILD)/verify/report.md, bundle $(TARBALL) ($$(sha256sum $(TARBALL) | cut -c1-16)...)"
 
 venv: $(STAMP) ## Create .venv with the pinned requirements
@@ -70,14 +70,17 @@ $(BUILD)/config.toml: FORCE | $(STAMP) $(SIGNING)
 
 config: $(BUILD)/config.toml ## Validate CONFIG and make it the config in force
 
+# Training also exports, in the same process (one TensorFlow start, 2-4 s saved): the export
+# outputs it writes are then newer than model.keras, so make does not export again. Export
+# still runs on its own when only its inputs changed.
 $(TRAIN_OUT) &: $(BUILD)/config.toml $(TRAIN_SRC) $(INPUT_FILES)
-	$(PIPELINE) train --no-plot
+	$(PIPELINE) train --no-plot --export
 
-$(LOSS_PNG): $(HISTORY) pipeline/lossplot.py
+$(LOSS_PNG): $(HISTORY) pipeline/plots.py
 	$(PIPELINE) plot --only loss
 
-$(VARIANT_PNG) &: $(BUILD)/verify/variants.npz pipeline/variantplot.py
-	$(PIPELINE) plot --only variants
+$(VERIFY_PNG) &: $(BUILD)/verify/plots.npz pipeline/plots.py
+	$(PIPELINE) plot --only verify
 
 $(EXPORT_OUT) &: $(MODEL_KERAS) $(BUILD)/config.toml $(EXPORT_SRC)
 	$(PIPELINE) export

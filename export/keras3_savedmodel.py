@@ -5,7 +5,8 @@ tensorflow-onnx issue #2448), and ``TFLiteConverter.from_concrete_functions`` on
 ``tf.function`` that calls a Keras 3 model does not freeze the model's variables (the
 .tflite file computes garbage; seen with TF 2.21). Writing a SavedModel with Keras's own
 ``ExportArchive`` and converting from it works for both, and names the signature's
-input and output the way the device expects (``celsius`` -> ``fahrenheit``).
+input and output the way the device expects (the config's ``model.input_name`` and
+``output_name``).
 
 When it can go: once tf2onnx converts Keras 3 models directly (#2448 closed in a
 release), ONNX can use ``from_keras`` again; TFLite is fine from the SavedModel either way.

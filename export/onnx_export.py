@@ -1,7 +1,8 @@
 """Keras SavedModel -> ONNX through tf2onnx, then tidied and checked.
 
-The file that leaves here has: input ``celsius`` and output ``fahrenheit``, float32, shape
-(batch, 1) with a named dynamic batch dimension; only the opset imports its nodes use
+The file that leaves here has: the input and output named as asked (the config's
+``model.input_name`` and ``output_name``), float32, with a named dynamic batch dimension;
+every other node and tensor named n0, t0, ... in order of use; only the opset imports its nodes use
 (tf2onnx always adds ``ai.onnx.ml``); the opset and IR version asked for; and it passes
 ``onnx.checker.check_model(..., full_check=True)``.
 """
@@ -13,11 +14,10 @@ from pathlib import Path
 BATCH_DIM = "batch"
 
 
-def convert(savedmodel_dir: Path, input_name: str, output_name: str, opset: int, ir_version: int,
-            short_names: bool = False):
+def convert(savedmodel_dir: Path, input_name: str, output_name: str, opset: int, ir_version: int):
     """Return the checked ``onnx.ModelProto`` for the SavedModel's serving signature.
 
-    ``short_names``: name every node and inner tensor n0, t0, ... instead of tf2onnx's paths
+    Every node and inner tensor is named n0, t0, ... (``shorten``) instead of tf2onnx's paths
     (``StatefulPartitionedCall/.../dense_0_1/MatMul``), which fill a third of a small int8
     file (each quantized tensor repeats them); the input and output keep their names."""
     import tf2onnx
@@ -40,8 +40,7 @@ def convert(savedmodel_dir: Path, input_name: str, output_name: str, opset: int,
     except Exception as e:  # tf2onnx raises many types; the first line names the op
         text = " ".join(str(e).split()) or type(e).__name__
         raise ExportError(f"export: ONNX (tf2onnx): {type(e).__name__}: {text[:300]}") from None
-    if short_names:
-        shorten(model)
+    shorten(model)
     return tidy(model, input_name, output_name, opset, ir_version)
 
 

@@ -126,17 +126,15 @@ def toposort(graph) -> None:
 
 
 @_quiet_converters()  # a fresh context per call (contextmanager's ContextDecorator)
-def build_onnx(name: str, model, calibration: np.ndarray, input_name: str, keep_input_float: bool = False,
-               reduce_range: bool = False):
+def build_onnx(name: str, model, calibration: np.ndarray, input_name: str):
     """The ONNX variant ``name`` of ``model`` (an onnx.ModelProto, float32), as a checked ModelProto.
 
-    ``keep_input_float``: the static quantizer leaves the elementwise arithmetic on the raw
-    input (the standardization layer's Sub and Mul, ``input_arithmetic``) in float32: raw
-    features of very different scales would share one int8 scale and the small ones round
-    to zero; quantizing starts after it.
-    ``reduce_range``: 7-bit weights in the static variant, which keeps x86's int8 dot products
-    (VPMADDUBSW saturates at 16 bits) from overflowing: without it a CNN's top-1 agreement
-    with Keras fell to 97-99 % on x86 (tests on the digits example), with it 100 %."""
+    The static variant keeps the elementwise arithmetic on the raw input (a standardization
+    layer's Sub and Mul, ``input_arithmetic``) in float32: raw features of very different
+    scales would share one int8 scale and the small ones round to zero; quantizing starts after
+    it. Its weights are 7-bit (``reduce_range``), which keeps x86's int8 dot products
+    (VPMADDUBSW saturates at 16 bits) from overflowing: without it a CNN's top-1 agreement with
+    Keras fell to 97-99 % on x86 (tests on the digits example), with it 100 %."""
     import onnx
 
     # A copy: the quantizers save the model they are given with its tensors of 1 KiB and more
@@ -169,11 +167,10 @@ def build_onnx(name: str, model, calibration: np.ndarray, input_name: str, keep_
                     # Per-channel weight scales for convolutions: one scale per filter, as
                     # their ranges differ by orders of magnitude (a dense model keeps per-tensor).
                     per_channel = any(n.op_type == "Conv" for n in model.graph.node)
-                    exclude = input_arithmetic(model.graph) if keep_input_float else []
                     quantize_static(model, dest, Reader(), quant_format=QuantFormat.QDQ,
                                     activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
                                     calibrate_method=CalibrationMethod.MinMax, per_channel=per_channel,
-                                    nodes_to_exclude=exclude, reduce_range=reduce_range)
+                                    nodes_to_exclude=input_arithmetic(model.graph), reduce_range=True)
                 else:
                     raise VariantNotBuilt(f"unknown ONNX variant {name!r}")
                 out = onnx.load_model_from_string(dest.read_bytes())

@@ -28,24 +28,25 @@ STAGES = ("train", "export", "verify", "bundle")
 
 # What each command reads and writes (its --help; docs/pipeline.md, "The stages").
 COMMANDS = {
-    "config": ("validate CONFIG (and, with [data] file, the data); with --out, copy it there when its "
-               "content or folder changed",
+    "config": ("validate CONFIG and the data it names; with --out, copy it there when its content or folder "
+               "changed",
                "reads CONFIG and the data files it names; writes OUT (make uses BUILD/config.toml, the config "
                "in force), and beside it config.origin (CONFIG's folder, where its relative paths start) and "
-               "inputs.mk (INPUT_FILES: the data, model.py or model.keras files the run reads)"),
-    "train": ("train the Keras model",
-              "reads CONFIG; writes BUILD/model.keras, BUILD/train/history.json and "
-              "BUILD/train/loss.png (not with --no-plot)"),
-    "plot": ("draw the loss curve and the variants' error plots",
-             "reads BUILD/train/history.json and BUILD/verify/variants.npz (each if there, or the one --only "
-             "names); writes BUILD/train/loss.png, BUILD/verify/variants-error.png and variants-ulp.png"),
+               "inputs.mk (INPUT_FILES: the data, builder, oracle or model.keras files the run reads)"),
+    "train": ("train the Keras model (with --export, export it in the same process)",
+              "reads CONFIG and its data; writes BUILD/model.keras, BUILD/train/history.json and "
+              "BUILD/train/loss.png (not with --no-plot); with --export, what export writes too"),
+    "plot": ("draw the loss curve and verify's plots",
+             "reads BUILD/train/history.json and BUILD/verify/plots.npz (each if there, or the one --only "
+             "names); writes BUILD/train/loss.png, BUILD/verify/validation.png and accuracy-vs-size.png"),
     "export": ("convert the Keras model to ONNX and TFLite, and the variants [variants] lists; "
                "record Keras's outputs on the probes",
                "reads CONFIG, BUILD/model.keras; writes BUILD/model.onnx, BUILD/model.tflite, "
                "BUILD/variants/ (each variant and index.json), BUILD/reference.npz"),
-    "verify": ("check ONNX, TFLite and each variant against Keras and the formula; choose the bundle's model",
+    "verify": ("check ONNX, TFLite and each variant against Keras and the validation rows; choose the bundle's "
+               "model",
                "reads CONFIG, BUILD/model.onnx, BUILD/model.tflite, BUILD/variants/, BUILD/reference.npz, "
-               "BUILD/train/history.json; writes BUILD/verify/report.json, report.md and variants.npz; "
+               "BUILD/train/history.json; writes BUILD/verify/report.json, report.md and plots.npz; "
                "on a failure removes DIST/bundle and DIST/bundle.tar.gz"),
     "bundle": ("make the device bundle from a verified model, signed with --signing-key if given",
                "reads CONFIG, BUILD/verify/report.json, the model it chose (BUILD/model.onnx or a "
@@ -95,8 +96,10 @@ def _parser() -> argparse.ArgumentParser:
             c.add_argument("--out", metavar="OUT", help="where to write the validated copy")
         if name == "train":
             c.add_argument("--no-plot", action="store_true", help="leave loss.png to `plot` (make draws it in parallel)")
+            c.add_argument("--export", action="store_true", help="then export in the same process (one TensorFlow "
+                           "start: make's recipe when both stages are out of date)")
         if name == "plot":
-            c.add_argument("--only", choices=("loss", "variants"), help="draw just these plots")
+            c.add_argument("--only", choices=("loss", "verify"), help="draw just these plots")
         if name in ("bundle", "all"):
             c.add_argument("--signing-key", metavar="PATH", default=os.environ.get("SIGNING_KEY"),
                            help="sign manifest.json with this OpenSSH private key (ssh-keygen -Y sign; "
@@ -108,10 +111,8 @@ def _say(msg: str) -> None:
     print(msg, flush=True)
 
 
-def _check_data(cfg) -> str | None:
-    """Dataset mode: read and check the data now (numpy only), so bad data fails here, exit 2."""
-    if not config_mod.is_dataset(cfg):
-        return None
+def _check_data(cfg) -> str:
+    """Read and check the data now (numpy only), so bad data fails here, exit 2, before TensorFlow."""
     from . import dataset
 
     return dataset.summary(dataset.load(cfg))
@@ -161,30 +162,21 @@ def stage_config(cfg_path: Path, out: Path | None, build: Path | None = None) ->
     cfg = config_mod.load(cfg_path)
     data = _check_data(cfg)
     if out is None:
-        _say(f"config: {cfg_path} is valid" + (f"; {data}" if data else ""))
+        _say(f"config: {cfg_path} is valid; {data}")
         return
     with exclusive(build) if build is not None else contextlib.nullcontext():
         if copy_config(cfg_path, out, cfg):
-            _say(f"config: {cfg_path} -> {out}" + (f"; {data}" if data else ""))
+            _say(f"config: {cfg_path} -> {out}; {data}")
 
 
-def stage_train(cfg, layout: Layout, plot: bool = True) -> None:
+def stage_train(cfg, layout: Layout, plot: bool = True, then_export: bool = False) -> None:
     from . import train
 
     t0 = time.perf_counter()
     h = train.run(cfg, layout, plot=plot)
-    if "epochs" in h:  # dataset mode
-        _say(train_summary(h, layout) + f" [{time.perf_counter() - t0:.1f} s]")
-        return
-    w = h["weights"]
-    wb = f"w = {w[0]['kernel'][0][0]:.6f}, b = {w[0]['bias'][0]:.6f}; " if len(w) == 1 else ""
-    ls = h["least_squares"]
-    _say(
-        f"train: {h['steps']} steps in {h['train_seconds']:.2f} s, final loss {h['final_loss']:.6g}; "
-        f"{wb}100 degC -> {h['prediction_at_100c']:.4f} degF "
-        f"(least-squares optimum: w = {ls['w']:.6f}, b = {ls['b']:.6f}, {ls['prediction_at_100c']:.4f} degF) "
-        f"-> {layout.model_keras} [{time.perf_counter() - t0:.1f} s]"
-    )
+    _say(train_summary(h, layout) + f" [{time.perf_counter() - t0:.1f} s]")
+    if then_export:
+        stage_export(cfg, layout)
 
 
 def stage_export(cfg, layout: Layout) -> None:
@@ -202,47 +194,26 @@ def stage_export(cfg, layout: Layout) -> None:
 
 
 def stage_verify(cfg, layout: Layout) -> None:
-    from . import verify
+    from . import report, verify
 
     t0 = time.perf_counter()
     r = verify.run(cfg, layout)
-    if r.get("mode") == "dataset":
-        _say(verify_summary(r) + variants_summary(r.get("variants", {}))
-             + f" -> {layout.report_md} [{time.perf_counter() - t0:.1f} s]")
-        return
-    p, a = r["parity"], r["accuracy"]
-    lo, hi = next(iter(p.values()))["range_c"]
-    _say(
-        "verify: passed; vs Keras: "
-        + ", ".join(f"{f} {p[f]['max_ulp']:,} ulp" for f in p)
-        + f" at most (max abs err over {lo:g}..{hi:g} degC: "
-        + ", ".join(f"{f} {p[f]['range_max_abs_err']:.3g}" for f in p)
-        + " degF); MAE vs formula (degF): "
-        + ", ".join(f"{f} {a[f]['mae_f']:.4f}" for f in a)
-        + variants_summary(r.get("variants", {}))
-        + f" -> {layout.report_md} [{time.perf_counter() - t0:.1f} s]"
-    )
+    _say("verify: passed; " + report.headline(r) + variants_summary(r.get("variants", {}))
+         + f" -> {layout.report_md} [{time.perf_counter() - t0:.1f} s]")
 
 
 def train_summary(h: dict, layout: Layout) -> str:
-    """Dataset mode's train line: what was trained on, and how it ended."""
+    """The train line: what was trained on, and how it ended."""
     if h.get("came_trained"):
         return f"train: {h['source']} came trained: checked against the data, copied to {layout.model_keras}"
     metric = h["metric"]
     val = (h.get("val_" + metric) or [float("nan")])[-1]
-    return (f"train: {h['epochs']} epochs on {h['rows']['train']} rows ({h['parameters']:,} parameters) in "
-            f"{h['train_seconds']:.1f} s, final loss {h['final_loss']:.4g}, validation {metric} {val:.4g} "
+    batch = "of the full batch" if h["batch_size"] == "all" else f"of batch {h['batch_size']}"
+    ls = h.get("least_squares") or {}
+    best = f" (least-squares line {ls['loss']:.6g})" if ls.get("loss") is not None else ""
+    return (f"train: {h['epochs']} epochs {batch} on {h['rows']['train']} rows ({h['parameters']:,} parameters) in "
+            f"{h['train_seconds']:.2f} s, final loss {h['final_loss']:.6g}{best}, validation {metric} {val:.4g} "
             f"-> {layout.model_keras}")
-
-
-def verify_summary(r: dict) -> str:
-    """Dataset mode's verify line: parity with Keras and accuracy on the validation rows."""
-    p, a = r["parity"], r["accuracy"]
-    score = (lambda x: f"{x['accuracy']:.2%}") if r["task"] == "classification" else (lambda x: f"MAE {x['mae']:.4g}")
-    agree = (", top-1 agreement " + ", ".join(f"{f} {p[f]['top1_agreement']:.2%}" for f in p)
-             if r["task"] == "classification" else "")
-    return ("verify: passed; vs Keras: " + ", ".join(f"{f} {p[f]['max_ulp']:,} ulp" for f in p) + " at most"
-            + agree + f"; on {a['keras']['rows']} validation rows: " + ", ".join(f"{n} {score(x)}" for n, x in a.items()))
 
 
 def variants_summary(variants: dict) -> str:
@@ -269,22 +240,23 @@ def stage_bundle(cfg, layout: Layout, key=None) -> None:
 
 
 def stage_plot(layout: Layout, only: str | None = None) -> None:
-    from . import lossplot, variantplot
+    from . import plots
 
     t0 = time.perf_counter()
     drawn = []
     if only == "loss" or (only is None and layout.history.exists()):
-        drawn.append(lossplot.run(layout))
-    if only == "variants" or (only is None and layout.variants_npz.exists()):
-        drawn += variantplot.run(layout)
+        drawn.append(plots.run_loss(layout))
+    if only == "verify" or (only is None and layout.plots_npz.exists()):
+        drawn += plots.run_verify(layout)
     if not drawn:
-        lossplot.run(layout)  # names what is missing
+        plots.run_loss(layout)  # names what is missing
     _say(f"plot: {', '.join(map(str, drawn))} [{time.perf_counter() - t0:.1f} s]")
 
 
-def run_stage(stage: str, cfg, layout: Layout, plot: bool = True, only: str | None = None, key=None) -> None:
+def run_stage(stage: str, cfg, layout: Layout, plot: bool = True, only: str | None = None, key=None,
+              then_export: bool = False) -> None:
     if stage == "train":
-        stage_train(cfg, layout, plot)
+        stage_train(cfg, layout, plot, then_export)
     elif stage == "plot":
         stage_plot(layout, only)
     elif stage == "export":
@@ -331,9 +303,9 @@ def main(argv: list[str] | None = None) -> int:
             for stage in stages:
                 with filtered_stderr():
                     run_stage(stage, cfg, layout, plot=not getattr(args, "no_plot", False),
-                              only=getattr(args, "only", None), key=key)
-            if args.stage == "all":  # the variants' plots, which make draws as a job of its own
-                run_stage("plot", cfg, layout, only="variants")
+                              only=getattr(args, "only", None), key=key, then_export=getattr(args, "export", False))
+            if args.stage == "all":  # verify's plots, which make draws as a job of its own
+                run_stage("plot", cfg, layout, only="verify")
         return 0
     except (PipelineError, ExportError) as e:
         for line in e.message.splitlines():

@@ -16,11 +16,15 @@ SOURCE_DATE_EPOCH overrides it. One choice is not reproducible by nature:
 Which model that is, and which bundle a failed verify removes, are this stage's rules,
 kept in bundle_model.py: verify applies them and records the choice in its report.
 
-Both modes write the model's signature into the manifest (the tutorial's: one value in, one
-out); a dataset-mode bundle's files, golden rows and signature are bundle_dataset.py's.
+The manifest carries the model's signature (``runtime.signature.Signature``, built here and
+serialized by its ``to_dict``): what the device checks every input against, the input and
+output tensors, the feature names, the task and labels, and per feature the valid range
+(refused outside: ``[runtime]``) and the observed range (the training rows': answered, but
+counted, outside it). Golden data: probe rows verified in the working range, with Keras's
+outputs.
 
-With a signing key (SIGNING_KEY), ``run`` signs manifest.json for both modes and adds
-manifest.json.sig beside it, leaving the manifest's bytes as they are (signing.py).
+With a signing key (SIGNING_KEY), ``run`` signs manifest.json and adds manifest.json.sig
+beside it, leaving the manifest's bytes as they are (signing.py).
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from __future__ import annotations
 import gzip
 import io
 import json
+import math
 import os
 import shutil
 import subprocess
@@ -42,8 +47,9 @@ from runtime import compat
 from runtime import manifest as manifest_mod
 from runtime import trust
 from runtime.manifest import FORMAT, sha256_bytes, sha256_file
+from runtime.signature import Signature
 
-from . import bundle_model, fsutil, reference, signing
+from . import bundle_model, fsutil, probes, reference, signing
 from .config import canonical_json, config_hash
 from .errors import ConfigError, OutputError, StageInputError, StateError, VerificationFailed
 from .layout import Layout
@@ -54,8 +60,9 @@ RUNTIME_DIR = ROOT / "runtime"
 # 2026-01-01 00:00:00 UTC (docs/bundle.md).
 DEFAULT_EPOCH = 1767225600
 BUNDLE_README = """\
-# Celsius -> Fahrenheit model bundle
+# {name}: model bundle
 
+A {task} model: input {shape} ({features}), output {out_shape}{labels}.
 Runs on 64-bit Linux (e.g. Raspberry Pi OS on a Pi 4 or 5) with Python 3.10+.
 No TensorFlow, no build step, no internet once installed.
 
@@ -63,13 +70,15 @@ No TensorFlow, no build step, no internet once installed.
     python3 -m venv .venv && . .venv/bin/activate
     pip install -r requirements.txt        # onnxruntime and numpy, nothing else
     python -m runtime selfcheck            # hashes, onnxruntime version, golden outputs
-    python -m runtime predict 100 37.5 -40
+    python -m runtime info                 # the signature: features, ranges, labels
+    {predict}
 
 From any other directory (a service, a cron job), give Python the runtime folder:
 
     /path/to/bundle/.venv/bin/python /path/to/bundle/runtime selfcheck
 
-As a service (HTTP on 127.0.0.1:8080; POST /predict, GET /healthz /info /metrics):
+As a service (HTTP on 127.0.0.1:8080; POST /predict {body}, the Open Inference Protocol v2
+under /v2/models/{name}, GET /healthz /info /metrics):
 
     python -m runtime serve
 
@@ -79,10 +88,9 @@ As a systemd service: copy systemd/edge-model.socket and systemd/edge-model.serv
 folder if it is not /opt/edge-model/current, then
 `systemctl daemon-reload && systemctl enable --now edge-model.socket edge-model.service`.
 
-`python -m runtime --help` lists every command (predict, stream, selfcheck, info, bench, serve).
-manifest.json records what this bundle is: the sha256 of every file, the model's input
-and output, its opset and IR version, the oldest onnxruntime that loads it, and the
-config and tool versions that made it.
+`python -m runtime --help` lists every command. manifest.json records what this bundle is:
+the sha256 of every file, the model's signature, its opset and IR version, the oldest
+onnxruntime that loads it, and the config and tool versions that made it.
 """
 
 
@@ -99,26 +107,31 @@ def _runtime_files() -> dict[str, bytes]:
     return {name: path.read_bytes() for name, path in _runtime_sources().items()}
 
 
-def _golden(cfg: dict[str, Any], ref: dict[str, np.ndarray], working_range: tuple[float, float] | None = None
-            ) -> dict[str, list[float]]:
-    """Pick ``golden_count`` valid probes: the training inputs, the float edge cases, then evenly over the grid.
+# Which probe groups the golden rows come from, first to last: the small, sharp groups whole
+# (float extremes catch a device that flushes subnormals, overflows or rounds differently at the
+# extremes), then evenly over the larger ones. The seeded random rows add nothing the grid lacks.
+GOLDEN_GROUPS = ("extremes", "edge", "training", "grid", "validation", "synthetic")
 
-    The edge cases (0, -0.0, subnormals, +-1e30 where valid) earn their place: they catch a
-    device that flushes subnormals, overflows or rounds differently at the extremes. The
-    seeded random probes do not ship: they add nothing the grid and the edges lack.
-    """
-    lo, hi = working_range or (cfg["runtime"]["valid_min_celsius"], cfg["runtime"]["valid_max_celsius"])
-    x, y = ref["x"], ref["keras_y"]
-    valid = (x.astype(np.float64) >= lo) & (x.astype(np.float64) <= hi) & np.isfinite(y)
-    picked = [np.flatnonzero(valid & reference.in_group(ref, g)) for g in ("training", "edge")]
+
+def golden_rows(cfg: dict[str, Any], ref: dict[str, np.ndarray], sig: Signature) -> np.ndarray:
+    """``golden_count`` probe rows within the working range and the valid range, with finite outputs."""
+    x = ref["x"].reshape(len(ref["x"]), -1).astype(np.float64)
+    ok = reference.in_range(ref) & np.all((x >= sig.valid_min) & (x <= sig.valid_max), axis=1)
+    ok &= np.all(np.isfinite(ref["keras_y"].reshape(len(x), -1)), axis=1)
+    extremes = reference.in_group(ref, "extremes")
+    ok |= extremes & np.all((x >= sig.valid_min) & (x <= sig.valid_max), axis=1) & np.all(
+        np.isfinite(ref["keras_y"].reshape(len(x), -1)), axis=1)  # extremes lie outside any working range
     n = cfg["runtime"]["golden_count"]
-    first = np.concatenate(picked)[:n]
-    grid = np.flatnonzero(valid & reference.in_group(ref, "grid"))
-    room = n - first.size
-    if grid.size > room:
-        grid = grid[np.unique(np.linspace(0, grid.size - 1, room).round().astype(int))] if room else grid[:0]
-    idx = np.concatenate([first, grid])
-    return {"celsius": x[idx].tolist(), "fahrenheit": y[idx].tolist()}
+    picked: list[int] = []
+    for group in GOLDEN_GROUPS:
+        idx = np.flatnonzero(ok & reference.in_group(ref, group))
+        room = n - len(picked)
+        if room <= 0:
+            break
+        if idx.size > room:
+            idx = idx[np.unique(np.linspace(0, idx.size - 1, room).round().astype(int))]
+        picked += idx.tolist()
+    return np.asarray(picked, np.int64)
 
 
 def check_report(layout: Layout, cfg: dict[str, Any]) -> dict[str, Any]:
@@ -144,62 +157,98 @@ def check_report(layout: Layout, cfg: dict[str, Any]) -> dict[str, Any]:
     return report
 
 
+def signature(cfg: dict[str, Any], ref: dict[str, np.ndarray], report: dict[str, Any],
+              io_spec: dict[str, Any]) -> Signature:
+    """The model's signature, from the data (reference.npz), the config and the exported model."""
+    features = [str(f) for f in ref["feature_names"]]
+    labels = [str(v) for v in ref["labels"]] or None
+    lo, hi = probes.valid_ranges(cfg, features)
+    out_shape = [int(d) if isinstance(d, int) else -1 for d in io_spec["output"]["shape"]]
+    try:
+        return Signature.build(
+            model_name=cfg["bundle"]["name"], task=report["task"], output_kind=report["output_kind"], labels=labels,
+            input_name=io_spec["input"]["name"], output_name=io_spec["output"]["name"],
+            shape=tuple(int(d) for d in ref["input_shape"]), output_shape=tuple(out_shape[1:]), features=features,
+            output_names=labels or [str(ref["target_name"])], valid_min=lo.tolist(), valid_max=hi.tolist(),
+            observed_min=ref["observed_min"].tolist(), observed_max=ref["observed_max"].tolist())
+    except ValueError as e:
+        raise StateError(f"model.onnx: its signature does not hold ({e}); re-run `make export`") from None
+
+
 def build_files(cfg: dict[str, Any], layout: Layout, report: dict[str, Any], epoch: int = DEFAULT_EPOCH
                 ) -> dict[str, bytes]:
     """Every file of the bundle, by relative path, manifest included."""
-    if report.get("mode") == "dataset":
-        from .bundle_dataset import build_files as dataset_files
-
-        return dataset_files(cfg, layout, report, epoch, _runtime_files(), _onnx_spec)
     chosen = report.get("bundle") or bundle_model.DEFAULT
     model_bytes = (layout.build / chosen["path"]).read_bytes()
     ref = reference.load(layout.reference)
+    io_spec, opset, ir = _onnx_spec(model_bytes)
+    sig = signature(cfg, ref, report, io_spec)
+    sig_dict = sig.to_dict()
+    idx = golden_rows(cfg, ref, sig)
     budget = chosen["budget"]
+    golden_spec: dict[str, Any] = {"file": "golden.json"}
     if budget is None:  # float32: Keras's outputs, held to float32 rounding (verify.onnx's tolerances)
-        golden, tol = _golden(cfg, ref), cfg["verify"]["onnx"]
+        tol = cfg["verify"]["onnx"]
+        golden_spec.update(atol=tol["atol"], rtol=tol["rtol"], labels_equal=sig.task == "classification")
     else:
-        # A reduced-precision variant: Keras's outputs again, held to the variant's parity
-        # budget, over the working range where verify proved it. Not the variant's own x86
-        # outputs held tight: an ARM build's int8 or fp16 kernels may round a step apart
-        # and still hold the budget, which is what was verified.
-        golden = _golden(cfg, ref, tuple(chosen["parity"]["range_c"]))
-        tol = {"atol": budget["parity_f"], "rtol": 0.0}
+        # A reduced-precision variant: Keras's outputs, held to its parity budget if it has one,
+        # else to twice the largest difference verify measured between it and Keras over the
+        # working range (an ARM build's int8 or fp16 kernels may round a step apart and still
+        # hold what was verified); labels are not required equal (the budget allows some
+        # disagreement).
+        measured = chosen["parity"]["range"]["max_abs_err"]
+        atol = budget["parity"] if budget.get("parity") is not None else max(2 * measured, 1e-6)
+        golden_spec.update(atol=atol, rtol=0.0, labels_equal=False)
+    golden = {"inputs": ref["x"][idx].tolist(), "outputs": ref["keras_y"][idx].tolist()}
+    name = cfg["bundle"]["name"]
+    shape = tuple(sig_dict["input"]["shape"][1:])
+    one = sig.size == 1 and math.prod(sig.output_shape) == 1
     files = {
         "model.onnx": model_bytes,
         "golden.json": (json.dumps(golden) + "\n").encode(),
-        "README.md": BUNDLE_README.encode(),
+        "README.md": BUNDLE_README.format(
+            name=name, task=sig.task, shape=shape,
+            features=", ".join(sig.features) if sig.size <= 4 else f"{sig.size} features",
+            out_shape=tuple(sig_dict["output"]["shape"][1:]),
+            labels=f", labels {', '.join(sig.labels)}" if sig.labels else "",
+            predict=(f"python -m runtime predict 1 2.5       # {sig.features[0]} -> {sig.output_names[0]}" if one
+                     else "python -m runtime predict --input rows.csv --json"),
+            body=(f'{{"{sig.features[0]}": [...]}} or {{"inputs": [...]}}' if one else '{"inputs": [...]}'),
+        ).encode(),
         **_runtime_files(),
     }
-    io_spec, opset, ir = _onnx_spec(model_bytes)
-    lo, hi = cfg["runtime"]["valid_min_celsius"], cfg["runtime"]["valid_max_celsius"]
+    lo, hi = sig_dict["valid"]["min"], sig_dict["valid"]["max"]
     manifest = {
         "format": FORMAT,
         "model": {
             "file": "model.onnx",
+            "name": name,
             **io_spec,
             "opset": opset,
             "ir_version": ir,
             "min_onnxruntime": compat.oldest_onnxruntime(opset, ir),
-            "name": TUTORIAL_NAME,
             "variant": chosen["model"],
             "chosen_by": chosen["why"],
-            "budget": budget,  # degF; null for float32, held to the ulp-level checks
-            "measured": {k: chosen[k] for k in ("parity", "accuracy") if k in chosen},
+            "budget": budget,
+            "measured": {k: _measured(chosen[k]) for k in ("parity", "accuracy") if k in chosen},
         },
-        "valid_input": {
-            "min_celsius": None if lo == float("-inf") else lo,
-            "max_celsius": None if hi == float("inf") else hi,
-        },
-        "signature": tutorial_signature(cfg, io_spec),
-        "golden": {"file": "golden.json", "atol": tol["atol"], "rtol": tol["rtol"]},
-        "files": {name: sha256_bytes(data) for name, data in sorted(files.items())},
-        "config": json.loads(canonical_json(cfg)),
-        "config_sha256": config_hash(cfg),
+        "signature": sig_dict,
+        # The one-value model's range keys, which a runtime that predates signatures reads: its one
+        # feature's valid range; unbounded for any other model (the signature's ranges hold).
+        "valid_input": {"min_celsius": lo[0] if one else None, "max_celsius": hi[0] if one else None},
+        "golden": golden_spec,
+        "files": {n: sha256_bytes(d) for n, d in sorted(files.items())},
+        "config": json.loads(canonical_json(_portable(cfg))),
+        "config_sha256": config_hash(_portable(cfg)),
+        "data_sha256": json.loads(str(ref["data_sha256"])),
         "verify": {  # what verify measured, as its report leads with it
+            "task": report["task"],
             "parity_max_ulp": {f: p["max_ulp"] for f, p in report["parity"].items()},
-            "parity_range_c": next(iter(report["parity"].values()))["range_c"],
-            "parity_range_max_abs_err_f": {f: p["range_max_abs_err"] for f, p in report["parity"].items()},
-            "accuracy_mae_f": {f: report["accuracy"][f]["mae_f"] for f in report["accuracy"]},
+            "parity_scale_ulp": {f: p["range"]["scale_ulp"] for f, p in report["parity"].items()},
+            "parity_snr_db": {f: p["range"]["snr_db"] for f, p in report["parity"].items()},
+            "parity_range_max_abs_err": {f: p["range"]["max_abs_err"] for f, p in report["parity"].items()},
+            "accuracy": {n: {k: a[k] for k in ("accuracy", "mae", "max_err", "rows") if k in a}
+                         for n, a in report["accuracy"].items()},
         },
         "tools": report["versions"],
         "source_date_epoch": epoch,  # the files' date in the tarball
@@ -208,20 +257,24 @@ def build_files(cfg: dict[str, Any], layout: Layout, report: dict[str, Any], epo
     return files
 
 
-TUTORIAL_NAME = "celsius-to-fahrenheit"
+def _measured(v: dict[str, Any]) -> dict[str, Any]:
+    """A measurement without its per-batch and per-group detail (the report has it)."""
+    return {k: x for k, x in v.items() if k not in ("batches", "groups", "confusion", "recall")}
 
 
-def tutorial_signature(cfg: dict[str, Any], io_spec: dict[str, Any]) -> dict[str, Any]:
-    """The tutorial model's signature: one feature (degC) in, one value (degF) out."""
-    lo, hi = cfg["runtime"]["valid_min_celsius"], cfg["runtime"]["valid_max_celsius"]
-    c = [float(v) for v in cfg["data"]["celsius"]]
-    return {
-        "task": "regression", "labels": None, "output_kind": "values",
-        "input": {"name": io_spec["input"]["name"], "dtype": "float32", "shape": [-1, 1], "features": ["celsius"]},
-        "output": {"name": io_spec["output"]["name"], "dtype": "float32", "shape": [-1, 1], "names": ["fahrenheit"]},
-        "valid": {"min": [None if lo == float("-inf") else lo], "max": [None if hi == float("inf") else hi]},
-        "observed": {"min": [min(c)], "max": [max(c)]},
-    }
+def _portable(cfg: dict[str, Any]) -> dict[str, Any]:
+    """The config with its absolute paths cut to file names, so the bundle does not depend on
+    where the project was checked out (two checkouts build the same bytes)."""
+
+    def cut(v: Any) -> Any:
+        if isinstance(v, dict):
+            return {k: cut(x) for k, x in v.items()}
+        if isinstance(v, str) and v.startswith("/"):
+            path, colon, fn = v.rpartition(":") if ".py:" in v else (v, "", "")
+            return Path(path).name + colon + fn
+        return v
+
+    return cut(cfg)
 
 
 def _onnx_spec(model_bytes: bytes) -> tuple[dict[str, Any], int, int]:

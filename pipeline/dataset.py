@@ -1,11 +1,13 @@
-"""The data of a dataset-mode config: read, checked and split, before TensorFlow is imported.
+"""A config's data: read, checked and split, before TensorFlow is imported.
 
 Stdlib and numpy only. ``load(cfg)`` reads ``[data] file`` (a CSV with a header row, or an
 .npz with arrays ``x`` (n, ...) and ``y`` (n,)), checks every cell, and splits off the
 validation rows (a seeded, for classification stratified, fraction; or a second file of the
-same format). Anything wrong is a ``DataError``: one line naming the file, where in it (the
-row as the file numbers it, the header being row 1, and the column; or the .npz key and
-element) and what was expected; exit 2, nothing written.
+same format; or none). With ``[verify] oracle`` the validation rows also hold rows the
+oracle labels: midpoints of an even grid over ``verify.oracle_range`` (every feature at the
+same value), minus any training row. Anything wrong is a ``DataError``: one line naming the
+file, where in it (the row as the file numbers it, the header being row 1, and the column;
+or the .npz key and element) and what was expected; exit 2, nothing written.
 """
 
 from __future__ import annotations
@@ -21,7 +23,6 @@ from typing import Any
 
 import numpy as np
 
-from .config import is_dataset
 from .errors import ConfigError, DataError
 
 F32_MAX = float(np.finfo(np.float32).max)
@@ -42,6 +43,12 @@ class Dataset:
     labels: list[str] | None  # classification: class names in index order
     target_name: str  # the CSV's target column; "y" for an .npz
     sha256: dict[str, str]  # each file read -> sha256 of its bytes
+    oracle_rows: int = 0  # the last this many validation rows are the oracle's
+
+    @property
+    def size(self) -> int:
+        """Features per example (the product of input_shape)."""
+        return len(self.feature_names)
 
     def observed_range(self) -> tuple[np.ndarray, np.ndarray]:
         """Per feature (flattened, C order), the training rows' min and max (float64 arrays)."""
@@ -60,6 +67,7 @@ class _Raw:
     target_name: str
     rows: list[int] | None  # CSV: the row (line) of each example; None for an .npz
     sha256: str
+    integer_targets: bool = False  # an .npz whose y holds integers: class indices when task.labels names them
 
     def where(self, i: int, feature: int | None = None, target: bool = False) -> str:
         """'row 7, column 'b'' (CSV) or 'key 'x', x[6,1]' (.npz) for example ``i``."""
@@ -271,7 +279,8 @@ def _read_npz(file: str, task: str, role: str) -> _Raw:
             raise DataError(file, f"key 'y', y[{i}]", "an empty string (expected a class label)")
     else:
         raise DataError(file, "key 'y'", f"dtype {y.dtype} (expected class labels: integers or strings)")
-    return _Raw(file, x.astype(np.float32), targets, names, "y", None, sha)
+    return _Raw(file, x.astype(np.float32), targets, names, "y", None, sha, y.dtype.kind in "iub" or (
+        y.dtype.kind == "f" and task != "regression"))
 
 
 def _read(file: str, cfg: dict[str, Any], role: str, features: list[str] | None = None) -> _Raw:
@@ -285,17 +294,28 @@ def _read(file: str, cfg: dict[str, Any], role: str, features: list[str] | None 
 
 
 def _labels(raw: _Raw, given: list[str] | None) -> list[str]:
+    """The class names in index order: ``task.labels``, else the sorted distinct targets.
+
+    With ``task.labels``, a target is a class name among them, or, when the targets are
+    integers 0..k-1 (an .npz's integer ``y``; in a CSV, when not every cell is a name), an
+    index that takes the name at that position."""
     present = sorted(set(raw.targets))
     if given is None:
         if all(_NUMBER.fullmatch(t) for t in present):
             present.sort(key=float)
         return present
     allowed = set(given)
+    indices = {str(i): name for i, name in enumerate(given)}
+    as_index = raw.integer_targets or not all(t in allowed for t in raw.targets)
+    if as_index and all(t in indices for t in raw.targets):
+        raw.targets = [indices[t] for t in raw.targets]
+        return list(given)
     for i, t in enumerate(raw.targets):
         if t not in allowed:
             shown = ", ".join(given) if len(given) <= 12 else ", ".join(given[:12]) + ", ..."
             raise DataError(raw.file, raw.where(i, target=True),
-                            f"{t!r} is not a class of task.labels (expected one of: {shown})")
+                            f"{t!r} is not a class of task.labels (expected one of: {shown}; or an index "
+                            f"0..{len(given) - 1} into them)")
     return list(given)
 
 
@@ -373,22 +393,20 @@ def _check_valid_range(raw: _Raw, cfg: dict[str, Any]) -> None:
 
 
 def load(cfg: dict[str, Any]) -> Dataset:
-    """The dataset a dataset-mode config names, checked and split (see the module's docstring).
+    """The config's data, checked and split (see the module's docstring).
 
     Raises:
         DataError: a data file is malformed (one line: file, row and column or key, what was expected).
-        ConfigError: the config does not fit the data (model.layers, runtime.valid).
+        ConfigError: the config does not fit the data (model.layers, runtime.valid, the oracle).
     """
-    if not is_dataset(cfg):
-        raise ValueError("dataset.load needs a dataset-mode config ([data] file)")
     d, task = cfg["data"], cfg["task"]["kind"]
     raw = _read(d["file"], cfg, "data.file")
     n = len(raw.x)
     fraction = d["validation"] if not isinstance(d["validation"], str) else None
-    need = MIN_TRAIN_ROWS + (1 if fraction is not None else 0)
+    need = MIN_TRAIN_ROWS + (1 if fraction else 0)
     if n < need:
         raise DataError(raw.file, "", f"{n} example{'s' if n != 1 else ''} (expected at least {need}: "
-                        f"{MIN_TRAIN_ROWS} to train on" + (", 1 to validate)" if fraction is not None else ")"))
+                        f"{MIN_TRAIN_ROWS} to train on" + (", 1 to validate)" if fraction else ")"))
     labels = None
     y_all: np.ndarray
     if task == "classification":
@@ -402,7 +420,9 @@ def load(cfg: dict[str, Any]) -> Dataset:
         y_all = np.array(raw.targets, np.float32)
     _check_valid_range(raw, cfg)
     sha = {raw.file: raw.sha256}
-    if fraction is not None:
+    if fraction == 0:
+        x_train, y_train, x_val, y_val = raw.x, y_all, raw.x[:0], y_all[:0]
+    elif fraction is not None:
         train, val = split_indices(y_all if task == "classification" else None, n, fraction, cfg["train"]["seed"])
         if len(val) == 0:
             raise DataError(raw.file, "", f"data.validation = {fraction:g} holds out no example of {n} (expected "
@@ -417,24 +437,50 @@ def load(cfg: dict[str, Any]) -> Dataset:
             raise DataError(vraw.file, "key 'x'", f"examples of shape {vraw.x.shape[1:]}, expected "
                             f"{raw.x.shape[1:]} (as in {raw.file})")
         if task == "classification":
-            index = {name: k for k, name in enumerate(labels)}
-            for i, t in enumerate(vraw.targets):
-                if t not in index:
-                    shown = ", ".join(labels) if len(labels) <= 12 else ", ".join(labels[:12]) + ", ..."
-                    raise DataError(vraw.file, vraw.where(i, target=True), f"{t!r} is not a class of "
-                                    f"{'task.labels' if cfg['task']['labels'] else raw.file} (expected one of: {shown})")
-            y_val = np.array([index[t] for t in vraw.targets], np.int64)
+            _labels(vraw, labels)  # names, or indices into them
+            y_val = np.array([labels.index(t) for t in vraw.targets], np.int64)
         else:
             y_val = np.array(vraw.targets, np.float32)
         _check_valid_range(vraw, cfg)
         x_train, y_train, x_val = raw.x, y_all, vraw.x
         sha[vraw.file] = vraw.sha256
+    n_oracle = 0
+    if cfg["verify"]["oracle"]:
+        ox, oy = oracle_rows(cfg, x_train)
+        x_val = np.concatenate([x_val, ox])
+        y_val = np.concatenate([y_val.astype(np.float64), oy])
+        n_oracle = len(ox)
     return Dataset(
         x_train=np.ascontiguousarray(x_train), y_train=np.ascontiguousarray(y_train),
         x_val=np.ascontiguousarray(x_val), y_val=np.ascontiguousarray(y_val),
         feature_names=list(raw.feature_names), input_shape=tuple(int(s) for s in raw.x.shape[1:]),
-        task=task, labels=labels, target_name=raw.target_name, sha256=sha,
+        task=task, labels=labels, target_name=raw.target_name, sha256=sha, oracle_rows=n_oracle,
     )
+
+
+def oracle_rows(cfg: dict[str, Any], x_train: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The rows ``verify.oracle`` labels: the midpoints of ``oracle_points`` even cells over
+    ``oracle_range`` (float32, every feature at the same value), minus any training row; and
+    the oracle's value for each (float64, shape (n,))."""
+    from . import userfile
+
+    v = cfg["verify"]
+    edges = np.linspace(*v["oracle_range"], v["oracle_points"] + 1)
+    mids = ((edges[:-1] + edges[1:]) / 2).astype(np.float32)
+    shape = x_train.shape[1:]
+    x = np.repeat(mids, int(np.prod(shape))).reshape(-1, *shape)
+    seen = {row.tobytes() for row in x_train.astype(np.float32)}
+    x = x[[row.tobytes() not in seen for row in x]]
+    y = np.asarray(userfile.call(cfg, "verify.oracle", x.astype(np.float64)), dtype=np.float64)
+    if y.size != len(x) or y.ndim > 2:
+        raise ConfigError(None, "verify.oracle", f"returned shape {y.shape} for {len(x)} rows (expected one value "
+                          f"per row: ({len(x)},) or ({len(x)}, 1))")
+    y = y.reshape(-1)
+    if not np.all(np.isfinite(y)):
+        i = int(np.argmax(~np.isfinite(y)))
+        raise ConfigError(None, "verify.oracle", f"returned {y[i]} for the row {x[i].reshape(-1)[:4].tolist()} "
+                          "(expected a finite number for every row of verify.oracle_range)")
+    return x, y
 
 
 def summary(ds: Dataset) -> str:
@@ -449,4 +495,6 @@ def summary(ds: Dataset) -> str:
         task = f"classification into {len(ds.labels)} classes ({shown})"
     else:
         task = f"regression of {ds.target_name!r}"
-    return (f"data: {n_tr + n_val} examples of {what} from {files}: {n_tr} to train, {n_val} to validate; {task}")
+    held = n_val - ds.oracle_rows
+    val = f"{held} to validate" + (f", and {ds.oracle_rows} rows the oracle labels" if ds.oracle_rows else "")
+    return f"data: {n_tr + held} examples of {what} from {files}: {n_tr} to train, {val}; {task}"

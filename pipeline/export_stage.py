@@ -21,7 +21,6 @@ from runtime.manifest import sha256_file
 from . import fsutil, probes, reference
 from .errors import OutputError, StageInputError
 from .layout import Layout
-from .names import INPUT_NAME, OUTPUT_NAME
 
 
 def load_keras_model(path: Path):
@@ -34,13 +33,6 @@ def load_keras_model(path: Path):
         raise StageInputError(path, f"cannot load Keras model: {e}") from None
 
 
-def keras_predict(model, x: np.ndarray) -> np.ndarray:
-    """The model's float32 outputs, shape (n,), for inputs of shape (n,)."""
-    tf, _ = tensorflow()
-    y = model(tf.constant(np.asarray(x, np.float32).reshape(-1, 1)), training=False)
-    return np.asarray(y, dtype=np.float32).reshape(-1)
-
-
 def keras_outputs(model, x: np.ndarray, chunk: int = 1024) -> np.ndarray:
     """The model's float32 outputs (n, *out) for inputs (n, *shape), ``chunk`` rows at a time."""
     tf, _ = tensorflow()
@@ -49,44 +41,32 @@ def keras_outputs(model, x: np.ndarray, chunk: int = 1024) -> np.ndarray:
     return np.concatenate(parts)
 
 
-def calibration_inputs(cfg: dict[str, Any], ds=None) -> np.ndarray:
-    """The calibration set: the training inputs, or calibration_points over the working range;
-    in dataset mode a seeded sample of training rows."""
-    if ds is not None:
-        return probes.calibration_rows(cfg, ds)
-    v = cfg["variants"]
-    if v["calibration"] == "training":
-        return np.asarray(cfg["data"]["celsius"], np.float32)
-    return np.linspace(*probes.working_range(cfg), v["calibration_points"]).astype(np.float32)
-
-
-def build_variants(cfg: dict[str, Any], saved: Path, onnx_model, ds=None, input_name: str = INPUT_NAME
+def build_variants(cfg: dict[str, Any], saved: Path, onnx_model, calibration: np.ndarray, input_name: str
                    ) -> dict[str, bytes | str]:
     """name -> the variant's bytes, or the converter's one-line reason it was not built."""
     from export import variants as V
 
-    cal = calibration_inputs(cfg, ds)
     out: dict[str, bytes | str] = {}
     for name in V.VARIANTS:
         if name not in cfg["variants"]:
             continue
         try:
             if V.fmt(name) == "onnx":
-                out[name] = V.build_onnx(name, onnx_model, cal, input_name, keep_input_float=ds is not None,
-                                         reduce_range=ds is not None).SerializeToString()
+                out[name] = V.build_onnx(name, onnx_model, calibration, input_name).SerializeToString()
             else:
-                out[name] = V.build_tflite(name, saved, cal)
+                out[name] = V.build_tflite(name, saved, calibration)
         except V.VariantNotBuilt as e:
             out[name] = str(e)
     return out
 
 
-def write_variants(layout: Layout, variants: dict[str, bytes | str], cfg: dict[str, Any], ds=None) -> dict[str, Any]:
+def write_variants(layout: Layout, variants: dict[str, bytes | str], cfg: dict[str, Any], calibration: np.ndarray
+                   ) -> dict[str, Any]:
     """build/variants/<name>.onnx|.tflite and index.json (what was built, or why not); stale files removed."""
     folder = layout.variants_dir
     folder.mkdir(parents=True, exist_ok=True)
-    index: dict[str, Any] = {"calibration": cfg["variants"].get("calibration", "training rows"),
-                             "calibration_inputs": int(len(calibration_inputs(cfg, ds))), "variants": {}}
+    index: dict[str, Any] = {"calibration": cfg["variants"]["calibration"],
+                             "calibration_inputs": int(len(calibration)), "variants": {}}
     keep = {layout.variants_index.name}
     for name, data in variants.items():
         if isinstance(data, bytes):
@@ -105,42 +85,35 @@ def write_variants(layout: Layout, variants: dict[str, bytes | str], cfg: dict[s
     return index
 
 
-def run(cfg: dict[str, Any], layout: Layout) -> dict[str, Any]:
+def run(cfg: dict[str, Any], layout: Layout, model=None) -> dict[str, Any]:
+    """Export the trained model (``model``: the one train just made, else build/model.keras)."""
     from export import keras3_savedmodel, onnx_export, tflite_export
 
-    from .config import is_dataset
+    from . import dataset
 
-    ds = None
-    names = (INPUT_NAME, OUTPUT_NAME)
-    if is_dataset(cfg):
-        from . import dataset, keras_model
-
-        ds = dataset.load(cfg)  # before TensorFlow: bad data is refused in milliseconds
-        names = (keras_model.INPUT_NAME, keras_model.OUTPUT_NAME)
+    ds = dataset.load(cfg)  # before TensorFlow: bad data is refused in milliseconds
+    names = (cfg["model"]["input_name"], cfg["model"]["output_name"])
     build = layout.build
-    model = load_keras_model(layout.model_keras)
+    if model is None:
+        model = load_keras_model(layout.model_keras)
     tf, _ = tensorflow()
+    calibration = probes.calibration_rows(cfg, ds)
     try:
         with tempfile.TemporaryDirectory(prefix=fsutil.temp_prefix("export"), dir=build) as tmp:
             saved = keras3_savedmodel.write_savedmodel(model, Path(tmp) / "savedmodel", *names)
             # TFLite first: its refusal names the op and the layer (an LSTM's TensorListReserve),
             # where tf2onnx passes such an op through and only the checker refuses the graph.
             tflite_bytes = tflite_export.convert(saved)
-            onnx_model = onnx_export.convert(saved, *names, cfg["export"]["opset"], cfg["export"]["ir_version"],
-                                             short_names=ds is not None)
-            variants = build_variants(cfg, saved, onnx_model, ds, names[0])
+            onnx_model = onnx_export.convert(saved, *names, cfg["export"]["opset"], cfg["export"]["ir_version"])
+            variants = build_variants(cfg, saved, onnx_model, calibration, names[0])
     except tf.errors.OpError as e:  # TensorFlow's own I/O errors (disk full, read-only folder)
         raise OutputError(build, e.message.splitlines()[0] if e.message else type(e).__name__) from None
 
-    keras_sha = sha256_file(layout.model_keras)
-    if ds is None:
-        ref = reference.arrays(cfg, lambda x: keras_predict(model, x), keras_sha)
-    else:
-        ref = reference.dataset_arrays(cfg, ds, lambda x: keras_outputs(model, x), keras_sha)
+    ref = reference.arrays(cfg, ds, lambda x: keras_outputs(model, x), sha256_file(layout.model_keras))
     reference.save(layout.reference, ref)
     fsutil.write_bytes(layout.model_tflite, tflite_bytes)
     fsutil.write_bytes(layout.model_onnx, onnx_model.SerializeToString())
-    index = write_variants(layout, variants, cfg, ds)
+    index = write_variants(layout, variants, cfg, calibration)
     return {
         "variants": index["variants"],
         "onnx": onnx_export.describe(onnx_model),

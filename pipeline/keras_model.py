@@ -1,5 +1,6 @@
-"""The Keras model of a dataset-mode config: the user's (a builder, a dense stack or a trained
-file), with a Normalization layer ahead of it, and how to train it. TensorFlow on call only.
+"""The Keras model of a config: the user's (a builder, a dense stack or a trained file), with a
+Normalization layer ahead of it, its tensors named as the config names them, and how to
+train it. TensorFlow on call only.
 
 The model that is saved, exported and shipped takes raw features: standardization (the
 training rows' mean and variance, ``[data] standardize``) is its first layer, so every
@@ -14,11 +15,9 @@ import numpy as np
 
 from export.tfenv import tensorflow
 
-from .config import check_model_source
+from . import userfile
 from .errors import ConfigError
 
-INPUT_NAME = "inputs"
-OUTPUT_NAME = "outputs"
 STANDARDIZE = "standardize"  # the Normalization layer's name
 
 
@@ -32,13 +31,7 @@ def user_model(cfg: dict[str, Any], ds):
     m = cfg["model"]
     k = num_outputs(ds)
     if m.get("builder"):
-        try:
-            model = check_model_source(cfg)(tuple(ds.input_shape), k)
-        except ConfigError:
-            raise
-        except Exception as e:
-            first = str(e).splitlines()[0] if str(e) else ""
-            raise ConfigError(None, "model.builder", f"{m['builder']} raised {type(e).__name__}: {first}") from None
+        model = userfile.call(cfg, "model.builder", tuple(ds.input_shape), k)
         if not isinstance(model, keras.Model):
             raise ConfigError(None, "model.builder", f"{m['builder']} returned {type(model).__name__}, "
                               "expected a keras.Model")
@@ -60,11 +53,12 @@ def user_model(cfg: dict[str, Any], ds):
 
 
 def compose(cfg: dict[str, Any], ds):
-    """The model to train: ``inputs`` -> Normalization (if standardize) -> the user's model."""
+    """The model to train: the input (``model.input_name``) -> Normalization (if standardize) ->
+    the user's model -> the output (``model.output_name``, an Identity layer)."""
     tf, keras = tensorflow()
     keras.utils.set_random_seed(cfg["train"]["seed"])
     inner = user_model(cfg, ds)
-    inputs = keras.Input(shape=tuple(ds.input_shape), name=INPUT_NAME)
+    inputs = keras.Input(shape=tuple(ds.input_shape), name=cfg["model"]["input_name"])
     x = inputs
     if cfg["data"].get("standardize", True):
         norm = keras.layers.Normalization(axis=-1, name=STANDARDIZE)
@@ -79,7 +73,7 @@ def compose(cfg: dict[str, Any], ds):
     if tuple(y.shape[1:]) != want:
         raise ConfigError(None, "model", f"the model's output shape is {tuple(y.shape[1:])}, "
                           f"expected {want} for a {ds.task} with {want[0]} output(s)")
-    return keras.Model(inputs, keras.layers.Identity(name=OUTPUT_NAME)(y), name="edge_model")
+    return keras.Model(inputs, keras.layers.Identity(name=cfg["model"]["output_name"])(y), name="edge_model")
 
 
 def output_kind(model, ds) -> str:

@@ -2,7 +2,7 @@
 
 Every file under BUILD and DIST that a stage reads or writes is named here once (what is
 inside the bundle is bundle.py's). The Makefile spells the same paths for make's targets
-(MODEL_KERAS, HISTORY, LOSS_PNG, EXPORT_OUT, REPORT, VERIFY_OUT, VARIANT_PNG, TARBALL);
+(MODEL_KERAS, HISTORY, LOSS_PNG, EXPORT_OUT, REPORT, VERIFY_OUT, VERIFY_PNG, TARBALL);
 tests/test_make.py checks that the two agree. Standard library only.
 """
 
@@ -96,17 +96,19 @@ class Layout:
         return self.verify_dir / "report.md"
 
     @property
-    def variants_npz(self) -> Path:
-        """The plots' data: each model's outputs on the probe grid at batch 1."""
-        return self.verify_dir / "variants.npz"
+    def plots_npz(self) -> Path:
+        """The verify plots' data: every model's outputs on the validation rows, sizes and scores."""
+        return self.verify_dir / "plots.npz"
 
     @property
-    def variants_error_png(self) -> Path:
-        return self.verify_dir / "variants-error.png"
+    def validation_png(self) -> Path:
+        """The float32 ONNX model on the validation rows: its confusion matrix, or its error per row."""
+        return self.verify_dir / "validation.png"
 
     @property
-    def variants_ulp_png(self) -> Path:
-        return self.verify_dir / "variants-ulp.png"
+    def accuracy_size_png(self) -> Path:
+        """Every model's accuracy (or MAE) against its file size."""
+        return self.verify_dir / "accuracy-vs-size.png"
 
     # bundle (in dist)
     @property

@@ -1,10 +1,21 @@
-"""The inputs verification runs through every format, and the working range. numpy only.
+"""The rows verify runs every model over, in named groups, and the working range. numpy only.
 
-Parity probes (against Keras): the training inputs, a dense grid, float edge cases and
-seeded random values. Accuracy probes (against F = 1.8 C + 32): a held-out grid of
-midpoints that contains no training input. The working range (the probe grid's span
-within the valid inputs) is where verify measures the errors a user meets, export's
-``calibration = "range"`` spreads its points and the bundle's variant golden data lie.
+A config picks its groups (``[verify] probes``); each is float32 rows of the model's input shape:
+
+- ``training``: the training rows;
+- ``validation``: the validation rows (held out, and the oracle's), the ones accuracy is judged on;
+- ``synthetic``: ``synthetic_count`` seeded rows uniform within each feature's observed
+  (training) range;
+- ``edge``: three rows: every feature at its observed minimum, at its maximum, and at 0;
+- ``grid``: ``grid_points`` rows evenly over the working range (every feature stepping together);
+- ``extremes``: float edge cases, every feature at once: 0, -0.0, +-1, tiny (+-1e-30), the
+  smallest subnormal (+-1e-45) and huge (+-1e30, +-3e30) magnitudes;
+- ``random``: ``random_count`` seeded rows, half uniform over the working range, half of
+  random sign and a log-uniform magnitude between 1e-30 and 1e30.
+
+The working range (``[verify] range``, else each feature's observed training range, within
+the valid range ``[runtime]``) is where verify measures the errors a user meets; calibration
+``"range"`` spreads its rows over it, and the bundle's golden rows lie in it.
 """
 
 from __future__ import annotations
@@ -13,64 +24,74 @@ from typing import Any
 
 import numpy as np
 
-# 0 and -0.0, tiny and huge magnitudes whose outputs stay finite in float32
-# (|w * 1e30| ~ 2e30 << 3.4e38), and the smallest subnormal.
-EDGE_CASES = (0.0, -0.0, 1.0, -1.0, 1e-30, -1e-30, 1e-45, -1e-45, 1e30, -1e30, 3e30, -3e30)
+EXTREMES = (0.0, -0.0, 1.0, -1.0, 1e-30, -1e-30, 1e-45, -1e-45, 1e30, -1e30, 3e30, -3e30)
 
 
-def parity_probes(cfg: dict[str, Any]) -> dict[str, np.ndarray]:
-    """Named groups of float32 probe inputs, shape (n,) each."""
+def valid_ranges(cfg: dict[str, Any], features: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Per feature (lo, hi), float64: ``[runtime] valid_min``/``valid_max``, overridden by ``[runtime.valid]``."""
+    rt = cfg["runtime"]
+    per = rt.get("valid") or {}
+    lo = [per.get(f, [rt["valid_min"], rt["valid_max"]])[0] for f in features]
+    hi = [per.get(f, [rt["valid_min"], rt["valid_max"]])[1] for f in features]
+    return np.asarray(lo, np.float64), np.asarray(hi, np.float64)
+
+
+def working_range(cfg: dict[str, Any], ds) -> tuple[np.ndarray, np.ndarray]:
+    """Per feature (lo, hi), float64: ``verify.range`` (else the observed range) within the valid range."""
+    given = cfg["verify"]["range"]
+    lo, hi = ds.observed_range() if given is None else (np.full(ds.size, given[0]), np.full(ds.size, given[1]))
+    vlo, vhi = valid_ranges(cfg, ds.feature_names)
+    return np.maximum(lo, vlo), np.minimum(hi, vhi)
+
+
+def _rows(values: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """(n, features) or (n,) values as float32 rows of ``shape`` (a value per row: every feature at it)."""
+    values = np.asarray(values, np.float64)
+    if values.ndim == 1:
+        values = np.repeat(values[:, None], int(np.prod(shape)), axis=1)
+    return values.astype(np.float32).reshape(-1, *shape)
+
+
+def groups(cfg: dict[str, Any], ds) -> dict[str, np.ndarray]:
+    """The config's probe groups, in its order: name -> float32 rows (n, *input_shape)."""
     v = cfg["verify"]
-    rng = np.random.default_rng(v["random_seed"])
-    n_uniform = v["random_count"] // 2
-    n_log = v["random_count"] - n_uniform
-    uniform = rng.uniform(v["grid_min"], v["grid_max"], n_uniform)
-    log_magnitude = rng.choice([-1.0, 1.0], n_log) * 10.0 ** rng.uniform(-30, 30, n_log)
-    groups = {
-        "training": np.asarray(cfg["data"]["celsius"]),
-        "grid": np.linspace(v["grid_min"], v["grid_max"], v["grid_points"]),
-        "edge": np.asarray(EDGE_CASES),
-        "random": np.concatenate([uniform, log_magnitude]),
-    }
-    return {k: np.asarray(x, dtype=np.float32) for k, x in groups.items()}
+    shape, f = tuple(ds.input_shape), ds.size
+    obs_lo, obs_hi = ds.observed_range()
+    lo, hi = working_range(cfg, ds)
+    finite = np.where(np.isfinite(lo), lo, obs_lo), np.where(np.isfinite(hi), hi, obs_hi)
 
+    def make(name: str) -> np.ndarray:
+        rng = np.random.default_rng(v["seed"])
+        if name == "training":
+            return ds.x_train
+        if name == "validation":
+            return ds.x_val
+        if name == "synthetic":
+            return _rows(rng.uniform(obs_lo, obs_hi, (v["synthetic_count"], f)), shape)
+        if name == "edge":
+            return _rows(np.stack([obs_lo, obs_hi, np.zeros(f)]), shape)
+        if name == "grid":
+            return _rows(np.linspace(finite[0], finite[1], v["grid_points"]), shape)
+        if name == "extremes":
+            return _rows(np.asarray(EXTREMES), shape)
+        n_uniform = v["random_count"] // 2  # name == "random"
+        n_log = v["random_count"] - n_uniform
+        uniform = rng.uniform(finite[0], finite[1], (n_uniform, f))
+        magnitude = rng.choice([-1.0, 1.0], (n_log, f)) * 10.0 ** rng.uniform(-30, 30, (n_log, f))
+        return _rows(np.concatenate([uniform, magnitude]), shape)
 
-def accuracy_grid(cfg: dict[str, Any]) -> np.ndarray:
-    """Midpoints of an even grid over [accuracy_min, accuracy_max], minus any training input."""
-    v = cfg["verify"]
-    edges = np.linspace(v["accuracy_min"], v["accuracy_max"], v["accuracy_points"] + 1)
-    mids = ((edges[:-1] + edges[1:]) / 2).astype(np.float32)
-    return mids[~np.isin(mids, np.asarray(cfg["data"]["celsius"], dtype=np.float32))]
-
-
-def working_range(cfg: dict[str, Any]) -> tuple[float, float]:
-    """The working range: the probe grid's span, within the valid input range."""
-    v, rt = cfg["verify"], cfg["runtime"]
-    return max(v["grid_min"], rt["valid_min_celsius"]), min(v["grid_max"], rt["valid_max_celsius"])
-
-
-def fahrenheit(celsius: np.ndarray) -> np.ndarray:
-    """The exact formula, in float64."""
-    return np.asarray(celsius, dtype=np.float64) * 1.8 + 32.0
-
-
-def dataset_probes(cfg: dict[str, Any], ds) -> dict[str, np.ndarray]:
-    """Dataset mode's parity probes, float32 (n, *shape) each: the training rows, the validation
-    rows, seeded synthetic rows uniform within each feature's observed (training) range, and
-    three edge rows: every feature at its observed minimum, at its maximum, and at 0."""
-    v = cfg["verify"]
-    lo, hi = ds.observed_range()
-    rng = np.random.default_rng(v["seed"])
-    shape = tuple(ds.input_shape)
-    synthetic = rng.uniform(lo, hi, (v["synthetic_count"], lo.size)).reshape(-1, *shape)
-    edge = np.stack([lo, hi, np.zeros_like(lo)]).reshape(-1, *shape)
-    groups = {"training": ds.x_train, "validation": ds.x_val, "synthetic": synthetic, "edge": edge}
-    return {k: np.asarray(x, dtype=np.float32) for k, x in groups.items()}
+    return {name: np.asarray(make(name), np.float32) for name in v["probes"]}
 
 
 def calibration_rows(cfg: dict[str, Any], ds) -> np.ndarray:
-    """A seeded sample of ``variants.calibration_count`` training rows (all of them when fewer)."""
-    n = min(cfg["variants"]["calibration_count"], len(ds.x_train))
+    """The calibrated variants' rows: ``"training"``, a seeded sample of ``calibration_count``
+    training rows (all of them when fewer), in their order; ``"range"``, ``calibration_count``
+    rows evenly over the working range."""
+    v = cfg["variants"]
+    if v["calibration"] == "range":
+        lo, hi = working_range(cfg, ds)
+        return _rows(np.linspace(lo, hi, v["calibration_count"]), tuple(ds.input_shape))
+    n = min(v["calibration_count"], len(ds.x_train))
     rng = np.random.default_rng(cfg["train"]["seed"])
     idx = np.sort(rng.choice(len(ds.x_train), n, replace=False))
     return np.asarray(ds.x_train[idx], np.float32)

@@ -1,14 +1,18 @@
-"""build/reference.npz: the probe inputs and the Keras model's outputs on them. numpy only.
+"""build/reference.npz: the probe rows, Keras's outputs on them and the validation labels. numpy only.
 
-Export computes it while TensorFlow is loaded anyway (``arrays``, given the model's
-predict function) and writes it; verify compares every format with it and bundle picks
-its golden data from it, neither importing TensorFlow. The arrays:
+Export computes it while TensorFlow is loaded anyway and writes it; verify runs every other
+model over the same rows and judges it against this, and bundle picks its golden rows from
+it, neither importing TensorFlow nor reading the data again. The arrays:
 
-- ``x``: every parity probe (float32); ``group``: each one's group, an index into
-  ``group_names`` (training, grid, edge, random: probes.parity_probes);
-- ``keras_y``: Keras's outputs on ``x``;
-- ``accuracy_x``, ``keras_accuracy_y``: the held-out accuracy grid and Keras's outputs on it;
-- ``keras_sha256``: the sha256 of the model.keras they came from.
+- ``x``: every probe row (float32, (n, *input_shape)); ``group``: each one's group, an index
+  into ``group_names`` (probes.groups, in the config's order);
+- ``keras_y``: Keras's outputs on ``x`` (float32, (n, *output_shape));
+- ``y_val``: the validation group's labels (class indices, or target values: float64);
+- ``keras_sha256``: the sha256 of the model.keras they came from;
+- what the report and the signature need of the data: ``input_shape``, ``feature_names``,
+  ``labels``, ``target_name``, ``data_sha256`` (JSON), ``observed_min``/``observed_max`` (the
+  training rows'), ``range_min``/``range_max`` (the working range), ``oracle_rows`` (how many of
+  the validation rows the oracle labelled).
 """
 
 from __future__ import annotations
@@ -24,47 +28,31 @@ from . import fsutil, probes
 from .errors import StageInputError
 
 
-def arrays(cfg: dict[str, Any], predict: Callable[[np.ndarray], np.ndarray], keras_sha256: str) -> dict[str, np.ndarray]:
-    """The reference of a model whose float32 outputs ``predict`` gives, shape (n,) for (n,)."""
-    groups = probes.parity_probes(cfg)
+def arrays(cfg: dict[str, Any], ds, predict: Callable[[np.ndarray], np.ndarray], keras_sha256: str
+           ) -> dict[str, np.ndarray]:
+    """The reference of a model whose float32 outputs ``predict`` gives for rows (n, *input_shape)."""
+    groups = probes.groups(cfg, ds)
     x = np.concatenate(list(groups.values()))
     group = np.concatenate([np.full(len(v), i, np.int8) for i, v in enumerate(groups.values())])
-    acc_x = probes.accuracy_grid(cfg)
+    obs_lo, obs_hi = ds.observed_range()
+    lo, hi = probes.working_range(cfg, ds)
     return {
         "x": x,
         "group": group,
         "group_names": np.array(list(groups)),
-        "keras_y": predict(x),
-        "accuracy_x": acc_x,
-        "keras_accuracy_y": predict(acc_x),
+        "keras_y": np.asarray(predict(x), np.float32),
+        "y_val": np.asarray(ds.y_val, np.int64 if ds.task == "classification" else np.float64),
         "keras_sha256": np.array(keras_sha256),
-    }
-
-
-def dataset_arrays(cfg: dict[str, Any], ds, predict: Callable[[np.ndarray], np.ndarray], keras_sha256: str
-                   ) -> dict[str, np.ndarray]:
-    """Dataset mode's reference: ``x`` (n, *shape) with ``group`` as above (training, validation,
-    synthetic, edge: probes.dataset_probes), ``keras_y`` (n, outputs), and the validation rows'
-    labels ``y_val`` (the true targets accuracy is judged against)."""
-    groups = probes.dataset_probes(cfg, ds)
-    x = np.concatenate(list(groups.values()))
-    group = np.concatenate([np.full(len(v), i, np.int8) for i, v in enumerate(groups.values())])
-    lo, hi = ds.observed_range()
-    return {
-        "x": x,
-        "group": group,
-        "group_names": np.array(list(groups)),
-        "keras_y": predict(x),
-        "y_val": np.asarray(ds.y_val),
-        "keras_sha256": np.array(keras_sha256),
-        # What bundle's signature needs, so that neither verify nor bundle reads the data again.
         "input_shape": np.array(ds.input_shape, np.int64),
         "feature_names": np.array(ds.feature_names),
         "labels": np.array(ds.labels or [], dtype=str),
         "target_name": np.array(ds.target_name),
         "data_sha256": np.array(json.dumps({Path(k).name: v for k, v in sorted(ds.sha256.items())})),
-        "observed_min": lo,
-        "observed_max": hi,
+        "observed_min": obs_lo,
+        "observed_max": obs_hi,
+        "range_min": lo,
+        "range_max": hi,
+        "oracle_rows": np.array(ds.oracle_rows, np.int64),
     }
 
 
@@ -79,11 +67,21 @@ def load(path: Path) -> dict[str, np.ndarray]:
         raise StageInputError(path, "not found", "run `make export` or `python -m pipeline export` first")
     try:
         with np.load(path) as z:
-            return {k: z[k] for k in z.files}
+            ref = {k: z[k] for k in z.files}
     except Exception as e:  # a damaged zip raises several kinds
         raise StageInputError(path, f"unreadable: {e}", "re-run export") from None
+    if "range_min" not in ref:
+        raise StageInputError(path, "made by an older version of the pipeline", "re-run `make export`")
+    return ref
 
 
 def in_group(ref: dict[str, np.ndarray], name: str) -> np.ndarray:
-    """Which probes of ``ref["x"]`` belong to the group ``name`` (a boolean mask)."""
-    return ref["group"] == list(ref["group_names"]).index(name)
+    """Which rows of ``ref["x"]`` belong to the group ``name`` (a boolean mask; none if it is not there)."""
+    names = [str(g) for g in ref["group_names"]]
+    return ref["group"] == names.index(name) if name in names else np.zeros(len(ref["x"]), bool)
+
+
+def in_range(ref: dict[str, np.ndarray]) -> np.ndarray:
+    """Which rows lie within the working range in every feature (a boolean mask)."""
+    x = ref["x"].reshape(len(ref["x"]), -1).astype(np.float64)
+    return np.all((x >= ref["range_min"]) & (x <= ref["range_max"]), axis=1)

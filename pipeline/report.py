@@ -1,33 +1,35 @@
 """Verify's report: build/verify/report.json for programs and report.md for people.
 
 ``write`` writes both from the report verify assembled; ``versions`` and ``training`` are
-two of its parts (the tools that made the models, and what training learned).
+two of its parts (the tools that made the models, and what training recorded). One
+renderer for every model: the task decides which figures a table shows, nothing else.
 """
 
 from __future__ import annotations
 
-import json
 import platform
 from typing import Any
 
 from . import fsutil
+from .engine import MAE_SLACK
 from .layout import Layout
 
-VARIANT_NOTES = {
-    "onnx-fp32": "today's ONNX model (float32)",
-    "tflite-fp32": "today's TFLite model (float32)",
+NOTES = {
+    "onnx-fp32": "the ONNX model (float32)",
+    "tflite-fp32": "the TFLite model (float32)",
     "onnx-fp16": "float16 weights, float32 input and output",
     "tflite-fp16": "float16 weights (TFLite's float16 quantization)",
     "onnx-int8-dynamic": "int8 weights; inputs quantized at run time with one scale per batch",
-    "onnx-int8-static": "int8 weights and activations (QDQ), calibrated",
-    "tflite-int8-dynamic": "dynamic-range quantization (for tensors this small, the converter keeps float32)",
-    "tflite-int8-full": "full integer: int8 input, output and weights, calibrated",
+    "onnx-int8-static": "int8 weights and activations (QDQ), calibrated; the input's own arithmetic "
+                        "(standardization) kept in float32, 7-bit weights (x86's int8 dot products cannot overflow)",
+    "tflite-int8-dynamic": "dynamic-range quantization (int8 weights; for tensors this small, the converter keeps float32)",
+    "tflite-int8-full": "full integer: int8 input, output, weights and activations, calibrated",
 }
 
 
-def write(layout: Layout, report: dict[str, Any], render=None) -> None:
+def write(layout: Layout, report: dict[str, Any]) -> None:
     fsutil.write_json(layout.report_json, report)
-    fsutil.write_text(layout.report_md, (render or render_markdown)(report))
+    fsutil.write_text(layout.report_md, render_markdown(report))
 
 
 def versions() -> dict[str, str]:
@@ -42,138 +44,150 @@ def versions() -> dict[str, str]:
     return out
 
 
-def training(layout: Layout) -> dict[str, Any]:
-    """What train recorded that the report shows (empty if history.json is missing or unreadable)."""
-    try:
-        h = json.loads(layout.history.read_text())
-    except (OSError, ValueError):
-        return {}
-    return {k: h[k] for k in ("steps", "final_loss", "weights", "prediction_at_100c", "least_squares") if k in h}
+def training(h: dict[str, Any]) -> dict[str, Any]:
+    """What train recorded that the report shows."""
+    keep = ("came_trained", "source", "epochs", "batch_size", "final_loss", "loss_name", "rows", "parameters",
+            "metric", "train_seconds", "least_squares")
+    return {k: h[k] for k in keep if k in h}
 
 
-def render_variants(variants: dict[str, Any]) -> list[str]:
-    """The variants table, smallest file first."""
-    if not variants:
-        return []
-    any_v = next(v for v in variants.values() if v.get("parity"))
-    lo, hi = any_v["parity"]["range_c"]
-    a = any_v["accuracy"]
-    lines = [
-        "",
-        "## Reduced-precision variants",
-        "",
-        f"Each model against Keras (max |model - Keras| over {lo:g}..{hi:g} degC, at batch 1 and at the large "
-        f"batch, whichever is worse) and against F = 1.8 C + 32 (the held-out grid, "
-        f"{a['range_c'][0]:g}..{a['range_c'][1]:g} degC, at batch 1), with its speed in its own runtime "
-        "(onnxruntime or LiteRT, one thread, Python call included) and its budget in degF "
-        "(MAE / max error / parity). The float32 models are held to the ulp-level checks above instead.",
-        "",
-        "| model | bytes | parity vs Keras (degF, at degC) | MAE (degF) | max error (degF, at degC) | "
-        "batch 1 p50 (us) | values/s, large batch | budget | result |",
-        "|---|---|---|---|---|---|---|---|---|",
-    ]
-    built = sorted(((n, v) for n, v in variants.items() if v.get("parity")), key=lambda nv: (nv[1]["size_bytes"], nv[0]))
-    for name, v in built:
-        p, acc, sp, b = v["parity"], v["accuracy"], v["speed"], v.get("budget")
-        budget = f"{b['max_mae_f']:g} / {b['max_err_f']:g} / {b['parity_f']:g}" if b else "ulp checks"
-        result = "reference" if b is None else ("pass" if v["passed"] else f"FAIL: {v['reason']}")
-        lines.append(
-            f"| {name} | {v['size_bytes']:,} | {p['max_abs_err_f']:.3g} ({p['worst_input_c']:.6g}) | {acc['mae_f']:.4f} | "
-            f"{acc['max_err_f']:.4f} ({acc['worst_input_c']:g}) | {sp['p50_batch_1_us']:.1f} | "
-            f"{sp['values_per_s_large_batch']:,.0f} | {budget} | {result} |")
-    for name, v in variants.items():
-        if not v.get("built", True):
-            lines.append(f"| {name} | - | - | - | - | - | - | - | {v['reason']} |")
-    lines += ["", "What each is:", ""]
-    lines += [f"- {n}: {VARIANT_NOTES.get(n, '')}" for n in variants]
-    lines += ["", "Plots (drawn by `make all` / `python -m pipeline plot`): [error against the formula, per model]"
-              "(variants-error.png), [float models' distance from Keras in ulps](variants-ulp.png)."]
-    return lines
+def snr(v: float | None) -> str:
+    return "exact" if v is None else f"{v:.1f} dB"
+
+
+def span(r: dict[str, Any]) -> str:
+    """The working range as a message shows it: 'lo..hi' for one feature, else per feature."""
+    lo, hi = r["probes"]["range"]
+    if len(lo) == 1:
+        return f"{lo[0]:g}..{hi[0]:g}"
+    return "each feature's working range"
+
+
+def headline(r: dict[str, Any]) -> str:
+    """The verify line's figures: parity at each output's scale, the working range's largest
+    error, and accuracy on the validation rows."""
+    p, a = r["parity"], r["accuracy"]
+    classifier = r["task"] == "classification"
+    parts = ["vs Keras at the output's scale: " + ", ".join(
+        f"{f} {x['range']['scale_ulp']:.3g} ulp (SNR {snr(x['range']['snr_db'])})" for f, x in p.items())]
+    parts[0] += f"; max abs err over {span(r)}: " + ", ".join(f"{f} {x['range']['max_abs_err']:.3g}" for f, x in p.items())
+    if classifier:
+        parts[0] += "; top-1 agreement " + ", ".join(f"{f} {x['top1_agreement']:.2%}" for f, x in p.items())
+    rows = a["keras"]["rows"]
+    score = (lambda x: f"{x['accuracy']:.2%}") if classifier else (lambda x: f"MAE {x['mae']:.4g}")
+    parts.append(f"on {rows} validation rows: " + ", ".join(f"{n} {score(x)}" for n, x in a.items()))
+    return "; ".join(parts)
+
+
+def _result(v: dict[str, Any]) -> str:
+    if v.get("budget") is None:
+        return "float32 checks" if v.get("passed") else "FAIL"
+    return "pass" if v["passed"] else f"FAIL: {v['reason']}"
+
+
+def _budget(b: dict[str, Any] | None, classifier: bool, keras_mae: float | None) -> str:
+    if b is None:
+        return "float32 tolerances"
+    if classifier:
+        return f"drop <= {b['max_accuracy_drop'] * 100:g}, agreement >= {b['min_agreement']:.0%}"
+    parts = [f"parity <= {b['parity']:g}"] if b.get("parity") is not None else []
+    parts.append(f"MAE <= {b['max_mae']:g}" if b.get("max_mae") is not None
+                 else f"MAE <= {MAE_SLACK:g}x Keras's ({MAE_SLACK * keras_mae:.4g})")
+    if b.get("max_err") is not None:
+        parts.append(f"max error <= {b['max_err']:g}")
+    return ", ".join(parts)
 
 
 def render_markdown(r: dict[str, Any]) -> str:
-    lines = [
-        "# Verification report",
-        "",
-        f"**Result: {'PASSED' if r['passed'] else 'FAILED'}**",
-        "",
-    ]
-    for f in r["failures"]:
-        lines.append(f"- FAIL: {f}")
+    classifier = r["task"] == "classification"
+    lines = ["# Verification report", "", f"**Result: {'PASSED' if r['passed'] else 'FAILED'}**", ""]
+    lines += [f"- FAIL: {f}" for f in r["failures"]]
     if r["failures"]:
         lines.append("")
-    lines += [
-        "## Parity with Keras (the reference)",
-        "",
-        "Every probe (training inputs, grid, float edge cases, seeded random values) at batch 1 "
-        "and tiled to a large batch. Pass: |x - keras| <= atol + rtol * |keras| on every probe.",
-        "",
-    ]
-    any_p = next(iter(r["parity"].values()))
-    lo, hi = any_p["range_c"]
-    lines += [
-        f"The headline: how many float32 steps (ulps) the output is from Keras's at worst, and the "
-        f"largest error in degF over the working range {lo:g}..{hi:g} degC.",
-        "",
-        f"| format | max ulp | max abs err, {lo:g}..{hi:g} degC (degF) | failing probes | result |",
-        "|---|---|---|---|---|",
-    ]
-    for fmt, p in r["parity"].items():
-        lines.append(
-            f"| {fmt} | {p['max_ulp']:,} | {p['range_max_abs_err']:.3g} | {p['failures']:,} of {p['probes']:,} | "
-            f"{'pass' if p['passed'] else 'FAIL'} |"
-        )
-    lines += [
-        "",
-        "Details over all probes, including huge inputs (|x| up to ~1e30), where one ulp of the "
-        "output is itself huge (2^-23 of it), so the absolute error there can be large:",
-        "",
-        "| format | max abs err | mean abs err | max rel err | worst input (degC) | atol | rtol | smallest atol that passes |",
-        "|---|---|---|---|---|---|---|---|",
-    ]
-    for fmt, p in r["parity"].items():
-        lines.append(
-            f"| {fmt} | {p['max_abs_err']:.3g} | {p['mean_abs_err']:.3g} | "
-            f"{p['max_rel_err']:.3g} | {p['worst_input']:.9g} | {p['atol']:g} | {p['rtol']:g} | "
-            f"{p['min_atol_to_pass']:.3g} |"
-        )
-    lines += [
-        "",
-        "## Accuracy against F = 1.8 C + 32",
-        "",
-    ]
-    any_acc = next(iter(r["accuracy"].values()))
-    lines += [
-        f"Held-out grid: {any_acc['points']} midpoints over {any_acc['range_c'][0]:g}..{any_acc['range_c'][1]:g} degC "
-        "(no training input).",
-        "",
-        "| format | MAE (degF) | max error (degF) | worst input (degC) | allowed MAE | result |",
-        "|---|---|---|---|---|---|",
-    ]
-    for fmt, a in r["accuracy"].items():
-        lines.append(
-            f"| {fmt} | {a['mae_f']:.4f} | {a['max_err_f']:.4f} | {a['worst_input_c']:g} | "
-            f"{a['max_mae_f']:g} | {'pass' if a['passed'] else 'FAIL'} |"
-        )
-    lines += render_variants(r.get("variants") or {})
     t = r.get("training") or {}
-    if t:
-        ls = t["least_squares"]
-        lines += ["", "## Training", "", f"Steps: {t['steps']}, final loss {t['final_loss']:.6g}.", ""]
-        lines += ["| | w | b | prediction at 100 degC |", "|---|---|---|---|"]
-        if len(t["weights"]) == 1:
-            w = t["weights"][0]
-            lines.append(
-                f"| learned | {w['kernel'][0][0]:.6f} | {w['bias'][0]:.6f} | {t['prediction_at_100c']:.4f} |"
-            )
+    if t.get("came_trained"):
+        lines += [f"The model came trained (`{t.get('source')}`): no training ran; the data verified it.", ""]
+    pr = r["probes"]
+    lines += [
+        "## Parity with Keras (the reference)", "",
+        "Every model ran once over the probe rows (" + ", ".join(f"{g} {n:,}" for g, n in pr["groups"].items())
+        + f"; pipeline/probes.py says what each group is), one row at a time and tiled to a batch of "
+        f"{pr['large_batch']:,}. The float32 formats pass when |x - keras| <= atol + rtol * |keras| on every "
+        "output value" + (", and the top-1 class is Keras's on every row (exact ties aside)." if classifier else "."),
+        "",
+        f"Measured against each output's own scale over the working range ({span(r)}, {pr['range_rows']:,} rows): "
+        "the largest error in float32 steps at the output's largest magnitude (ulps near zero measure nothing) "
+        "and the signal-to-noise ratio; the elementwise ulp count over every probe is beside them.",
+        "",
+        "| format | ulp at scale | SNR | max abs err (range) | max ulp (elementwise) | max abs err (all) | "
+        + ("top-1 agreement | max prob. diff | " if classifier else "") + "failing values | result |",
+        "|---|---|---|---|---|---|" + ("---|---|" if classifier else "") + "---|---|",
+    ]
+    for fmt, p in r["parity"].items():
+        extra = f"{p['top1_agreement']:.2%} | {p['max_prob_diff']:.3g} | " if classifier else ""
+        lines.append(f"| {fmt} | {p['range']['scale_ulp']:.3g} | {snr(p['range']['snr_db'])} | "
+                     f"{p['range']['max_abs_err']:.3g} | {p['max_ulp']:,} | {p['max_abs_err']:.3g} | {extra}"
+                     f"{p['failures']:,} of {p['probes']:,} (atol {p['atol']:g}, rtol {p['rtol']:g}; smallest atol "
+                     f"that passes {p['min_atol_to_pass']:.3g}) | {'pass' if p['passed'] else 'FAIL'} |")
+    lines += ["", "Per probe group (batch 1): " + "; ".join(
+        f"{fmt}: " + ", ".join(f"{g} {x['max_ulp']:,} ulp / {x['max_abs_err']:.3g}" for g, x in p["groups"].items())
+        for fmt, p in r["parity"].items()) + "."]
+    acc = r["accuracy"]
+    k = acc["keras"]
+    oracle = k.get("oracle_rows") or 0
+    lines += ["", "## Accuracy on the validation rows", "",
+              f"{k['rows']:,} rows never trained on" + (f", {oracle:,} of them labelled by the oracle "
+                                                        "(verify.oracle)" if oracle else "") + ".", "",
+              "| model | " + ("accuracy |" if classifier else "MAE | max error |"),
+              "|---|" + ("---|" if classifier else "---|---|")]
+    for name, a in acc.items():
+        lines.append(f"| {name} | {a['accuracy']:.2%} |" if classifier
+                     else f"| {name} | {a['mae']:.4g} | {a['max_err']:.4g} |")
+    if classifier:
+        labels = k["labels"]
+        lines += ["", "Per-class recall (Keras): " + ", ".join(
+            f"{lab} {rec:.0%}" if rec is not None else f"{lab} -" for lab, rec in k["recall"].items()), "",
+                  "Confusion matrix (Keras; rows: true class, columns: predicted):", "",
+                  "| true \\ predicted | " + " | ".join(labels) + " |", "|---|" + "---|" * len(labels)]
+        for lab, row in zip(labels, k["confusion"]):
+            lines.append(f"| {lab} | " + " | ".join(str(v) for v in row) + " |")
+    lines += ["", "Plots: [the float32 ONNX model on the validation rows](validation.png), "
+              "[accuracy against size](accuracy-vs-size.png)."]
+    lines += ["", "## Models and reduced-precision variants", "",
+              "Each model on the same rows; speed in its own runtime (onnxruntime or LiteRT, one thread, "
+              "Python call included); parity is the largest |model - Keras| over the working range.", "",
+              "| model | bytes | " + ("accuracy | drop (points) | top-1 agreement" if classifier
+                                    else "MAE | max error | parity vs Keras")
+              + " | SNR | batch 1 p50 (us) | budget | result |",
+              "|---|---|---|---|---|---|---|---|---|" + ("" if classifier else "---|")]
+    for name, v in sorted(r["variants"].items(), key=lambda nv: (nv[1].get("size_bytes", 1 << 62), nv[0])):
+        if not v.get("built", True):
+            lines.append(f"| {name} | - | - | - | - |{'' if classifier else ' - |'} - | - | "
+                         f"{_budget(v.get('budget'), classifier, k.get('mae'))} | {v['reason']} |")
+            continue
+        a, p = v["accuracy"], v["parity"]
+        if classifier:
+            figs = (f"{a['accuracy']:.2%} | {(k['accuracy'] - a['accuracy']) * 100:.2f} | "
+                    f"{p['top1_agreement']:.2%}")
         else:
-            lines.append(f"| learned ({len(t['weights'])} layers) | - | - | {t['prediction_at_100c']:.4f} |")
-        lines.append(f"| closed-form optimum of the data | {ls['w']:.6f} | {ls['b']:.6f} | {ls['prediction_at_100c']:.4f} |")
-        lines.append("| exact formula | 1.8 | 32 | 212 |")
+            figs = f"{a['mae']:.4g} | {a['max_err']:.4g} | {p['range']['max_abs_err']:.3g}"
+        lines.append(f"| {name} | {v['size_bytes']:,} | {figs} | {snr(p['range']['snr_db'])} | "
+                     f"{v['speed']['p50_batch_1_us']:.1f} | {_budget(v.get('budget'), classifier, k.get('mae'))} | "
+                     f"{_result(v)} |")
+    lines += ["", "What each is:", ""] + [f"- {n}: {NOTES.get(n, '')}" for n in r["variants"]]
+    chosen = r.get("bundle")
+    if chosen:
+        lines += ["", f"The bundle ships **{chosen['model']}** ({chosen['why']})."]
+    if t and not t.get("came_trained"):
+        batch = "the full batch" if t.get("batch_size") == "all" else f"batch {t.get('batch_size')}"
+        ls = t.get("least_squares") or {}
+        best = (f"; the least-squares line through the training rows scores {ls['loss']:.6g}"
+                if ls.get("loss") is not None else "")
+        lines += ["", "## Training", "", f"{t.get('epochs')} epochs of {batch} on {t.get('rows', {}).get('train')} "
+                  f"rows, {t.get('parameters')} parameters, final loss {t.get('final_loss', float('nan')):.6g}{best}; "
+                  f"{t.get('train_seconds', 0):.1f} s ([curve](../train/loss.png))."]
     lines += ["", "## Files", ""]
-    for name, f in r["files"].items():
-        lines.append(f"- {name}: `{f['path']}` (in the build folder) sha256 `{f['sha256']}`")
+    lines += [f"- {name}: `{f['path']}` (in the build folder) sha256 `{f['sha256']}`" for name, f in r["files"].items()]
     lines.append(f"- config sha256 `{r['config_sha256']}`")
-    lines += ["", "## Versions", ""]
-    lines += [f"- {k} {v}" for k, v in r["versions"].items()]
+    lines += ["", "## Versions", ""] + [f"- {k} {v}" for k, v in r["versions"].items()]
     return "\n".join(lines) + "\n"

@@ -1,9 +1,10 @@
-"""The runners verify loops over: one interface, one class per format.
+"""The models verify runs, behind one interface keyed by tensor name (as Polygraphy's runners):
+``infer({input name: rows}) -> {output name: rows}``, the whole array as one batch.
 
-Each takes float32 inputs of shape (n, *shape) and returns float32 outputs of shape
-(n, *out), running the whole array as one batch; ``run_each`` runs it one example at a
-time (batch 1). A flat array (n,) is n scalar examples (the tutorial's model, input
-(n, 1)), and gives flat outputs (n,).
+``run(x)`` and ``run_each(x)`` are the single-input, single-output shorthand verify uses: float32
+rows (n, *shape) in, float32 rows (n, *out) out; ``run_each`` runs them one at a time (batch 1).
+Tensors are bound by name, never by position: TFLite may reorder inputs and outputs
+(tensorflow#33303), so its runner binds through the model's serving signature.
 ``open_runner`` opens a model file in its format's runtime, naming the file if it cannot.
 """
 
@@ -18,17 +19,14 @@ from .errors import StageInputError, VerificationFailed
 
 
 class Runner(Protocol):
-    name: str
+    inputs: list[str]
+    outputs: list[str]
 
-    def run(self, x: np.ndarray) -> np.ndarray: ...
-
-    def run_each(self, x: np.ndarray) -> np.ndarray: ...
+    def infer(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]: ...
 
 
 class OnnxRunner:
     """ONNX model in onnxruntime's CPU provider, one intra-op thread (the device setting)."""
-
-    name = "onnx"
 
     def __init__(self, path: Path):
         import onnxruntime as ort
@@ -37,91 +35,94 @@ class OnnxRunner:
         opts.intra_op_num_threads = 1
         opts.inter_op_num_threads = 1
         self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-        self.input = self.session.get_inputs()[0].name
+        self.inputs = [i.name for i in self.session.get_inputs()]
+        self.outputs = [o.name for o in self.session.get_outputs()]
+
+    def infer(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        feed = {k: np.ascontiguousarray(v, np.float32) for k, v in feed.items()}
+        return dict(zip(self.outputs, self.session.run(self.outputs, feed)))
 
     def run(self, x: np.ndarray) -> np.ndarray:
-        flat = x.ndim == 1
-        x = np.ascontiguousarray(x, dtype=np.float32).reshape(-1, 1) if flat else np.ascontiguousarray(x, np.float32)
-        y = self.session.run(None, {self.input: x})[0]
-        return y.reshape(-1) if flat else y
+        return self.session.run(None, {self.inputs[0]: np.ascontiguousarray(x, np.float32)})[0]
 
     def run_each(self, x: np.ndarray) -> np.ndarray:
-        run, name = self.session.run, self.input
-        if x.ndim == 1:
-            x = np.asarray(x, dtype=np.float32).reshape(-1, 1, 1)
-            return np.array([run(None, {name: v})[0][0, 0] for v in x], dtype=np.float32)
+        run, name = self.session.run, self.inputs[0]
         x = np.ascontiguousarray(x, dtype=np.float32)
         return np.concatenate([run(None, {name: x[i:i + 1]})[0] for i in range(len(x))])
 
 
 class TFLiteRunner:
-    """TFLite model in LiteRT's interpreter (``ai_edge_litert``), one thread.
+    """TFLite model in LiteRT's interpreter (``ai_edge_litert``), one thread, bound by the names
+    of its serving signature.
 
     A full-integer model takes and gives int8: inputs are quantized with the input's scale
     and zero point (rounded, clipped to -128..127, as a device would have to), outputs
     dequantized with the output's.
     """
 
-    name = "tflite"
-
     def __init__(self, path: Path):
         from ai_edge_litert.interpreter import Interpreter
 
         self.interpreter = Interpreter(model_path=str(path), num_threads=1)
-        i, o = self.interpreter.get_input_details()[0], self.interpreter.get_output_details()[0]
-        self.input, self.output = i["index"], o["index"]
-        self.in_q = i["quantization"] if i["dtype"] == np.int8 else None
-        self.out_q = o["quantization"] if o["dtype"] == np.int8 else None
-        self.batch = None
+        signatures = self.interpreter.get_signature_list()
+        key = "serving_default" if "serving_default" in signatures else next(iter(signatures), None)
+        if key is None:  # no signature: the converter's order is all there is
+            ins, outs = self.interpreter.get_input_details(), self.interpreter.get_output_details()
+            self._in = {d["name"]: d for d in ins}
+            self._out = {d["name"]: d for d in outs}
+        else:
+            sig = self.interpreter.get_signature_runner(key)
+            self._in, self._out = sig.get_input_details(), sig.get_output_details()
+        self.inputs, self.outputs = list(self._in), list(self._out)
+        self.shapes: dict[str, tuple] = {}
 
-    def _in(self, x: np.ndarray) -> np.ndarray:
-        if self.in_q is None:
+    def _quantize(self, name: str, x: np.ndarray) -> np.ndarray:
+        d = self._in[name]
+        if d["dtype"] != np.int8:
             return x
-        scale, zero = self.in_q
+        scale, zero = d["quantization"]
         return np.clip(np.round(x / scale) + zero, -128, 127).astype(np.int8)
 
-    def _out(self, y: np.ndarray) -> np.ndarray:
-        if self.out_q is None:
-            return y
-        scale, zero = self.out_q
+    def _dequantize(self, name: str, y: np.ndarray) -> np.ndarray:
+        d = self._out[name]
+        if d["dtype"] != np.int8:
+            return y.copy()
+        scale, zero = d["quantization"]
         return ((y.astype(np.float32) - zero) * scale).astype(np.float32)
 
-    def _resize(self, shape: tuple[int, ...]) -> None:
-        if self.batch != shape:
-            self.interpreter.resize_tensor_input(self.input, list(shape))
+    def _resize(self, name: str, shape: tuple[int, ...]) -> None:
+        if self.shapes.get(name) != shape:
+            self.interpreter.resize_tensor_input(self._in[name]["index"], list(shape))
+            self.shapes[name] = shape
             self.interpreter.allocate_tensors()
-            self.batch = shape
+
+    def infer(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        it = self.interpreter
+        for name, x in feed.items():
+            self._resize(name, tuple(np.shape(x)))
+        for name, x in feed.items():
+            it.set_tensor(self._in[name]["index"], self._quantize(name, np.ascontiguousarray(x, np.float32)))
+        it.invoke()
+        return {name: self._dequantize(name, it.get_tensor(d["index"])) for name, d in self._out.items()}
 
     def run(self, x: np.ndarray) -> np.ndarray:
-        flat = x.ndim == 1
-        x = np.ascontiguousarray(x, dtype=np.float32).reshape(-1, 1) if flat else np.ascontiguousarray(x, np.float32)
-        self._resize(x.shape)
-        self.interpreter.set_tensor(self.input, self._in(x))
-        self.interpreter.invoke()
-        y = self._out(self.interpreter.get_tensor(self.output))
-        return y.reshape(-1).copy() if flat else y.copy()
+        return self.infer({self.inputs[0]: x})[self.outputs[0]]
 
     def run_each(self, x: np.ndarray) -> np.ndarray:
-        it, i, o = self.interpreter, self.input, self.output
-        if x.ndim == 1:
-            self._resize((1, 1))
-            out = np.empty(len(x), dtype=np.float32)
-            for k, v in enumerate(self._in(np.asarray(x, dtype=np.float32).reshape(-1, 1, 1))):
-                it.set_tensor(i, v)
-                it.invoke()
-                out[k] = self._out(it.get_tensor(o))[0, 0]
-            return out
+        it, name, out = self.interpreter, self.inputs[0], self.outputs[0]
         x = np.ascontiguousarray(x, dtype=np.float32)
-        self._resize((1, *x.shape[1:]))
+        self._resize(name, (1, *x.shape[1:]))
+        i, o = self._in[name]["index"], self._out[out]["index"]
+        q = self._quantize(name, x)
         parts = []
         for k in range(len(x)):
-            it.set_tensor(i, self._in(x[k:k + 1]))
+            it.set_tensor(i, q[k:k + 1])
             it.invoke()
-            parts.append(self._out(it.get_tensor(o)).copy())
+            parts.append(self._dequantize(out, it.get_tensor(o)))
         return np.concatenate(parts)
 
 
-def open_runner(fmt: str, path: Path) -> Runner:
+def open_runner(fmt: str, path: Path):
     """The runner of ``fmt`` ('onnx' or 'tflite') on the model file ``path``."""
     if not path.is_file():
         raise StageInputError(path, "not found", "run `make export` or `python -m pipeline export` first")

@@ -1,10 +1,13 @@
 """Stage 1, train: config -> build/model.keras, build/train/history.json (and loss.png).
 
-All steps run inside one compiled TensorFlow loop (``tf.function`` over ``tf.range``)
-that records the loss of every step, instead of ``model.fit(..., epochs=N)``'s Python
-loop over epochs. Each step is exactly what ``fit`` does on a full batch (forward pass,
-the compiled loss, ``optimizer.apply``), so the tutorial preset gives the tutorial's
-weights bit for bit (tests/test_train.py checks this against ``fit``).
+The data is read (and refused if bad) before TensorFlow is imported. ``[train] batch_size``
+picks the loop: an integer runs ``model.fit``'s mini-batch epochs (shuffled, seeded,
+deterministic); ``"all"`` runs every step on the full batch inside one compiled TensorFlow
+loop (``tf.function`` over ``tf.range``) that records the loss of every step. Each such step
+is exactly what ``fit`` does on a full batch (forward pass, the compiled loss,
+``optimizer.apply``), so the tutorial preset gives the tutorial's weights bit for bit
+(tests/test_train.py checks this against ``fit``). With ``[model] file`` the trained model is
+checked against the data and copied as it is: no training.
 """
 
 from __future__ import annotations
@@ -17,61 +20,11 @@ import numpy as np
 
 from export.tfenv import tensorflow
 
-from . import fsutil
+from . import dataset, fsutil, keras_model
+from .errors import VerificationFailed
 from .layout import Layout
-from .names import INPUT_NAME
 
-
-def least_squares(cfg: dict[str, Any]) -> tuple[float, float]:
-    """Closed-form optimum (w, b) of the MSE line through the training data, in float64."""
-    c = np.asarray(cfg["data"]["celsius"], dtype=np.float64)
-    f = np.asarray(cfg["data"]["fahrenheit"], dtype=np.float64)
-    a = np.stack([c, np.ones_like(c)], axis=1)
-    (w, b), *_ = np.linalg.lstsq(a, f, rcond=None)
-    return float(w), float(b)
-
-
-def loss_at(cfg: dict[str, Any], w: float, b: float) -> float:
-    """The training loss (the config's loss function, as Keras computes it) of the line w * c + b, in float64."""
-    c = np.asarray(cfg["data"]["celsius"], dtype=np.float64)
-    f = np.asarray(cfg["data"]["fahrenheit"], dtype=np.float64)
-    r = np.abs(w * c + b - f)
-    loss = cfg["train"]["loss"]
-    if loss == "mean_squared_error":
-        return float(np.mean(r**2))
-    if loss == "mean_absolute_error":
-        return float(np.mean(r))
-    return float(np.mean(np.where(r <= 1.0, 0.5 * r**2, r - 0.5)))  # huber, Keras's delta = 1
-
-
-def build_model(cfg: dict[str, Any]):
-    """The Sequential model of ``model.layers``, seeded with ``train.seed`` before it is built."""
-    _, keras = tensorflow()
-    keras.utils.set_random_seed(cfg["train"]["seed"])
-    units = cfg["model"]["layers"]
-    layers = [keras.Input(shape=(1,), name=INPUT_NAME)]
-    for i, n in enumerate(units):
-        last = i == len(units) - 1
-        act = None if last else cfg["model"]["activation"]
-        layers.append(keras.layers.Dense(units=n, activation=act, name=f"dense_{i}"))
-    return keras.Sequential(layers, name="celsius_to_fahrenheit")
-
-
-def _loss_and_optimizer(cfg: dict[str, Any]):
-    _, keras = tensorflow()
-    losses = {
-        "mean_squared_error": keras.losses.MeanSquaredError,
-        "mean_absolute_error": keras.losses.MeanAbsoluteError,
-        "huber": keras.losses.Huber,
-    }
-    optimizers = {
-        "adam": keras.optimizers.Adam,
-        "adamw": keras.optimizers.AdamW,
-        "sgd": keras.optimizers.SGD,
-        "rmsprop": keras.optimizers.RMSprop,
-    }
-    t = cfg["train"]
-    return losses[t["loss"]](), optimizers[t["optimizer"]](learning_rate=t["learning_rate"])
+MAX_LEAST_SQUARES_FEATURES = 1024  # the least-squares line of a regression is computed up to this many features
 
 
 def fit_compiled(model, loss_fn, optimizer, x, y, steps: int) -> np.ndarray:
@@ -99,69 +52,22 @@ def fit_compiled(model, loss_fn, optimizer, x, y, steps: int) -> np.ndarray:
     return loop(tf.constant(steps, dtype=tf.int32)).numpy()
 
 
-def dense_weights(model) -> list[dict[str, list]]:
-    """Each Dense layer's kernel and bias as nested lists (float32 values as Python floats)."""
-    return [
-        {"name": layer.name, "kernel": w.tolist(), "bias": b.tolist()}
-        for layer in model.layers
-        for w, b in [layer.get_weights()]
-    ]
-
-
-def run(cfg: dict[str, Any], layout: Layout, plot: bool = True) -> dict[str, Any]:
-    """Train and write the stage's outputs; return a summary for the console.
-
-    Args:
-        plot: also draw build/train/loss.png (make draws it in a parallel job instead).
-    """
-    from .config import is_dataset
-
-    if is_dataset(cfg):
-        return run_dataset(cfg, layout, plot)
-    c = np.asarray(cfg["data"]["celsius"], dtype=np.float32).reshape(-1, 1)
-    f = np.asarray(cfg["data"]["fahrenheit"], dtype=np.float32).reshape(-1, 1)
-
-    model = build_model(cfg)
-    loss_fn, optimizer = _loss_and_optimizer(cfg)
-    model.compile(loss=loss_fn, optimizer=optimizer)
-    t0 = time.perf_counter()
-    losses = fit_compiled(model, loss_fn, optimizer, c, f, cfg["train"]["steps"])
-    seconds = time.perf_counter() - t0
-    if not np.all(np.isfinite(losses)):
-        from .errors import VerificationFailed
-
-        bad = int(np.argmax(~np.isfinite(losses)))
-        raise VerificationFailed(
-            f"train: loss became {losses[bad]} at step {bad + 1} "
-            "(expected finite; lower train.learning_rate)"
-        )
-
-    at_100 = float(model(np.array([[100.0]], np.float32), training=False).numpy()[0, 0])
-    w_opt, b_opt = least_squares(cfg)
-    history = {
-        "loss": [float(v) for v in losses],
-        "steps": int(cfg["train"]["steps"]),
-        "train_seconds": round(seconds, 4),
-        "final_loss": float(losses[-1]),
-        "weights": dense_weights(model),
-        "prediction_at_100c": at_100,
-        "loss_name": cfg["train"]["loss"],
-        "least_squares": {"w": w_opt, "b": b_opt, "prediction_at_100c": w_opt * 100 + b_opt,
-                          "loss": loss_at(cfg, w_opt, b_opt)},
-    }
-    return save(model, history, layout, plot)
-
-
-def save(model, history: dict[str, Any], layout: Layout, plot: bool) -> dict[str, Any]:
-    """Write the stage's outputs: model.keras, history.json and (``plot``) loss.png; return the history."""
-    with fsutil.atomic_path(layout.model_keras) as tmp:
-        model.save(tmp)
-    fsutil.write_json(layout.history, history)
-    if plot:
-        from .lossplot import plot_loss
-
-        plot_loss(history, layout.loss_png)
-    return history
+def least_squares(ds, loss: str) -> dict[str, Any] | None:
+    """A regression's closed-form least-squares line through the training rows (float64): its
+    coefficients, intercept and the training loss it scores (the config's loss, as Keras computes
+    it). For mean squared error the best any linear model can do: the loss plot's dashed line.
+    None for a classification or more than MAX_LEAST_SQUARES_FEATURES features."""
+    if ds.task != "regression" or len(ds.feature_names) > MAX_LEAST_SQUARES_FEATURES:
+        return None
+    x = ds.x_train.reshape(len(ds.x_train), -1).astype(np.float64)
+    y = ds.y_train.astype(np.float64)
+    a = np.hstack([x, np.ones((len(x), 1))])
+    coef, *_ = np.linalg.lstsq(a, y, rcond=None)
+    r = np.abs(a @ coef - y)
+    value = {"mean_squared_error": np.mean(r**2), "mean_absolute_error": np.mean(r),
+             "huber": np.mean(np.where(r <= 1.0, 0.5 * r**2, r - 0.5))}.get(loss)  # Keras's Huber delta = 1
+    return {"coef": coef[:-1].tolist(), "intercept": float(coef[-1]),
+            "loss": None if value is None else float(value)}
 
 
 def validation_callback(keras, ds, metric: str):
@@ -175,56 +81,71 @@ def validation_callback(keras, ds, metric: str):
             self.history = {"val_loss": [], "val_" + metric: []}
 
         def on_epoch_end(self, epoch, logs=None):
-            y = self.model(ds.x_val, training=False)
-            self.history["val_loss"].append(float(self.model.loss(ds.y_val, y)))
-            y = np.asarray(y)
-            score = (np.mean(y.argmax(axis=1) == ds.y_val) if metric == "accuracy"
-                     else np.mean(np.abs(y.reshape(len(y), -1)[:, 0] - ds.y_val)))
-            self.history["val_" + metric].append(float(score))
+            loss, score = validation_scores(self.model, ds, metric)
+            self.history["val_loss"].append(loss)
+            self.history["val_" + metric].append(score)
 
     return Validation()
 
 
-def run_dataset(cfg: dict[str, Any], layout: Layout, plot: bool = True) -> dict[str, Any]:
-    """Dataset mode: the user's data and model, mini-batch epochs, seeded and deterministic.
+def validation_scores(model, ds, metric: str) -> tuple[float, float]:
+    """(loss, metric) on the validation rows; (nan, nan) without any."""
+    if not len(ds.x_val):
+        return float("nan"), float("nan")
+    y = model(ds.x_val, training=False)
+    y_true = ds.y_val.reshape(len(ds.y_val), -1) if metric == "mae" else ds.y_val
+    loss = float(model.loss(y_true, y))
+    y = np.asarray(y)
+    score = (np.mean(y.argmax(axis=1) == ds.y_val) if metric == "accuracy"
+             else np.mean(np.abs(y.reshape(len(y), -1)[:, 0] - ds.y_val)))
+    return loss, float(score)
 
-    The data is read (and refused if bad) before TensorFlow is imported. With ``[model] file``
-    the trained model is checked against the data and copied as it is: no training.
+
+def run(cfg: dict[str, Any], layout: Layout, plot: bool = True) -> dict[str, Any]:
+    """Train and write the stage's outputs; return the history (a summary for the console).
+
+    Args:
+        plot: also draw build/train/loss.png (make draws it in a parallel job instead).
     """
-    from . import dataset, keras_model
-
     ds = dataset.load(cfg)
     tf, keras = tensorflow()
     tf.config.experimental.enable_op_determinism()
     t = cfg["train"]
+    base = {"task": ds.task, "rows": {"train": int(len(ds.x_train)), "validation": int(len(ds.x_val))}}
     if cfg["model"].get("file"):
         model = keras_model.load_trained(cfg["model"]["file"], ds)
         kind = keras_model.output_kind(model, ds)
         fsutil.write_bytes(layout.model_keras, Path(cfg["model"]["file"]).read_bytes())
-        history = {"came_trained": True, "source": cfg["model"]["file"], "loss": [], "epochs": 0,
-                   "task": ds.task, "output_kind": kind, "train_seconds": 0.0}
+        history = {**base, "came_trained": True, "source": cfg["model"]["file"], "loss": [], "epochs": 0,
+                   "output_kind": kind, "train_seconds": 0.0, "parameters": int(model.count_params())}
         fsutil.write_json(layout.history, history)
         return history
     model = keras_model.compose(cfg, ds)
     kind = keras_model.output_kind(model, ds)
     keras_model.compile_for(cfg, model, ds, kind)
     metric = "accuracy" if ds.task == "classification" else "mae"
-    val = validation_callback(keras, ds, metric)
     t0 = time.perf_counter()
-    fit = model.fit(ds.x_train, ds.y_train, epochs=t["epochs"], batch_size=t["batch_size"], shuffle=True,
-                    verbose=0, callbacks=[val])
+    if t["batch_size"] == "all":
+        y = ds.y_train.reshape(-1, 1) if ds.task == "regression" else ds.y_train
+        losses = fit_compiled(model, model.loss, model.optimizer, ds.x_train, y, t["epochs"])
+        h = {"loss": [float(v) for v in losses]}
+        val_loss, val_score = validation_scores(model, ds, metric)
+        h.update({"val_loss": [val_loss], "val_" + metric: [val_score]})  # at the end only
+    else:
+        val = validation_callback(keras, ds, metric)
+        fit = model.fit(ds.x_train, ds.y_train, epochs=t["epochs"], batch_size=t["batch_size"], shuffle=True,
+                        verbose=0, callbacks=[val])
+        h = {k: [float(v) for v in vs] for k, vs in fit.history.items()}
+        h.update(val.history)
     seconds = time.perf_counter() - t0
-    h = {k: [float(v) for v in vs] for k, vs in fit.history.items()}
-    h.update(val.history)
     if not np.all(np.isfinite(h["loss"])):
-        from .errors import VerificationFailed
-
         bad = int(np.argmax(~np.isfinite(h["loss"])))
         raise VerificationFailed(f"train: loss became {h['loss'][bad]} at epoch {bad + 1} "
                                  "(expected finite; lower train.learning_rate or check the data's scale)")
+    loss_name = model.loss.name if hasattr(model.loss, "name") else str(t["loss"])
     history = {
+        **base,
         "came_trained": False,
-        "task": ds.task,
         "output_kind": kind,
         "loss": h["loss"],
         "val_loss": h.get("val_loss", []),
@@ -232,11 +153,18 @@ def run_dataset(cfg: dict[str, Any], layout: Layout, plot: bool = True) -> dict[
         metric: h.get(metric, []),
         "val_" + metric: h.get("val_" + metric, []),
         "epochs": int(t["epochs"]),
-        "batch_size": int(t["batch_size"]),
+        "batch_size": t["batch_size"],
         "train_seconds": round(seconds, 4),
         "final_loss": h["loss"][-1],
-        "loss_name": model.loss.name if hasattr(model.loss, "name") else str(t["loss"]),
-        "rows": {"train": int(len(ds.x_train)), "validation": int(len(ds.x_val))},
+        "loss_name": loss_name,
         "parameters": int(model.count_params()),
+        "least_squares": least_squares(ds, loss_name),
     }
-    return save(model, history, layout, plot)
+    with fsutil.atomic_path(layout.model_keras) as tmp:
+        model.save(tmp)
+    fsutil.write_json(layout.history, history)
+    if plot:
+        from .plots import plot_loss
+
+        plot_loss(history, layout.loss_png)
+    return history

@@ -1,0 +1,228 @@
+"""The verify engine: every model is run once over the probe rows, then compare functions judge
+the outputs (in the manner of Polygraphy's ``Comparator.run`` and ``compare_accuracy``).
+
+``run_model`` runs one model (a runner of pipeline/runners.py) over every probe row at batch 1
+and over the probes tiled to the large batch in one call, and times it: an ``Outputs``. Keras's
+own come from the reference export recorded (``keras_outputs``). ``Judge`` holds what they are
+judged against (the reference, the validation labels, the task) and its methods are the compare
+functions: ``parity`` (float parity with Keras: ulps, abs/rel error, error at the output's scale
+and SNR, top-1 agreement for a classifier), ``accuracy`` (the task's terms on the validation
+rows) and ``over_budget`` (a variant's budget). numpy only.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+
+from . import reference
+from .numerics import abs_error, at_scale, compare, tiled
+
+# A regression variant without a max_mae of its own: at most this times Keras's MAE on the
+# validation rows (the target's units are the user's; the float model's MAE is their scale).
+MAE_SLACK = 1.05
+TIE = 1e-6  # Keras's top two outputs closer than this: either label is right (an exact tie)
+
+
+@dataclass
+class Outputs:
+    """One model's outputs over the probe rows: at batch 1, and tiled to the large batch."""
+
+    name: str
+    batch_1: np.ndarray
+    large: np.ndarray
+    speed: dict[str, float] | None = None  # p50_batch_1_us, rows_per_s_large_batch (None: Keras)
+
+
+def batch_1_p50_us(runner, one: np.ndarray) -> float:
+    """The median batch-1 latency in its own runtime, Python call included, in microseconds."""
+    for _ in range(50):  # warm up: first calls pay for allocations and caches
+        runner.run(one)
+    times = []
+    for _ in range(500):
+        t = time.perf_counter()
+        runner.run(one)
+        times.append(time.perf_counter() - t)
+    return float(np.median(times) * 1e6)
+
+
+def run_model(name: str, runner, x: np.ndarray, large: int) -> Outputs:
+    """Run ``runner`` once over the probe rows ``x``: one row at a time, then tiled to ``large`` rows."""
+    x_large = tiled(x, large)
+    t = time.perf_counter()
+    y_large = runner.run(x_large)
+    large_s = time.perf_counter() - t
+    y1 = runner.run_each(x)
+    speed = {"p50_batch_1_us": batch_1_p50_us(runner, x[:1]), "rows_per_s_large_batch": large / large_s}
+    return Outputs(name, y1, y_large, speed)
+
+
+def keras_outputs(ref: dict[str, np.ndarray], large: int) -> Outputs:
+    return Outputs("keras", ref["keras_y"], tiled(ref["keras_y"], large))
+
+
+def softmax(y: np.ndarray) -> np.ndarray:
+    z = y.astype(np.float64) - y.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def agreement(keras_y: np.ndarray, got: np.ndarray) -> dict[str, Any]:
+    """Top-1 agreement with Keras, ties (Keras's top two within TIE) counted as agreeing."""
+    k1, g1 = keras_y.argmax(axis=1), got.argmax(axis=1)
+    top2 = np.sort(keras_y, axis=1)[:, -2:] if keras_y.shape[1] > 1 else np.zeros((len(keras_y), 2))
+    tie = (top2[:, 1] - top2[:, 0]) <= TIE
+    same = (k1 == g1) | tie
+    bad = np.flatnonzero(~same)
+    return {"rows": int(len(same)), "agree": int(same.sum()), "fraction": float(same.mean()),
+            "ties": int(tie.sum()), "first_disagreement_row": int(bad[0]) if bad.size else None}
+
+
+class Judge:
+    """What every model is judged against: the reference (Keras's outputs on the probes), the
+    validation rows' labels, the working range and the task."""
+
+    def __init__(self, cfg: dict[str, Any], ref: dict[str, np.ndarray], history: dict[str, Any]):
+        self.cfg, self.ref = cfg, ref
+        self.task = cfg["task"]["kind"]
+        self.kind = history.get("output_kind", "values")
+        self.labels = [str(v) for v in ref["labels"]] or None
+        self.large = cfg["verify"]["large_batch"]
+        self.rows = len(ref["x"])
+        self.one_feature = int(np.prod(ref["input_shape"])) == 1
+        self.val = reference.in_group(ref, "validation")
+        self.in_range = reference.in_range(ref)
+        self.in_range_large = tiled(self.in_range, self.large)
+        self.keras = keras_outputs(ref, self.large)
+        self.keras_accuracy = self.accuracy(self.keras)
+
+    def _input(self, row: int) -> float | None:
+        """The input of probe row ``row`` when the model has one feature (what a message can name)."""
+        return float(self.ref["x"].reshape(self.rows, -1)[row, 0]) if self.one_feature else None
+
+    def parity(self, o: Outputs, tol: dict[str, float] | None) -> dict[str, Any]:
+        """``o`` against Keras: per batch (batch 1 and the large batch) every output value within
+        ``tol`` (None: a variant, held to its budget instead), and over the working range the
+        largest error, the error at the output's scale and the SNR; per probe group; for a
+        classifier top-1 agreement and the largest probability difference."""
+        atol, rtol = (tol["atol"], tol["rtol"]) if tol else (np.inf, 0.0)
+        batches = {}
+        for label, got, want in (("batch_1", o.batch_1, self.keras.batch_1),
+                                 (f"batch_{self.large}", o.large, self.keras.large)):
+            b = asdict(compare(want, got, atol, rtol))
+            per_row = max(1, want[0].size)
+            b["worst_row"] = int(b.pop("worst_index") // per_row % self.rows)
+            if tol is None:
+                b.update(atol=None, rtol=None, passed=True, failures=0, min_atol_to_pass=None)
+            if self.task == "classification":
+                b["top1"] = agreement(want, got)
+                p = (softmax if self.kind == "logits" else np.asarray)
+                b["max_prob_diff"] = float(np.abs(np.asarray(p(got), np.float64) - np.asarray(p(want), np.float64)).max())
+            batches[label] = b
+        failing = [k for k, b in batches.items() if not b["passed"]]
+        worst = max(failing or batches, key=lambda k: (batches[k]["failures"], batches[k]["max_abs_err"]))
+        w = batches[worst]
+        out = {k: w[k] for k in ("passed", "probes", "failures", "max_ulp", "max_abs_err", "mean_abs_err",
+                                 "max_rel_err", "worst_row", "worst_abs_err", "worst_output", "worst_reference",
+                                 "atol", "rtol", "min_atol_to_pass")}
+        out.update(passed=not failing, probes=sum(b["probes"] for b in batches.values()),
+                   failures=sum(b["failures"] for b in batches.values()),
+                   max_ulp=max(b["max_ulp"] for b in batches.values()),
+                   max_abs_err=max(b["max_abs_err"] for b in batches.values()),
+                   worst_batch=worst, worst_input=self._input(w["worst_row"]), batches=batches)
+        # The errors a user meets: probe rows within the working range, both batches.
+        ref_in = np.concatenate([self.keras.batch_1[self.in_range], self.keras.large[self.in_range_large]])
+        got_in = np.concatenate([o.batch_1[self.in_range], o.large[self.in_range_large]])
+        err = abs_error(ref_in, got_in).reshape(len(ref_in), -1).max(axis=1) if len(ref_in) else np.zeros(1)
+        worst_in = int(np.argmax(err))
+        rows_in = np.concatenate([np.flatnonzero(self.in_range), tiled(np.arange(self.rows), self.large)[
+            self.in_range_large]]) if len(ref_in) else np.zeros(1, int)
+        out["range"] = {"rows": int(self.in_range.sum()), "max_abs_err": float(err[worst_in]),
+                        "worst_row": int(rows_in[worst_in]), "worst_input": self._input(int(rows_in[worst_in])),
+                        **at_scale(ref_in, got_in)}
+        out["groups"] = {}
+        for i, g in enumerate(self.ref["group_names"]):
+            sel = self.ref["group"] == i
+            gp = compare(self.keras.batch_1[sel], o.batch_1[sel], np.inf, 0.0)
+            out["groups"][str(g)] = {"rows": int(sel.sum()), "max_ulp": gp.max_ulp, "max_abs_err": gp.max_abs_err}
+        if self.task == "classification":
+            out["top1_agreement"] = min(b["top1"]["fraction"] for b in batches.values())
+            out["max_prob_diff"] = max(b["max_prob_diff"] for b in batches.values())
+        return out
+
+    def accuracy(self, o: Outputs) -> dict[str, Any]:
+        """The validation rows' accuracy in the task's terms (batch 1)."""
+        y, y_true = o.batch_1[self.val], self.ref["y_val"]
+        if self.task == "regression":
+            err = np.abs(y.reshape(len(y), -1)[:, 0].astype(np.float64) - y_true.astype(np.float64))
+            worst = int(np.argmax(err)) if err.size else 0
+            row = int(np.flatnonzero(self.val)[worst]) if err.size else 0
+            return {"rows": int(len(err)), "oracle_rows": int(self.ref["oracle_rows"]),
+                    "mae": float(err.mean()) if err.size else float("nan"),
+                    "max_err": float(err.max()) if err.size else float("nan"), "worst_row": worst,
+                    "worst_input": self._input(row)}
+        pred = y.argmax(axis=1)
+        k = len(self.labels)
+        cm = np.zeros((k, k), np.int64)
+        np.add.at(cm, (y_true.astype(np.int64), pred), 1)
+        support = cm.sum(axis=1)
+        recall = {self.labels[i]: (float(cm[i, i] / support[i]) if support[i] else None) for i in range(k)}
+        return {"rows": int(len(pred)), "accuracy": float((pred == y_true).mean()), "recall": recall,
+                "confusion": cm.tolist(), "labels": list(self.labels)}
+
+    def accuracy_failure(self, name: str, acc: dict[str, Any]) -> str | None:
+        """The line naming a model whose accuracy is below the config's floor (None: it is not)."""
+        v = self.cfg["verify"]
+        if "mae" in acc and v["max_mae"] is not None and not acc["mae"] <= v["max_mae"]:
+            at = f" (input {acc['worst_input']:.6g})" if acc.get("worst_input") is not None else ""
+            return (f"{name} accuracy: MAE {acc['mae']:.4g} on {acc['rows']} validation rows (allowed "
+                    f"{v['max_mae']:g}); worst {acc['max_err']:.4g} at validation row {acc['worst_row']}{at}")
+        if "accuracy" in acc and v["min_accuracy"] is not None and acc["accuracy"] < v["min_accuracy"]:
+            return (f"{name} accuracy: {acc['accuracy']:.2%} on {acc['rows']} validation rows "
+                    f"(required {v['min_accuracy']:.2%})")
+        return None
+
+    def parity_failures(self, name: str, p: dict[str, Any]) -> list[str]:
+        """A float32 format's failure lines: values beyond its tolerance, top-1 disagreements."""
+        out = []
+        if not p["passed"]:
+            at = f" (input {p['worst_input']:.6g})" if p.get("worst_input") is not None else ""
+            out.append(f"{name} parity: {p['failures']:,} of {p['probes']:,} output values beyond atol {p['atol']:g} + "
+                       f"rtol {p['rtol']:g} * |Keras| ({p['worst_batch'].replace('_', ' ')}); worst at probe row "
+                       f"{p['worst_row']}{at}: {p['worst_output']:.6g} vs Keras {p['worst_reference']:.6g} (off by "
+                       f"{p['worst_abs_err']:.3g}; {p['max_ulp']:,} ulp at most)")
+        if self.task == "classification" and p["top1_agreement"] < 1.0:
+            b = min(p["batches"].values(), key=lambda b: b["top1"]["fraction"])
+            out.append(f"{name} top-1 agreement with Keras: {b['top1']['agree']} of {b['top1']['rows']} rows "
+                       f"(expected all, exact ties aside; first disagreement at probe row "
+                       f"{b['top1']['first_disagreement_row']})")
+        return out
+
+    def over_budget(self, m: dict[str, Any], budget: dict[str, Any]) -> list[str]:
+        """One short reason per figure of a variant beyond its budget."""
+        reasons = []
+        acc, p = m["accuracy"], m["parity"]
+        if self.task == "classification":
+            drop = self.keras_accuracy["accuracy"] - acc["accuracy"]
+            m["accuracy_drop"] = drop
+            if drop > budget["max_accuracy_drop"] + 1e-12:
+                reasons.append(f"accuracy {acc['accuracy']:.2%} is {drop * 100:.2f} points below Keras's "
+                               f"{self.keras_accuracy['accuracy']:.2%} (allowed {budget['max_accuracy_drop'] * 100:g})")
+            if p["top1_agreement"] < budget["min_agreement"]:
+                reasons.append(f"top-1 agreement with Keras {p['top1_agreement']:.2%} < {budget['min_agreement']:.2%}")
+            return reasons
+        r = p["range"]
+        if budget.get("parity") is not None and not r["max_abs_err"] <= budget["parity"]:
+            at = f"input {r['worst_input']:.6g}" if r.get("worst_input") is not None else f"probe row {r['worst_row']}"
+            reasons.append(f"parity {r['max_abs_err']:.4g} > {budget['parity']:g} (at {at})")
+        allowed = budget["max_mae"] if budget.get("max_mae") is not None else MAE_SLACK * self.keras_accuracy["mae"]
+        if not acc["mae"] <= allowed:
+            reasons.append(f"MAE {acc['mae']:.4g} > {allowed:.4g}" + ("" if budget.get("max_mae") is not None
+                                                                       else f" ({MAE_SLACK:g}x Keras's)"))
+        if budget.get("max_err") is not None and not acc["max_err"] <= budget["max_err"]:
+            at = f" (at input {acc['worst_input']:.6g})" if acc.get("worst_input") is not None else ""
+            reasons.append(f"max error {acc['max_err']:.4g} > {budget['max_err']:g}{at}")
+        return reasons
