@@ -53,9 +53,17 @@ def edited(text: str, *pairs: tuple[str, str]) -> str:
     return text
 
 
+# The files the presets name by relative path: their data and their oracle.
+PRESET_FILES = ("celsius.csv", "fahrenheit.py")
+
+
 def preset_with(dest: Path, *pairs: tuple[str, str], preset: str = "default") -> Path:
-    """Write configs/<preset>.toml, edited by ``pairs`` (see ``edited``), to ``dest``; return ``dest``."""
+    """Write configs/<preset>.toml, edited by ``pairs`` (see ``edited``), to ``dest``, with the
+    files it names beside it (``PRESET_FILES``); return ``dest``."""
     dest.write_text(edited((PRESETS / f"{preset}.toml").read_text(), *pairs))
+    for name in PRESET_FILES:
+        if not (dest.parent / name).exists():
+            shutil.copyfile(PRESETS / name, dest.parent / name)
     return dest
 
 
@@ -277,7 +285,7 @@ def serve(bundle):
 
 
 def shifted_bundle(bundle: Path, dest: Path, delta: float = 1.0) -> Path:
-    """A copy of ``bundle`` whose model's output bias is moved by ``delta`` degF, re-signed
+    """A copy of ``bundle`` (a one-neuron model's) whose output bias is moved by ``delta``, re-signed
     throughout (model, golden data, manifest): a second valid model with known answers.
 
     Edits the bias's four float32 bytes in the ONNX file directly, so it needs no onnx
@@ -300,7 +308,7 @@ def shifted_bundle(bundle: Path, dest: Path, delta: float = 1.0) -> Path:
     resign(dest, "model.onnx", model.replace(old, new))
     g = json.loads((dest / "golden.json").read_text())
     with Runner.from_bundle(dest) as r:
-        g["fahrenheit"] = r.predict(np.float32(g["celsius"])).tolist()
+        g["outputs"] = r.predict(np.float32(g["inputs"])).tolist()
     resign(dest, "golden.json", json.dumps(g).encode())
     return dest
 
