@@ -35,6 +35,8 @@ TARBALL     := $(DIST)/bundle.tar.gz
 SIGNING     := $(BUILD)/signing.txt
 # A make value as one shell word, single-quoted (a path with spaces or quotes stays one path).
 sq           = '$(subst ','\'',$(1))'
+# A shell test: every file of $(1) exists and is newer than every file of $(2) (run in a subshell).
+newer        = for t in $(1); do for p in $(2); do [ "$$t" -nt "$$p" ] || exit 1; done; done
 SSH_KEYGEN  := $${EDGE_SSH_KEYGEN:-ssh-keygen}
 
 COMMON_SRC  := pipeline/__main__.py pipeline/config.py pipeline/errors.py pipeline/fsutil.py pipeline/quiet.py pipeline/lock.py pipeline/layout.py pipeline/dataset.py pipeline/userfile.py export/errors.py export/formats.py
@@ -82,8 +84,10 @@ $(LOSS_PNG): $(HISTORY) pipeline/plots.py
 $(VERIFY_PNG) &: $(BUILD)/verify/plots.npz pipeline/plots.py
 	$(PIPELINE) plot --only verify
 
+# Export's outputs may already be newer than all of its inputs: train's recipe wrote them. make
+# decided before that recipe ran that they were missing or stale, so the recipe looks again.
 $(EXPORT_OUT) &: $(MODEL_KERAS) $(BUILD)/config.toml $(EXPORT_SRC)
-	$(PIPELINE) export
+	@( $(call newer,$(EXPORT_OUT),$^) ) || { echo '$(PIPELINE) export'; $(PIPELINE) export; }
 
 $(VERIFY_OUT) &: $(BUILD)/model.onnx $(BUILD)/model.tflite $(BUILD)/reference.npz $(BUILD)/variants/index.json $(BUILD)/config.toml $(VERIFY_SRC)
 	$(PIPELINE) verify

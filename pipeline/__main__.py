@@ -19,6 +19,7 @@ from pathlib import Path
 from export.errors import ExportError
 
 from . import config as config_mod
+from . import dataset
 from .errors import EXIT_IO, MissingDependency, PipelineError
 from .layout import Layout
 from .lock import exclusive, remove_stale
@@ -113,8 +114,6 @@ def _say(msg: str) -> None:
 
 def _check_data(cfg) -> str:
     """Read and check the data now (numpy only), so bad data fails here, exit 2, before TensorFlow."""
-    from . import dataset
-
     return dataset.summary(dataset.load(cfg))
 
 

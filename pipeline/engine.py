@@ -142,7 +142,7 @@ class Judge:
             self.in_range_large]]) if len(ref_in) else np.zeros(1, int)
         out["range"] = {"rows": int(self.in_range.sum()), "max_abs_err": float(err[worst_in]),
                         "worst_row": int(rows_in[worst_in]), "worst_input": self._input(int(rows_in[worst_in])),
-                        **at_scale(ref_in, got_in)}
+                        **at_scale(ref_in, got_in, per_column=self.task == "regression")}
         out["groups"] = {}
         for i, g in enumerate(self.ref["group_names"]):
             sel = self.ref["group"] == i
@@ -190,10 +190,10 @@ class Judge:
         out = []
         if not p["passed"]:
             at = f" (input {p['worst_input']:.6g})" if p.get("worst_input") is not None else ""
-            out.append(f"{name} parity: {p['failures']:,} of {p['probes']:,} output values beyond atol {p['atol']:g} + "
-                       f"rtol {p['rtol']:g} * |Keras| ({p['worst_batch'].replace('_', ' ')}); worst at probe row "
-                       f"{p['worst_row']}{at}: {p['worst_output']:.6g} vs Keras {p['worst_reference']:.6g} (off by "
-                       f"{p['worst_abs_err']:.3g}; {p['max_ulp']:,} ulp at most)")
+            out.append(f"{name} parity: {p['failures']:,} of {p['probes']:,} values beyond atol {p['atol']:g} + rtol "
+                       f"{p['rtol']:g} * |Keras|; worst at row {p['worst_row']}{at}, "
+                       f"{p['worst_batch'].replace('_', ' ')}: {p['worst_output']:.6g} vs Keras "
+                       f"{p['worst_reference']:.6g} (off by {p['worst_abs_err']:.3g}; {p['max_ulp']:,} ulp)")
         if self.task == "classification" and p["top1_agreement"] < 1.0:
             b = min(p["batches"].values(), key=lambda b: b["top1"]["fraction"])
             out.append(f"{name} top-1 agreement with Keras: {b['top1']['agree']} of {b['top1']['rows']} rows "

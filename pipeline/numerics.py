@@ -88,16 +88,20 @@ def compare(ref: np.ndarray, got: np.ndarray, atol: float, rtol: float) -> Parit
     )
 
 
-def at_scale(ref: np.ndarray, got: np.ndarray) -> dict[str, float | None]:
-    """Error measured against each output's own scale, over rows (n, *out):
+def at_scale(ref: np.ndarray, got: np.ndarray, per_column: bool = False) -> dict[str, float | None]:
+    """Error measured against the output's own scale, over rows (n, *out):
 
     - ``scale_ulp``: the largest |got - ref| in float32 steps at the output's largest magnitude
       (ulps near zero measure nothing: a softmax probability of 1e-9 has ulps of 1e-16);
-    - ``snr_db``: the signal-to-noise ratio, 10 log10(sum ref^2 / sum (got - ref)^2), of the
-      output that has the worst; None when every value is equal (no noise at all).
+    - ``snr_db``: the signal-to-noise ratio, 10 log10(sum ref^2 / sum (got - ref)^2); None
+      when every value is equal (no noise at all).
+    ``per_column``: each output value (a regression's targets, each in its own units) has its
+    own scale and SNR, and the worst counts; else the row is one output (a classifier's scores).
     Only finite reference values count."""
     n = len(ref)
     r, g = ref.reshape(n, -1).astype(np.float64), got.reshape(n, -1).astype(np.float64)
+    if not per_column:
+        r, g = r.reshape(-1, 1), g.reshape(-1, 1)
     ok = np.isfinite(r)
     err = np.where(ok, abs_error(r, g), 0.0)
     if not n or not ok.any():

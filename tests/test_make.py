@@ -30,6 +30,9 @@ def make(tmp: Path, *args: str) -> tuple[int, str, set[str]]:
         capture_output=True, text=True, timeout=600,
     )
     ran = {s for s in STAGES if f" --dist {tmp}/dist {s}" in r.stdout}
+    if f" --dist {tmp}/dist train --no-plot --export" in r.stdout:
+        ran.add("export")  # in train's process: one TensorFlow start for both stages
+        assert f" --dist {tmp}/dist export" not in r.stdout, r.stdout
     return r.returncode, r.stdout + r.stderr, ran
 
 
@@ -47,8 +50,12 @@ def test_make_runs_what_changed_and_nothing_else(tmp_path):
     rc, out, ran = make(tmp_path, "all")
     assert rc == 0 and ran == {"verify", "bundle"}, out
 
+    os.utime(tmp_path / "build" / "model.keras")  # as a changed export/ source would: export alone
+    rc, out, ran = make(tmp_path, "all")
+    assert rc == 0 and ran == {"export", "verify", "bundle"} and " export\n" in out, out
+
     edited = tmp_path / "edited.toml"
-    preset_with(edited, ("steps = 2000", "steps = 1900"))
+    preset_with(edited, ("epochs = 2000", "epochs = 1900"))
     rc, out, ran = make(tmp_path, "all", f"CONFIG={edited}")
     assert rc == 0 and ran == set(STAGES), out
 
@@ -124,7 +131,7 @@ MAIN = ROOT / "pipeline" / "__main__.py"
 STAGE_MODULES = {"train": "train", "export": "export_stage", "verify": "verify", "bundle": "bundle"}
 # What a stage imports that make's run of it never executes: make runs train with
 # --no-plot (the loss plot is a target of its own).
-NOT_RUN_BY_MAKE = {"train": {ROOT / "pipeline" / "lossplot.py"}}
+NOT_RUN_BY_MAKE = {"train": {ROOT / "pipeline" / "plots.py"}}
 
 
 def stage_code(stage: str) -> set[Path]:
@@ -151,15 +158,15 @@ def test_the_makefile_and_the_layout_name_the_same_paths():
     b, d = "/B", "/D"
     lay = Layout(Path(b), Path(d))
     got = {v: make_var(v, BUILD=b, DIST=d).split() for v in ("MODEL_KERAS", "HISTORY", "LOSS_PNG", "EXPORT_OUT",
-                                                                "REPORT", "VERIFY_OUT", "VARIANT_PNG", "TARBALL")}
+                                                                "REPORT", "VERIFY_OUT", "VERIFY_PNG", "TARBALL")}
     assert got == {
         "MODEL_KERAS": [str(lay.model_keras)],
         "HISTORY": [str(lay.history)],
         "LOSS_PNG": [str(lay.loss_png)],
         "EXPORT_OUT": [str(lay.model_onnx), str(lay.model_tflite), str(lay.reference), str(lay.variants_index)],
         "REPORT": [str(lay.report_json)],
-        "VERIFY_OUT": [str(lay.report_json), str(lay.report_md), str(lay.variants_npz)],
-        "VARIANT_PNG": [str(lay.variants_error_png), str(lay.variants_ulp_png)],
+        "VERIFY_OUT": [str(lay.report_json), str(lay.report_md), str(lay.plots_npz)],
+        "VERIFY_PNG": [str(lay.validation_png), str(lay.accuracy_size_png)],
         "TARBALL": [str(lay.tarball)],
     }
     assert make_var("PIPELINE", BUILD=b, DIST=d).endswith(f"--config {lay.config_in_force} --build {b} --dist {d}")
@@ -169,6 +176,6 @@ def test_no_stage_module_imports_another():
     """Stages share code through modules of their own (layout, names, probes, reference,
     numerics, runners, bundle_model, ...), never by importing each other; only __main__,
     the command line, imports them. The plot modules count as stages: `plot` runs them."""
-    stages = {ROOT / "pipeline" / f"{m}.py" for m in (*STAGE_MODULES.values(), "lossplot", "variantplot")}
+    stages = {ROOT / "pipeline" / f"{m}.py" for m in (*STAGE_MODULES.values(), "plots")}
     borrowed = {f"{s.name} -> {i.name}" for s in stages for i in closure(imported_files(s)) & stages if i != s}
-    assert borrowed == {"train.py -> lossplot.py"}  # train draws loss.png itself unless --no-plot
+    assert borrowed == {"train.py -> plots.py"}  # train draws loss.png itself unless --no-plot

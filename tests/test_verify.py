@@ -59,6 +59,12 @@ def test_error_at_the_outputs_scale_means_something_near_zero():
     assert 1 <= s["scale_ulp"] <= 2.1
     assert 100 < s["snr_db"] < 160
     assert at_scale(ref, ref.copy()) == {"scale_ulp": 0.0, "snr_db": None}  # exact: no noise at all
+    # a regression's targets each have their own scale: 1e-3 on outputs of ~50 is ~262 ulps there
+    two = at_scale(np.float32([[50.0, 1e-3], [10.0, 2e-3]]), np.float32([[50.001, 1e-3], [10.0, 2e-3]]), per_column=True)
+    assert two["scale_ulp"] == pytest.approx(1e-3 / np.spacing(np.float32(50.0)), rel=1e-2)
+    worse = at_scale(np.float32([[50.0, 1e-3], [10.0, 2e-3]]), np.float32([[50.0, 1.1e-3], [10.0, 2e-3]]),
+                     per_column=True)
+    assert worse["scale_ulp"] > 1e5 and worse["snr_db"] < 30  # the small target's error at its own scale
     # an error of 1e-3 on outputs of ~50 is 8 thousand ulps at that scale and ~94 dB
     big = at_scale(np.float32([[50.0], [10.0]]), np.float32([[50.001], [10.0]]))
     assert big["scale_ulp"] == pytest.approx(1e-3 / np.spacing(np.float32(50.0)), rel=1e-2)
@@ -115,9 +121,9 @@ def test_a_perturbed_onnx_bias_fails_verify_and_leaves_no_bundle(built, tmp_path
     r = b.run("verify")
     assert r.returncode == 1
     check, summary = r.stderr.decode().splitlines()  # one short line per failing check, then the verdict
-    m = re.fullmatch(r"error: verify: onnx parity: ([\d,]+) of ([\d,]+) output values beyond atol 1e-05 \+ rtol 1e-06 "
-                     r"\* \|Keras\| \(batch \d+\); worst at probe row \d+ \(input (\S+)\): (\S+) vs Keras (\S+) "
-                     r"\(off by 0\.00(?:1|0999); ([\d,]+) ulp at most\)", check)
+    m = re.fullmatch(r"error: verify: onnx parity: ([\d,]+) of ([\d,]+) values beyond atol 1e-05 \+ rtol 1e-06 "
+                     r"\* \|Keras\|; worst at row \d+ \(input (\S+)\), batch \d+: (\S+) vs Keras (\S+) "
+                     r"\(off by 0\.00(?:1|0999); ([\d,]+) ulp\)", check)
     assert m, check
     for number in m.groups()[2:5]:  # rounded to what matters: at most 6 significant digits
         assert len(number.lstrip("-").replace(".", "").lstrip("0")) <= 6 or "e" in number, check
