@@ -101,7 +101,7 @@ def _parser() -> argparse.ArgumentParser:
     sv.add_argument("--max-body", type=_positive, default=1 << 20, metavar="BYTES",
                     help="largest request body (default: 1048576)")
     sv.add_argument("--max-values", type=_positive, default=100_000, metavar="N",
-                    help="most Celsius values in one request (default: 100000)")
+                    help="most input values in one request, over all its examples (default: 100000)")
     sv.add_argument("--max-header", type=_positive, default=16 << 10, metavar="BYTES",
                     help="largest request line and headers together (default: 16384)")
     sv.add_argument("--idle-timeout", type=_seconds, default=10.0, metavar="S",

@@ -8,15 +8,17 @@ them (the HTTP connection, limits, the body's bytes) is the model's business now
 Request: ``{"inputs": batch or one example}`` for any model (the tutorial's too). Answer:
 ``{"outputs": [...], "labels": [...], "model": sha256}``: the outputs shaped as the input was
 (a batch: batch first; one example: its output), ``labels`` for a classification only (a list
-for a batch, one string for one example). The tutorial's model also keeps its own request,
-``{"celsius": number | [numbers]}`` -> ``{"fahrenheit": [...], "model": sha256}``. Values are
-printed with 9 significant digits (they read back to the model's float32); a value that
-overflowed float32 is ``null`` (JSON has no infinity).
+for a batch, one string for one example). A model of one named feature in and one named value
+out (``Signature.named_scalar``) also takes its own request, ``{"<feature>": number | [numbers]}``
+-> ``{"<output name>": [...], "model": sha256}``: the tutorial's ``{"celsius": ...}`` ->
+``{"fahrenheit": [...]}``. Values are printed with 9 significant digits (they read back to the
+model's float32); a value that overflowed float32 is ``null`` (JSON has no infinity).
 """
 
 from __future__ import annotations
 
 import json
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -33,8 +35,19 @@ class BadRequest(Exception):
         self.doc = doc
 
 
-TUTORIAL_BODY = 'body: expected {"celsius": number or [numbers]} or {"inputs": [...]}'
 INPUTS_BODY = 'body: expected {"inputs": [one example, or a batch of them]}'
+
+
+def named_body(feature: str) -> str:
+    """The refusal of a body that is neither request a named scalar model takes: for the
+    tutorial's, ``body: expected {"celsius": number or [numbers]} or {"inputs": [...]}``."""
+    return f'body: expected {{{key_text(feature)}: number or [numbers]}} or {{"inputs": [...]}}'
+
+
+@lru_cache(maxsize=16)
+def key_text(name: str) -> str:
+    """``name`` as a JSON object key (``"celsius"``), made once per name: the scalar answer's hot path."""
+    return json.dumps(name, ensure_ascii=False)
 
 
 def parse_json(body: bytes) -> Any:
@@ -44,19 +57,23 @@ def parse_json(body: bytes) -> Any:
         raise BadRequest({"error": f"body: not valid JSON ({e})"}) from None
 
 
-def decode(body: bytes, max_values: int, tutorial: bool = True) -> tuple[str, Any, int]:
-    """(``"celsius"`` or ``"inputs"``: which request it is, the model input for ``Runner.predict``,
-    how many values it holds) from a request body. ``tutorial``: the model takes ``celsius`` too.
+def decode(body: bytes, max_values: int, feature: str | None) -> tuple[str, Any, int]:
+    """(which request it is: ``"inputs"``, or ``feature`` for a named scalar model's own; the
+    model input for ``Runner.predict``; how many values it holds) from a request body.
+
+    Args:
+        feature: the one feature of a named scalar model (``Signature.named_scalar``; "celsius"
+            for the tutorial's), whose name is a request too; None: ``{"inputs": ...}`` only.
 
     Raises BadRequest: not JSON, neither request, more than ``max_values`` values.
     """
     doc = parse_json(body)
     if isinstance(doc, dict) and "inputs" in doc:
         key = "inputs"
-    elif isinstance(doc, dict) and tutorial and "celsius" in doc:
-        key = "celsius"
+    elif isinstance(doc, dict) and feature is not None and feature in doc:
+        key = feature
     else:
-        raise BadRequest({"error": TUTORIAL_BODY if tutorial else INPUTS_BODY})
+        raise BadRequest({"error": INPUTS_BODY if feature is None else named_body(feature)})
     values = doc[key]
     count = count_values(values)
     if count > max_values:
@@ -105,11 +122,12 @@ def refused(e: InputError) -> dict[str, Any]:
     return {"error": e.message, "index": e.index}
 
 
-def encode(y: np.ndarray, model_sha256: str) -> bytes:
-    """The answer's body for the model's output ``y`` (float32, shape (n,))."""
+def encode(y: np.ndarray, model_sha256: str, output: str) -> bytes:
+    """The answer's body to a named scalar model's own request: its output ``y`` (float32,
+    shape (n,)) under the output's name (``output``: "fahrenheit" for the tutorial's)."""
     values_out = y.tolist()
     if np.isfinite(y).all():
         out = ",".join(map(OUTPUT_FORMAT.__mod__, values_out))
     else:
         out = ",".join(OUTPUT_FORMAT % v if v - v == 0 else "null" for v in values_out)
-    return f'{{"fahrenheit":[{out}],"model":"{model_sha256}"}}'.encode()
+    return f'{{{key_text(output)}:[{out}],"model":"{model_sha256}"}}'.encode()

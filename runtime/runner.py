@@ -69,6 +69,11 @@ class Runner:
         # The same bounds rounded to float32, for float32 input.
         self._min32 = float(np.float32(self.min_celsius))
         self._max32 = float(np.float32(self.max_celsius))
+        # The unit is the data's, not the model's: a feature named celsius holds degrees Celsius
+        # whichever model takes it (the tutorial's, every bundle made before signatures), so its
+        # range messages say degC and, at -273.15, "below absolute zero". No other name says
+        # what its unit is; its messages give none. (Its request and answer names come from the
+        # signature: Signature.named_scalar.)
         self._unit = " degC" if sig.features == ["celsius"] else ""
         self._outputs = [self.output_name]
         if not self.scalar:  # bound once here: the scalar path pays nothing for the choice

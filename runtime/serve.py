@@ -1,8 +1,9 @@
 """`serve`: the bundle's model over HTTP/1.1 on the device. Stdlib + numpy + onnxruntime only.
 
 Endpoints: ``POST /predict`` ({"inputs": batch or one example} -> {"outputs": [...],
-"labels": [...] (a classification), "model": sha256}; the tutorial's model also
-{"celsius": number | [numbers]} -> {"fahrenheit": [...], "model": sha256}), ``GET /healthz``
+"labels": [...] (a classification), "model": sha256}; a model of one named feature in and one
+named value out also {"<feature>": number | [numbers]} -> {"<output name>": [...], "model":
+sha256}, the tutorial's {"celsius": ...} -> {"fahrenheit": [...]}), ``GET /healthz``
 (the self-check records; 200 or 503), ``GET /info`` (the manifest summary), ``GET /metrics``
 (Prometheus text), and the Open Inference Protocol v2 (KServe, Triton: ``/v2``,
 ``/v2/health/live|ready``, ``/v2/models/<name>[/ready|/infer]``). The model is served only after

@@ -59,7 +59,7 @@ class ServeError(RuntimeFailure):
 @dataclass
 class Limits:
     max_body: int = 1 << 20  # bytes of a request body
-    max_values: int = 100_000  # Celsius values in one request
+    max_values: int = 100_000  # input values in one request, over all its examples
     max_header: int = 16 << 10  # bytes of the request line and headers together
     idle_timeout: float = 10.0  # seconds a connection may take to deliver one whole request
     max_connections: int = 64  # connections served at once; more get 503
@@ -304,21 +304,24 @@ class Handler(http.server.BaseHTTPRequestHandler):
             return
         model = snapshot.model
         runner = model.runner
+        sig = model.signature
         try:
-            key, values, count = codec.decode(body, self.server.limits.max_values, model.signature.tutorial)
+            key, values, count = codec.decode(body, self.server.limits.max_values,
+                                              sig.features[0] if sig.named_scalar else None)
         except codec.BadRequest as e:
             return self._json(400, e.doc, "/predict")
         try:
-            if key == "celsius":  # the tutorial's request, answered as it always was
+            if key != "inputs":  # a named scalar model's own request (the tutorial's {"celsius": ...}), on the scalar path
                 y = runner.predict(values)
                 if model.checker.obs_lo is not None:  # valid, so numbers: counted in /metrics
                     self._count_outside(model, np.asarray(values, dtype=np.float32).reshape(-1, 1))
-                return self._send(200, codec.encode(y, model.sha256), "/predict", "application/json", values=count)
+                return self._send(200, codec.encode(y, model.sha256, sig.output_names[0]), "/predict",
+                                  "application/json", values=count)
             x, y, single = runner.answer(values)
         except InputError as e:
             return self._json(400, codec.refused(e), "/predict")
         self._count_outside(model, x)
-        labels = runner.labels_of(y) if model.signature.labels else None
+        labels = runner.labels_of(y) if sig.labels else None
         self._send(200, codec.encode_outputs(y, single, labels, model.sha256), "/predict", "application/json",
                    values=x.shape[0])
 

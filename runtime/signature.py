@@ -25,6 +25,9 @@ F32_MAX = float(np.finfo(np.float32).max)
 _F32 = np.dtype(np.float32)
 SMALL = 1024  # values: one example up to this size is checked in Python lists (``Checker.examples``)
 NUMERIC_KINDS = "iuf"  # signed, unsigned, float; bools, strings and objects are refused
+# Keys of the predict request and answers beside a named scalar model's two names: POST
+# /predict's {"inputs": ...} and its answer's "model", `predict --json`'s "outside_observed".
+RESERVED_KEYS = ("inputs", "model", "outside_observed")
 
 
 def _bounds(values: list, default: float) -> np.ndarray:
@@ -223,13 +226,22 @@ class Signature:
 
     @property
     def scalar(self) -> bool:
-        """One value in, one value out: the tutorial's model, served by the scalar fast path."""
+        """One value in, one value out (the tutorial's model, or any such): the scalar fast path."""
         return self.shape == (1,) and self.output_shape == (1,)
 
     @property
-    def tutorial(self) -> bool:
-        """The tutorial's model (Celsius in, Fahrenheit out): also takes ``{"celsius": ...}`` over HTTP."""
-        return self.scalar and self.features == ["celsius"]
+    def named_scalar(self) -> bool:
+        """A scalar model whose one feature and one output are named (the tutorial's: celsius,
+        fahrenheit): over HTTP it also takes ``{"<feature>": number | [numbers]}`` and answers
+        ``{"<output name>": [...], "model": ...}``, and `predict --json` prints the same two names.
+
+        Not when those names would collide with the keys the requests and answers use
+        themselves, or with each other: such a model takes ``{"inputs": ...}`` only.
+        """
+        if not self.scalar or not self.output_names:
+            return False
+        feature, output = self.features[0], self.output_names[0]
+        return feature != output and feature not in RESERVED_KEYS and output not in RESERVED_KEYS
 
     @property
     def size(self) -> int:

@@ -328,11 +328,13 @@ def _sig_model(kind: str):
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
-    rng = np.random.default_rng({"tabular": 1, "image": 2, "regression": 3}[kind])
+    rng = np.random.default_rng({"tabular": 1, "image": 2, "regression": 3, "scalar": 4}[kind])
     if kind == "image":
         shape, n_in, n_out = (8, 8, 1), 64, 10
     elif kind == "tabular":
         shape, n_in, n_out = (13,), 13, 3
+    elif kind == "scalar":
+        shape, n_in, n_out = (1,), 1, 1
     else:
         shape, n_in, n_out = (4,), 4, 1
     w = rng.normal(size=(n_in, n_out)).astype(np.float32)
@@ -361,8 +363,10 @@ def _sig_model(kind: str):
 def signature_bundle(dest: Path, kind: str, **changes) -> Path:
     """An unpacked bundle in ``dest`` of ``kind`` "tabular" (13 wine features -> 3 logits, labels
     a/b/c, alcohol valid in [0, 100]), "image" (8x8x1 -> 10 logits, labels "0".."9", pixels valid
-    in [0, 16]) or "regression" (4 features -> 1 value, unbounded). ``changes``: signature keys
-    replaced, and ``golden`` to replace golden.json's document. Returns ``dest``."""
+    in [0, 16]), "regression" (4 features -> 1 value, unbounded) or "scalar" (one feature, volts,
+    valid from 0 up, observed 0..10 -> one value named lux: a one-feature model that is not the
+    tutorial's). ``changes``: signature keys replaced, and ``golden`` to replace golden.json's
+    document. Returns ``dest``."""
     import json
     import shutil
 
@@ -378,6 +382,11 @@ def signature_bundle(dest: Path, kind: str, **changes) -> Path:
         valid = {"min": [0.0] * n_feat, "max": [16.0] * n_feat}
         observed = {"min": [0.0] * n_feat, "max": [15.0] * n_feat}
         name, task = "digits", "classification"
+    elif kind == "scalar":
+        features, labels = ["volts"], None
+        valid = {"min": [0.0], "max": [None]}
+        observed = {"min": [0.0], "max": [10.0]}
+        name, task = "volts-to-lux", "regression"
     elif kind == "tabular":
         features, labels = list(WINE_FEATURES), ["a", "b", "c"]
         valid = {"min": [0.0] + [None] * 12, "max": [100.0] + [None] * 12}
@@ -388,7 +397,7 @@ def signature_bundle(dest: Path, kind: str, **changes) -> Path:
         valid = {"min": [None] * 4, "max": [None] * 4}
         observed = {"min": [-1.0] * 4, "max": [1.0] * 4}
         name, task = "plain-regression", "regression"
-    out_names = labels or ["y"]
+    out_names = labels or (["lux"] if kind == "scalar" else ["y"])
     signature = {
         "task": task, "labels": labels, "output_kind": "logits" if labels else "values",
         "input": {"name": "inputs", "dtype": "float32", "shape": [-1, *shape], "features": features},
@@ -447,6 +456,11 @@ def image_bundle(tmp_path) -> Path:
 @pytest.fixture
 def regression_bundle(tmp_path) -> Path:
     return signature_bundle(tmp_path / "regression", "regression")
+
+
+@pytest.fixture
+def scalar_bundle(tmp_path) -> Path:
+    return signature_bundle(tmp_path / "scalar", "scalar")
 
 
 @pytest.fixture

@@ -397,7 +397,7 @@ def test_to_dict_writes_unbounded_as_null_and_an_unknown_observed_range_as_null(
     assert image_classification().to_dict()["labels"] == [str(i) for i in range(10)]
 
 
-SIG_KINDS = ("tabular", "image", "regression")
+SIG_KINDS = ("tabular", "image", "regression", "scalar")
 
 
 def _bundles(tmp_path, bundle) -> list[Path]:
@@ -478,6 +478,26 @@ def test_build_refuses_what_a_device_would_refuse_in_one_line(changes, message):
 def test_build_is_keyword_only():
     with pytest.raises(TypeError):
         Signature.build("volts-to-lux", "regression")  # type: ignore[misc]
+
+
+# --- a model of one named feature in and one named value out: its names, not the tutorial's ------
+
+
+def test_named_scalar_is_one_named_feature_in_and_one_named_value_out(tutorial_without_signature, tmp_path):
+    assert one_feature().named_scalar and (one_feature().features, one_feature().output_names) == (["volts"], ["lux"])
+    tutorial = Signature.build(**_with(features=["celsius"], output_names=["fahrenheit"]))
+    assert tutorial.named_scalar
+    with Runner.from_bundle(tutorial_without_signature) as r:  # made before signatures: the implied names
+        assert r.signature.named_scalar and (r.signature.features, r.signature.output_names) == (["celsius"], ["fahrenheit"])
+    for kind in ("tabular", "image", "regression"):  # more than one value in or out
+        with Runner.from_bundle(signature_bundle(tmp_path / kind, kind)) as r:
+            assert not r.signature.named_scalar
+    assert not Signature.build(**_with(output_names=None)).named_scalar  # no name to answer under
+    # names that would collide with the keys the requests and answers carry, or with each other
+    for changes in (dict(features=["inputs"]), dict(output_names=["model"]), dict(features=["outside_observed"]),
+                    dict(features=["lux"])):
+        s = Signature.build(**_with(**changes))
+        assert s.scalar and not s.named_scalar, changes
 
 
 # --- the command line: predict (one example, --input), stream, info ---------------------------

@@ -18,8 +18,8 @@ import sys
 import numpy as np
 import pytest
 
-from runtime import Runner
-from tests.conftest import FAILSAFE, Server, shifted_bundle, wait_until
+from runtime import Runner, manifest
+from tests.conftest import FAILSAFE, Server, sha256_file, shifted_bundle, sig_compute, signature_bundle, wait_until
 
 
 def request(server: Server, method: str, path: str, body=None, headers=None, conn=None):
@@ -79,6 +79,61 @@ def test_bad_input_is_400_naming_the_value_and_the_server_goes_on(serve, bundle,
     assert got == status and doc["error"].startswith(error), doc
     assert doc.get("index") == index
     assert request(s, "POST", "/predict", {"celsius": [1]})[0] == 200
+
+
+def raw_predict(server: Server, body: bytes) -> tuple[int, bytes]:
+    """(status, the answer's body as sent) for one POST /predict."""
+    c = http.client.HTTPConnection(server.host, server.port, timeout=60)
+    c.request("POST", "/predict", body=body, headers={"Content-Type": "application/json"})
+    r = c.getresponse()
+    try:
+        return r.status, r.read()
+    finally:
+        c.close()
+
+
+def test_the_tutorials_answer_is_the_same_bytes(serve, bundle):
+    """Celsius in, Fahrenheit out, 9 significant digits, no spaces: what every client of the
+    tutorial's service has parsed since the first release."""
+    s = serve()
+    sha = sha256_file(bundle / "model.onnx")
+    out = ",".join("%.9g" % v for v in expected(bundle, [100, 37.5]))
+    assert raw_predict(s, b'{"celsius": [100, 37.5]}') == (200, f'{{"fahrenheit":[{out}],"model":"{sha}"}}'.encode())
+    status, body = raw_predict(s, b'{"kelvin": 1}')
+    assert (status, json.loads(body)) == (400, {"error": 'body: expected {"celsius": number or [numbers]} or {"inputs": [...]}'})
+
+
+def test_a_bundle_made_before_signatures_keeps_celsius_and_fahrenheit(serve, bundle):
+    m = json.loads((bundle / manifest.MANIFEST).read_text())
+    m.pop("signature")
+    m["model"].pop("name")
+    for name, raw in manifest.encode(m).items():
+        (bundle / name).write_bytes(raw)
+    s = serve()
+    status, _, doc = request(s, "POST", "/predict", {"celsius": [100, 37.5]})
+    assert status == 200 and list(doc) == ["fahrenheit", "model"]
+    assert np.float32(doc["fahrenheit"]).tolist() == expected(bundle, [100, 37.5])
+
+
+def test_a_one_feature_model_takes_and_answers_its_own_names(serve_bundle, tmp_path):
+    """Not only the tutorial's: volts in, lux out, named by the bundle's signature."""
+    b = signature_bundle(tmp_path / "scalar", "scalar")
+    s = serve_bundle(b)
+    sha = sha256_file(b / "model.onnx")
+    want = sig_compute("scalar")([[1.0], [2.0]]).reshape(-1).tolist()
+    out = ",".join("%.9g" % v for v in want)
+    assert raw_predict(s, b'{"volts": [1, 2]}') == (200, f'{{"lux":[{out}],"model":"{sha}"}}'.encode())
+    status, _, doc = request(s, "POST", "/predict", {"volts": 2})  # one number, not a list
+    assert status == 200 and np.float32(doc["lux"]).tolist() == want[1:]
+    status, _, doc = request(s, "POST", "/predict", {"inputs": [[1], [2]]})  # any model's request, too
+    assert status == 200 and np.float32(doc["outputs"]).reshape(-1).tolist() == want
+    status, _, doc = request(s, "POST", "/predict", {"celsius": [1, 2]})  # the tutorial's name is not this model's
+    assert (status, doc) == (400, {"error": 'body: expected {"volts": number or [numbers]} or {"inputs": [...]}'})
+    status, _, doc = request(s, "POST", "/predict", {"volts": [1, -2]})
+    assert (status, doc) == (400, {"error": "input[1] = -2: outside the valid range [0, inf]", "index": 1})
+    request(s, "POST", "/predict", {"volts": [11, 12, 3]})  # observed 0..10: two counted
+    lines = request(s, "GET", "/metrics")[2].splitlines()
+    assert 'edge_inputs_outside_observed_total{feature="volts"} 2' in lines
 
 
 def test_health_info_and_metrics(serve, bundle):
