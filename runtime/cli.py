@@ -61,16 +61,19 @@ def _parser() -> argparse.ArgumentParser:
     )
     sub = p.add_subparsers(dest="command", required=True, metavar="command")
     pr = sub.add_parser("predict", parents=[common], help="predict for the values given, one line each",
-                        description="The tutorial's model: one prediction per CELSIUS value. Any other model: "
-                                    "the values are one example's features, in signature order (see `info`); "
-                                    "many examples come from --input. Negative numbers need no '--'.")
+                        description="A model of one value in and one out (the tutorial's: CELSIUS): one "
+                                    "prediction per value. Any other model: the values are one example's "
+                                    "features, in signature order (see `info`); many examples come from --input. "
+                                    "Negative numbers need no '--'.")
     pr.add_argument("values", nargs="*", metavar="CELSIUS|FEATURE",
-                    help="degrees Celsius (the tutorial's model), or one example's features")
+                    help="one value per prediction (a one-feature model: degrees Celsius for the tutorial's), "
+                         "or one example's features")
     pr.add_argument("--input", metavar="FILE",
                     help="examples from FILE ('-': stdin): CSV rows of numbers (a header row is skipped), "
                          "JSON lines (one example a line, a nested or flat array), or .npy of shape (n, *shape)")
     pr.add_argument("--json", action="store_true",
-                    help="print a JSON object instead of lines (outputs, labels, counts outside the observed range)")
+                    help="print a JSON object instead of lines (outputs, labels, counts outside the observed range; "
+                         "a one-feature model: its input and output under their names)")
     pr.set_defaults(subparser=pr)
     st = sub.add_parser("stream", parents=[common],
                         help="one example (a Celsius value, a CSV row or a JSON array) per stdin line -> "
@@ -169,14 +172,15 @@ def _values_last(argv: list[str]) -> list[str]:
     return ["predict", *options, "--", *values]
 
 
-def _declares_a_non_scalar_model(bundle: str | None) -> bool:
-    """Whether the bundle's manifest declares a signature other than one value in and out
-    (read quietly: whatever is wrong with the bundle is reported when it loads)."""
+def _takes_celsius(bundle: str | None) -> bool:
+    """Whether the bundle's model takes one value named celsius (the tutorial's, and every
+    bundle made before signatures): whether a value is "a number in degrees Celsius". Read
+    quietly: whatever is wrong with the bundle is reported when it loads."""
     try:
         sig = manifest_mod.load(manifest_mod.locate(bundle)).get("signature")
     except RuntimeFailure:
-        return False
-    return sig is not None and (sig["input"]["shape"][1:] != [1] or sig["output"]["shape"][1:] != [1])
+        return True
+    return sig is None or sig["input"]["features"] == ["celsius"]
 
 
 def cmd_predict(args) -> int:
@@ -188,7 +192,7 @@ def cmd_predict(args) -> int:
         try:
             values.append(parse_celsius(text))
         except ValueError as e:
-            if _declares_a_non_scalar_model(args.bundle):
+            if not _takes_celsius(args.bundle):
                 e = ValueError(str(e).replace(" in degrees Celsius", ""))
             raise InputError(f"argument {i + 1} = {text!r}: {e}") from None
     with Runner.from_bundle(args.bundle, args.threads, args.trusted_keys) as runner:
@@ -202,15 +206,25 @@ def cmd_predict(args) -> int:
             if e.index is None:
                 raise
             raise InputError(f"argument {e.index + 1} = {args.values[e.index]!r}: {e.problem}") from None
-        outside = _outside(runner, runner.validate(values)) if args.json else None
-    if args.json:
-        doc = {"celsius": values, "fahrenheit": [float(v) for v in out]}
-        if outside is not None:
-            doc["outside_observed"] = outside
-        print(json.dumps(doc))
-    else:
-        sys.stdout.write("".join(s + "\n" for s in format_values(out.tolist())))
+        if args.json and runner.signature.named_scalar:
+            print(json.dumps(_named(runner, values, [float(v) for v in out], runner.validate(values))))
+        elif args.json:
+            _print_answers(runner, runner.validate(values), out.reshape(-1, 1), True)
+        else:
+            sys.stdout.write("".join(s + "\n" for s in format_values(out.tolist())))
     return 0
+
+
+def _named(runner, inputs: list[float], outputs: list[float], x) -> dict:
+    """`predict --json` for a named scalar model: the values under its feature's and output's
+    names ({"celsius": [...], "fahrenheit": [...]} for the tutorial's), and the count outside
+    the observed range for the valid batch ``x`` when the bundle records that range."""
+    sig = runner.signature
+    doc = {sig.features[0]: inputs, sig.output_names[0]: outputs}
+    outside = _outside(runner, x)
+    if outside is not None:
+        doc["outside_observed"] = outside
+    return doc
 
 
 def _outside(runner, x) -> dict[str, int] | None:
@@ -268,12 +282,8 @@ def _predict_file(runner, args) -> int:
         if e.index is None or e.problem is None:
             raise InputError(f"--input {name}: {e.message}") from None
         raise InputError(f"--input {name}{where(e.index)}: {e.problem}") from None
-    if runner.scalar and args.json:
-        doc = {"celsius": x.reshape(-1).tolist(), "fahrenheit": y.reshape(-1).tolist()}
-        outside = _outside(runner, x)
-        if outside is not None:
-            doc["outside_observed"] = outside
-        print(json.dumps(doc))
+    if runner.signature.named_scalar and args.json:
+        print(json.dumps(_named(runner, x.reshape(-1).tolist(), y.reshape(-1).tolist(), x)))
     else:
         _print_answers(runner, x, y, args.json)
     return 0

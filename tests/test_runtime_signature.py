@@ -500,6 +500,49 @@ def test_named_scalar_is_one_named_feature_in_and_one_named_value_out(tutorial_w
         assert s.scalar and not s.named_scalar, changes
 
 
+def test_a_one_feature_model_predicts_under_its_own_names(scalar_bundle, tmp_path):
+    compute = sig_compute("scalar")
+    want = ["%.9g" % v for v in compute([[1.0], [2.0]]).reshape(-1).tolist()]
+    assert cli_ok(scalar_bundle, "predict", "1", "2").splitlines() == want
+    doc = json.loads(cli_ok(scalar_bundle, "predict", "1", "2", "--json"))
+    assert list(doc) == ["volts", "lux", "outside_observed"]
+    assert doc["volts"] == [1.0, 2.0] and ["%.9g" % v for v in doc["lux"]] == want
+    assert doc["outside_observed"] == {"volts": 0}  # observed 0..10
+    assert json.loads(cli_ok(scalar_bundle, "predict", "--json", "-0", "11"))["outside_observed"] == {"volts": 1}
+    (tmp_path / "v.csv").write_text("volts\n1\n2\n")
+    doc = json.loads(cli_ok(scalar_bundle, "predict", "--input", str(tmp_path / "v.csv"), "--json"))
+    assert list(doc) == ["volts", "lux", "outside_observed"] and ["%.9g" % v for v in doc["lux"]] == want
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["-1"], "error: argument 1 = '-1': outside the valid range [0, inf]"),  # no degC: volts are not Celsius
+        (["1", "abc"], "error: argument 2 = 'abc': expected a number"),
+        (["1_000"], "error: argument 1 = '1_000': expected a number (no digit separators)"),
+    ],
+)
+def test_a_one_feature_model_refuses_without_the_tutorials_unit(scalar_bundle, args, message):
+    r = runtime_cli(scalar_bundle, "predict", *args)
+    assert r.returncode == 2 and one_error_line(r) == message
+
+
+def test_a_one_feature_model_without_an_output_name_answers_as_any_model(tmp_path):
+    b = signature_bundle(tmp_path / "scalar", "scalar", output={"name": "outputs", "dtype": "float32", "shape": [-1, 1]})
+    want = ["%.9g" % v for v in sig_compute("scalar")([[1.0], [2.0]]).reshape(-1).tolist()]
+    assert cli_ok(b, "predict", "1", "2").splitlines() == want
+    doc = json.loads(cli_ok(b, "predict", "1", "2", "--json"))
+    assert list(doc) == ["model", "outputs", "outside_observed"] and doc["model"] == "volts-to-lux"
+    assert [["%.9g" % v for v in row] for row in doc["outputs"]] == [[w] for w in want]
+
+
+def test_the_tutorial_made_before_signatures_keeps_celsius_and_fahrenheit(tutorial_without_signature):
+    doc = json.loads(cli_ok(tutorial_without_signature, "predict", "--json", "100", "37.5"))
+    assert list(doc) == ["celsius", "fahrenheit"] and doc["celsius"] == [100.0, 37.5]
+    r = runtime_cli(tutorial_without_signature, "predict", "abc")
+    assert one_error_line(r) == "error: argument 1 = 'abc': expected a number in degrees Celsius"
+
+
 # --- the command line: predict (one example, --input), stream, info ---------------------------
 
 
