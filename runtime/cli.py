@@ -185,7 +185,7 @@ def _takes_celsius(bundle: str | None) -> bool:
 
 def cmd_predict(args) -> int:
     from .runner import Runner
-    from .stream import format_values, parse_celsius
+    from .stream import IN_CELSIUS, format_values, parse_celsius
 
     values = []
     for i, text in enumerate(args.values):
@@ -193,7 +193,7 @@ def cmd_predict(args) -> int:
             values.append(parse_celsius(text))
         except ValueError as e:
             if not _takes_celsius(args.bundle):
-                e = ValueError(str(e).replace(" in degrees Celsius", ""))
+                e = ValueError(str(e).replace(IN_CELSIUS, ""))
             raise InputError(f"argument {i + 1} = {text!r}: {e}") from None
     with Runner.from_bundle(args.bundle, args.threads, args.trusted_keys) as runner:
         if args.input is not None:

@@ -1,8 +1,9 @@
 """`stream`: one example per input line -> one output line per input line, in order.
 
-The tutorial's model takes one Celsius value a line and answers one Fahrenheit value; any
-other model one example a line, a CSV row of its features or a JSON array, and answers its
-outputs as a CSV row (a classification: the label first; ``format_answers``).
+A model of one value in and one out (the tutorial's: one Celsius value a line, one Fahrenheit
+value answered) takes one number a line; any other model one example a line, a CSV row of
+its features or a JSON array, and answers its outputs as a CSV row (a classification: the
+label first; ``format_answers``).
 
 Lines are read as they arrive (``read1``: no waiting for a full batch when the source is
 slow), run through the model in micro-batches of up to ``batch`` lines, written, and
@@ -23,7 +24,8 @@ from .runner import F32_MAX, Runner
 READ_SIZE = 1 << 16
 MAX_LINE = 256  # bytes; a longer line is refused (no temperature needs more)
 OUTPUT_FORMAT = "%.9g"  # 9 significant digits read back to the same float32
-NOT_A_NUMBER = "expected a number in degrees Celsius"
+IN_CELSIUS = " in degrees Celsius"
+NOT_A_NUMBER = "expected a number" + IN_CELSIUS
 
 
 def parse_celsius(text: str | bytes) -> float:
@@ -69,17 +71,20 @@ class _Batch:
     def __init__(self, runner: Runner):
         self.runner = runner
         self.lo, self.hi = runner.min_celsius, runner.max_celsius
+        # A value is "in degrees Celsius" only for a feature named celsius (the data's unit, as
+        # the runner's range messages say degC): any other one-feature model's is just a number.
+        self.celsius = runner.signature.features == ["celsius"]
 
     def problem(self, line: bytes) -> str:
         """Why ``line`` is not a valid input (called only for lines the fast path refused)."""
         if len(line) > MAX_LINE:
             return f"line longer than {MAX_LINE} bytes, expected one number"
         if not line.strip():
-            return "empty line, expected a number in degrees Celsius"
+            return "empty line, expected a number" + (IN_CELSIUS if self.celsius else "")
         try:
             v = parse_celsius(line)
         except ValueError as e:
-            return f"{_describe(line)}: {e}"
+            return f"{_describe(line)}: {e if self.celsius else str(e).replace(IN_CELSIUS, '')}"
         return f"{_describe(line)}: {self.runner.value_problem(v)}"
 
     def run(self, lines: list[bytes], first_line_no: int) -> tuple[bytes, int]:

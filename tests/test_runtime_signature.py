@@ -527,6 +527,16 @@ def test_a_one_feature_model_refuses_without_the_tutorials_unit(scalar_bundle, a
     assert r.returncode == 2 and one_error_line(r) == message
 
 
+def test_a_one_feature_model_streams_without_the_tutorials_unit(scalar_bundle):
+    r = runtime_cli(scalar_bundle, "stream", stdin=b"1\nabc\n\n-1\n1_0\n2\n")
+    out = r.stdout.decode().splitlines()
+    want = ["%.9g" % v for v in sig_compute("scalar")([[1.0], [2.0]]).reshape(-1).tolist()]
+    assert out == [want[0], "error: line 2: 'abc': expected a number", "error: line 3: empty line, expected a number",
+                   "error: line 4: '-1': outside the valid range [0, inf]",
+                   "error: line 5: '1_0': expected a number (no digit separators)", want[1]]
+    assert r.returncode == 2 and one_error_line(r) == "error: stream: 4 bad line(s); each got an 'error:' line in its place"
+
+
 def test_a_one_feature_model_without_an_output_name_answers_as_any_model(tmp_path):
     b = signature_bundle(tmp_path / "scalar", "scalar", output={"name": "outputs", "dtype": "float32", "shape": [-1, 1]})
     want = ["%.9g" % v for v in sig_compute("scalar")([[1.0], [2.0]]).reshape(-1).tolist()]
