@@ -235,7 +235,7 @@ def build_files(cfg: dict[str, Any], layout: Layout, report: dict[str, Any], epo
         "signature": sig_dict,
         # The one-value model's range keys, which a runtime that predates signatures reads: its one
         # feature's valid range; unbounded for any other model (the signature's ranges hold).
-        "valid_input": {"min_celsius": lo[0] if one else None, "max_celsius": hi[0] if one else None},
+        "valid_input": manifest_mod.legacy_valid_input(lo[0] if one else None, hi[0] if one else None),
         "golden": golden_spec,
         "files": {n: sha256_bytes(d) for n, d in sorted(files.items())},
         "config": json.loads(canonical_json(_portable(cfg))),

@@ -29,6 +29,14 @@ REQUIRED_WITHOUT_SIGNATURE = (
     ("model.input.name", str), ("model.output.name", str),
     ("valid_input.min_celsius", (*_NUM, type(None))), ("valid_input.max_celsius", (*_NUM, type(None))),
 )
+
+
+def legacy_valid_input(lo: float | None, hi: float | None) -> dict[str, float | None]:
+    """The manifest's ``valid_input`` table, which a runtime from before signatures reads (the
+    range of its one input; None: unbounded). The build side writes it from the signature."""
+    return {"min_celsius": lo, "max_celsius": hi}
+
+
 # Optional, checked when present.
 OPTIONAL = (("model.name", str), ("signature", dict), ("golden.labels_equal", bool))
 TASKS = ("regression", "classification")
