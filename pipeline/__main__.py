@@ -19,7 +19,6 @@ from pathlib import Path
 from export.errors import ExportError
 
 from . import config as config_mod
-from . import dataset
 from .errors import EXIT_IO, MissingDependency, PipelineError
 from .layout import Layout
 from .lock import exclusive, remove_stale
@@ -47,7 +46,7 @@ COMMANDS = {
     "verify": ("check ONNX, TFLite and each variant against Keras and the validation rows; choose the bundle's "
                "model",
                "reads CONFIG, BUILD/model.onnx, BUILD/model.tflite, BUILD/variants/, BUILD/reference.npz, "
-               "BUILD/train/history.json; writes BUILD/verify/report.json, report.md and plots.npz; "
+               "BUILD/train/history.json (if there); writes BUILD/verify/report.json, report.md and plots.npz; "
                "on a failure removes DIST/bundle and DIST/bundle.tar.gz"),
     "bundle": ("make the device bundle from a verified model, signed with --signing-key if given",
                "reads CONFIG, BUILD/verify/report.json, the model it chose (BUILD/model.onnx or a "
@@ -114,6 +113,8 @@ def _say(msg: str) -> None:
 
 def _check_data(cfg) -> str:
     """Read and check the data now (numpy only), so bad data fails here, exit 2, before TensorFlow."""
+    from . import dataset  # not at the top: a Python without numpy gets main()'s one line (exit 5)
+
     return dataset.summary(dataset.load(cfg))
 
 

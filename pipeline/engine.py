@@ -85,10 +85,10 @@ class Judge:
     """What every model is judged against: the reference (Keras's outputs on the probes), the
     validation rows' labels, the working range and the task."""
 
-    def __init__(self, cfg: dict[str, Any], ref: dict[str, np.ndarray], history: dict[str, Any]):
+    def __init__(self, cfg: dict[str, Any], ref: dict[str, np.ndarray]):
         self.cfg, self.ref = cfg, ref
         self.task = cfg["task"]["kind"]
-        self.kind = history.get("output_kind", "values")
+        self.kind = str(ref["output_kind"])
         self.labels = [str(v) for v in ref["labels"]] or None
         self.large = cfg["verify"]["large_batch"]
         self.rows = len(ref["x"])

@@ -109,7 +109,10 @@ def run(cfg: dict[str, Any], layout: Layout, model=None) -> dict[str, Any]:
     except tf.errors.OpError as e:  # TensorFlow's own I/O errors (disk full, read-only folder)
         raise OutputError(build, e.message.splitlines()[0] if e.message else type(e).__name__) from None
 
-    ref = reference.arrays(cfg, ds, lambda x: keras_outputs(model, x), sha256_file(layout.model_keras))
+    from .keras_model import output_kind
+
+    ref = reference.arrays(cfg, ds, lambda x: keras_outputs(model, x), sha256_file(layout.model_keras),
+                           output_kind(model, ds))
     reference.save(layout.reference, ref)
     fsutil.write_bytes(layout.model_tflite, tflite_bytes)
     fsutil.write_bytes(layout.model_onnx, onnx_model.SerializeToString())

@@ -8,7 +8,8 @@ it, neither importing TensorFlow nor reading the data again. The arrays:
   into ``group_names`` (probes.groups, in the config's order);
 - ``keras_y``: Keras's outputs on ``x`` (float32, (n, *output_shape));
 - ``y_val``: the validation group's labels (class indices, or target values: float64);
-- ``keras_sha256``: the sha256 of the model.keras they came from;
+- ``keras_sha256``: the sha256 of the model.keras they came from; ``output_kind``: values,
+  logits or probabilities (keras_model.output_kind);
 - what the report and the signature need of the data: ``input_shape``, ``feature_names``,
   ``labels``, ``target_name``, ``data_sha256`` (JSON), ``observed_min``/``observed_max`` (the
   training rows'), ``range_min``/``range_max`` (the working range), ``oracle_rows`` (how many of
@@ -28,8 +29,8 @@ from . import fsutil, probes
 from .errors import StageInputError
 
 
-def arrays(cfg: dict[str, Any], ds, predict: Callable[[np.ndarray], np.ndarray], keras_sha256: str
-           ) -> dict[str, np.ndarray]:
+def arrays(cfg: dict[str, Any], ds, predict: Callable[[np.ndarray], np.ndarray], keras_sha256: str,
+           output_kind: str) -> dict[str, np.ndarray]:
     """The reference of a model whose float32 outputs ``predict`` gives for rows (n, *input_shape)."""
     groups = probes.groups(cfg, ds)
     x = np.concatenate(list(groups.values()))
@@ -43,6 +44,7 @@ def arrays(cfg: dict[str, Any], ds, predict: Callable[[np.ndarray], np.ndarray],
         "keras_y": np.asarray(predict(x), np.float32),
         "y_val": np.asarray(ds.y_val, np.int64 if ds.task == "classification" else np.float64),
         "keras_sha256": np.array(keras_sha256),
+        "output_kind": np.array(output_kind),
         "input_shape": np.array(ds.input_shape, np.int64),
         "feature_names": np.array(ds.feature_names),
         "labels": np.array(ds.labels or [], dtype=str),

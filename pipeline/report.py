@@ -7,6 +7,7 @@ renderer for every model: the task decides which figures a table shows, nothing 
 
 from __future__ import annotations
 
+import json
 import platform
 from typing import Any
 
@@ -44,11 +45,15 @@ def versions() -> dict[str, str]:
     return out
 
 
-def training(h: dict[str, Any]) -> dict[str, Any]:
-    """What train recorded that the report shows."""
+def training(layout: Layout) -> dict[str, Any]:
+    """What train recorded that the report shows (empty if history.json is missing or unreadable)."""
+    try:
+        h = json.loads(layout.history.read_text())
+    except (OSError, ValueError):
+        return {}
     keep = ("came_trained", "source", "epochs", "batch_size", "final_loss", "loss_name", "rows", "parameters",
             "metric", "train_seconds", "least_squares")
-    return {k: h[k] for k in keep if k in h}
+    return {k: h[k] for k in keep if k in h} if isinstance(h, dict) else {}
 
 
 def snr(v: float | None) -> str:

@@ -1,8 +1,8 @@
 """Stage 3, verify: every model against Keras and against the task, each run once.
 
 Reads build/reference.npz (the probe rows, Keras's outputs on them and the validation labels,
-written by export), build/model.onnx, build/model.tflite, build/variants/ and
-build/train/history.json. Every model (ONNX in onnxruntime, TFLite in LiteRT, each variant) is
+written by export), build/model.onnx, build/model.tflite, build/variants/ and, for the
+report's training section, build/train/history.json if it is there. Every model (ONNX in onnxruntime, TFLite in LiteRT, each variant) is
 run once over the probe rows (engine.py), then judged: the float32 formats' parity with Keras
 within ``verify.onnx``/``verify.tflite`` (and, for a classifier, the same top-1 class on every
 row); every model's accuracy on the validation rows (``verify.max_mae`` or ``min_accuracy``);
@@ -57,8 +57,7 @@ def run(cfg: dict[str, Any], layout: Layout) -> dict[str, Any]:
 
     On a breach, also removes the bundle in ``layout.dist`` (if the layout has one)."""
     ref = reference.load(layout.reference)
-    history = _json(layout.history, "train")
-    judge = Judge(cfg, ref, history)
+    judge = Judge(cfg, ref)
     results: dict[str, Any] = {}
     val_outputs = {"keras": judge.keras.batch_1[judge.val]}
     for name, fmt, path, tol, budget in models(cfg, layout):
@@ -92,7 +91,7 @@ def run(cfg: dict[str, Any], layout: Layout) -> dict[str, Any]:
         "parity": {fmt: results[f"{fmt}-fp32"]["parity"] for fmt in FORMATS},
         "accuracy": accuracy,
         "variants": results,
-        "training": report_mod.training(history),
+        "training": report_mod.training(layout),
         "bundle": chosen,
         "files": model_files(layout, chosen),
         "keras_sha256": str(ref["keras_sha256"]),

@@ -12,7 +12,7 @@ import pytest
 from export.formats import VARIANTS
 from pipeline import config
 from pipeline.errors import ConfigError
-from tests.conftest import MINIMAL, PRESETS, edited, pipeline, preset_with
+from tests.conftest import MINIMAL, PRESETS, pipeline, preset_with
 
 
 def preset(name: str = "default") -> dict:

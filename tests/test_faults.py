@@ -121,10 +121,10 @@ def test_sigkill_at_every_write_point_then_make_all_recovers(tmp_path, reference
 # a stage's result line (it is done; the next one is starting), each with the output to
 # delete first so that the round has that work to do.
 MOMENTS = [
-    ("train starts", lambda line: line.endswith(" train --no-plot"), "build/model.keras"),
+    ("train starts", lambda line: line.endswith(" train --no-plot --export"), "build/model.keras"),
     ("train done", lambda line: line.startswith("train: "), "build/model.keras"),
     ("plot starts", lambda line: line.endswith(" plot --only loss"), "build/train/loss.png"),
-    ("export starts", lambda line: line.endswith(" export"), "build/model.onnx"),
+    ("export starts", lambda line: line.endswith(" export"), "build/model.onnx"),  # alone: model.keras is current
     ("export done", lambda line: line.startswith("export: "), "build/model.onnx"),
     ("verify starts", lambda line: line.endswith(" verify"), "build/verify/report.json"),
     ("verify done", lambda line: line.startswith("verify: passed"), "build/verify/report.json"),
@@ -267,6 +267,6 @@ def test_full_disk_during_verify_keeps_the_previous_report(built, tmp_path, moun
     assert r.returncode == 3, r.stderr
     (line,) = r.stderr.decode().splitlines()
     # verify writes the plots' data, then the report: the first write that does not fit stops it
-    assert ("variants.npz" in line or "report.json" in line) and "No space left on device" in line, line
+    assert ("plots.npz" in line or "report.json" in line) and "No space left on device" in line, line
     assert (b.build / "verify" / "report.json").read_bytes() == before
     assert [p.name for p in (b.build / "verify").iterdir() if p.name.startswith(".")] == []

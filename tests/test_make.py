@@ -138,7 +138,8 @@ def stage_code(stage: str) -> set[Path]:
     """The code `python -m pipeline <stage>` runs: __main__'s own imports, then the stage's, followed."""
     mod = ROOT / "pipeline" / f"{STAGE_MODULES[stage]}.py"
     top = imported_files(MAIN, top_level_only=True)  # __main__ imports each stage in its function
-    return {MAIN} | closure(top | {mod}) - NOT_RUN_BY_MAKE.get(stage, set())
+    check = ROOT / "pipeline" / "dataset.py"  # and the data check every stage runs first
+    return {MAIN} | closure(top | {mod, check}) - NOT_RUN_BY_MAKE.get(stage, set())
 
 
 @pytest.mark.parametrize("stage", STAGES)
