@@ -293,29 +293,37 @@ def _read(file: str, cfg: dict[str, Any], role: str, features: list[str] | None 
 # --- labels, split, checks ---
 
 
-def _labels(raw: _Raw, given: list[str] | None) -> list[str]:
-    """The class names in index order: ``task.labels``, else the sorted distinct targets.
+def _labels(raw: _Raw, given: list[str] | None, indices: bool = True, source: str = "task.labels") -> list[str]:
+    """The class names in index order: ``given`` (``task.labels``), else the sorted distinct targets.
 
-    With ``task.labels``, a target is a class name among them, or, when the targets are
+    A target is a class name among ``given``, or, with ``indices``, when the targets are
     integers 0..k-1 (an .npz's integer ``y``; in a CSV, when not every cell is a name), an
-    index that takes the name at that position."""
+    index that takes the name at that position. ``source`` names where ``given`` came from."""
     present = sorted(set(raw.targets))
     if given is None:
         if all(_NUMBER.fullmatch(t) for t in present):
             present.sort(key=float)
         return present
     allowed = set(given)
-    indices = {str(i): name for i, name in enumerate(given)}
-    as_index = raw.integer_targets or not all(t in allowed for t in raw.targets)
-    if as_index and all(t in indices for t in raw.targets):
-        raw.targets = [indices[t] for t in raw.targets]
-        return list(given)
-    for i, t in enumerate(raw.targets):
-        if t not in allowed:
-            shown = ", ".join(given) if len(given) <= 12 else ", ".join(given[:12]) + ", ..."
-            raise DataError(raw.file, raw.where(i, target=True),
-                            f"{t!r} is not a class of task.labels (expected one of: {shown}; or an index "
-                            f"0..{len(given) - 1} into them)")
+    by_index = {str(i): name for i, name in enumerate(given)} if indices else {}
+    if indices and (raw.integer_targets or not all(t in allowed for t in raw.targets)):
+        if all(t in by_index for t in raw.targets):
+            raw.targets = [by_index[t] for t in raw.targets]
+            return list(given)
+        # the first target that is no index (an .npz's integers), or neither an index nor a name
+        ok = by_index if raw.integer_targets else (by_index.keys() | allowed)
+        bad = next((i for i, t in enumerate(raw.targets) if t not in ok), None)
+        if bad is None:  # a CSV of names and indices mixed: the first index among the names
+            bad = next(i for i, t in enumerate(raw.targets) if t not in allowed)
+            raise DataError(raw.file, raw.where(bad, target=True), f"{raw.targets[bad]!r} is an index among class "
+                            f"names (expected every target a name of {source}, or every one an index into it)")
+    else:
+        bad = next((i for i, t in enumerate(raw.targets) if t not in allowed), None)
+    if bad is not None:
+        shown = ", ".join(given) if len(given) <= 12 else ", ".join(given[:12]) + ", ..."
+        index = f"; or an index 0..{len(given) - 1} into them" if indices else ""
+        raise DataError(raw.file, raw.where(bad, target=True),
+                        f"{raw.targets[bad]!r} is not a class of {source} (expected one of: {shown}{index})")
     return list(given)
 
 
@@ -436,8 +444,9 @@ def load(cfg: dict[str, Any]) -> Dataset:
         if vraw.x.shape[1:] != raw.x.shape[1:]:
             raise DataError(vraw.file, "key 'x'", f"examples of shape {vraw.x.shape[1:]}, expected "
                             f"{raw.x.shape[1:]} (as in {raw.file})")
-        if task == "classification":
-            _labels(vraw, labels)  # names, or indices into them
+        if task == "classification":  # names, or indices into task.labels when it names them
+            given = cfg["task"]["labels"]
+            _labels(vraw, labels, indices=given is not None, source="task.labels" if given else raw.file)
             y_val = np.array([labels.index(t) for t in vraw.targets], np.int64)
         else:
             y_val = np.array(vraw.targets, np.float32)
@@ -471,8 +480,16 @@ def oracle_rows(cfg: dict[str, Any], x_train: np.ndarray) -> tuple[np.ndarray, n
     x = np.repeat(mids, int(np.prod(shape))).reshape(-1, *shape)
     seen = {row.tobytes() for row in x_train.astype(np.float32)}
     x = x[[row.tobytes() not in seen for row in x]]
-    y = np.asarray(userfile.call(cfg, "verify.oracle", x.astype(np.float64)), dtype=np.float64)
-    if y.size != len(x) or y.ndim > 2:
+    if not len(x):
+        raise ConfigError(None, "verify.oracle_range", f"every one of its {v['oracle_points']} points is a training "
+                          "row (expected a range with rows to judge accuracy on that training did not see)")
+    got = userfile.call(cfg, "verify.oracle", x.astype(np.float64))
+    try:
+        y = np.asarray(got, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise ConfigError(None, "verify.oracle", f"returned a {type(got).__name__} that is not numbers (expected "
+                          f"one number per row: an array of shape ({len(x)},) or ({len(x)}, 1))") from None
+    if y.shape not in ((len(x),), (len(x), 1)):
         raise ConfigError(None, "verify.oracle", f"returned shape {y.shape} for {len(x)} rows (expected one value "
                           f"per row: ({len(x)},) or ({len(x)}, 1))")
     y = y.reshape(-1)

@@ -164,10 +164,10 @@ def render_markdown(r: dict[str, Any]) -> str:
               "| model | bytes | " + ("accuracy | drop (points) | top-1 agreement" if classifier
                                     else "MAE | max error | parity vs Keras")
               + " | SNR | batch 1 p50 (us) | budget | result |",
-              "|---|---|---|---|---|---|---|---|---|" + ("" if classifier else "---|")]
+              "|---|---|---|---|---|---|---|---|---|"]
     for name, v in sorted(r["variants"].items(), key=lambda nv: (nv[1].get("size_bytes", 1 << 62), nv[0])):
         if not v.get("built", True):
-            lines.append(f"| {name} | - | - | - | - |{'' if classifier else ' - |'} - | - | "
+            lines.append(f"| {name} | - | - | - | - | - | - | "
                          f"{_budget(v.get('budget'), classifier, k.get('mae'))} | {v['reason']} |")
             continue
         a, p = v["accuracy"], v["parity"]

@@ -206,16 +206,12 @@ def test_a_class_index_outside_the_labels_is_refused(tmp_path, fmt):
         assert not (tmp_path / "build").exists()
 
 
-@pytest.mark.xfail(strict=True, reason="pipeline/dataset.py _labels names the first target that is not a class "
-                   "name (a valid index 0 here), not the index out of range")
 @pytest.mark.parametrize("fmt, where", [("csv", "row 8, column 'label': "), ("npz", "key 'y', y[6]: ")])
 def test_a_class_index_outside_the_labels_is_named_where_it_is(tmp_path, fmt, where):
     with pytest.raises(DataError, match=re.escape(where)):
         load(out_of_range(tmp_path, fmt))
 
 
-@pytest.mark.xfail(strict=True, reason="pipeline/dataset.py load reads a validation file's integer classes as "
-                   "indices into the names inferred from data.file, though task.labels is unset")
 def test_a_validation_file_without_task_labels_has_class_names_not_indices(tmp_path):
     x = np.arange(9, dtype=np.float32).reshape(-1, 1)
     files = {"train.npz": npz(x=x, y=np.array([1, 2, 3] * 3)), "val.npz": npz(x=x[:4], y=np.array([1, 2, 1, 2]))}
@@ -285,16 +281,12 @@ def test_an_oracle_that_raises_is_refused_by_the_config_stage(tmp_path):
     assert not (tmp_path / "build").exists()
 
 
-@pytest.mark.xfail(strict=True, reason="pipeline/dataset.py load accepts validation = 0 with no oracle row left "
-                   "(every one a training row): train then dies on a NaN validation score in history.json")
 def test_an_oracle_with_every_row_a_training_row_leaves_nothing_to_validate_and_is_refused(tmp_path):
     cfg = oracle_project(tmp_path, validation="0", span="[-0.5, 19.5]", points=20)  # the midpoints: 0..19
     with pytest.raises((DataError, ConfigError), match=r"verify\.oracle"):
         load(cfg)
 
 
-@pytest.mark.xfail(strict=True, reason="pipeline/dataset.py oracle_rows converts what the oracle returns with "
-                   "np.asarray(..., float64) outside any check: a traceback, not a ConfigError")
 def test_an_oracle_that_returns_no_numbers_is_refused(tmp_path):
     with pytest.raises(ConfigError, match=r"verify\.oracle"):
         load(oracle_project(tmp_path, "def oracle(x):\n    return ['warm'] * len(x)\n"))
@@ -548,8 +540,8 @@ BAD = [
      "data error: {d}/data.csv: row 9, column 'label': 'triangle' is not a class of task.labels (expected one of: "
      "sine, square, sawtooth; or an index 0..2 into them)"),
     ("class names and indices mixed", {"data.csv": WAVES_CSV.replace("4,0,square", "4,0,1")}, WAVES,
-     "data error: {d}/data.csv: row 6, column 'label': '1' is not a class of task.labels (expected one of: "
-     "sine, square, sawtooth; or an index 0..2 into them)"),
+     "data error: {d}/data.csv: row 6, column 'label': '1' is an index among class names (expected every target "
+     "a name of task.labels, or every one an index into it)"),
     ("npz without y", {"data.npz": npz(x=np.zeros((5, 2)), target=np.zeros(5))}, NPZ,
      "data error: {d}/data.npz: key 'y': missing (expected an .npz with arrays x (n, ...) and y (n,); the archive "
      "holds: x, target)"),
