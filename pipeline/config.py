@@ -279,8 +279,10 @@ def validate(raw: dict[str, Any], path=None, base: str | Path | None = None) -> 
     for section in raw:
         if section not in SCHEMA:
             raise _unknown(path, section, SCHEMA)
-    if "data" not in raw:
-        raise ConfigError(path, "data.file", 'missing (expected [data] file = "your data.csv or .npz")')
+    if not isinstance(raw.get("data"), dict) or "file" not in raw["data"]:  # before its other keys: they may be
+        # a config from before issue 25, whose rows were lists under [data]
+        raise ConfigError(path, "data.file", 'missing (expected [data] file = "your data.csv or .npz"; rows listed '
+                          "in a config go in a CSV file now: docs/configuration.md)")
     # task first: the variants' budget keys depend on it
     schema = {k: v for k, v in SCHEMA.items() if k != "variants"}
     cfg = _table({k: v for k, v in raw.items() if k != "variants"}, schema, "", path, base)
