@@ -64,7 +64,7 @@ $(STAMP): requirements.txt
 # from, BUILD/config.origin) changes, so switching presets (or editing the file) retrains, and
 # re-running with the same one does nothing (not even start Python: an unchanged file was
 # validated when it was copied). The copy also writes BUILD/inputs.mk: INPUT_FILES, the files
-# a dataset-mode config reads (data, builder, trained model), so that editing one retrains.
+# the config reads (its data, builder, oracle, trained model), so that editing one retrains.
 -include $(BUILD)/inputs.mk
 $(BUILD)/config.toml: FORCE | $(STAMP) $(SIGNING)
 	@cmp -s $(CONFIG) $@ 2>/dev/null && [ "$$(cat $(BUILD)/config.origin 2>/dev/null)" = "$(abspath $(dir $(CONFIG)))" ] \

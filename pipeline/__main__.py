@@ -156,7 +156,7 @@ def copy_config(cfg_path: Path, out: Path, cfg) -> bool:
 
 
 def stage_config(cfg_path: Path, out: Path | None, build: Path | None = None) -> None:
-    """Validate (the data too, in dataset mode); with --out, copy the file there only if its
+    """Validate the config and its data; with --out, copy the file there only if its
     content or origin changed (so make sees no change otherwise), holding BUILD's lock if given.
     Nothing is written (not even the lock) for a bad config or bad data."""
     cfg = config_mod.load(cfg_path)

@@ -156,7 +156,8 @@ def render_markdown(r: dict[str, Any]) -> str:
                   "| true \\ predicted | " + " | ".join(labels) + " |", "|---|" + "---|" * len(labels)]
         for lab, row in zip(labels, k["confusion"]):
             lines.append(f"| {lab} | " + " | ".join(str(v) for v in row) + " |")
-    lines += ["", "Plots: [the float32 ONNX model on the validation rows](validation.png), "
+    lines += ["", "Plots: [" + ("the float32 ONNX model's confusion matrix" if classifier else
+                               "every model's error per validation row") + "](validation.png), "
               "[accuracy against size](accuracy-vs-size.png)."]
     lines += ["", "## Models and reduced-precision variants", "",
               "Each model on the same rows; speed in its own runtime (onnxruntime or LiteRT, one thread, "

@@ -6,8 +6,9 @@ and a short `stream`, each through the runtime's own command-line entry point, p
 timings. Prints one JSON object. Imports the stdlib, numpy, onnxruntime and the bundle's
 runtime only.
 
-Which inputs: the tutorial's bundle (golden.json {"celsius", "fahrenheit"}) gets the fixed
-celsius VALUES below; any other bundle (golden.json {"inputs", "outputs"}, any signature)
+Which inputs: a bundle with the legacy golden.json {"celsius", "fahrenheit"} (the tutorial's,
+made before issue 25) gets the fixed celsius VALUES below; any other bundle (golden.json
+{"inputs", "outputs"}, any signature, the tutorial's of today included)
 gets its own golden inputs, as JSON lines through `predict --json --input -`, and a stream
 of a few of them with bad lines (not a number, empty, wrong length, outside the valid range).
 

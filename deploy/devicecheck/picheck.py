@@ -7,8 +7,9 @@ aarch64:3.11:2.36: offline and hash-checked, as a device installs it) into a sit
 on the emulated Python's PYTHONPATH, and ``qemu-aarch64-static -cpu cortex-a72``
 (Pi 4) then ``-cpu cortex-a76`` (Pi 5). Under each it unpacks the bundle, runs
 ``deploy/devicecheck/pi_smoke.py`` (selfcheck, predict, a short stream) and compares the answers with
-the same smoke run done natively here, within the manifest's tolerances. Any bundle: the
-tutorial's gets fixed celsius values, any other signature its golden inputs (every output
+the same smoke run done natively here, within the manifest's tolerances. Any bundle: one made
+before issue 25 without a signature (legacy golden {"celsius", "fahrenheit"}) gets fixed celsius
+values, any other, the tutorial's of today included, its golden inputs (every output
 value, flattened, within the golden atol/rtol; a classification's labels equal too).
 
 The signature (runtime/trust.py) is checked the device's way too, by the arm64 ssh-keygen:
