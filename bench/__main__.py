@@ -17,7 +17,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench import measure_digits, measure_env, measure_inference, measure_pipeline, measure_serve, report
+from bench import measure_digits, measure_env, measure_inference, measure_pipeline, measure_serve, report, scalar
 from bench.proc import ROOT
 from bench.targets import targets
 
@@ -54,9 +54,9 @@ def measure(a: argparse.Namespace, bundle: Path, work: Path) -> dict:
     step("runner cold start, stream, sizes")
     r["cli_vs_bare"] = measure_inference.bench_cli_vs_bare(bundle, 5 if a.quick else 15)
     r["predict_overhead"] = measure_inference.bench_predict_overhead(bundle, 10 if a.quick else 40)
-    r["stream"] = measure_inference.bench_stream(bundle, work, 200_000 if a.quick else 2_000_000, a.runs)
+    r["stream"] = measure_inference.bench_stream(bundle, work, 200_000 if a.quick else 2_000_000, a.runs, a.model)
     step("serve (HTTP) against its constant floor and a process per request")
-    r["serve"] = measure_serve.run(bundle.resolve(), work, a.quick)
+    r["serve"] = measure_serve.run(bundle.resolve(), work, a.quick, a.model)
     step("the digits example (make all against a plain script, predict, stream, serve, int8)")
     r["digits"] = measure_digits.bench_digits(work, a.quick)
     r["sizes"] = measure_env.sizes(a.build, a.dist)
@@ -68,10 +68,11 @@ def measure(a: argparse.Namespace, bundle: Path, work: Path) -> dict:
 def main(argv: list[str] | None = None) -> int:
     a = parse_args(argv)
     bundle = a.dist / "bundle"
-    for need in (a.build / "model.onnx", a.build / "model.keras", bundle / "manifest.json"):
+    for need in (a.build / "model.onnx", a.build / "model.keras", a.build / "reference.npz", bundle / "manifest.json"):
         if not need.exists():
             print(f"error: {need}: not found (run `make all` first)", file=sys.stderr)
             return 3
+    a.model = scalar.describe(a.build, bundle)  # what the main sections feed the model
     out_dir = a.build / "bench"
     out_dir.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="work-", dir=out_dir))

@@ -6,4 +6,4 @@ import numpy as np
 import onnxruntime as ort
 
 session = ort.InferenceSession(sys.argv[1], providers=["CPUExecutionProvider"])
-print(session.run(None, {"celsius": np.array([[100.0]], np.float32)})[0][0, 0])
+print(session.run(None, {session.get_inputs()[0].name: np.array([[100.0]], np.float32)})[0][0, 0])

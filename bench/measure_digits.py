@@ -1,4 +1,4 @@
-"""The digits example (examples/digits: a Conv2D classifier, dataset mode) through the pipeline and the runner.
+"""The digits example (examples/digits: a Conv2D classifier) through the pipeline and the runner.
 
 - `make all` of the example from an empty build folder against bench/plain_digits.py (fit,
   TFLite, tf2onnx and nothing else), alternating, ratio pair by pair;

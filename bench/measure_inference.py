@@ -11,6 +11,7 @@ import statistics
 from pathlib import Path
 
 from bench.proc import PY, ROOT, run
+from bench.scalar import Scalar, dense_weights
 from bench.stats import quantile, stats
 from bench.worker import ENGINES
 
@@ -19,7 +20,10 @@ def run_worker(engine: str, threads: int, build: Path, bundle: Path, args: argpa
                cold_only: bool) -> dict:
     cmd = [PY, "-m", "bench.worker", engine, "--build", str(build), "--bundle", str(bundle),
            "--threads", str(threads), "--budget", str(args.budget), "--large-batch", str(args.large_batch),
-           "--large-runs", str(args.large_runs)] + (["--cold-only"] if cold_only else [])
+           "--large-runs", str(args.large_runs), "--range", repr(args.model.lo), repr(args.model.hi)]
+    if engine == "numpy":
+        cmd += ["--weights", *map(repr, dense_weights(build / "model.onnx"))]
+    cmd += ["--cold-only"] if cold_only else []
     env = {**os.environ, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "3"}
     p = run(cmd, env=env, capture=True, first_line=True, check=False)
     if p.code != 0 or not p.first_line.startswith("FIRST"):
@@ -112,11 +116,13 @@ def bench_predict_overhead(bundle: Path, pairs: int) -> dict:
             "ratio": stats(d["ratios"]), "calls_per_block": d["calls_per_block"]}
 
 
-def bench_stream(bundle: Path, work: Path, lines: int, runs: int) -> dict:
+def bench_stream(bundle: Path, work: Path, lines: int, runs: int, model: Scalar) -> dict:
+    """`python -m runtime stream` on ``lines`` values seeded uniform over the working range."""
     import numpy as np
 
     src = work / "stream-input.txt"
-    x = np.random.default_rng(0).uniform(-273.15, 1000.0, lines)
+    lo, hi = model.at(0, 4), model.at(1, 4)  # so that the values as written stay in the range
+    x = np.random.default_rng(0).uniform(lo, hi, lines)
     src.write_text("\n".join(f"{v:.4f}" for v in x) + "\n")
     walls = []
     for _ in range(runs):

@@ -22,21 +22,32 @@ def make(*args: str) -> list[str]:
 _GLOBAL_OPTIONS = ("--config", "--build", "--dist")
 
 
+def _words(line: str) -> list[str]:
+    """A recipe line's words as the shell splits them, each operator (``;``, ``||``, ``&&``, ``|``,
+    parentheses) a word of its own: ``... export;`` is the command ``export``, then ``;``."""
+    lex = shlex.shlex(line, posix=True, punctuation_chars=True)
+    lex.whitespace_split = True
+    lex.commenters = ""  # as shlex.split: a # inside a word is part of it
+    try:
+        return list(lex)
+    except ValueError:  # an unbalanced quote
+        return line.split()
+
+
 def stages_run(make_stdout: str) -> list[str]:
     """The pipeline commands a make run started, one per recipe line make echoed, in order.
 
     A line counts when it runs ``-m pipeline``; its command is the first word after the
-    pipeline's own options (``... --dist DIR train --no-plot`` is train). The config check
-    (``config``) is not a stage: it is the one Python a run with nothing changed may start.
-    Any other command counts, known to this list of stages or not, so a recipe added to the
-    Makefile is counted rather than missed.
+    pipeline's own options (``... --dist DIR train --no-plot`` is train), whatever shell
+    operators surround it (``make -n`` shows the export recipe's test, then
+    ``|| { echo '...'; python -m pipeline ... export; }``; the quoted echo is one word, no
+    command). The config check (``config``) is not a stage: it is the one Python a run with
+    nothing changed may start. Any other command counts, known to this list of stages or not,
+    so a recipe added to the Makefile is counted rather than missed.
     """
     found = []
     for line in make_stdout.splitlines():
-        try:
-            words = shlex.split(line)
-        except ValueError:
-            words = line.split()
+        words = _words(line)
         i = next((k + 2 for k in range(len(words) - 1) if words[k] == "-m" and words[k + 1] == "pipeline"), None)
         while i is not None and i < len(words) and words[i].startswith("-"):
             i += 2 if words[i] in _GLOBAL_OPTIONS else 1

@@ -31,6 +31,7 @@ from pathlib import Path
 
 from bench import proc
 from bench.proc import PY, ROOT
+from bench.scalar import Scalar
 from bench.stats import nearest_rank, stats
 
 CLIENTS = (1, 8, 32)
@@ -104,12 +105,13 @@ class Server:
         return proc.stop(self.proc)
 
 
-def load(server: Server, clients: int, requests: int, cap: float, client_cpus: list[int] | None,
+def load(server: Server, model: Scalar, clients: int, requests: int, cap: float, client_cpus: list[int] | None,
          values: int = 1) -> dict:
-    """One run of bench/serve_load.py against ``server``; its JSON summary."""
+    """One run of bench/serve_load.py against ``server`` (requests of ``model``'s feature); its JSON summary."""
     cmd = [PY, "-m", "bench.serve_load", "--port", str(server.port), "--clients", str(clients),
            "--procs", str(client_procs(clients)), "--requests", str(requests), "--time-cap", str(cap),
-           "--values", str(values), "--warmup", "20" if values == 1 else "2", "--server-pid", str(server.pid)]
+           "--values", str(values), "--warmup", "20" if values == 1 else "2", "--server-pid", str(server.pid),
+           "--feature", model.feature, "--range", repr(model.lo), repr(model.hi)]
     if client_cpus:
         cmd += ["--cpus", ",".join(map(str, client_cpus))]
     r = proc.run(cmd, capture=True, timeout=cap + 180, what=f"load on {server.name}")
@@ -118,9 +120,10 @@ def load(server: Server, clients: int, requests: int, cap: float, client_cpus: l
     return r.json()
 
 
-def cli_per_request(bundle: Path, clients: int, requests: int, cap: float) -> dict:
-    """C shell-script clients, each running `python -m runtime predict VALUE` per request, until
-    ``requests`` are done or ``cap`` seconds have passed (each started request finishes)."""
+def cli_per_request(bundle: Path, model: Scalar, clients: int, requests: int, cap: float) -> dict:
+    """C shell-script clients, each running `python -m runtime predict VALUE` per request (values
+    over ``model``'s working range), until ``requests`` are done or ``cap`` seconds have passed
+    (each started request finishes)."""
     lock = threading.Lock()
     walls: list[float] = []
     left = [requests]
@@ -135,7 +138,7 @@ def cli_per_request(bundle: Path, clients: int, requests: int, cap: float) -> di
                 if left[0] <= 0:
                     return
                 left[0] -= 1
-            value = f"{-40 + 1.37 * ((k * 7919 + i) % 97):.2f}"
+            value = repr(model.at(((k * 7919 + i) % 97) / 96, 2))
             i += 1
             try:
                 w = proc.run([PY, "-m", "runtime", "predict", value, "--bundle", str(bundle)],
@@ -177,20 +180,20 @@ def _summary(real: list[dict], const: list[dict]) -> dict:
             "p99_ratio": stats([a["latency_ms"]["p99"] / b["latency_ms"]["p99"] for a, b in zip(real, const)])}
 
 
-def _rounds(real: Server, const: Server, rounds: int, requests: int, cap: float,
+def _rounds(real: Server, const: Server, model: Scalar, rounds: int, requests: int, cap: float,
             client_cpus: list[int] | None) -> dict:
     runs: dict[int, dict[str, list[dict]]] = {c: {"real": [], "constant": []} for c in CLIENTS}
     for s in (real, const):  # connections, threads and caches warm before anything counts
-        load(s, 8, requests, min(cap, 0.5), client_cpus)
+        load(s, model, 8, requests, min(cap, 0.5), client_cpus)
     for rnd in range(rounds):
         for c in CLIENTS:
             pair = ((real, "real"), (const, "constant")) if rnd % 2 == 0 else ((const, "constant"), (real, "real"))
             for server, key in pair:
-                runs[c][key].append(load(server, c, requests, cap, client_cpus))
+                runs[c][key].append(load(server, model, c, requests, cap, client_cpus))
     return {str(c): {"runs": v, **_summary(v["real"], v["constant"])} for c, v in runs.items()}
 
 
-def run(bundle: Path, work: Path, quick: bool) -> dict:
+def run(bundle: Path, work: Path, quick: bool, model: Scalar) -> dict:
     rounds = 3 if quick else 5
     requests, cap = (2_000, 1.0) if quick else (10_000, 4.0)
     batch_requests, batch_rounds = (100, 2) if quick else (300, 3)
@@ -204,7 +207,7 @@ def run(bundle: Path, work: Path, quick: bool) -> dict:
     }}
 
     # A process per request, before any server runs; and `predict 100` alone for its peak RSS.
-    out["cli"] = {str(c): cli_per_request(bundle, c, cli_requests[c], 30.0 if quick else 60.0) for c in CLIENTS}
+    out["cli"] = {str(c): cli_per_request(bundle, model, c, cli_requests[c], 30.0 if quick else 60.0) for c in CLIENTS}
     predict = [proc.peak_rss_run([PY, "-m", "runtime", "predict", "100", "--bundle", str(bundle)], ROOT)
                for _ in range(4 if quick else 8)][1:]  # the first warms the page cache
     out["predict_100"] = {"wall_s": stats([w for w, _ in predict]), "peak_rss_mb": stats([m for _, m in predict])}
@@ -216,19 +219,19 @@ def run(bundle: Path, work: Path, quick: bool) -> dict:
         servers.append(real)
         const = Server("constant", "bench.const_server", bundle, work)
         servers.append(const)
-        out["single"] = _rounds(real, const, rounds, requests, cap, client_cpus)
+        out["single"] = _rounds(real, const, model, rounds, requests, cap, client_cpus)
         rss = {"start_mb": real.start_hwm_mb, "after_single_mb": real.hwm_mb()}
         batch = {"real": [], "constant": []}
         for rnd in range(batch_rounds):
             pair = ((real, "real"), (const, "constant")) if rnd % 2 == 0 else ((const, "constant"), (real, "real"))
             for server, key in pair:
-                batch[key].append(load(server, 1, batch_requests, cap, client_cpus, BATCH_VALUES))
+                batch[key].append(load(server, model, 1, batch_requests, cap, client_cpus, BATCH_VALUES))
         out["batch"] = {"clients": 1, "runs": batch, **_summary(batch["real"], batch["constant"])}
         rss["after_batch_mb"] = real.hwm_mb()  # the end of its load: the goal's figure
         rss["constant_mb"] = const.hwm_mb()
         if not quick:  # 8 batch requests in flight at once: memory the goal's load does not show
-            b8 = {"real": [load(real, 8, batch_requests, cap, client_cpus, BATCH_VALUES)],
-                  "constant": [load(const, 8, batch_requests, cap, client_cpus, BATCH_VALUES)]}
+            b8 = {"real": [load(real, model, 8, batch_requests, cap, client_cpus, BATCH_VALUES)],
+                  "constant": [load(const, model, 8, batch_requests, cap, client_cpus, BATCH_VALUES)]}
             out["batch_8"] = {"clients": 8, "runs": b8, **_summary(b8["real"], b8["constant"])}
             rss["after_batch_8_mb"] = real.hwm_mb()
         out["rss"] = rss
@@ -242,7 +245,7 @@ def run(bundle: Path, work: Path, quick: bool) -> dict:
             servers.append(real)
             const = Server("constant-unpinned", "bench.const_server", bundle, work, args=("--cpu", "any"))
             servers.append(const)
-            out["single_unpinned"] = _rounds(real, const, max(3, rounds - 2), requests, cap, client_cpus)
+            out["single_unpinned"] = _rounds(real, const, model, max(3, rounds - 2), requests, cap, client_cpus)
     finally:
         for s in servers:
             s.stop()

@@ -23,6 +23,7 @@ opts = ort.SessionOptions()
 opts.intra_op_num_threads = 1
 raw = ort.InferenceSession(str(bundle / "model.onnx"), opts, providers=["CPUExecutionProvider"])
 x = np.array([[100.0]], np.float32)
+name = raw.get_inputs()[0].name
 
 
 def ours():
@@ -30,7 +31,7 @@ def ours():
 
 
 def theirs():
-    raw.run(None, {"celsius": x})
+    raw.run(None, {name: x})
 
 
 n = 2000

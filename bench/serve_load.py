@@ -24,17 +24,18 @@ import sys
 import threading
 import time
 
+from bench.scalar import Scalar
 from bench.stats import nearest_rank as pct
 
 HEADERS = {"Content-Type": "application/json"}
 
 
-def bodies(values: int) -> list[bytes]:
-    """Request bodies to cycle through: single numbers, or lists of ``values`` numbers."""
+def bodies(values: int, model: Scalar) -> list[bytes]:
+    """Request bodies to cycle through, {"<feature>": ...}: single numbers (97 of them, evenly over
+    the working range), or lists of ``values`` numbers spread over it."""
     if values <= 1:
-        return [json.dumps({"celsius": round(-40 + 1.37 * i, 2)}).encode() for i in range(97)]
-    step = 1273.15 / values
-    return [json.dumps({"celsius": [round(-273.15 + step * (i + k / 7), 4) for i in range(values)]}).encode()
+        return [json.dumps({model.feature: model.at(i / 96, 2)}).encode() for i in range(97)]
+    return [json.dumps({model.feature: [model.at((i + k / 7) / values, 4) for i in range(values)]}).encode()
             for k in range(3)]
 
 
@@ -119,10 +120,16 @@ def read_bodies(path: str) -> list[bytes]:
 
 
 def run(port: int, clients: int, procs: int, requests: int, time_cap: float, values: int = 1, warmup: int = 20,
-        server_pid: int | None = None, cpus: set[int] | None = None, body_file: str | None = None) -> dict:
+        server_pid: int | None = None, cpus: set[int] | None = None, body_file: str | None = None,
+        feature: str | None = None, value_range: tuple[float, float] | None = None) -> dict:
     ctx = mp.get_context("fork")
     procs = max(1, min(procs, clients))
-    body_list = read_bodies(body_file) if body_file else bodies(values)
+    if body_file:
+        body_list = read_bodies(body_file)
+    elif feature is None or value_range is None:
+        raise SystemExit("serve_load: --feature and --range, or --body-file")
+    else:
+        body_list = bodies(values, Scalar(feature, *value_range))
     ready_count = ctx.Value("i", 0)
     budget = ctx.Value("q", requests)
     deadline = ctx.Value("d", 0.0, lock=False)
@@ -183,16 +190,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--procs", type=int, default=1, help="client processes the clients are spread over")
     p.add_argument("--requests", type=int, default=10_000, help="requests in all, across the clients")
     p.add_argument("--time-cap", type=float, default=5.0, help="seconds; stop earlier than --requests if reached")
-    p.add_argument("--values", type=int, default=1, help="Celsius values per request (1: a bare number); with "
+    p.add_argument("--values", type=int, default=1, help="values per request (1: a bare number); with "
                    "--body-file, the examples in each body (for values/s)")
-    p.add_argument("--body-file", help="request bodies to cycle through, one per line, instead of Celsius values")
+    p.add_argument("--feature", help="a one-value model's feature: the request is {FEATURE: value or [values]}")
+    p.add_argument("--range", type=float, nargs=2, metavar=("LO", "HI"), help="where --feature's values lie")
+    p.add_argument("--body-file", help="request bodies to cycle through, one per line, instead of --feature's")
     p.add_argument("--warmup", type=int, default=20, help="untimed requests per client before the clock starts")
     p.add_argument("--server-pid", type=int, help="also report this process's CPU over the timed span")
     p.add_argument("--cpus", help="comma-separated CPUs the client processes are confined to (default: any)")
     a = p.parse_args(argv)
     cpus = {int(c) for c in a.cpus.split(",")} if a.cpus else None
     print(json.dumps(run(a.port, a.clients, a.procs, a.requests, a.time_cap, a.values, a.warmup, a.server_pid, cpus,
-                         a.body_file)))
+                         a.body_file, a.feature, a.range)))
     return 0
 
 

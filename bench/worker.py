@@ -20,12 +20,16 @@ from pathlib import Path
 ENGINES = ("runtime", "onnxruntime", "litert", "keras_call", "keras_predict", "numpy")
 
 
-def _engine(name: str, build: Path, bundle: Path, threads: int, large: int):
-    """Load an engine's model; return (call_batch1, call_large). threads 0 = the library's default."""
+def _engine(name: str, build: Path, bundle: Path, threads: int, large: int, lo: float, hi: float,
+            weights: tuple[float, float] | None = None):
+    """Load an engine's model; return (call_batch1, call_large). threads 0 = the library's default.
+
+    The large batch spreads over the working range ``lo``..``hi``; ``weights``, the numpy
+    floor's (kernel, bias)."""
     import numpy as np
 
     x1 = np.array([[100.0]], np.float32)
-    xl = np.linspace(-273.15, 1000.0, large, dtype=np.float32).reshape(-1, 1)
+    xl = np.linspace(lo, hi, large, dtype=np.float32).reshape(-1, 1)
     if name == "runtime":
         sys.path.insert(0, str(bundle))
         from runtime import Runner
@@ -39,7 +43,8 @@ def _engine(name: str, build: Path, bundle: Path, threads: int, large: int):
         if threads:
             opts.intra_op_num_threads = threads
         s = ort.InferenceSession(str(build / "model.onnx"), opts, providers=["CPUExecutionProvider"])
-        return lambda: s.run(None, {"celsius": x1}), lambda: s.run(None, {"celsius": xl})
+        name = s.get_inputs()[0].name
+        return lambda: s.run(None, {name: x1}), lambda: s.run(None, {name: xl})
     if name == "litert":
         from ai_edge_litert.interpreter import Interpreter
 
@@ -80,14 +85,11 @@ def _engine(name: str, build: Path, bundle: Path, threads: int, large: int):
         path = (build / "model.onnx" if name == "onnx-fp32"
                 else build / "variants" / (name + (".onnx" if name.startswith("onnx-") else ".tflite")))
         r = OnnxRunner(path) if name.startswith("onnx-") else TFLiteRunner(path)  # one thread, as verify
-        one, big = x1.reshape(-1), xl.reshape(-1)
-        return lambda: r.run(one), lambda: r.run(big)
+        return lambda: r.run(x1), lambda: r.run(xl)  # rows (n, 1), as verify runs them
     if name == "numpy":
-        w = json.loads((build / "train" / "history.json").read_text())["weights"]
-        if len(w) != 1:
-            raise SystemExit("numpy floor: only for a single Dense layer")
-        k = np.float32(w[0]["kernel"][0][0])
-        b = np.float32(w[0]["bias"][0])
+        if weights is None:
+            raise SystemExit("numpy floor: --weights KERNEL BIAS (bench.scalar.dense_weights of model.onnx)")
+        k, b = np.float32(weights[0]), np.float32(weights[1])
         return lambda: x1 * k + b, lambda: xl * k + b
     raise SystemExit(f"unknown engine {name!r}; expected one of {', '.join(ENGINES)}")
 
@@ -102,11 +104,14 @@ def main() -> None:
     p.add_argument("--max-calls", type=int, default=20000)
     p.add_argument("--large-batch", type=int, default=1_000_000)
     p.add_argument("--large-runs", type=int, default=5)
+    p.add_argument("--range", type=float, nargs=2, required=True, metavar=("LO", "HI"),
+                   help="the working range the large batch spreads over (bench.scalar.describe)")
+    p.add_argument("--weights", type=float, nargs=2, metavar=("KERNEL", "BIAS"), help="the numpy floor's weights")
     p.add_argument("--cold-only", action="store_true")
     a = p.parse_args()
 
     t0 = time.perf_counter()
-    call, call_large = _engine(a.engine, a.build, a.bundle, a.threads, a.large_batch)
+    call, call_large = _engine(a.engine, a.build, a.bundle, a.threads, a.large_batch, *a.range, a.weights)
     loaded = time.perf_counter()
     call()
     done = time.perf_counter()

@@ -91,10 +91,11 @@ def test_no_process_in_bench_is_started_outside_proc():
 
 # --- the no-op check: which pipeline stages a make run started ---
 
-# What make echoes for the stage recipes (Makefile: `$(PIPELINE) train --no-plot`, ...), as bench
-# runs it (VENV=, BUILD= and DIST= on the command line).
+# What make echoes for the stage recipes (Makefile: `$(PIPELINE) train --no-plot --export`, ...; the
+# export recipe echoes its command itself, when it runs it), as bench runs it (VENV=, BUILD= and
+# DIST= on the command line).
 ECHOED = """\
-/work/main/.venv/bin/python -m pipeline --config /b/build/config.toml --build /b/build --dist /b/dist train --no-plot
+/work/main/.venv/bin/python -m pipeline --config /b/build/config.toml --build /b/build --dist /b/dist train --no-plot --export
 /work/main/.venv/bin/python -m pipeline --config /b/build/config.toml --build /b/build --dist /b/dist export
 /work/main/.venv/bin/python -m pipeline --config /b/build/config.toml --build /b/build --dist /b/dist plot --only loss
 /work/main/.venv/bin/python -m pipeline --config /b/build/config.toml --build /b/build --dist /b/dist verify
@@ -114,6 +115,11 @@ def test_each_stage_line_alone_counts_once_and_nothing_else_does():
         assert stages_run(line) == [stage], line
         assert stages_run(line.rstrip("\n")) == [stage], "the last line of output has no newline"
     assert stages_run(lines[-1]) == []  # "all: done ... bundle ..." is make's echo, not a stage
+    # make -n shows the export recipe whole: a test, then the echo (one quoted word) and the command
+    # among shell operators; it counts once, as export
+    pipe = "/work/main/.venv/bin/python -m pipeline --config /b/c.toml --build /b --dist /d"
+    assert stages_run(f"( for t in /b/model.onnx; do [ \"$t\" -nt /b/model.keras ] || exit 1; done ) || "
+                      f"{{ echo '{pipe} export'; {pipe} export; }}\n") == ["export"]
     # the config check is the one Python a no-op run may start; pip is not the pipeline
     assert stages_run("cmp -s configs/default.toml build/config.toml 2>/dev/null || .venv/bin/python -m pipeline "
                       "--build build config --config configs/default.toml --out build/config.toml\n") == []
@@ -130,7 +136,8 @@ def test_a_build_folder_named_like_a_stage_is_not_a_stage():
 
 def test_every_recipe_of_make_all_from_nothing_is_counted(tmp_path):
     """make's own echo, without running it (make -n), exactly as bench builds the command line:
-    a run from an empty build/ starts every stage, the plots twice."""
+    from an empty build/ every stage's recipe is due, the plots twice (export's is the one that
+    exports only when train's recipe did not already)."""
     r = subprocess.run(make("-n", "all", f"BUILD={tmp_path}/build", f"DIST={tmp_path}/dist"),
                        capture_output=True, text=True, timeout=FAILSAFE)
     assert r.returncode == 0, r.stderr
