@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from runtime.manifest import sha256_file
-from tests.conftest import Built, Checkout, run_module, sha256_bytes
+from runtime.signature import Signature
+from tests.conftest import PRESETS, Built, Checkout, run_module, sha256_bytes
 
 
 @pytest.fixture(scope="module")
@@ -42,14 +43,34 @@ def test_manifest_describes_and_hashes_everything(members, built):
     assert model["output"] == {"name": "fahrenheit", "shape": ["batch", 1], "dtype": "float32"}
     assert (model["opset"], model["ir_version"], model["min_onnxruntime"]) == (17, 8, "1.12")
     assert m["golden"]["atol"] == 1e-5 and m["golden"]["rtol"] == 1e-6
-    assert m["valid_input"] == {"min_celsius": -273.15, "max_celsius": None}
-    assert m["config"]["train"]["steps"] == 2000 and len(m["config_sha256"]) == 64
+    # The signature, as runtime.signature writes it: the config's names, the data's feature and
+    # target, refused below absolute zero ([runtime] valid_min), observed over the training rows.
+    sig = m["signature"]
+    assert Signature.of(m).to_dict() == sig
+    assert sig["input"] == {"name": "celsius", "dtype": "float32", "shape": [-1, 1], "features": ["celsius"]}
+    assert sig["output"] == {"name": "fahrenheit", "dtype": "float32", "shape": [-1, 1], "names": ["fahrenheit"]}
+    assert (sig["task"], sig["labels"], sig["output_kind"]) == ("regression", None, "values")
+    assert sig["valid"] == {"min": [-273.15], "max": [None]} and sig["observed"] == {"min": [-40.0], "max": [38.0]}
+    assert m["valid_input"] == {"min_celsius": -273.15, "max_celsius": None}  # what a runtime before signatures reads
+    # The config as verified, its paths cut to names (a checkout elsewhere builds the same bytes),
+    # and the data it read, by sha256.
+    assert m["config"]["train"]["epochs"] == 2000 and len(m["config_sha256"]) == 64
+    assert (m["config"]["data"]["file"], m["config"]["verify"]["oracle"]) == ("celsius.csv", "fahrenheit.py:oracle")
+    assert m["data_sha256"] == {"celsius.csv": sha256_file(PRESETS / "celsius.csv")}
     assert {"tensorflow-cpu", "tf2onnx", "onnx", "onnxruntime", "ai-edge-litert"} <= set(m["tools"])
-    # What verify measured, as the report leads with it: ulps and the working-range error,
-    # not the full-range absolute error that huge probes inflate (512 degF for TFLite).
+    # What verify measured, as the report leads with it: ulps, the error at the output's scale
+    # and the working-range error, not the full-range absolute error that huge probes inflate
+    # (512 degF for TFLite); and the accuracy on the oracle's rows.
     v = m["verify"]
+    report = json.loads((built.build / "verify" / "report.json").read_text())
     assert "parity_max_abs_err" not in v and set(v["parity_max_ulp"]) == {"onnx", "tflite"}
-    assert v["parity_range_c"] == [-273.15, 1000.0] and max(v["parity_range_max_abs_err_f"].values()) < 1e-3
+    assert m["config"]["verify"]["range"] == [-273.15, 1000.0] and max(v["parity_range_max_abs_err"].values()) < 1e-3
+    for key, field in (("parity_range_max_abs_err", "max_abs_err"), ("parity_scale_ulp", "scale_ulp"),
+                       ("parity_snr_db", "snr_db")):
+        assert v[key] == {f: p["range"][field] for f, p in report["parity"].items()}, key
+    assert v["accuracy"] == {n: {k: a[k] for k in ("mae", "max_err", "rows")} for n, a in report["accuracy"].items()}
+    assert set(v["accuracy"]) == {"keras", "onnx-fp32", "tflite-fp32"}
+    assert all(a["rows"] == 2000 and a["mae"] <= m["config"]["verify"]["max_mae"] for a in v["accuracy"].values())
     reqs = members["bundle/requirements.txt"].decode()
     # Exact pins of the two packages, per Python (markers: no cp310 wheels of the newest)
     pins = [line for line in reqs.splitlines() if "==" in line and not line.startswith("#")]
@@ -57,19 +78,32 @@ def test_manifest_describes_and_hashes_everything(members, built):
     assert all('; python_version ' in line for line in pins) and len(pins) == 4
 
 
-def test_golden_data_are_keras_outputs_in_the_valid_range(members):
-    from pipeline.probes import EDGE_CASES
+def test_golden_data_are_keras_outputs_in_the_valid_range(members, built):
+    import math
+
+    from pipeline import reference
+    from pipeline.probes import EXTREMES
 
     g = json.loads(members["bundle/golden.json"])
-    assert len(g["celsius"]) == len(g["fahrenheit"]) == 64
-    assert min(g["celsius"]) >= -273.15
-    # The training inputs, the valid float edge cases, the rest evenly over the grid: no
-    # random log-magnitude probe (those reached ~8.9e26 degC).
-    edges = [float(np.float32(e)) for e in EDGE_CASES if e >= -273.15]
-    assert g["celsius"][:7] == [-40.0, -10.0, 0.0, 8.0, 15.0, 22.0, 38.0]
-    assert g["celsius"][7 : 7 + len(edges)] == edges
-    rest = g["celsius"][7 + len(edges) :]
-    assert len(rest) == 47 and all(-273.15 <= c <= 1000.0 for c in rest) and rest == sorted(rest)
+    assert set(g) == {"inputs", "outputs"} and len(g["inputs"]) == len(g["outputs"]) == 64
+    assert all(len(row) == 1 for row in g["inputs"] + g["outputs"])  # rows of the one feature, the one value
+    x = [row[0] for row in g["inputs"]]
+    assert min(x) >= -273.15
+    # The valid float extremes (signed zeros, subnormals, huge values: what a device may round
+    # or flush differently), the training inputs, the rest evenly over the working range's
+    # grid: no random log-magnitude probe.
+    extremes = [float(np.float32(e)) for e in EXTREMES if e >= -273.15]
+    assert x[: len(extremes)] == extremes
+    assert [math.copysign(1, v) for v in x[: len(extremes)]] == [math.copysign(1, e) for e in extremes]  # -0.0 kept
+    n = len(extremes) + 7
+    assert x[len(extremes) : n] == [-40.0, -10.0, 0.0, 8.0, 15.0, 22.0, 38.0]
+    rest = x[n:]
+    assert len(rest) == 64 - n and all(-273.15 <= c <= 1000.0 for c in rest) and rest == sorted(rest)
+    assert rest[0] == float(np.float32(-273.15)) and rest[-1] == 1000.0
+    # Keras's outputs for exactly these rows, as export recorded them
+    ref = reference.load(built.build / "reference.npz")
+    rows = [int(np.flatnonzero(ref["x"].reshape(-1) == np.float32(v))[0]) for v in x]
+    assert np.float32(g["outputs"]).reshape(-1).tolist() == ref["keras_y"].reshape(-1)[rows].tolist()
 
 
 def test_tarball_files_carry_the_source_date(built, members, tmp_path):
