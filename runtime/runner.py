@@ -40,6 +40,22 @@ def session_options(threads: int = 1):
     return opts
 
 
+def check_io(session, sig: Signature, file: str) -> None:
+    """The loaded model takes and gives what the signature says: one float input and one float
+    output, named as it names them, of its shapes (the batch free); else one BundleError line.
+    onnxruntime loads a model whose shapes were altered: it would fail only when asked."""
+    for side, got, name, shape in (("input", session.get_inputs(), sig.input_name, sig.shape),
+                                   ("output", session.get_outputs(), sig.output_name, sig.output_shape)):
+        want = [-1, *shape]
+        if len(got) != 1 or got[0].name != name:
+            raise BundleError(f"{file} | its {side}s are {[t.name for t in got]}, the signature says [{name!r}]")
+        dims = list(got[0].shape)
+        ok = len(dims) == len(want) and all(not isinstance(d, int) or w == -1 or d == w for d, w in zip(dims, want))
+        if not ok or got[0].type != "tensor(float)":
+            raise BundleError(f"{file} | {side} {name}: {got[0].type} of shape {dims}, the signature says "
+                              f"tensor(float) of shape {want} (-1: the batch)")
+
+
 class Runner:
     """A verified bundle's model, ready to predict. Use ``Runner.from_bundle(path)``.
 
@@ -132,6 +148,7 @@ class Runner:
         except Exception as e:  # onnxruntime raises its own exception types for bad models
             why = " ".join(str(e).split())  # its messages may end in a newline: keep the error one line
             raise BundleError(f"{model['file']} | onnxruntime {ort.__version__} cannot load it: {why}") from None
+        check_io(session, Signature.of(manifest), model["file"])
         return cls(bundle, manifest, session, threads, origin)
 
     def __enter__(self) -> "Runner":

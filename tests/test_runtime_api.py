@@ -101,6 +101,33 @@ def test_a_resigned_corrupt_model_gets_a_clear_load_error(bundle):
         Runner.from_bundle(bundle)
 
 
+def test_a_resigned_model_whose_io_differs_from_its_signature_is_refused_at_load(bundle):
+    """onnxruntime loads a model whose input shape was altered (or whose output was renamed) and
+    fails only when asked to predict: the runner compares its input and output with the
+    signature at load (one line, exit 1)."""
+    import onnx
+
+    original = (bundle / "model.onnx").read_bytes()
+    m = onnx.load_from_string(original)
+    dims = m.graph.input[0].type.tensor_type.shape.dim
+    del dims[:]
+    dims.add().dim_value = 1  # rank 1: (1,) instead of (batch, 1)
+    resign(bundle, "model.onnx", m.SerializeToString())
+    with pytest.raises(BundleError, match=r"^model\.onnx \| input celsius: tensor\(float\) of shape \[1\], the "
+                                          r"signature says tensor\(float\) of shape \[-1, 1\] \(-1: the batch\)$"):
+        Runner.from_bundle(bundle)
+
+    m = onnx.load_from_string(original)
+    (out,) = m.graph.output
+    for node in m.graph.node:
+        node.output[:] = ["y" if o == out.name else o for o in node.output]
+    out.name = "y"
+    resign(bundle, "model.onnx", m.SerializeToString())
+    with pytest.raises(BundleError, match=r"^model\.onnx \| its outputs are \['y'\], the signature says "
+                                          r"\['fahrenheit'\]$"):
+        Runner.from_bundle(bundle)
+
+
 def test_a_model_newer_than_this_onnxruntime_gets_a_one_line_load_error(bundle):
     model = bytearray((bundle / "model.onnx").read_bytes())
     assert model[:2] == b"\x08\x08"  # field 1, ir_version = 8, comes first in an ONNX file
