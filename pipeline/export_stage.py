@@ -41,14 +41,18 @@ def keras_outputs(model, x: np.ndarray, chunk: int = 1024) -> np.ndarray:
     return np.concatenate(parts)
 
 
-def build_variants(cfg: dict[str, Any], saved: Path, onnx_model, calibration: np.ndarray, input_name: str
-                   ) -> dict[str, bytes | str]:
-    """name -> the variant's bytes, or the converter's one-line reason it was not built."""
+def build_variants(cfg: dict[str, Any], saved: Path, onnx_model, calibration: np.ndarray, input_name: str,
+                   fmt: str | None = None, given: dict[str, bytes | str] | None = None) -> dict[str, bytes | str]:
+    """name -> the variant's bytes, or the converter's one-line reason it was not built: the
+    variants of format ``fmt`` (None: all) the config lists, those in ``given`` as given."""
     from export import variants as V
 
     out: dict[str, bytes | str] = {}
     for name in V.VARIANTS:
-        if name not in cfg["variants"]:
+        if name not in cfg["variants"] or (fmt is not None and V.fmt(name) != fmt):
+            continue
+        if given is not None and name in given:
+            out[name] = given[name]
             continue
         try:
             if V.fmt(name) == "onnx":
@@ -85,34 +89,49 @@ def write_variants(layout: Layout, variants: dict[str, bytes | str], cfg: dict[s
     return index
 
 
-def run(cfg: dict[str, Any], layout: Layout, model=None) -> dict[str, Any]:
-    """Export the trained model (``model``: the one train just made, else build/model.keras)."""
-    from export import keras3_savedmodel, onnx_export, tflite_export
-
-    from . import dataset
+def run(cfg: dict[str, Any], layout: Layout, worker=None) -> dict[str, Any]:
+    """Export build/model.keras. ``worker``: a tflite_worker.Worker already started (by train,
+    before TensorFlow was imported); else one is started here if it helps."""
+    from . import dataset, tflite_worker
 
     ds = dataset.load(cfg)  # before TensorFlow: bad data is refused in milliseconds
+    worker = worker or tflite_worker.start(cfg)
+    try:
+        return _export(cfg, layout, ds, worker)
+    finally:
+        if worker is not None:
+            worker.close()
+
+
+def _export(cfg: dict[str, Any], layout: Layout, ds, worker) -> dict[str, Any]:
+    from export import keras3_savedmodel, onnx_export, tflite_export
+
+    from . import keras_model
+
     names = (cfg["model"]["input_name"], cfg["model"]["output_name"])
     build = layout.build
-    if model is None:
-        model = load_keras_model(layout.model_keras)
+    model = load_keras_model(layout.model_keras)
     tf, _ = tensorflow()
     calibration = probes.calibration_rows(cfg, ds)
     try:
         with tempfile.TemporaryDirectory(prefix=fsutil.temp_prefix("export"), dir=build) as tmp:
             saved = keras3_savedmodel.write_savedmodel(model, Path(tmp) / "savedmodel", *names)
+            if worker is not None:
+                worker.submit(saved, calibration, [n for n in cfg["variants"] if n.startswith("tflite-")],
+                              Path(tmp) / "worker")
             # TFLite first: its refusal names the op and the layer (an LSTM's TensorListReserve),
             # where tf2onnx passes such an op through and only the checker refuses the graph.
             tflite_bytes = tflite_export.convert(saved)
             onnx_model = onnx_export.convert(saved, *names, cfg["export"]["opset"], cfg["export"]["ir_version"])
-            variants = build_variants(cfg, saved, onnx_model, calibration, names[0])
+            variants = build_variants(cfg, saved, onnx_model, calibration, names[0], "onnx" if worker else None)
+            ref = reference.arrays(cfg, ds, lambda x: keras_outputs(model, x), sha256_file(layout.model_keras),
+                                   keras_model.output_kind(model, ds))
+            if worker is not None:  # its TFLite variants; any it did not deliver are built here
+                variants.update(build_variants(cfg, saved, onnx_model, calibration, names[0], "tflite",
+                                               worker.result()))
     except tf.errors.OpError as e:  # TensorFlow's own I/O errors (disk full, read-only folder)
         raise OutputError(build, e.message.splitlines()[0] if e.message else type(e).__name__) from None
 
-    from .keras_model import output_kind
-
-    ref = reference.arrays(cfg, ds, lambda x: keras_outputs(model, x), sha256_file(layout.model_keras),
-                           output_kind(model, ds))
     reference.save(layout.reference, ref)
     fsutil.write_bytes(layout.model_tflite, tflite_bytes)
     fsutil.write_bytes(layout.model_onnx, onnx_model.SerializeToString())

@@ -1,0 +1,113 @@
+"""The TFLite variants, converted in a second process on the second core while the first works.
+
+Converting a TFLite variant costs 0.3-0.4 s of one core each (three of them for the digits
+example), in C++ that holds Python's lock, so threads do not help; and the second core sits
+idle while a `make all` trains and exports. So export (or train, when it exports too) starts
+this worker before it imports TensorFlow itself: the worker pays its own TensorFlow import
+meanwhile, then waits. Once the SavedModel is written, export sends it one job (the SavedModel,
+the calibration rows, the variants' names, a folder inside export's temporary folder) and goes
+on with TFLite float32, ONNX and the ONNX variants; then it collects the worker's files.
+
+Nothing depends on the worker: where it cannot start, fails or dies, export builds the same
+variants itself (``Worker.result`` returns None). It is not started on a machine with one core.
+The worker reads its one job from stdin and exits when stdin closes (its parent died).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+class Worker:
+    def __init__(self):
+        env = dict(os.environ)
+        env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+        self.proc = subprocess.Popen([sys.executable, "-m", "pipeline.tflite_worker"], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env, text=True)
+        self.job: dict | None = None
+
+    def submit(self, saved: Path, calibration: np.ndarray, names: list[str], folder: Path) -> None:
+        """Send the one job: convert ``names`` from ``saved``, write each into ``folder``."""
+        folder.mkdir(parents=True, exist_ok=True)
+        np.save(folder / "calibration.npy", calibration)
+        self.job = {"saved": str(saved), "names": names, "folder": str(folder)}
+        try:
+            self.proc.stdin.write(json.dumps(self.job) + "\n")
+            self.proc.stdin.close()
+        except OSError:  # it died already: result() says so
+            self.job["failed"] = True
+
+    def result(self) -> dict[str, bytes | str] | None:
+        """name -> the variant's bytes, or the converter's reason it was not built; None if the
+        worker failed (the caller builds them itself)."""
+        if self.job is None or self.job.get("failed"):
+            return None
+        try:
+            line = self.proc.stdout.readline()
+            self.proc.wait()
+            done = json.loads(line) if line else None
+        except (OSError, ValueError):
+            done = None
+        if not isinstance(done, dict) or sorted(done) != sorted(self.job["names"]):
+            return None
+        folder = Path(self.job["folder"])
+        return {n: (folder / n).read_bytes() if done[n] is True else done[n] for n in self.job["names"]}
+
+    def close(self) -> None:
+        """Stop the worker if it is still there (a job not sent, or an error in between)."""
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        for f in (self.proc.stdin, self.proc.stdout):
+            if f and not f.closed:
+                f.close()
+
+
+def start(cfg) -> Worker | None:
+    """A worker if the config builds any TFLite variant, this machine has a second core and this
+    process has not imported TensorFlow yet."""
+    from export.formats import VARIANTS
+
+    wanted = any(n.startswith("tflite-") for n in VARIANTS if n in cfg["variants"])
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    if not wanted or cores < 2 or "tensorflow" in sys.modules:  # too late: its import would not overlap ours
+        return None
+    try:
+        return Worker()
+    except OSError:
+        return None
+
+
+def main() -> None:
+    from export import variants as V
+    from export.tfenv import tensorflow
+
+    tensorflow()  # while the parent trains or exports
+    line = sys.stdin.readline()
+    if not line:  # the parent went away, or sent nothing
+        os._exit(0)
+    job = json.loads(line)
+    folder = Path(job["folder"])
+    calibration = np.load(folder / "calibration.npy")
+    done: dict[str, bool | str] = {}
+    for name in job["names"]:
+        try:
+            (folder / name).write_bytes(V.build_tflite(name, Path(job["saved"]), calibration))
+            done[name] = True
+        except V.VariantNotBuilt as e:
+            done[name] = str(e)
+    sys.stdout.write(json.dumps(done) + "\n")
+    sys.stdout.flush()
+    os._exit(0)  # without TensorFlow's teardown (see __main__.exit_now)
+
+
+if __name__ == "__main__":
+    main()
