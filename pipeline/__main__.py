@@ -176,20 +176,20 @@ def stage_train(cfg, layout: Layout, plot: bool = True, then_export: bool = Fals
     worker = tflite_worker.start(cfg) if then_export else None
     try:
         t0 = time.perf_counter()
-        h = train.run(cfg, layout, plot=plot)
+        h, model = train.run(cfg, layout, plot=plot)
         _say(train_summary(h, layout) + f" [{time.perf_counter() - t0:.1f} s]")
         if then_export:
-            stage_export(cfg, layout, worker)
+            stage_export(cfg, layout, worker, model)
     finally:
         if worker is not None:
             worker.close()
 
 
-def stage_export(cfg, layout: Layout, worker=None) -> None:
+def stage_export(cfg, layout: Layout, worker=None, model=None) -> None:
     from . import export_stage
 
     t0 = time.perf_counter()
-    s = export_stage.run(cfg, layout, worker)
+    s = export_stage.run(cfg, layout, worker, model)
     o = s["onnx"]
     _say(
         f"export: {layout.model_onnx} ({s['onnx_bytes']} B, opset {o['opset_imports'].get('ai.onnx')}, "

@@ -89,28 +89,29 @@ def write_variants(layout: Layout, variants: dict[str, bytes | str], cfg: dict[s
     return index
 
 
-def run(cfg: dict[str, Any], layout: Layout, worker=None) -> dict[str, Any]:
-    """Export build/model.keras. ``worker``: a tflite_worker.Worker already started (by train,
-    before TensorFlow was imported); else one is started here if it helps."""
+def run(cfg: dict[str, Any], layout: Layout, worker=None, model=None) -> dict[str, Any]:
+    """Export build/model.keras (``model``: the one train just saved there, in memory).
+    ``worker``: a tflite_worker.Worker already started (by train, before TensorFlow was
+    imported); else one is started here if it helps."""
     from . import dataset, tflite_worker
 
     ds = dataset.load(cfg)  # before TensorFlow: bad data is refused in milliseconds
     worker = worker or tflite_worker.start(cfg)
     try:
-        return _export(cfg, layout, ds, worker)
+        return _export(cfg, layout, ds, worker, model)
     finally:
         if worker is not None:
             worker.close()
 
 
-def _export(cfg: dict[str, Any], layout: Layout, ds, worker) -> dict[str, Any]:
+def _export(cfg: dict[str, Any], layout: Layout, ds, worker, model) -> dict[str, Any]:
     from export import keras3_savedmodel, onnx_export, tflite_export
 
     from . import keras_model
 
     names = (cfg["model"]["input_name"], cfg["model"]["output_name"])
     build = layout.build
-    model = load_keras_model(layout.model_keras)
+    model = model if model is not None else load_keras_model(layout.model_keras)
     tf, _ = tensorflow()
     calibration = probes.calibration_rows(cfg, ds)
     try:

@@ -30,8 +30,11 @@ class Worker:
     def __init__(self):
         env = dict(os.environ)
         env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+        # At a lower priority: where training wants both cores, it gets them (the worker's import
+        # and conversions fill what is left).
         self.proc = subprocess.Popen([sys.executable, "-m", "pipeline.tflite_worker"], stdin=subprocess.PIPE,
-                                     stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env, text=True)
+                                     stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env, text=True,
+                                     preexec_fn=lambda: os.nice(10))
         self.job: dict | None = None
 
     def submit(self, saved: Path, calibration: np.ndarray, names: list[str], folder: Path) -> None:

@@ -101,8 +101,9 @@ def validation_scores(model, ds, metric: str) -> tuple[float, float]:
     return loss, float(score)
 
 
-def run(cfg: dict[str, Any], layout: Layout, plot: bool = True) -> dict[str, Any]:
-    """Train and write the stage's outputs; return the history (a summary for the console).
+def run(cfg: dict[str, Any], layout: Layout, plot: bool = True) -> tuple[dict[str, Any], Any]:
+    """Train and write the stage's outputs; return the history (a summary for the console) and
+    the model, as saved (export may take it from here rather than load it again).
 
     Args:
         plot: also draw build/train/loss.png (make draws it in a parallel job instead).
@@ -119,7 +120,7 @@ def run(cfg: dict[str, Any], layout: Layout, plot: bool = True) -> dict[str, Any
         history = {**base, "came_trained": True, "source": cfg["model"]["file"], "loss": [], "epochs": 0,
                    "output_kind": kind, "train_seconds": 0.0, "parameters": int(model.count_params())}
         fsutil.write_json(layout.history, history)
-        return history
+        return history, model
     model = keras_model.compose(cfg, ds)
     kind = keras_model.output_kind(model, ds)
     keras_model.compile_for(cfg, model, ds, kind)
@@ -167,4 +168,4 @@ def run(cfg: dict[str, Any], layout: Layout, plot: bool = True) -> dict[str, Any
         from .plots import plot_loss
 
         plot_loss(history, layout.loss_png)
-    return history
+    return history, model
