@@ -42,11 +42,11 @@ def targets(r: dict) -> list[dict]:
 
 def plain_way_target(p: dict) -> tuple:
     """The default config's `make all` against the plain tutorial script (full run only)."""
-    what, goal = "make all (default config) vs the plain tutorial script (fit + TFLite + tf2onnx + compare)", "<= 0.5x"
+    what, goal = "make all (default config) vs the plain tutorial script (fit + TFLite + tf2onnx + compare)", "<= 0.35x"
     if "make_all_vs_plain_way" not in p:
         return what, goal, None, None, "not measured (--quick)"
     x = p["make_all_vs_plain_way"]
-    return (what, goal, x["median"], lambda v: v <= 0.5,
+    return (what, goal, x["median"], lambda v: v <= 0.35,
             f"{x['median']:.2f}x [{x['min']:.2f}, {x['max']:.2f}] ({p['make_all_from_empty_s']['median']:.1f} vs "
             f"{p['plain_way_s']['median']:.1f} s)")
 

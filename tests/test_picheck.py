@@ -122,10 +122,28 @@ def test_pi_check_proves_the_digits_cnn_on_the_emulated_pi_4_and_5(variant, tmp_
     rows, host = results["rows"], results["host"]
     assert [row["device"] for row in rows] == ["Raspberry Pi 4", "Raspberry Pi 5"]
     assert all(row["selfcheck"] and not row["problems"] for row in rows), rows
-    assert all(row["max_diff"] < 1e-3 for row in rows), [row["max_diff"] for row in rows]  # measured: <= 4e-6
+    if variant is None:
+        assert all(row["max_diff"] < 1e-3 for row in rows), [row["max_diff"] for row in rows]  # measured: <= 4e-6
+    else:  # aarch64's int8 kernels round apart from x86's by at most one step of the quantized output
+        step = output_step(dist / "bundle" / "model.onnx")
+        assert all(row["max_diff"] <= step * (1 + 1e-5) for row in rows), ([row["max_diff"] for row in rows], step)
     predicted = host["predict"]["output"]
     assert len(predicted["outputs"]) == len(predicted["labels"]) == 64 and len(predicted["outputs"][0]) == 10
     assert "| batch 1k (ms, emulated) |" in (out / "results.md").read_text()
+
+
+def output_step(model_path) -> float:
+    """The quantization step of a QDQ model's output: the scale of the DequantizeLinear that gives it."""
+    import onnx
+    from onnx import numpy_helper
+
+    m = onnx.load(str(model_path))
+    made_by = {o: n for n in m.graph.node for o in n.output}
+    node = made_by[m.graph.output[0].name]
+    while node.op_type != "DequantizeLinear":
+        node = made_by[node.input[0]]
+    (scale,) = [t for t in m.graph.initializer if t.name == node.input[1]]
+    return float(numpy_helper.to_array(scale))
 
 
 # --- signed bundles: the device's ssh-keygen, arm64 under emulation ------------------------------
