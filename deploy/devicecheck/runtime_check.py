@@ -43,7 +43,8 @@ REQUIREMENTS = ROOT / "runtime" / "requirements.txt"  # --venv-only without --ta
 # The tests that need only the runtime (test_runtime_fuzz.py needs hypothesis: not on a device).
 TESTS = ["tests/test_runtime_api.py", "tests/test_runtime_cli.py", "tests/test_runtime_wall.py",
          "tests/test_runtime_env.py", "tests/test_serve.py", "tests/test_serve_traffic.py",
-         "tests/test_serve_state.py", "tests/test_serve_keepalive.py", "tests/test_trust.py"]
+         "tests/test_serve_state.py", "tests/test_serve_keepalive.py", "tests/test_trust.py",
+         "tests/test_old_bundles.py"]
 PYTEST = "pytest==9.2.0"
 MINIMUM = (3, 10)  # runtime/__init__.py refuses older Pythons
 
