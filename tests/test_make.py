@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ast
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -180,3 +181,16 @@ def test_no_stage_module_imports_another():
     stages = {ROOT / "pipeline" / f"{m}.py" for m in (*STAGE_MODULES.values(), "plots")}
     borrowed = {f"{s.name} -> {i.name}" for s in stages for i in closure(imported_files(s)) & stages if i != s}
     assert borrowed == {"train.py -> plots.py"}  # train draws loss.png itself unless --no-plot
+
+
+def test_the_build_side_has_one_pipeline_and_the_tutorial_lives_in_its_config():
+    """No mode branch (issue 25): no module of pipeline/ or export/ names the tutorial's tensors or
+    asks which kind of model it has; the tutorial is its config, its data and its oracle."""
+    modules = sorted((ROOT / "pipeline").glob("*.py")) + sorted((ROOT / "export").glob("*.py"))
+    assert not [p.name for p in modules if p.stem.endswith("_dataset")]
+    words = re.compile(r"celsius|fahrenheit|is_dataset|tutorial mode|dataset mode", re.IGNORECASE)
+    named = {f"{p.relative_to(ROOT)}:{n}": line.strip() for p in modules
+             for n, line in enumerate(p.read_text().splitlines(), 1) if words.search(line)}
+    assert named == {}
+    assert {p.name for p in (ROOT / "configs").iterdir()} >= {"default.toml", "tutorial.toml", "celsius.csv",
+                                                                "fahrenheit.py"}
