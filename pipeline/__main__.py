@@ -24,7 +24,6 @@ from .layout import Layout
 from .lock import exclusive, remove_stale
 from .quiet import filtered_stderr
 
-STAGES = ("train", "export", "verify", "bundle")
 
 # What each command reads and writes (its --help; docs/pipeline.md, "The stages").
 COMMANDS = {
