@@ -74,6 +74,7 @@ class Runner:
         self.session = session
         self.threads = threads
         self.signature = sig = Signature.of(manifest)
+        check_io(session, sig, manifest["model"]["file"])
         self.checker = Checker(sig)
         self.name = sig.model_name
         self.scalar = sig.scalar
@@ -148,7 +149,6 @@ class Runner:
         except Exception as e:  # onnxruntime raises its own exception types for bad models
             why = " ".join(str(e).split())  # its messages may end in a newline: keep the error one line
             raise BundleError(f"{model['file']} | onnxruntime {ort.__version__} cannot load it: {why}") from None
-        check_io(session, Signature.of(manifest), model["file"])
         return cls(bundle, manifest, session, threads, origin)
 
     def __enter__(self) -> "Runner":
