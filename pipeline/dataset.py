@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from .errors import ConfigError, DataError
+from .probes import valid_ranges
 
 F32_MAX = float(np.finfo(np.float32).max)
 MIN_TRAIN_ROWS = 2  # at least this many training rows, and at least one validation row
@@ -393,8 +394,7 @@ def _check_valid_range(raw: _Raw, cfg: dict[str, Any]) -> None:
             shown = ", ".join(names[:8]) + (", ..." if len(names) > 8 else "")
             raise ConfigError(None, f"runtime.valid.{name}", f"no such feature in {raw.file} (expected one of: "
                               f"{shown})")
-    lo = np.array([rt["valid"].get(f, [rt["valid_min"], rt["valid_max"]])[0] for f in names])
-    hi = np.array([rt["valid"].get(f, [rt["valid_min"], rt["valid_max"]])[1] for f in names])
+    lo, hi = valid_ranges(cfg, names)
     flat = raw.x.reshape(len(raw.x), -1)
     bad = (flat < lo) | (flat > hi)
     if bad.any():
