@@ -110,11 +110,12 @@ def _say(msg: str) -> None:
     print(msg, flush=True)
 
 
-def _check_data(cfg) -> str:
-    """Read and check the data now (numpy only), so bad data fails here, exit 2, before TensorFlow."""
+def _check_data(cfg):
+    """Read and check the data now (numpy only), so bad data fails here, exit 2, before TensorFlow;
+    return it (a dataset.Dataset), for the stages of this process to use rather than read it again."""
     from . import dataset  # not at the top: a Python without numpy gets main()'s one line (exit 5)
 
-    return dataset.summary(dataset.load(cfg))
+    return dataset.load(cfg)
 
 
 def _write_if_changed(path: Path, data: bytes) -> bool:
@@ -158,8 +159,10 @@ def stage_config(cfg_path: Path, out: Path | None, build: Path | None = None) ->
     """Validate the config and its data; with --out, copy the file there only if its
     content or origin changed (so make sees no change otherwise), holding BUILD's lock if given.
     Nothing is written (not even the lock) for a bad config or bad data."""
+    from .dataset import summary
+
     cfg = config_mod.load(cfg_path)
-    data = _check_data(cfg)
+    data = summary(_check_data(cfg))
     if out is None:
         _say(f"config: {cfg_path} is valid; {data}")
         return
@@ -168,27 +171,27 @@ def stage_config(cfg_path: Path, out: Path | None, build: Path | None = None) ->
             _say(f"config: {cfg_path} -> {out}; {data}")
 
 
-def stage_train(cfg, layout: Layout, plot: bool = True, then_export: bool = False) -> None:
+def stage_train(cfg, layout: Layout, plot: bool = True, then_export: bool = False, ds=None) -> None:
     from . import tflite_worker, train
 
     # Export's TFLite worker starts now, so that its TensorFlow import overlaps this one's.
     worker = tflite_worker.start(cfg) if then_export else None
     try:
         t0 = time.perf_counter()
-        h, model = train.run(cfg, layout, plot=plot)
+        h, model = train.run(cfg, layout, plot=plot, ds=ds)
         _say(train_summary(h, layout) + f" [{time.perf_counter() - t0:.1f} s]")
         if then_export:
-            stage_export(cfg, layout, worker, model)
+            stage_export(cfg, layout, worker, model, h["output_kind"], ds)
     finally:
         if worker is not None:
             worker.close()
 
 
-def stage_export(cfg, layout: Layout, worker=None, model=None) -> None:
+def stage_export(cfg, layout: Layout, worker=None, model=None, kind=None, ds=None) -> None:
     from . import export_stage
 
     t0 = time.perf_counter()
-    s = export_stage.run(cfg, layout, worker, model)
+    s = export_stage.run(cfg, layout, worker, model, kind, ds)
     o = s["onnx"]
     _say(
         f"export: {layout.model_onnx} ({s['onnx_bytes']} B, opset {o['opset_imports'].get('ai.onnx')}, "
@@ -259,13 +262,14 @@ def stage_plot(layout: Layout, only: str | None = None) -> None:
 
 
 def run_stage(stage: str, cfg, layout: Layout, plot: bool = True, only: str | None = None, key=None,
-              then_export: bool = False) -> None:
+              then_export: bool = False, ds=None) -> None:
+    """Run one stage; ``ds``: the data main() checked, which train and export use as it is."""
     if stage == "train":
-        stage_train(cfg, layout, plot, then_export)
+        stage_train(cfg, layout, plot, then_export, ds)
     elif stage == "plot":
         stage_plot(layout, only)
     elif stage == "export":
-        stage_export(cfg, layout)
+        stage_export(cfg, layout, ds=ds)
     elif stage == "verify":
         stage_verify(cfg, layout)
     else:
@@ -295,8 +299,7 @@ def main(argv: list[str] | None = None) -> int:
         # all: train exports too, so that export's TFLite worker starts before TensorFlow is imported
         stages = ("train", "verify", "bundle") if args.stage == "all" else (args.stage,)
         then_export = args.stage == "all" or getattr(args, "export", False)
-        if stages != ("plot",):
-            _check_data(cfg)  # bad data fails before any lock, output or TensorFlow
+        ds = None if stages == ("plot",) else _check_data(cfg)  # bad data fails before any lock, output or TensorFlow
         key = None
         if "bundle" in stages:  # a key that cannot sign fails here too, before training
             from . import signing
@@ -310,7 +313,7 @@ def main(argv: list[str] | None = None) -> int:
             for stage in stages:
                 with filtered_stderr():
                     run_stage(stage, cfg, layout, plot=not getattr(args, "no_plot", False),
-                              only=getattr(args, "only", None), key=key, then_export=then_export)
+                              only=getattr(args, "only", None), key=key, then_export=then_export, ds=ds)
             if args.stage == "all":  # verify's plots, which make draws as a job of its own
                 run_stage("plot", cfg, layout, only="verify")
         return 0

@@ -89,22 +89,24 @@ def write_variants(layout: Layout, variants: dict[str, bytes | str], cfg: dict[s
     return index
 
 
-def run(cfg: dict[str, Any], layout: Layout, worker=None, model=None) -> dict[str, Any]:
-    """Export build/model.keras (``model``: the one train just saved there, in memory).
-    ``worker``: a tflite_worker.Worker already started (by train, before TensorFlow was
-    imported); else one is started here if it helps."""
+def run(cfg: dict[str, Any], layout: Layout, worker=None, model=None, kind: str | None = None, ds=None
+        ) -> dict[str, Any]:
+    """Export build/model.keras (``model``: the one train just saved there, in memory, and
+    ``kind`` its output kind as train found it). ``worker``: a tflite_worker.Worker already
+    started (by train, before TensorFlow was imported); else one is started here if it helps.
+    ``ds``: the config's data, already read and checked (else it is read here)."""
     from . import dataset, tflite_worker
 
-    ds = dataset.load(cfg)  # before TensorFlow: bad data is refused in milliseconds
+    ds = ds if ds is not None else dataset.load(cfg)  # before TensorFlow: bad data is refused in milliseconds
     worker = worker or tflite_worker.start(cfg)
     try:
-        return _export(cfg, layout, ds, worker, model)
+        return _export(cfg, layout, ds, worker, model, kind)
     finally:
         if worker is not None:
             worker.close()
 
 
-def _export(cfg: dict[str, Any], layout: Layout, ds, worker, model) -> dict[str, Any]:
+def _export(cfg: dict[str, Any], layout: Layout, ds, worker, model, kind: str | None) -> dict[str, Any]:
     from export import keras3_savedmodel, onnx_export, tflite_export
 
     from . import keras_model
@@ -126,7 +128,7 @@ def _export(cfg: dict[str, Any], layout: Layout, ds, worker, model) -> dict[str,
             onnx_model = onnx_export.convert(saved, *names, cfg["export"]["opset"], cfg["export"]["ir_version"])
             variants = build_variants(cfg, saved, onnx_model, calibration, names[0], "onnx" if worker else None)
             ref = reference.arrays(cfg, ds, lambda x: keras_outputs(model, x), sha256_file(layout.model_keras),
-                                   keras_model.output_kind(model, ds))
+                                   kind or keras_model.output_kind(model, ds))
             if worker is not None:  # its TFLite variants; any it did not deliver are built here
                 variants.update(build_variants(cfg, saved, onnx_model, calibration, names[0], "tflite",
                                                worker.result()))

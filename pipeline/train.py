@@ -101,14 +101,15 @@ def validation_scores(model, ds, metric: str) -> tuple[float, float]:
     return loss, float(score)
 
 
-def run(cfg: dict[str, Any], layout: Layout, plot: bool = True) -> tuple[dict[str, Any], Any]:
+def run(cfg: dict[str, Any], layout: Layout, plot: bool = True, ds=None) -> tuple[dict[str, Any], Any]:
     """Train and write the stage's outputs; return the history (a summary for the console) and
     the model, as saved (export may take it from here rather than load it again).
 
     Args:
         plot: also draw build/train/loss.png (make draws it in a parallel job instead).
+        ds: the config's data, already read and checked (else it is read here).
     """
-    ds = dataset.load(cfg)
+    ds = ds if ds is not None else dataset.load(cfg)
     tf, keras = tensorflow()
     tf.config.experimental.enable_op_determinism()
     t = cfg["train"]
