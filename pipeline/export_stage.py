@@ -109,7 +109,7 @@ def run(cfg: dict[str, Any], layout: Layout, worker=None, model=None, kind: str 
 def _export(cfg: dict[str, Any], layout: Layout, ds, worker, model, kind: str | None) -> dict[str, Any]:
     from export import keras3_savedmodel, onnx_export, tflite_export
 
-    from . import keras_model
+    from . import keras_model, tflite_worker
 
     names = (cfg["model"]["input_name"], cfg["model"]["output_name"])
     build = layout.build
@@ -120,8 +120,7 @@ def _export(cfg: dict[str, Any], layout: Layout, ds, worker, model, kind: str | 
         with tempfile.TemporaryDirectory(prefix=fsutil.temp_prefix("export"), dir=build) as tmp:
             saved = keras3_savedmodel.write_savedmodel(model, Path(tmp) / "savedmodel", *names)
             if worker is not None:
-                worker.submit(saved, calibration, [n for n in cfg["variants"] if n.startswith("tflite-")],
-                              Path(tmp) / "worker")
+                worker.submit(saved, calibration, tflite_worker.variants(cfg), Path(tmp) / "worker")
             # TFLite first: its refusal names the op and the layer (an LSTM's TensorListReserve),
             # where tf2onnx passes such an op through and only the checker refuses the graph.
             tflite_bytes = tflite_export.convert(saved)

@@ -74,12 +74,17 @@ class Worker:
                 f.close()
 
 
+def variants(cfg) -> list[str]:
+    """The TFLite variants the config builds: the worker's job."""
+    from export.formats import VARIANTS
+
+    return [n for n in VARIANTS if n in cfg["variants"] and n.startswith("tflite-")]
+
+
 def start(cfg) -> Worker | None:
     """A worker if the config builds any TFLite variant, this machine has a second core and this
     process has not imported TensorFlow yet."""
-    from export.formats import VARIANTS
-
-    wanted = any(n.startswith("tflite-") for n in VARIANTS if n in cfg["variants"])
+    wanted = bool(variants(cfg))
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     if not wanted or cores < 2 or "tensorflow" in sys.modules:  # too late: its import would not overlap ours
         return None
