@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import PRESETS, ROOT, Built, pipeline, sha256_file
-from tests.test_make import make
+from tests.make_runs import make
 
 
 @pytest.mark.parametrize(

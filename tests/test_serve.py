@@ -20,19 +20,7 @@ import pytest
 
 from runtime import Runner, manifest
 from tests.conftest import FAILSAFE, Server, sha256_file, shifted_bundle, sig_compute, signature_bundle, wait_until
-
-
-def request(server: Server, method: str, path: str, body=None, headers=None, conn=None):
-    """(status, headers, parsed JSON or text) for one request, on ``conn`` or a new connection."""
-    c = conn or http.client.HTTPConnection(server.host, server.port, timeout=60)
-    data = json.dumps(body).encode() if isinstance(body, (dict, list)) else body
-    c.request(method, path, body=data, headers=headers or {})
-    r = c.getresponse()
-    raw = r.read()
-    if conn is None:
-        c.close()
-    doc = json.loads(raw) if r.getheader("Content-Type", "").startswith("application/json") else raw.decode()
-    return r.status, r, doc
+from tests.http_client import request
 
 
 def expected(bundle, celsius) -> list[float]:

@@ -24,7 +24,7 @@ import pytest
 
 from runtime import sd, serve
 from tests.conftest import Server, wait_until
-from tests.test_serve import request
+from tests.http_client import request
 
 WATCHDOG_USEC = 500_000
 INTERVAL = WATCHDOG_USEC / 1e6
