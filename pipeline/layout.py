@@ -3,7 +3,7 @@
 Every file under BUILD and DIST that a stage reads or writes is named here once (what is
 inside the bundle is bundle.py's). The Makefile spells the same paths for make's targets
 (MODEL_KERAS, HISTORY, LOSS_PNG, EXPORT_OUT, REPORT, VERIFY_OUT, VERIFY_PNG, TARBALL);
-tests/test_make.py checks that the two agree. Standard library only.
+tests/pipeline/test_make.py checks that the two agree. Standard library only.
 """
 
 from __future__ import annotations

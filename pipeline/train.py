@@ -6,7 +6,7 @@ deterministic); ``"all"`` runs every step on the full batch inside one compiled 
 loop (``tf.function`` over ``tf.range``) that records the loss of every step. Each such step
 is exactly what ``fit`` does on a full batch (forward pass, the compiled loss,
 ``optimizer.apply``), so the tutorial preset gives the tutorial's weights bit for bit
-(tests/test_train.py checks this against ``fit``). With ``[model] file`` the trained model is
+(tests/pipeline/test_train.py checks this against ``fit``). With ``[model] file`` the trained model is
 checked against the data and copied as it is: no training.
 """
 

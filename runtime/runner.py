@@ -1,6 +1,6 @@
 """The device-side runner: a bundle's ONNX model in onnxruntime, checked before it serves.
 
-Imports the stdlib, numpy and onnxruntime only (tests/test_runtime_wall.py holds it to that).
+Imports the stdlib, numpy and onnxruntime only (tests/runtime/test_runtime_wall.py holds it to that).
 """
 
 from __future__ import annotations

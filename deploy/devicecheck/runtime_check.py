@@ -8,7 +8,7 @@ offline and hash-checked. pytest, to run the tests, is not part of the bundle an
 a device: it comes from the package index, installed first with the venv's own pip, so the
 wheelhouse's install is the last word on the bundle's packages. Then the runtime tests run
 in that venv against the bundle tarball. Pythons older than the runtime's minimum are
-listed as such: the runtime refuses them (tests/test_runtime_env.py checks how).
+listed as such: the runtime refuses them (tests/runtime/test_runtime_env.py checks how).
 
 A venv is ``<cache>/py<X.Y>``, the wheelhouse ``<cache>/wheelhouse``. A venv is reused while
 its ``.installed`` stamp (written last: a killed setup is redone) names the same wheelhouse
@@ -41,10 +41,10 @@ from deploy import wheelhouse
 ROOT = Path(__file__).resolve().parents[2]
 REQUIREMENTS = ROOT / "runtime" / "requirements.txt"  # --venv-only without --tarball: the source tree's
 # The tests that need only the runtime (test_runtime_fuzz.py needs hypothesis: not on a device).
-TESTS = ["tests/test_runtime_api.py", "tests/test_runtime_cli.py", "tests/test_runtime_wall.py",
-         "tests/test_runtime_env.py", "tests/test_serve.py", "tests/test_serve_traffic.py",
-         "tests/test_serve_state.py", "tests/test_serve_keepalive.py", "tests/test_trust.py",
-         "tests/test_old_bundles.py"]
+TESTS = ["tests/runtime/test_runtime_api.py", "tests/runtime/test_runtime_cli.py", "tests/runtime/test_runtime_wall.py",
+         "tests/runtime/test_runtime_env.py", "tests/runtime/test_serve.py", "tests/runtime/test_serve_traffic.py",
+         "tests/runtime/test_serve_state.py", "tests/runtime/test_serve_keepalive.py", "tests/runtime/test_trust.py",
+         "tests/runtime/test_old_bundles.py"]
 PYTEST = "pytest==9.2.0"
 MINIMUM = (3, 10)  # runtime/__init__.py refuses older Pythons
 

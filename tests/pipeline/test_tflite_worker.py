@@ -1,0 +1,64 @@
+"""Export's TFLite worker (pipeline/tflite_worker.py): the second core converts the TFLite
+variants while the first exports the rest; the bytes are the same as built in one process, and
+a worker that dies costs nothing but time."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from pipeline import config, tflite_worker
+from tests.support.builds import Built
+from tests.support.core import PRESETS, ROOT
+
+
+def variant_shas(build) -> dict[str, str]:
+    index = json.loads((build / "variants" / "index.json").read_text())["variants"]
+    return {name: v["sha256"] for name, v in index.items()}
+
+
+@pytest.mark.slow  # exports twice: make test, not test-fast
+def test_the_worker_builds_the_same_bytes_as_one_process(built, tmp_path):
+    if len(os.sched_getaffinity(0)) < 2:
+        pytest.skip("one core here: export never starts the worker")
+    one = Built(tmp_path / "one", built.config)
+    shutil.copytree(built.build, one.build)
+    for d in (one.build / "variants",):
+        shutil.rmtree(d)
+    one_core = {min(os.sched_getaffinity(0))}
+    r = subprocess.run([sys.executable, "-m", "pipeline", *one.args("export")], cwd=ROOT, capture_output=True,
+                       timeout=600, preexec_fn=lambda: os.sched_setaffinity(0, one_core))
+    assert r.returncode == 0, r.stderr.decode()
+    shas = variant_shas(one.build)
+    assert sorted(shas) == sorted(n for n in config.load(PRESETS / "default.toml")["variants"] if "-" in n)
+    assert shas == variant_shas(built.build)  # the session's build used the worker (two cores)
+    assert [p.name for p in one.build.iterdir() if p.name.startswith(".")] in ([], [".lock"])
+
+
+def test_a_worker_that_dies_gives_no_result_and_is_not_waited_for(tmp_path):
+    cfg = config.load(PRESETS / "default.toml")
+    if "tensorflow" in sys.modules or len(os.sched_getaffinity(0)) < 2:
+        pytest.skip("the worker only starts on two cores, before this process imports TensorFlow")
+    w = tflite_worker.start(cfg)
+    assert w is not None
+    w.proc.kill()
+    w.proc.wait()
+    import numpy as np
+
+    w.submit(tmp_path / "savedmodel", np.zeros((2, 1), np.float32), ["tflite-fp16"], tmp_path / "out")
+    assert w.result() is None  # export then builds the variants itself
+    w.close()
+    assert w.proc.poll() is not None
+
+
+def test_no_worker_without_tflite_variants_or_a_second_core(tmp_path, monkeypatch):
+    cfg = config.load(PRESETS / "default.toml")
+    cfg["variants"] = {k: v for k, v in cfg["variants"].items() if not k.startswith("tflite-")}
+    assert tflite_worker.start(cfg) is None
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0})
+    assert tflite_worker.start(config.load(PRESETS / "default.toml")) is None

@@ -1,0 +1,1 @@
+"""What the tests share: hosts, servers, builds and bundles (no tests in here)."""

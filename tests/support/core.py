@@ -1,0 +1,113 @@
+"""The tests' common ground: where the repository is, the one failsafe on every wait, running the
+pipeline and the runtime as subprocesses, and small helpers for configs and error lines.
+
+Light on purpose: the runtime tests import it on a device-like venv (numpy, onnxruntime, pytest)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from runtime.manifest import sha256_bytes, sha256_file  # noqa: F401 - the tests' one sha256
+
+ROOT = Path(__file__).resolve().parent.parent.parent
+PRESETS = ROOT / "configs"
+# Seconds: the one bound on every wait for observed progress (a line, a file, a socket, a
+# state). Only a hang reaches it; no verdict depends on it, so a slow machine only waits longer.
+FAILSAFE = 600.0
+
+
+# The suite runs as a fresh machine would, whatever the caller's shell holds: no signing key
+# for the bundles it builds, no trusted keys for the bundles it runs. Tests that want them
+# pass them explicitly.
+for _name in ("SIGNING_KEY", "EDGE_TRUSTED_KEYS", "EDGE_SSH_KEYGEN"):
+    os.environ.pop(_name, None)
+
+
+def wait_until(what: str, predicate, poll: float = 0.01, failsafe: float = FAILSAFE):
+    """Poll an observed state until ``predicate()`` is truthy and return that value.
+
+    ``what`` names the state in the failure, raised only if ``failsafe`` seconds pass first
+    (a hang, never a slow machine's verdict).
+    """
+    deadline = time.monotonic() + failsafe
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"failsafe: still waiting for {what} after {failsafe:g} s")
+        time.sleep(poll)
+
+
+def edited(text: str, *pairs: tuple[str, str]) -> str:
+    """``text`` with each ``(old, new)`` replaced; fails loudly unless ``old`` occurs exactly once
+    (a preset edited since the test was written must not make the edit a silent no-op)."""
+    for old, new in pairs:
+        n = text.count(old)
+        assert n == 1, f"expected {old!r} exactly once in the text to edit, found it {n} times"
+        text = text.replace(old, new)
+    return text
+
+
+# The files the presets name by relative path: their data and their oracle.
+PRESET_FILES = ("celsius.csv", "fahrenheit.py")
+
+
+def preset_with(dest: Path, *pairs: tuple[str, str], preset: str = "default") -> Path:
+    """Write configs/<preset>.toml, edited by ``pairs`` (see ``edited``), to ``dest``, with the
+    files it names beside it (``PRESET_FILES``); return ``dest``."""
+    dest.write_text(edited((PRESETS / f"{preset}.toml").read_text(), *pairs))
+    for name in PRESET_FILES:
+        if not (dest.parent / name).exists():
+            shutil.copyfile(PRESETS / name, dest.parent / name)
+    return dest
+
+
+def run_module(module: str, *args: str, cwd: Path = ROOT, stdin: bytes | None = None, env=None,
+               timeout: float = 600) -> subprocess.CompletedProcess:
+    """Run ``python -m module args`` (bytes out) with the repo on the path."""
+    e = dict(os.environ)
+    e["PYTHONPATH"] = str(ROOT) + os.pathsep + e.get("PYTHONPATH", "")
+    e.update(env or {})
+    return subprocess.run(
+        [sys.executable, "-m", module, *args], cwd=cwd, input=stdin, capture_output=True,
+        env=e, timeout=timeout,
+    )
+
+
+def pipeline(*args: str, **kw) -> subprocess.CompletedProcess:
+    return run_module("pipeline", *args, **kw)
+
+
+def one_error_line(r: subprocess.CompletedProcess) -> str:
+    """The one `error:` line a failed command must print on stderr (and no traceback)."""
+    lines = r.stderr.decode().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), lines
+    assert b"Traceback" not in r.stderr
+    return lines[0]
+
+
+def runtime_cli(bundle: Path, *args: str, stdin: bytes | None = None) -> subprocess.CompletedProcess:
+    """`python -m runtime ...` run from inside the bundle, with the bundle's own runtime/."""
+    return run_module("runtime", *args, cwd=bundle, stdin=stdin, env={"PYTHONPATH": ""})
+
+
+
+# The issue's minimal dataset-mode config (#17): a complete, valid config as it stands.
+MINIMAL = """\
+[data]
+file = "data.csv"           # a CSV with a header row
+target = "label"
+validation = 0.2
+
+[task]
+kind = "classification"
+
+[model]
+builder = "model.py:build"
+"""

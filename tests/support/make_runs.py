@@ -1,0 +1,32 @@
+"""`make` run from the tests, into a temporary build folder: which pipeline stages it ran.
+
+Shared by tests/pipeline/test_make.py and tests/pipeline/test_pipeline_cli.py.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.support.core import ROOT
+
+STAGES = ("train", "export", "verify", "bundle")
+
+
+def make(tmp: Path, *args: str) -> tuple[int, str, set[str]]:
+    venv = Path(sys.prefix)
+    if not (venv / ".installed").exists():
+        pytest.skip("run through `make test` (needs the Makefile's .venv)")
+    r = subprocess.run(
+        ["make", "--no-print-directory", "-C", str(ROOT), f"VENV={venv}", f"BUILD={tmp}/build",
+         f"DIST={tmp}/dist", *args],
+        capture_output=True, text=True, timeout=600,
+    )
+    ran = {s for s in STAGES if f" --dist {tmp}/dist {s}" in r.stdout}
+    if f" --dist {tmp}/dist train --no-plot --export" in r.stdout:
+        ran.add("export")  # in train's process: one TensorFlow start for both stages
+        assert f" --dist {tmp}/dist export" not in r.stdout, r.stdout
+    return r.returncode, r.stdout + r.stderr, ran
