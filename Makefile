@@ -133,11 +133,16 @@ lint: | $(STAMP) ## ruff, and the layers' import contract (import-linter; both c
 	$(VENV)/bin/ruff check --quiet --output-format concise .
 	$(VENV)/bin/lint-imports --no-cache --no-logo
 
-test: lint ## Run the whole test suite, linters first (sets up .venv first)
-	$(PY) -m pytest $(PYTEST_ARGS)
+# TEST_WORKERS: pytest-xdist's worker processes (0: none, the tests in this process). A module's
+# tests share a worker (conftest.py groups them); builds made once are shared by all workers.
+TEST_WORKERS ?= 3
+XDIST = $(if $(filter-out 0,$(TEST_WORKERS)),-n $(TEST_WORKERS) --dist loadgroup,-p no:xdist)
+
+test: lint ## Run the whole test suite, linters first (sets up .venv first); TEST_WORKERS=N processes
+	$(PY) -m pytest $(XDIST) $(PYTEST_ARGS)
 
 test-fast: lint ## The quick tests: no QEMU, SSH hosts or root, none of the slow ones
-	$(PY) -m pytest -m "$(FAST)" $(PYTEST_ARGS)
+	$(PY) -m pytest -m "$(FAST)" $(XDIST) $(PYTEST_ARGS)
 
 # The device's situation: a venv with nothing but the bundle's requirements.txt (plus
 # pytest to run the tests), running the runtime tests against dist/bundle.tar.gz, under

@@ -15,7 +15,7 @@ import pytest
 
 from tests.support.builds import Built, make_all, shared
 from tests.support.bundles import signature_bundle
-from tests.support.core import PRESETS, ROOT
+from tests.support.core import preset_with, PRESETS, ROOT
 from tests.support.server import Server
 
 # The suite runs as a fresh machine would, whatever the caller's shell holds: no signing key
@@ -40,19 +40,32 @@ def pytest_collection_modifyitems(config, items):
 
 # --- builds, once per test run --------------------------------------------------------------
 
-def build_preset(tmp_path_factory, preset: str) -> Built:
-    """configs/<preset>.toml through all four stages, made once per test run."""
+def build_all(tmp_path_factory, name: str, config) -> Built:
+    """A config through all four stages, made once per test run into the shared folder ``name``;
+    ``config(folder)`` gives the config's path (it may write it into the folder first)."""
     def make(folder: Path) -> None:
-        r = Built(folder, PRESETS / f"{preset}.toml").run("all")
+        r = Built(folder, config(folder)).run("all")
         assert r.returncode == 0, r.stderr.decode()[-3000:]
 
-    return Built(shared(tmp_path_factory, f"preset-{preset}", make), PRESETS / f"{preset}.toml")
+    folder = shared(tmp_path_factory, name, make)
+    return Built(folder, config(folder))
 
 
 @pytest.fixture(scope="session")
 def built(tmp_path_factory) -> Built:
     """The default config through all four stages (train, export, verify, bundle): read only."""
-    return build_preset(tmp_path_factory, "default")
+    return build_all(tmp_path_factory, "default", lambda folder: PRESETS / "default.toml")
+
+
+@pytest.fixture(scope="session")
+def tiny(tmp_path_factory) -> Built:
+    """tests/support/tiny.toml, the orchestration tests' config, through all four stages: read only.
+    Its config is tiny.config (in the shared folder, with the files it names beside it)."""
+    def config(folder: Path) -> Path:
+        path = folder / "tiny.toml"
+        return path if path.exists() else preset_with(path, preset="tiny")
+
+    return build_all(tmp_path_factory, "tiny", config)
 
 
 @pytest.fixture(scope="session")

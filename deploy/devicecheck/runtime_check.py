@@ -27,6 +27,7 @@ tests failed or its venv could not be set up; 3 the tarball is missing or unread
 from __future__ import annotations
 
 import argparse
+import fcntl
 import glob
 import os
 import platform
@@ -91,12 +92,23 @@ def requirements_of(tarball: Path | None) -> str:
 def venv_for(python: str, minor: tuple[int, int], cache: Path, requirements: str | None = None) -> Path:
     """A venv of ``python`` with ``requirements`` (default: the source tree's
     runtime/requirements.txt) from the wheelhouse, plus pytest; reused while its stamp matches.
-    Raises SetupError (one line)."""
+    Callers at the same time (test workers, `make bench` beside `make runtime-check`) take turns
+    (an flock beside the venv): one makes it, the others find it made. Raises SetupError (one line)."""
     text = requirements_of(None) if requirements is None else requirements
     cache = Path(cache)
     houses = cache / "wheelhouse"
     venv = cache / f"py{minor[0]}.{minor[1]}"
     stamp = venv / ".installed"
+    try:
+        cache.mkdir(parents=True, exist_ok=True)
+        with open(cache / f".py{minor[0]}.{minor[1]}.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            return _venv_for(python, minor, text, houses, venv, stamp)
+    except OSError as e:
+        raise SetupError(f"{e.filename}: {e.strerror}" if e.filename else str(e)) from None
+
+
+def _venv_for(python: str, minor: tuple[int, int], text: str, houses: Path, venv: Path, stamp: Path) -> Path:
     try:
         target = host_target(minor)
         house = wheelhouse.build(text, target, houses)  # reused once made: the id is the lock's sha256

@@ -8,18 +8,43 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.fleet import shifted_models
-from tests.support.sshfleet import Fleet, SshUnavailable, ensure_sshd
+from tests.support.builds import shared
+from tests.support.fleet import fleet_cmd, shifted_models
+from tests.support.sshfleet import ensure_sshd, Fleet, python_key, SshUnavailable
 
 
-@pytest.fixture(scope="module")
-def fleet(tmp_path_factory):
-    """A Fleet of the module's own (tests/support/sshfleet.py): sshd test hosts on 127.0.0.1."""
+def _sshd() -> None:
     try:
         ensure_sshd()
     except SshUnavailable as e:
         pytest.skip(str(e))
-    with Fleet(tmp_path_factory.mktemp("fleet")) as f:
+
+
+@pytest.fixture(scope="session")
+def venv_templates(tmp_path_factory, built) -> Path:
+    """The venv a real deploy of the default bundle installs on a host with Debian's python3, made
+    once per test run (one host, one `python -m deploy deploy`) and kept as
+    ``<folder>/<python_key>/<venv id>/``: the seed of fresh hosts (Fleet's ``venvs``)."""
+    def make(folder: Path) -> None:
+        with Fleet(folder / "fleet") as f:
+            host = f.add("template", seed=False)
+            r = fleet_cmd("deploy", f.inventory(folder / "inventory.ini", [host]), tmp=folder,
+                          bundle=built.dist / "bundle.tar.gz")
+            assert r.rc == 0 and r.result(host) == "deployed", r.out[-3000:] + r.err
+            [venv] = (host.edge_root / "venvs").iterdir()
+            (folder / "venvs" / python_key(host.python)).mkdir(parents=True)
+            venv.rename(folder / "venvs" / python_key(host.python) / venv.name)
+
+    _sshd()
+    return shared(tmp_path_factory, "venv-templates", make) / "venvs"
+
+
+@pytest.fixture(scope="module")
+def fleet(tmp_path_factory, venv_templates):
+    """A Fleet of the module's own (tests/support/sshfleet.py): sshd test hosts on 127.0.0.1,
+    seeded with the run's template venvs unless added with ``seed=False``."""
+    _sshd()
+    with Fleet(tmp_path_factory.mktemp("fleet"), venvs=venv_templates) as f:
         yield f
 
 

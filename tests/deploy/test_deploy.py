@@ -34,7 +34,11 @@ from tests.support.core import FAILSAFE, ROOT, sha256_file, wait_until
 from tests.support.fleet import fleet_cmd, make_fleet, predict, pyenv_python, sha12, shifted_models, state, tar_bundle
 
 # SSH test hosts (sshd as root) and an emulated Pi 4 (QEMU): `make test` only, not test-fast.
-pytestmark = [pytest.mark.slow, pytest.mark.ssh, pytest.mark.qemu, pytest.mark.root]
+# The tests stand alone (spread over pytest-xdist's workers), except the lifecycle's and the
+# signing's, which take their hosts through states in order (a group each).
+pytestmark = [pytest.mark.slow, pytest.mark.ssh, pytest.mark.root, pytest.mark.spread]
+LIFECYCLE = pytest.mark.xdist_group("deploy-lifecycle")
+SIGNING = pytest.mark.xdist_group("deploy-signing")
 
 
 # --- fixtures ----------------------------------------------------------------------------------
@@ -56,15 +60,13 @@ def models(built, tmp_path_factory) -> dict:
 
 @pytest.fixture(scope="module")
 def hosts(fleet, tmp_path_factory):
-    """The lifecycle fleet, canary first: an emulated Pi 4, Debian's python3, a Python 3.10."""
-    from deploy.devicecheck.emulated_pi import make_device
-
-    pi = make_device(tmp_path_factory.mktemp("pi4"), ROOT / ".cache" / "pi")
+    """The lifecycle fleet, canary first: Debian's python3 twice (a fresh Raspberry Pi OS) and a
+    Python 3.10. The emulated Pi 4 has a test of its own (test_an_emulated_pi_4_canary_...)."""
     py310 = pyenv_python("10") or "/usr/bin/python3"
-    return [
-        fleet.add("pi4", python=pi["python"], vars={"edge_python_launcher": pi["launcher"]}),
-        fleet.add("deb311", python="/usr/bin/python3"),
-        fleet.add("py310", python=py310),
+    return [  # not seeded: the first deploy installs their venvs
+        fleet.add("canary", python="/usr/bin/python3", seed=False),
+        fleet.add("deb311", python="/usr/bin/python3", seed=False),
+        fleet.add("py310", python=py310, seed=False),
     ]
 
 
@@ -87,6 +89,7 @@ def close(a: float, b: float, host) -> bool:
 
 # --- the lifecycle --------------------------------------------------------------------------
 
+@LIFECYCLE
 def test_first_deploy(hosts, inventory, models, answers, tmp, capsys):
     r = fleet_cmd("deploy", inventory, tmp=tmp, bundle=models["one"])
     assert r.rc == 0, r.out[-3000:] + r.err
@@ -98,14 +101,14 @@ def test_first_deploy(hosts, inventory, models, answers, tmp, capsys):
         assert s["current"] == f"releases/{one}" and s["previous"] is None, s
         assert s["releases"] == [one] and len(s["venvs"]) == 1 and s["other"] == [], s  # wheels/ deleted
         assert close(predict(h), answers["one"], h)
-    assert r.report["pi4"]["arch"] == "aarch64" and r.report["deb311"]["arch"] == "x86_64"
-    assert state(hosts[0])["venvs"][0].startswith("cp311-aarch64-")
+    assert r.report["deb311"]["arch"] == "x86_64" and state(hosts[1])["venvs"][0].startswith("cp311-x86_64-")
     assert "| table" not in r.out and re.search(r"^host\s+arch\s+python\s+previous\s+new\s+result$", r.out, re.M)
     with capsys.disabled():
-        print(f"\n  first deploy to 3 hosts (emulated Pi 4 first, serial 1 / 25% / rest): {r.seconds:.1f} s")
+        print(f"\n  first deploy to 3 hosts (serial 1 / 25% / rest): {r.seconds:.1f} s")
     test_first_deploy.seconds = r.seconds
 
 
+@LIFECYCLE
 def test_redeploy_unchanged_changes_nothing(hosts, inventory, built, tmp, capsys):
     """Through `make deploy`, as a user runs it (the build is up to date: make starts no stage)."""
     before = {h.name: (state(h), os.lstat(h.edge_root / "current").st_mtime_ns) for h in hosts}
@@ -141,6 +144,7 @@ def test_a_doc_only_commit_rebuilds_the_same_release_and_deploys_nothing(fleet, 
     assert (state(host), os.lstat(host.edge_root / "current").st_mtime_ns) == before
 
 
+@LIFECYCLE
 def test_check_mode_plans_and_changes_nothing(hosts, inventory, models, tmp):
     before = {h.name: state(h) for h in hosts}
     r = fleet_cmd("deploy", inventory, "--check", tmp=tmp, bundle=models["two"])
@@ -150,6 +154,7 @@ def test_check_mode_plans_and_changes_nothing(hosts, inventory, models, tmp):
         assert state(h) == before[h.name]
 
 
+@LIFECYCLE
 def test_second_model_then_rollback(hosts, inventory, models, answers, tmp, capsys):
     one, two = sha12(models["one"]), sha12(models["two"])
     venvs = {h.name: state(h)["venvs"] for h in hosts}
@@ -174,6 +179,7 @@ def test_second_model_then_rollback(hosts, inventory, models, answers, tmp, caps
         print(f"\n  model-only update to 3 hosts: {seconds:.1f} s; rollback: {r.seconds:.1f} s")
 
 
+@LIFECYCLE
 def test_fleet_status(hosts, inventory, models, built, tmp):
     r = make_fleet("fleet-status", inventory, built, tmp)
     assert r.rc == 0, r.out[-3000:]
@@ -183,6 +189,7 @@ def test_fleet_status(hosts, inventory, models, built, tmp):
             sha12(models["one"]), sha12(models["two"]), "passed", "healthy"), row
 
 
+@LIFECYCLE
 def test_canary_gate_failure_rolls_back_and_stops_the_rollout(hosts, inventory, models, tmp):
     """A bundle whose model file was damaged: the canary refuses it at its selfcheck and keeps
     its release; the rollout stops there, and the other devices are not touched."""
@@ -193,13 +200,14 @@ def test_canary_gate_failure_rolls_back_and_stops_the_rollout(hosts, inventory, 
     assert r.result(canary).startswith(f"rolled back: selfcheck of {sha12(models['bad'])} failed (exit "), r.report
     assert "model.onnx | sha256 mismatch" in r.result(canary), r.report
     s = state(canary)
-    assert s == before["pi4"][0], s  # the refused release was not kept
+    assert s == before[canary.name][0], s  # the refused release was not kept
     for h in rest:
         assert r.result(h).startswith("not reached"), r.report
         assert (state(h), os.lstat(h.edge_root / "current").st_mtime_ns) == before[h.name]
-    assert re.search(r"^pi4\s.*rolled back: selfcheck of", r.out, re.M)  # the table on stdout
+    assert re.search(r"^canary\s.*rolled back: selfcheck of", r.out, re.M)  # the table on stdout
 
 
+@LIFECYCLE
 def test_unhealthy_service_after_the_switch_is_rolled_back(hosts, inventory, models, answers, tmp):
     """The switch happened, then /healthz never answered 200: current goes back, the host fails."""
     h = hosts[2]
@@ -214,6 +222,7 @@ def test_unhealthy_service_after_the_switch_is_rolled_back(hosts, inventory, mod
     assert close(predict(h), answers["one"], h)
 
 
+@LIFECYCLE
 def test_old_releases_are_pruned(hosts, inventory, models, tmp, capsys):
     h = hosts[1]
     for name in ("three", "four"):
@@ -224,6 +233,35 @@ def test_old_releases_are_pruned(hosts, inventory, models, tmp, capsys):
     assert (s["current"], s["previous"]) == (f"releases/{four}", f"releases/{three}")
     assert len(s["releases"]) == 3 and sha12(models["one"]) in s["releases"], s  # kept: four, three, and one (newer than two)
     assert len(s["venvs"]) == 1, s
+
+
+@pytest.mark.qemu
+def test_an_emulated_pi_4_canary_installs_the_aarch64_wheels_offline_and_answers_as_x86(fleet, models, answers, tmp,
+                                                                                         tmp_path, capsys):
+    """An emulated Raspberry Pi 4 (arm64 Python 3.11 under qemu-aarch64 -cpu cortex-a72) as the
+    canary of a two-device run: the aarch64 wheelhouse installed offline, the selfcheck run
+    emulated, the answer the x86 reference's; then a model-only update reuses its venv."""
+    from deploy.devicecheck.emulated_pi import make_device
+
+    pi = make_device(tmp_path / "pi4", ROOT / ".cache" / "pi")
+    hosts = [fleet.add("pi4", python=pi["python"], vars={"edge_python_launcher": pi["launcher"]}),
+             fleet.add("after-pi", python="/usr/bin/python3")]  # the Pi is not seeded: no template for its Python
+    inv = fleet.inventory(tmp_path / "inventory.ini", hosts)
+    r = fleet_cmd("deploy", inv, tmp=tmp, bundle=models["one"])
+    assert r.rc == 0, r.out[-3000:] + r.err
+    assert [r.result(h) for h in hosts] == ["deployed", "deployed"], r.report
+    assert (r.report["pi4"]["arch"], r.report["after-pi"]["arch"]) == ("aarch64", "x86_64")
+    [venv] = state(hosts[0])["venvs"]
+    assert venv.startswith("cp311-aarch64-"), venv
+    assert close(predict(hosts[0]), answers["one"], hosts[0])
+    first = r.seconds
+    r = fleet_cmd("deploy", inv, "--limit", "pi4", tmp=tmp, bundle=models["two"])
+    assert r.rc == 0 and r.result(hosts[0]) == "deployed", r.out[-3000:] + r.err
+    assert state(hosts[0])["venvs"] == [venv]  # the same wheels: the same venv
+    assert close(predict(hosts[0]), answers["two"], hosts[0])
+    with capsys.disabled():
+        print(f"\n  first deploy to an emulated Pi 4 (canary) and a native host: {first:.1f} s; "
+              f"a model-only update of the Pi: {r.seconds:.1f} s")
 
 
 # --- devices the deploy must refuse, and a cut connection ------------------------------------
@@ -245,9 +283,10 @@ def test_refused_devices_and_unknown_host_keys(fleet, models, tmp, tmp_path):
     (fake / "python3").write_text(f"#!/bin/sh\nPYTHONPATH={fake / 'site'} exec /usr/bin/python3 \"$@\"\n")
     (fake / "python3").chmod(0o755)
     py39 = pyenv_python("9")
-    refused = [fleet.add("armv7l", python=str(fake / "python3")), fleet.add("stranger", trusted=False)]
-    refused += [fleet.add("hidden-root", vars={"edge_service": True, "edge_root": "/root/edge-model-test"})]
-    refused += [fleet.add("old-python", python=py39)] if py39 else []
+    refused = [fleet.add("armv7l", python=str(fake / "python3"), seed=False),
+               fleet.add("stranger", trusted=False, seed=False)]  # not seeded: nothing may be written on them
+    refused += [fleet.add("hidden-root", vars={"edge_service": True, "edge_root": "/root/edge-model-test"}, seed=False)]
+    refused += [fleet.add("old-python", python=py39, seed=False)] if py39 else []
     good = fleet.add("good")
     inv = fleet.inventory(tmp_path / "inventory.ini", [*refused, good])
     r = fleet_cmd("deploy", inv, tmp=tmp, bundle=models["one"])
@@ -270,7 +309,7 @@ def test_sshd_killed_mid_deploy_then_a_rerun_converges(fleet, models, answers, t
     """The device's sshd and its sessions are killed while the wheels are being installed (an
     observed moment: the wheel tar unpacked on the device); the run reports it unreachable,
     and the next run, once the device is back, finishes the deploy with nothing left over."""
-    h = fleet.add("flaky")
+    h = fleet.add("flaky", seed=False)  # the kill comes while its wheels are being installed
     inv = fleet.inventory(tmp_path / "inventory.ini", [h])
     report = tmp / "killed.json"
     e = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
@@ -485,6 +524,7 @@ def signed_hosts(fleet, signing, signed, tmp):
     return rotate, guard
 
 
+@SIGNING
 def test_signed_deploy_installs_the_trusted_keys_root_owned(signed_hosts, signing, signed):
     rotate, guard = signed_hosts
     for h, keys in ((rotate, ["old", "new"]), (guard, ["new"])):
@@ -493,6 +533,7 @@ def test_signed_deploy_installs_the_trusted_keys_root_owned(signed_hosts, signin
         assert state(h)["current"] == f"releases/{sha12(signed['one-new'])}"
 
 
+@SIGNING
 def test_key_rotation_across_two_deploys_then_the_revoked_keys_bundles_are_refused(
         fleet, signed_hosts, signing, signed, models, answers, tmp, capsys):
     """The issue's rotation: trust old and new, deploy a bundle new signed (the fixture); then trust new
@@ -558,6 +599,7 @@ def test_key_rotation_across_two_deploys_then_the_revoked_keys_bundles_are_refus
               f"rolled back then deployed: 6 runs, {time.perf_counter() - t:.1f} s")
 
 
+@SIGNING
 def test_the_attack_and_an_unsigned_bundle_are_refused_at_the_gate(fleet, signed_hosts, signing, signed, answers, tmp,
                                                                      capsys):
     """guard trusts new and runs the bundle new signed. The issue's attack on that bundle (a model byte
@@ -660,7 +702,7 @@ def test_a_wheel_changed_in_the_wheelhouse_is_refused_on_the_device(fleet, model
         byte = f.read(1)
         f.seek(-1, os.SEEK_CUR)
         f.write(bytes([byte[0] ^ 0xFF]))
-    h = fleet.add("tampered")
+    h = fleet.add("tampered", seed=False)  # pip on the device is what refuses the wheel
     inv = fleet.inventory(tmp_path / "inventory.ini", [h])
     r = fleet_cmd("deploy", inv, "-e", f"edge_wheelhouse_cache={cache}", tmp=tmp, bundle=models["one"])
     assert r.rc == 2, r.out[-3000:]
@@ -671,24 +713,22 @@ def test_a_wheel_changed_in_the_wheelhouse_is_refused_on_the_device(fleet, model
     assert not list(h.edge_root.glob("venvs/*/.edge-complete"))
 
 
-def test_a_dataset_model_deploys_gated_by_its_own_selfcheck_and_answers_its_signature(fleet, tmp, tmp_path):
+def test_a_dataset_model_deploys_gated_by_its_own_selfcheck_and_answers_its_signature(fleet, tmp, tmp_path,
+                                                                                       example_build):
     """Not only the tutorial's: the wine classifier (examples/wine, 13 features, string labels)
     goes to a device by the same playbook; its selfcheck runs the signature's golden rows, and
     the device answers a validation row's label as Keras did."""
     import numpy as np
 
-    r = subprocess.run(["make", "--no-print-directory", "all", "CONFIG=examples/wine/edge.toml",
-                        f"BUILD={tmp_path / 'build'}", f"DIST={tmp_path / 'dist'}"], cwd=ROOT, capture_output=True,
-                       text=True, timeout=1800)
-    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    build, dist = example_build("wine")
     host = fleet.add("wine", python="/usr/bin/python3")
     inventory = fleet.inventory(tmp_path / "inventory.ini", [host])
-    run = fleet_cmd("deploy", inventory, tmp=tmp, bundle=tmp_path / "dist" / "bundle.tar.gz")
+    run = fleet_cmd("deploy", inventory, tmp=tmp, bundle=dist / "bundle.tar.gz")
     assert run.rc == 0 and run.result(host) == "deployed", run.out[-3000:] + run.err
-    with np.load(tmp_path / "build" / "reference.npz") as z:
+    with np.load(build / "reference.npz") as z:
         row = z["x"][z["group"] == list(z["group_names"]).index("validation")][0]
         keras = z["keras_y"][z["group"] == list(z["group_names"]).index("validation")][0]
-    m = json.loads((tmp_path / "dist" / "bundle" / "manifest.json").read_text())
+    m = json.loads((dist / "bundle" / "manifest.json").read_text())
     values = " ".join(repr(float(v)) for v in row)
     out = host.ssh(f"cd {host.edge_root}/current && .venv/bin/python -m runtime predict --json -- {values}")
     assert out.returncode == 0, out.stderr

@@ -16,7 +16,7 @@ import pytest
 
 from deploy import wheelhouse
 from deploy.devicecheck import picheck, runtime_check
-from tests.support.core import ROOT, one_error_line
+from tests.support.core import one_error_line, ROOT
 
 # Small wheels: six is pure Python; MarkupSafe has a compiled module per platform, so an
 # aarch64 install shows in its file names.

@@ -2,6 +2,11 @@
 
 None of them may leave a partial file that make or a later stage takes as good, and the
 next `make all` must end with the same bundle, byte for byte, as an uninterrupted run.
+
+The writer itself (pipeline/fsutil.py, which every output goes through) is killed at each phase
+of an atomic write in a process of its own, without TensorFlow; the real `make all` runs, killed
+at every stage's write points and at observed moments, build tests/support/tiny.toml (the
+default config's model, a fraction of its work): they prove make's recovery, not accuracy.
 """
 
 from __future__ import annotations
@@ -24,7 +29,6 @@ import numpy as np
 import pytest
 
 from tests.support.builds import Built
-
 from tests.support.core import ROOT, sha256_file
 
 pytestmark = pytest.mark.slow
@@ -49,12 +53,13 @@ KILL_POINTS = [
 ]
 
 
-def make_all(tmp: Path, env: dict | None = None, **kw) -> subprocess.Popen:
+def make_all(tmp: Path, config: Path, env: dict | None = None, **kw) -> subprocess.Popen:
     venv = Path(sys.prefix)
     if not (venv / ".installed").exists():
         pytest.skip("run through `make test` (needs the Makefile's .venv)")
     return subprocess.Popen(
-        ["make", "--no-print-directory", "-C", str(ROOT), f"VENV={venv}", f"BUILD={tmp}/build", f"DIST={tmp}/dist", "all"],
+        ["make", "--no-print-directory", "-C", str(ROOT), f"VENV={venv}", f"CONFIG={config}", f"BUILD={tmp}/build",
+         f"DIST={tmp}/dist", "all"],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})},
         start_new_session=True, **kw,
     )
@@ -94,20 +99,49 @@ def check_no_partial_files(tmp: Path) -> int:
 
 
 @pytest.fixture(scope="module")
-def reference_sha(built) -> str:
-    return sha256_file(built.dist / "bundle.tar.gz")
+def reference_sha(tiny) -> str:
+    """The tiny config's bundle, built uninterrupted (the session's)."""
+    return sha256_file(tiny.dist / "bundle.tar.gz")
 
 
-def test_sigkill_at_every_write_point_then_make_all_recovers(tmp_path, reference_sha, capsys):
+PHASES = ("written", "synced", "renamed")
+WRITE = "import sys; from pathlib import Path; from pipeline import fsutil; fsutil.write_bytes(Path(sys.argv[1]), sys.argv[2].encode())"
+
+
+@pytest.mark.parametrize("before", [None, "the previous good file"])
+@pytest.mark.parametrize("phase", PHASES)
+def test_a_writer_killed_at_each_phase_of_its_atomic_write_leaves_the_previous_file_or_none(phase, before, tmp_path):
+    """pipeline/fsutil.atomic_path, which every stage's output goes through, SIGKILLed (its test hook)
+    at each phase: the destination is the previous file (or none) until the rename, then the new one
+    whole; the temporary left behind names its dead owner, so the next run knows it is garbage."""
+    from pipeline import fsutil
+
+    dest = tmp_path / "out" / "report.json"
+    if before is not None:
+        dest.parent.mkdir()
+        dest.write_text(before)
+    new = "the new file, " * 1000
+    r = subprocess.run([sys.executable, "-c", WRITE, str(dest), new], cwd=ROOT, capture_output=True, timeout=120,
+                       env={**os.environ, "PIPELINE_KILL_AT": f"report.json:{phase}"})
+    assert r.returncode == -signal.SIGKILL, r.stderr.decode()
+    if phase == "renamed":
+        assert dest.read_text() == new
+    else:
+        assert (dest.read_text() if dest.exists() else None) == before
+    for tmp in dest.parent.glob(".report.json.pid*"):
+        assert not fsutil.owner_alive(tmp.name), tmp.name
+
+
+def test_sigkill_at_every_write_point_then_make_all_recovers(tmp_path, tiny, reference_sha, capsys):
     kills = checked = 0
     for name, phase, force in KILL_POINTS:
         (tmp_path / force).unlink(missing_ok=True)
-        p = make_all(tmp_path, env={"PIPELINE_KILL_AT": f"{name}:{phase}"})
+        p = make_all(tmp_path, tiny.config, env={"PIPELINE_KILL_AT": f"{name}:{phase}"})
         out = p.communicate(timeout=300)[0].decode()
         assert p.returncode != 0, f"{name}:{phase} was not reached:\n{out}"
         kills += 1
         checked += check_no_partial_files(tmp_path)
-    p = make_all(tmp_path)
+    p = make_all(tmp_path, tiny.config)
     out = p.communicate(timeout=300)[0].decode()
     assert p.returncode == 0, out
     assert sha256_file(tmp_path / "dist" / "bundle.tar.gz") == reference_sha
@@ -147,19 +181,20 @@ def kill_when(p: subprocess.Popen, seen) -> list[str]:
     return lines
 
 
-def test_sigkill_at_observed_moments_then_make_all_recovers(tmp_path, reference_sha, capsys):
+def test_sigkill_at_observed_moments_then_make_all_recovers(tmp_path, tiny, reference_sha, capsys):
     rng = random.Random(7)
-    p = make_all(tmp_path)  # a complete build to start from, so every later round is partial work
-    assert p.communicate(timeout=300)[0] is not None and p.returncode == 0
+    # A complete build to start from (the session's, copied with its times), so every round is partial work.
+    shutil.copytree(tiny.build, tmp_path / "build")
+    shutil.copytree(tiny.dist, tmp_path / "dist")
     rounds = rng.sample(MOMENTS, len(MOMENTS))  # each moment once, in a seeded order
     for name, seen, force in rounds:
         (tmp_path / force).unlink(missing_ok=True)  # missing: an earlier round's kill left that work undone
-        p = make_all(tmp_path)
+        p = make_all(tmp_path, tiny.config)
         out = kill_when(p, seen)
         # Killed, not finished: make itself died of the SIGKILL, so the round cut real work.
         assert p.returncode == -signal.SIGKILL, f"{name}: make ended by itself:\n" + "\n".join(out)
         check_no_partial_files(tmp_path)
-    p = make_all(tmp_path)
+    p = make_all(tmp_path, tiny.config)
     out = p.communicate(timeout=300)[0].decode()
     assert p.returncode == 0, out
     assert sha256_file(tmp_path / "dist" / "bundle.tar.gz") == reference_sha
@@ -182,12 +217,12 @@ def stopped_writer(folder: Path, name: str, deadline: float) -> int:
     raise AssertionError(f"no process stopped at {name} within the time limit")
 
 
-def test_two_make_all_at_once_do_not_corrupt_each_other(tmp_path, reference_sha):
+def test_two_make_all_at_once_do_not_corrupt_each_other(tmp_path, tiny, reference_sha):
     # The first run stops itself mid-train, holding the build lock; the second starts then,
     # must say it waits, and only then does the first go on: the overlap is certain.
-    a = make_all(tmp_path, env={"PIPELINE_STOP_AT": "model.keras:written"})
+    a = make_all(tmp_path, tiny.config, env={"PIPELINE_STOP_AT": "model.keras:written"})
     pid = stopped_writer(tmp_path / "build", "model.keras", time.monotonic() + 300)
-    b = make_all(tmp_path)
+    b = make_all(tmp_path, tiny.config)
     # Failsafe only: if b never says it waits (the bug this test is for), let a go on at
     # last so that both end and the assertions below report it, instead of hanging.
     failsafe = threading.Timer(300, os.kill, (pid, signal.SIGCONT))

@@ -16,28 +16,28 @@ from pathlib import Path
 import pytest
 
 from tests.support.core import preset_with, ROOT
-from tests.support.make_runs import STAGES, make
+from tests.support.make_runs import make, STAGES
 
 @pytest.mark.slow  # trains or runs the pipeline again: make test, not test-fast
 def test_make_runs_what_changed_and_nothing_else(tmp_path):
-    rc, out, ran = make(tmp_path, "all")
+    tiny = preset_with(tmp_path / "config" / "tiny.toml", preset="tiny")  # make's logic, not accuracy
+    rc, out, ran = make(tmp_path, "all", f"CONFIG={tiny}")
     assert rc == 0, out
     assert ran == set(STAGES)
     assert "all: done" in out and (tmp_path / "dist" / "bundle.tar.gz").exists()
 
-    rc, out, ran = make(tmp_path, "all")
+    rc, out, ran = make(tmp_path, "all", f"CONFIG={tiny}")
     assert rc == 0 and ran == set(), out  # nothing changed: no stage runs
 
     os.utime(tmp_path / "build" / "model.onnx")
-    rc, out, ran = make(tmp_path, "all")
+    rc, out, ran = make(tmp_path, "all", f"CONFIG={tiny}")
     assert rc == 0 and ran == {"verify", "bundle"}, out
 
     os.utime(tmp_path / "build" / "model.keras")  # as a changed export/ source would: export alone
-    rc, out, ran = make(tmp_path, "all")
+    rc, out, ran = make(tmp_path, "all", f"CONFIG={tiny}")
     assert rc == 0 and ran == {"export", "verify", "bundle"} and " export\n" in out, out
 
-    edited = tmp_path / "edited.toml"
-    preset_with(edited, ("epochs = 2000", "epochs = 1900"))
+    edited = preset_with(tmp_path / "config" / "edited.toml", ("epochs = 300", "epochs = 290"), preset="tiny")
     rc, out, ran = make(tmp_path, "all", f"CONFIG={edited}")
     assert rc == 0 and ran == set(STAGES), out
 

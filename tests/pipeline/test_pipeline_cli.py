@@ -11,8 +11,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.builds import Built
-
-from tests.support.core import pipeline, PRESETS, ROOT, sha256_file
+from tests.support.core import pipeline, preset_with, ROOT, sha256_file
 from tests.support.make_runs import make
 
 
@@ -48,23 +47,24 @@ def test_options_work_before_and_after_the_command(tmp_path):
 
 
 @pytest.mark.slow  # trains or runs the pipeline again: make test, not test-fast
-def test_a_stage_run_by_hand_records_its_config_so_make_rebuilds_for_another(tmp_path):
-    """`python -m pipeline all --config tutorial`, then `make all`: the default bundle, not the tutorial's."""
-    default = Built(tmp_path / "default", PRESETS / "default.toml")
-    assert default.run("all").returncode == 0
-    b = Built(tmp_path / "t", PRESETS / "tutorial.toml")
+def test_a_stage_run_by_hand_records_its_config_so_make_rebuilds_for_another(tmp_path, tiny):
+    """`python -m pipeline all --config other.toml`, then `make all CONFIG=tiny.toml`: tiny's bundle,
+    not other's; then `make all CONFIG=other.toml` goes back, by make alone. (The orchestration
+    config, tests/support/tiny.toml: make's logic, not accuracy.)"""
+    other = preset_with(tmp_path / "config" / "other.toml", ("epochs = 300", "epochs = 290"), preset="tiny")
+    b = Built(tmp_path / "t", other)
     r = b.run("all")
     assert r.returncode == 0, r.stderr.decode()
-    assert (b.build / "config.toml").read_bytes() == (PRESETS / "tutorial.toml").read_bytes()
-    tutorial_sha = sha256_file(b.dist / "bundle.tar.gz")
+    assert (b.build / "config.toml").read_bytes() == other.read_bytes()
+    other_sha = sha256_file(b.dist / "bundle.tar.gz")
 
-    rc, out, ran = make(tmp_path / "t", "all")
+    rc, out, ran = make(tmp_path / "t", "all", f"CONFIG={tiny.config}")
     assert rc == 0 and ran == {"train", "export", "verify", "bundle"}, out
-    assert sha256_file(b.dist / "bundle.tar.gz") == sha256_file(default.dist / "bundle.tar.gz") != tutorial_sha
+    assert sha256_file(b.dist / "bundle.tar.gz") == sha256_file(tiny.dist / "bundle.tar.gz") != other_sha
 
-    rc, out, ran = make(tmp_path / "t", "all", "PRESET=tutorial")  # and back, by make alone
+    rc, out, ran = make(tmp_path / "t", "all", f"CONFIG={other}")  # and back, by make alone
     assert rc == 0 and ran == {"train", "export", "verify", "bundle"}, out
-    assert sha256_file(b.dist / "bundle.tar.gz") == tutorial_sha
+    assert sha256_file(b.dist / "bundle.tar.gz") == other_sha
 
 
 def test_a_mistyped_preset_lists_the_presets(tmp_path):

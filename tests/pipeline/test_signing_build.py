@@ -375,6 +375,7 @@ def test_make_all_refuses_a_bad_key_before_it_trains(tmp_path):
     assert_no_secret(key, r.stdout, r.stderr)
 
 
+@pytest.mark.slow  # runs make four times: make test, not test-fast
 def test_make_rebundles_when_the_signing_key_changes_and_only_then(built, tmp_path):
     venv = Path(sys.prefix)
     if not (venv / ".installed").exists():

@@ -10,7 +10,7 @@ import pytest
 
 from pipeline import config, train
 from tests.support.builds import Built
-from tests.support.core import ROOT, preset_with, PRESETS
+from tests.support.core import preset_with, PRESETS, ROOT
 
 
 def load_history(build) -> dict:
@@ -46,12 +46,27 @@ def test_tutorial_preset_reproduces_the_tutorial(tutorial, tutorial_build):
 
 
 def keras_weight_bits(build) -> list[str]:
-    """The trained model's float32 weights (build/model.keras), each as its bits in hex, in order."""
-    from export.tfenv import tensorflow
+    """The trained one-layer model's float32 weights (build/model.keras), each as its bits in hex,
+    kernel then bias: read from the file's model.weights.h5 (Keras 3's format), without TensorFlow."""
+    import io
+    import zipfile
 
-    _, keras = tensorflow()
-    model = keras.models.load_model(build / "model.keras")
-    return [hex(int(v)) for w in model.get_weights() for v in np.asarray(w, np.float32).reshape(-1).view(np.uint32)]
+    import h5py
+
+    with zipfile.ZipFile(build / "model.keras") as z, h5py.File(io.BytesIO(z.read("model.weights.h5")), "r") as h:
+        [layer] = [g for g in _groups(h["layers"]) if len(g.get("vars", ())) > 0]
+        weights = [layer["vars"][k][()] for k in sorted(layer["vars"], key=int)]
+    return [hex(int(v)) for w in weights for v in np.asarray(w, np.float32).reshape(-1).view(np.uint32)]
+
+
+def _groups(group):
+    """Every group under ``group`` (depth first), itself first."""
+    import h5py
+
+    yield group
+    for v in group.values():
+        if isinstance(v, h5py.Group):
+            yield from _groups(v)
 
 
 # The presets' weights, bit for bit (kernel, then bias), as TensorFlow 2.21 / Keras 3.15 train
@@ -155,13 +170,13 @@ def test_hidden_layers_train_and_run_through_the_pipeline(tmp_path):
         assert p["max_abs_err"] > 1e20  # the full-range figure the headline does not lead with
 
 
+@pytest.mark.slow  # starts TensorFlow, matplotlib and scikit-learn: make test, not test-fast
 def test_importing_tensorflow_pulls_in_neither_matplotlib_nor_scikit_learn():
     """Keras imports both at start-up when they are installed (its image and sklearn wrappers,
     ~1.5 s of every TensorFlow process here); export/tfenv.py hides them, and both import
     normally afterwards (the loss plot; examples/make_data.py)."""
     import subprocess
     import sys
-    from pathlib import Path
 
     code = ("import sys; from export.tfenv import tensorflow; tensorflow(); "
             "print(sorted(m for m in ('matplotlib', 'sklearn') if m in sys.modules)); "

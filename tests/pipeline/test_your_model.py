@@ -19,9 +19,7 @@ import numpy as np
 import pytest
 
 from tests.support.builds import copied_build
-
-from tests.support.core import ROOT, pipeline
-
+from tests.support.core import pipeline, ROOT
 from tests.support.server import Server
 
 WINE = ROOT / "examples" / "wine" / "data.csv"

@@ -12,7 +12,7 @@ import pytest
 
 from runtime.manifest import sha256_bytes
 from tests.support.bundles import resign
-from tests.support.core import ROOT, one_error_line, run_module, runtime_cli
+from tests.support.core import one_error_line, ROOT, run_module, runtime_cli
 
 
 def formula(c: float) -> float:

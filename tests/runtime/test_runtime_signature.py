@@ -14,7 +14,7 @@ import pytest
 
 from runtime import BundleError, InputError, Runner, manifest, selfcheck
 from runtime.signature import Signature
-from tests.support.bundles import WINE_FEATURES, resign, sig_compute, signature_bundle
+from tests.support.bundles import resign, sig_compute, signature_bundle, WINE_FEATURES
 from tests.support.core import one_error_line, runtime_cli
 
 

@@ -21,7 +21,7 @@ import pytest
 from runtime import Runner, manifest
 from tests.support.bundles import shifted_bundle, sig_compute, signature_bundle
 from tests.support.core import FAILSAFE, sha256_file, wait_until
-from tests.support.server import Server, request
+from tests.support.server import request, Server
 
 
 def expected(bundle, celsius) -> list[float]:

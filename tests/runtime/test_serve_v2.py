@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from runtime import Runner
-from tests.support.bundles import WINE_FEATURES, sig_compute
+from tests.support.bundles import sig_compute, WINE_FEATURES
 from tests.support.server import Server
 
 pytestmark = pytest.mark.slow  # starts servers

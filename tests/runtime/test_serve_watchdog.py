@@ -24,7 +24,7 @@ import pytest
 
 from runtime import sd, serve
 from tests.support.core import wait_until
-from tests.support.server import Server, request
+from tests.support.server import request, Server
 
 WATCHDOG_USEC = 500_000
 INTERVAL = WATCHDOG_USEC / 1e6

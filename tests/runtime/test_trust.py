@@ -23,7 +23,7 @@ import pytest
 from runtime import Runner, selfcheck, trust
 from runtime.errors import EXIT_BAD_INPUT, EXIT_BAD_SIGNATURE, EXIT_ENVIRONMENT, EXIT_UNSIGNED, EXIT_UNTRUSTED_KEY
 from tests.support.bundles import keypair, resign, shifted_bundle, sign, trusted_keys
-from tests.support.core import ROOT, one_error_line, run_module
+from tests.support.core import one_error_line, ROOT, run_module
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.support.core import ROOT, pipeline
+from tests.support.core import pipeline, ROOT
 
 
 class Built:

@@ -58,10 +58,17 @@ def edited(text: str, *pairs: tuple[str, str]) -> str:
 PRESET_FILES = ("celsius.csv", "fahrenheit.py")
 
 
+# The orchestration tests' config (what it is for: its own comments).
+TINY = Path(__file__).with_name("tiny.toml")
+
+
 def preset_with(dest: Path, *pairs: tuple[str, str], preset: str = "default") -> Path:
-    """Write configs/<preset>.toml, edited by ``pairs`` (see ``edited``), to ``dest``, with the
-    files it names beside it (``PRESET_FILES``); return ``dest``."""
-    dest.write_text(edited((PRESETS / f"{preset}.toml").read_text(), *pairs))
+    """Write configs/<preset>.toml (or, for preset "tiny", tests/support/tiny.toml), edited by
+    ``pairs`` (see ``edited``), to ``dest``, with the files it names beside it (``PRESET_FILES``);
+    return ``dest``."""
+    source = TINY if preset == "tiny" else PRESETS / f"{preset}.toml"
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    dest.write_text(edited(source.read_text(), *pairs))
     for name in PRESET_FILES:
         if not (dest.parent / name).exists():
             shutil.copyfile(PRESETS / name, dest.parent / name)

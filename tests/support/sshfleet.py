@@ -194,11 +194,23 @@ def _group_value(v) -> str:
     return _pystr(v) if isinstance(v, str) else repr(v)
 
 
-class Fleet:
-    """Test hosts under base; a context manager whose close() stops every sshd it started."""
+def python_key(python: str) -> str:
+    """A folder name for an interpreter (its resolved path): where its template venvs are kept."""
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", os.path.realpath(python)).strip("_")
 
-    def __init__(self, base: Path):
+
+class Fleet:
+    """Test hosts under base; a context manager whose close() stops every sshd it started.
+
+    ``venvs``: template venvs (``<venvs>/<python_key>/<venv id>/``, complete ones made by a real
+    deploy): a host added with ``seed=True`` starts with hard-linked copies of its Python's, so a
+    deploy of a bundle with those wheels finds its venv made and installs nothing (the hosts share
+    this file system). Tests that prove the install itself add their hosts with ``seed=False``.
+    """
+
+    def __init__(self, base: Path, venvs: Path | None = None):
         ensure_sshd()
+        self.venvs = venvs
         self.base = Path(base).resolve()
         if re.search(r"[\s%\"'\\]", str(self.base)):  # sshd and ssh split or expand these in paths
             raise ValueError(f"{self.base}: the fleet's folder must not contain whitespace, quotes, % or \\")
@@ -213,10 +225,15 @@ class Fleet:
         self.hosts: dict[str, SshHost] = {}
 
     def add(self, name: str, python: str = "/usr/bin/python3", trusted: bool = True,
-            vars: dict | None = None) -> SshHost:
+            vars: dict | None = None, seed: bool = True) -> SshHost:
         if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name) or name in self.hosts:
             raise ValueError(f"{name!r}: host names must be new and [A-Za-z0-9_.-]")
         host = self.hosts[name] = SshHost(self, name, python, trusted, vars)
+        templates = self.venvs / python_key(python) if seed and self.venvs else None
+        for venv in sorted(templates.iterdir()) if templates and templates.is_dir() else ():
+            if (venv / ".edge-complete").is_file():
+                (host.edge_root / "venvs").mkdir(parents=True, exist_ok=True)
+                subprocess.run(["cp", "-al", str(venv), str(host.edge_root / "venvs" / venv.name)], check=True)
         for _attempt in range(10):  # a port picked by binding to 0 can be taken before sshd binds it
             with socket.socket() as s:
                 s.bind(("127.0.0.1", 0))

@@ -42,7 +42,7 @@ import time
 from pathlib import Path
 
 from tests.support.core import FAILSAFE, wait_until
-from tests.support.sshfleet import SshUnavailable, _children, _group_value, _host_value, _stat, ensure_sshd
+from tests.support.sshfleet import _children, _group_value, _host_value, _stat, ensure_sshd, SshUnavailable
 
 NSPAWN = "systemd-nspawn"
 # Units masked in the container: they would reach out of the machine (time sync, package
