@@ -133,10 +133,11 @@ lint: | $(STAMP) ## ruff, and the layers' import contract (import-linter; both c
 	$(VENV)/bin/ruff check --quiet --output-format concise .
 	$(VENV)/bin/lint-imports --no-cache --no-logo
 
-# TEST_WORKERS: pytest-xdist's worker processes (0: none, the tests in this process). A module's
-# tests share a worker (conftest.py groups them); builds made once are shared by all workers.
+# TEST_WORKERS: pytest-xdist's worker processes (0: none, the tests in this process). A file's
+# tests share a worker, in order (--dist loadfile); what tests/conftest.py builds once is shared
+# by all workers.
 TEST_WORKERS ?= 3
-XDIST = $(if $(filter-out 0,$(TEST_WORKERS)),-n $(TEST_WORKERS) --dist loadgroup,-p no:xdist)
+XDIST = $(if $(filter-out 0,$(TEST_WORKERS)),-n $(TEST_WORKERS) --dist loadfile,-p no:xdist)
 
 test: lint ## Run the whole test suite, linters first (sets up .venv first); TEST_WORKERS=N processes
 	$(PY) -m pytest $(XDIST) $(PYTEST_ARGS)

@@ -25,19 +25,6 @@ for _name in ("SIGNING_KEY", "EDGE_TRUSTED_KEYS", "EDGE_SSH_KEYGEN"):
     os.environ.pop(_name, None)
 
 
-# --- pytest-xdist: which tests must share a worker ---------------------------------------------
-
-@pytest.hookimpl(tryfirst=True)
-def pytest_collection_modifyitems(config, items):
-    """Each module's tests run on one worker, in order (they share module fixtures, and some take a
-    device through states one test after another), unless the module is marked ``spread`` (its
-    tests stand alone) or names an ``xdist_group`` of its own (modules that share one device)."""
-    for item in items:
-        if item.get_closest_marker("xdist_group") or item.get_closest_marker("spread"):
-            continue
-        item.add_marker(pytest.mark.xdist_group(item.module.__name__))
-
-
 # --- builds, once per test run --------------------------------------------------------------
 
 def build_all(tmp_path_factory, name: str, config) -> Built:
@@ -166,10 +153,10 @@ def scalar_bundle(tmp_path) -> Path:
 
 # --- the systemd test host (tests/support/systemd_host.py) --------------------------------------
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def systemd_host(tmp_path_factory):
-    """One booted systemd test host per worker, for the modules of the xdist group "systemd"; the
-    tests skip (one line) where it cannot boot."""
+    """A booted systemd test host of the module's own (about 15 s to boot; the modules that use one
+    run on any pytest-xdist worker, side by side); the tests skip (one line) where it cannot boot."""
     from tests.support.systemd_host import SystemdHost, SystemdUnavailable, ensure_nspawn
 
     try:

@@ -49,6 +49,12 @@ def fleet(tmp_path_factory, venv_templates):
 
 
 @pytest.fixture(scope="module")
+def tmp(tmp_path_factory) -> Path:
+    """A folder for the module's deploy runs (their reports, Ansible's control sockets)."""
+    return tmp_path_factory.mktemp("runs")
+
+
+@pytest.fixture(scope="module")
 def models(built, tmp_path_factory) -> dict:
     """Tarballs: "one", the default bundle, and "two", "three", its model +1, +2 degF (re-signed
     throughout: known answers, no second training run)."""

@@ -27,8 +27,7 @@ import pytest
 from tests.support.core import FAILSAFE, ROOT, wait_until
 from tests.support.fleet import ask, f32, fleet_cmd, overlay_state, sha12
 
-# The systemd host is booted once per worker: its modules share the xdist group "systemd".
-pytestmark = [pytest.mark.slow, pytest.mark.ssh, pytest.mark.root, pytest.mark.xdist_group("systemd")]
+pytestmark = [pytest.mark.slow, pytest.mark.ssh, pytest.mark.root]
 
 UNITS = ("edge-model.socket", "edge-model.service")
 TIMES: dict[str, float] = {}

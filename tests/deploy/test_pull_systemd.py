@@ -8,7 +8,8 @@ publishes and waits for the device's timer to converge. The timer here fires 1 s
 starts and 1 s after each run ends (edge_pull_first, edge_pull_interval), so runs follow
 each other; the module stops it at the end.
 
-The tests run in order on the session's systemd host (after tests/deploy/test_deploy_systemd.py's).
+The tests run in order on a systemd host of the module's own: the first push deploy installs
+the release and pull mode together.
 """
 
 from __future__ import annotations
@@ -29,8 +30,7 @@ from tests.support.core import FAILSAFE, ROOT, wait_until
 from tests.support.fleet import ask, f32, fleet_cmd, sha12, tar_bundle
 from tests.support.fleet import overlay_state as state
 
-# After tests/deploy/test_deploy_systemd.py, on the same worker's systemd host (its xdist group).
-pytestmark = [pytest.mark.slow, pytest.mark.ssh, pytest.mark.root, pytest.mark.xdist_group("systemd")]
+pytestmark = [pytest.mark.slow, pytest.mark.ssh, pytest.mark.root]
 
 REPO = "/srv/edge-pull.git"
 REPORT = "/var/lib/edge-pull/report.json"

@@ -23,8 +23,7 @@ from tests.support.server import Server
 EXAMPLES = sorted(p.parent.name for p in (ROOT / "examples").glob("*/edge.toml"))
 ENV = {"PATH": "/usr/bin:/bin", "PYTHONPATH": ""}
 
-# Each example's build is made once per test run and shared: the tests may run on any worker.
-pytestmark = [pytest.mark.slow, pytest.mark.spread]
+pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module", params=EXAMPLES)

@@ -21,7 +21,7 @@ U and W in the test's tmp folder: the real `/` is never written). Before the boo
 The container shares this machine's network, so its sshd and the service's socket are
 reachable from the tests on 127.0.0.1. The host is ready when sshd logs `pi` in (and `sudo -n`
 works there) and `systemctl is-system-running --wait` (through nsenter) answers; a boot takes
-about 15 s, so the test modules share one per session (`systemd_host` fixture). SIGTERM to
+about 15 s: each test module that needs one boots its own, once (the `systemd_host` fixture). SIGTERM to
 systemd-nspawn halts the container; then the overlay is unmounted.
 
 Where systemd cannot be booted here (not root, no overlay mount, systemd-nspawn missing and

@@ -1,0 +1,44 @@
+"""The deploy to an emulated Raspberry Pi 4: arm64 Python 3.11 under qemu-aarch64 -cpu cortex-a72
+(deploy/devicecheck/emulated_pi.py), as the canary of a run: the aarch64 wheelhouse installed
+offline, the selfcheck run emulated, the x86 reference's answer. Once per test run: the rest of
+the deploy tests use native hosts, four times faster."""
+
+from __future__ import annotations
+
+
+import pytest
+
+from tests.support.core import ROOT
+from tests.support.fleet import answers_close, fleet_cmd, predict, state
+
+# SSH test hosts (sshd as root) and QEMU: `make test` only, not test-fast.
+pytestmark = [pytest.mark.slow, pytest.mark.ssh, pytest.mark.root, pytest.mark.qemu]
+
+
+@pytest.mark.qemu
+def test_an_emulated_pi_4_canary_installs_the_aarch64_wheels_offline_and_answers_as_x86(fleet, models, answers, tmp,
+                                                                                         tmp_path, capsys):
+    """An emulated Raspberry Pi 4 (arm64 Python 3.11 under qemu-aarch64 -cpu cortex-a72) as the
+    canary of a two-device run: the aarch64 wheelhouse installed offline, the selfcheck run
+    emulated, the answer the x86 reference's; then a model-only update reuses its venv."""
+    from deploy.devicecheck.emulated_pi import make_device
+
+    pi = make_device(tmp_path / "pi4", ROOT / ".cache" / "pi")
+    hosts = [fleet.add("pi4", python=pi["python"], vars={"edge_python_launcher": pi["launcher"]}),
+             fleet.add("after-pi", python="/usr/bin/python3")]  # the Pi is not seeded: no template for its Python
+    inv = fleet.inventory(tmp_path / "inventory.ini", hosts)
+    r = fleet_cmd("deploy", inv, tmp=tmp, bundle=models["one"])
+    assert r.rc == 0, r.out[-3000:] + r.err
+    assert [r.result(h) for h in hosts] == ["deployed", "deployed"], r.report
+    assert (r.report["pi4"]["arch"], r.report["after-pi"]["arch"]) == ("aarch64", "x86_64")
+    [venv] = state(hosts[0])["venvs"]
+    assert venv.startswith("cp311-aarch64-"), venv
+    assert answers_close(predict(hosts[0]), answers["one"], hosts[0])
+    first = r.seconds
+    r = fleet_cmd("deploy", inv, "--limit", "pi4", tmp=tmp, bundle=models["two"])
+    assert r.rc == 0 and r.result(hosts[0]) == "deployed", r.out[-3000:] + r.err
+    assert state(hosts[0])["venvs"] == [venv]  # the same wheels: the same venv
+    assert answers_close(predict(hosts[0]), answers["two"], hosts[0])
+    with capsys.disabled():
+        print(f"\n  first deploy to an emulated Pi 4 (canary) and a native host: {first:.1f} s; "
+              f"a model-only update of the Pi: {r.seconds:.1f} s")
