@@ -71,7 +71,7 @@ def test_no_request_dropped_across_deploy_and_rollback(fleet, models, tmp, tmp_p
                 except (OSError, http.client.HTTPException, ValueError) as e:
                     failures.append(repr(e))
                 finally:
-                    c.answers_close()
+                    c.close()
 
         t = threading.Thread(target=client, daemon=True)
         t.start()

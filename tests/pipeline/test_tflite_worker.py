@@ -40,20 +40,35 @@ def test_the_worker_builds_the_same_bytes_as_one_process(built, tmp_path):
     assert [p.name for p in one.build.iterdir() if p.name.startswith(".")] in ([], [".lock"])
 
 
-def test_a_worker_that_dies_gives_no_result_and_is_not_waited_for(tmp_path):
-    cfg = config.load(PRESETS / "default.toml")
-    if "tensorflow" in sys.modules or len(os.sched_getaffinity(0)) < 2:
-        pytest.skip("the worker only starts on two cores, before this process imports TensorFlow")
-    w = tflite_worker.start(cfg)
-    assert w is not None
-    w.proc.kill()
-    w.proc.wait()
-    import numpy as np
+# In a process of its own: the worker only starts before its parent imports TensorFlow, and a
+# pytest worker may have imported it for another test.
+DIES = """
+import sys
+from pathlib import Path
 
-    w.submit(tmp_path / "savedmodel", np.zeros((2, 1), np.float32), ["tflite-fp16"], tmp_path / "out")
-    assert w.result() is None  # export then builds the variants itself
-    w.close()
-    assert w.proc.poll() is not None
+import numpy as np
+
+from pipeline import config, tflite_worker
+
+w = tflite_worker.start(config.load(Path(sys.argv[1])))
+assert w is not None, "no worker started"
+w.proc.kill()
+w.proc.wait()
+w.submit(Path(sys.argv[2]) / "savedmodel", np.zeros((2, 1), np.float32), ["tflite-fp16"], Path(sys.argv[2]) / "out")
+assert w.result() is None, "a dead worker gave a result"  # export then builds the variants itself
+w.close()
+assert w.proc.poll() is not None
+assert "tensorflow" not in sys.modules
+print("ok")
+"""
+
+
+def test_a_worker_that_dies_gives_no_result_and_is_not_waited_for(tmp_path):
+    if len(os.sched_getaffinity(0)) < 2:
+        pytest.skip("the worker only starts on two cores")
+    r = subprocess.run([sys.executable, "-c", DIES, str(PRESETS / "default.toml"), str(tmp_path)], cwd=ROOT,
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0 and r.stdout == "ok\n", r.stderr[-3000:]
 
 
 def test_no_worker_without_tflite_variants_or_a_second_core(tmp_path, monkeypatch):
