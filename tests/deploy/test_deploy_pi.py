@@ -20,7 +20,7 @@ def test_an_emulated_pi_4_canary_installs_the_aarch64_wheels_offline_and_answers
                                                                                          tmp_path, capsys):
     """An emulated Raspberry Pi 4 (arm64 Python 3.11 under qemu-aarch64 -cpu cortex-a72) as the
     canary of a two-device run: the aarch64 wheelhouse installed offline, the selfcheck run
-    emulated, the answer the x86 reference's; then a model-only update reuses its venv."""
+    emulated, the answer the x86 reference's (a venv's reuse by a model-only update: test_deploy.py)."""
     from deploy.devicecheck.emulated_pi import make_device
 
     pi = make_device(tmp_path / "pi4", ROOT / ".cache" / "pi")
@@ -34,11 +34,5 @@ def test_an_emulated_pi_4_canary_installs_the_aarch64_wheels_offline_and_answers
     [venv] = state(hosts[0])["venvs"]
     assert venv.startswith("cp311-aarch64-"), venv
     assert answers_close(predict(hosts[0]), answers["one"], hosts[0])
-    first = r.seconds
-    r = fleet_cmd("deploy", inv, "--limit", "pi4", tmp=tmp, bundle=models["two"])
-    assert r.rc == 0 and r.result(hosts[0]) == "deployed", r.out[-3000:] + r.err
-    assert state(hosts[0])["venvs"] == [venv]  # the same wheels: the same venv
-    assert answers_close(predict(hosts[0]), answers["two"], hosts[0])
     with capsys.disabled():
-        print(f"\n  first deploy to an emulated Pi 4 (canary) and a native host: {first:.1f} s; "
-              f"a model-only update of the Pi: {r.seconds:.1f} s")
+        print(f"\n  first deploy to an emulated Pi 4 (canary) and a native host: {r.seconds:.1f} s")

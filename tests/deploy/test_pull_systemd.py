@@ -29,6 +29,7 @@ import pytest
 from tests.support.core import FAILSAFE, ROOT, wait_until
 from tests.support.fleet import ask, f32, fleet_cmd, sha12, tar_bundle
 from tests.support.fleet import overlay_state as state
+from tests.support.sshfleet import python_key
 
 pytestmark = [pytest.mark.slow, pytest.mark.ssh, pytest.mark.root]
 
@@ -49,7 +50,10 @@ def target() -> str:
 
 
 @pytest.fixture(scope="module")
-def host(systemd_host):
+def host(systemd_host, venv_templates):
+    """The module's systemd host, its release venv already installed (the install under systemd
+    is test_deploy_systemd.py's first test): the pull tests start at pull mode's own install."""
+    systemd_host.seed_venvs(venv_templates / python_key("/usr/bin/python3"))
     yield systemd_host
     # Whatever the tests did: no pull left running into later modules.
     systemd_host.systemctl("disable", "--now", "edge-pull.timer")

@@ -126,6 +126,19 @@ class SystemdHost:
         """Where a file of the device is seen from the tests (the overlay's mount point)."""
         return self.root / str(device_path).lstrip("/")
 
+    def seed_venvs(self, templates: Path) -> None:
+        """edge_root/venvs/ made, owned by the deploy user, with copies of ``templates``' venvs
+        (complete ones, made by a real deploy on this machine's Python, which the container
+        shares): a device whose venv is already installed, so a first deploy only unpacks."""
+        venvs = self.path(self.edge_root / "venvs")
+        for d in (self.edge_root, self.edge_root / "venvs"):
+            r = self.nsenter("install", "-d", "-o", self.user, "-g", self.user, str(d))
+            assert r.returncode == 0, r.stderr
+        for venv in sorted(templates.iterdir()):
+            subprocess.run(["cp", "-a", str(venv), str(venvs / venv.name)], check=True)
+        r = self.nsenter("chown", "-R", f"{self.user}:{self.user}", str(self.edge_root))
+        assert r.returncode == 0, r.stderr
+
     def nsenter(self, *cmd: str, timeout: float = 120) -> subprocess.CompletedProcess:
         """Run cmd inside the container (all its namespaces), as root, beside its systemd."""
         return subprocess.run(["nsenter", "-t", str(self.leader), "-a", *cmd], capture_output=True, text=True,
