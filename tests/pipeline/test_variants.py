@@ -89,19 +89,6 @@ def test_every_report_table_has_as_many_cells_in_each_row_as_in_its_header(built
         assert cells == [cells[0]] * len(table), table[:2]
 
 
-@pytest.mark.slow  # trains or runs the pipeline again: make test, not test-fast
-def test_variants_are_byte_reproducible(built, tmp_path):
-    """Export again from the same Keras model: every variant's bytes are the same."""
-    b = Built(tmp_path, built.config)
-    (b.build).mkdir(parents=True)
-    shutil.copy(built.build / "model.keras", b.build / "model.keras")
-    r = b.run("export")
-    assert r.returncode == 0, r.stderr.decode()
-    first = json.loads((built.build / "variants" / "index.json").read_text())["variants"]
-    again = json.loads((b.build / "variants" / "index.json").read_text())["variants"]
-    assert {n: v["sha256"] for n, v in again.items()} == {n: v["sha256"] for n, v in first.items()}
-
-
 def test_a_variant_past_its_budget_fails_with_a_reason_naming_it(built, tmp_path):
     cfg = config_with(tmp_path, **{"[variants.onnx-fp16]\nmax_mae = 0.12\nmax_err = 0.3\nparity = 0.25":
                                    "[variants.onnx-fp16]\nmax_mae = 0.12\nmax_err = 0.3\nparity = 0.01"})
@@ -207,7 +194,8 @@ def test_a_quantized_bundle_passes_selfcheck_and_runs_the_same_on_an_emulated_pi
     assert np.float32(got).tolist() == want.tolist(), (got, want)
     out = tmp_path / "pi"
     r = subprocess.run([sys.executable, "-m", "deploy.devicecheck.picheck", "--tarball", str(b.dist / "bundle.tar.gz"),
-                        "--cache", str(ROOT / ".cache" / "pi"), "--out", str(out)], cwd=ROOT, capture_output=True,
+                        "--cache", str(ROOT / ".cache" / "pi"), "--out", str(out),
+                        "--load-pairs", "0"], cwd=ROOT, capture_output=True,  # load times: make pi-check's
                        text=True, timeout=900)
     assert r.returncode == 0, r.stderr[-2000:]
     rows = json.loads((out / "results.json").read_text())["rows"]
