@@ -27,6 +27,7 @@ tests failed or its venv could not be set up; 3 the tarball is missing or unread
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import fcntl
 import glob
 import os
@@ -150,6 +151,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--venv-only", action="store_true",
                    help="just make the venv of --python and print its path (for `make bench`); from --tarball's "
                         "requirements.txt if given, else the source tree's runtime/requirements.txt")
+    p.add_argument("--jobs", type=int, default=0, metavar="N",
+                   help="Pythons checked at the same time (default: one per CPU core)")
     args = p.parse_args(argv)
     tarball = args.tarball.resolve() if args.tarball else None
     if tarball is None and not args.venv_only:
@@ -187,18 +190,31 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return 5
 
-    results = []
-    for minor, (full, python) in sorted(seen.items()):
+    def check(minor: tuple[int, int], full: str, python: str) -> tuple[str, str, str]:
+        """(label, verdict, pytest's output) for one Python: its venv, then the tests in it."""
         label = f"{full} ({python})"
-        print(f"runtime-check: Python {label}", flush=True)
         try:
             venv = venv_for(python, minor, args.cache, requirements)
         except SetupError as e:
-            results.append((label, f"FAILED to set up: {e}"))
-            continue
+            return label, f"FAILED to set up: {e}", ""
         r = subprocess.run([str(venv / "bin" / "python"), "-m", "pytest", "-q", "-p", "no:cacheprovider", *TESTS],
-                           cwd=ROOT, env={**os.environ, "RUNTIME_TEST_BUNDLE": str(tarball)})
-        results.append((label, "passed" if r.returncode == 0 else f"FAILED (pytest exit {r.returncode})"))
+                           cwd=ROOT, env={**os.environ, "RUNTIME_TEST_BUNDLE": str(tarball)}, stdout=subprocess.PIPE,
+                           stderr=subprocess.STDOUT, text=True)
+        return label, "passed" if r.returncode == 0 else f"FAILED (pytest exit {r.returncode})", r.stdout
+
+    # The Pythons side by side (--jobs), each one's output printed whole as it finishes.
+    jobs = max(1, min(args.jobs or os.cpu_count() or 1, len(seen)))
+    print(f"runtime-check: Python {', '.join(full for full, _ in sorted(seen.values()))} "
+          f"({jobs} at a time)", flush=True)
+    results = {}
+    with concurrent.futures.ThreadPoolExecutor(jobs) as pool:
+        running = {pool.submit(check, minor, *seen[minor]): minor for minor in sorted(seen)}
+        for done in concurrent.futures.as_completed(running):
+            label, verdict, output = done.result()
+            print(f"runtime-check: Python {label}: {verdict}\n{output}", end="" if output.endswith("\n") else "\n",
+                  flush=True)
+            results[running[done]] = (label, verdict)
+    results = [results[minor] for minor in sorted(results)]
 
     print("\nruntime-check: the runtime tests in a venv of the bundle's requirements.txt alone "
           "(from the wheelhouse, offline, hash-checked; plus pytest), per Python:")

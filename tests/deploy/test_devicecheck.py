@@ -157,6 +157,29 @@ def test_runtime_check_hands_every_python_the_bundles_requirements(tmp_path, mon
     assert code == 0 and calls == [SIX]
 
 
+def test_runtime_check_runs_the_pythons_side_by_side_and_reports_each_in_order(tmp_path, monkeypatch, capsys):
+    """Two Pythons at once (--jobs 2): each one's verdict and output, the summary in version order,
+    and exit 1 when one of them fails."""
+    tarball = fake_bundle(tmp_path / "b.tar.gz", SIX)
+    venvs = {}
+    for minor, code in ((10, 1), (12, 0)):
+        python = tmp_path / f"venv3{minor}" / "bin" / "python"
+        python.parent.mkdir(parents=True)
+        python.write_text(f"#!/bin/sh\necho tests of 3.{minor}\nexit {code}\n")
+        python.chmod(0o755)
+        venvs[(3, minor)] = python.parent.parent
+    monkeypatch.setattr(runtime_check, "venv_for", lambda python, minor, cache, requirements=None: venvs[minor])
+    monkeypatch.setattr(runtime_check, "candidates", lambda first: ["py312", "py310"])
+    monkeypatch.setattr(runtime_check, "version", lambda python: {"py310": (3, 10, "3.10.1", "py310"),
+                                                                  "py312": (3, 12, "3.12.1", "py312")}[python])
+    code = runtime_check.main(["--tarball", str(tarball), "--cache", str(tmp_path / "rt"), "--jobs", "2"])
+    out = capsys.readouterr().out
+    assert code == 1
+    assert "runtime-check: Python 3.10.1 (py310): FAILED (pytest exit 1)\ntests of 3.10\n" in out
+    assert "runtime-check: Python 3.12.1 (py312): passed\ntests of 3.12\n" in out
+    assert out.endswith("  Python 3.10.1 (py310): FAILED (pytest exit 1)\n  Python 3.12.1 (py312): passed\n"), out
+
+
 def test_venv_only_without_a_tarball_uses_the_source_trees_requirements():
     assert runtime_check.requirements_of(None) == (ROOT / "runtime" / "requirements.txt").read_text()
     assert "runtime/requirements.txt" in runtime_check.__doc__
