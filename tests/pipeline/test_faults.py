@@ -31,8 +31,6 @@ import pytest
 from tests.support.builds import Built
 from tests.support.core import ROOT, sha256_file
 
-pytestmark = pytest.mark.slow
-
 # Points at which a real run SIGKILLs itself (pipeline/fsutil.py's test hook): the file
 # being written, the phase of its atomic write, and the output to delete first so that
 # make reruns the stage that writes it. Every stage, before and after the rename.
@@ -132,6 +130,7 @@ def test_a_writer_killed_at_each_phase_of_its_atomic_write_leaves_the_previous_f
         assert not fsutil.owner_alive(tmp.name), tmp.name
 
 
+@pytest.mark.slow  # runs make all again and again: make test, not test-fast
 def test_sigkill_at_every_write_point_then_make_all_recovers(tmp_path, tiny, reference_sha, capsys):
     kills = checked = 0
     for name, phase, force in KILL_POINTS:
@@ -181,6 +180,7 @@ def kill_when(p: subprocess.Popen, seen) -> list[str]:
     return lines
 
 
+@pytest.mark.slow  # runs make all again and again: make test, not test-fast
 def test_sigkill_at_observed_moments_then_make_all_recovers(tmp_path, tiny, reference_sha, capsys):
     rng = random.Random(7)
     # A complete build to start from (the session's, copied with its times), so every round is partial work.
@@ -217,6 +217,7 @@ def stopped_writer(folder: Path, name: str, deadline: float) -> int:
     raise AssertionError(f"no process stopped at {name} within the time limit")
 
 
+@pytest.mark.slow  # runs make all again and again: make test, not test-fast
 def test_two_make_all_at_once_do_not_corrupt_each_other(tmp_path, tiny, reference_sha):
     # The first run stops itself mid-train, holding the build lock; the second starts then,
     # must say it waits, and only then does the first go on: the overlap is certain.

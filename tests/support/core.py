@@ -21,13 +21,6 @@ PRESETS = ROOT / "configs"
 FAILSAFE = 600.0
 
 
-# The suite runs as a fresh machine would, whatever the caller's shell holds: no signing key
-# for the bundles it builds, no trusted keys for the bundles it runs. Tests that want them
-# pass them explicitly.
-for _name in ("SIGNING_KEY", "EDGE_TRUSTED_KEYS", "EDGE_SSH_KEYGEN"):
-    os.environ.pop(_name, None)
-
-
 def wait_until(what: str, predicate, poll: float = 0.01, failsafe: float = FAILSAFE):
     """Poll an observed state until ``predicate()`` is truthy and return that value.
 
