@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.support.builds import copied_build
+from tests.support.builds import copied_build, make_all
 from tests.support.core import pipeline, ROOT
 from tests.support.server import Server
 
@@ -26,11 +26,6 @@ WINE = ROOT / "examples" / "wine" / "data.csv"
 EXIT_CODES = (ROOT / "docs" / "exit-codes.md").read_text()
 
 pytestmark = pytest.mark.slow
-
-
-def make_all(config: Path, build: Path, dist: Path) -> subprocess.CompletedProcess:
-    return subprocess.run(["make", "--no-print-directory", "all", f"CONFIG={config}", f"BUILD={build}",
-                           f"DIST={dist}"], cwd=ROOT, capture_output=True, text=True, timeout=1800)
 
 
 def documented(code: int, words: str) -> None:

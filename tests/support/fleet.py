@@ -93,10 +93,8 @@ def make_fleet(target: str, inventory: Path, built, tmp: Path, ansible_args: str
     return Run(r, json.loads(report.read_text()) if report.exists() else {}, seconds)
 
 
-def state(host) -> dict:
-    """What the device's edge_root holds, read directly (the hosts share this file system)."""
-    root = host.edge_root
-
+def edge_root_state(root: Path) -> dict:
+    """What an edge_root folder holds: its links, releases, venvs and anything else."""
     def link(name):
         p = root / name
         return os.readlink(p) if p.is_symlink() else None
@@ -104,6 +102,11 @@ def state(host) -> dict:
     listing = lambda sub: sorted(os.listdir(root / sub)) if (root / sub).is_dir() else []  # noqa: E731
     return {"current": link("current"), "previous": link("previous"), "releases": listing("releases"),
             "venvs": listing("venvs"), "other": sorted(set(listing(".")) - {"current", "previous", "releases", "venvs"})}
+
+
+def state(host) -> dict:
+    """What the device's edge_root holds, read directly (the hosts share this file system)."""
+    return edge_root_state(host.edge_root)
 
 
 def answers_close(a: float, b: float, host) -> bool:
@@ -125,15 +128,9 @@ def predict(host, value: str = "100") -> float:
 # --- the systemd test host (tests/support/systemd_host.py) ---
 
 def overlay_state(host) -> dict:
-    """The device's edge_root, read through the overlay's mount point."""
-    root = host.path(host.edge_root)
-
-    def link(name):
-        p = root / name
-        return os.readlink(p) if p.is_symlink() else None
-
-    listing = lambda sub: sorted(os.listdir(root / sub)) if (root / sub).is_dir() else []  # noqa: E731
-    return {"current": link("current"), "previous": link("previous"), "releases": listing("releases")}
+    """The systemd host's links and releases, read through the overlay's mount point."""
+    s = edge_root_state(host.path(host.edge_root))
+    return {k: s[k] for k in ("current", "previous", "releases")}
 
 
 def ask(host, value: float = 100.0, timeout: float = 60, sent=None) -> tuple[str, float]:
