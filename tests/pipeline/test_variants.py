@@ -162,11 +162,12 @@ def test_a_quantized_bundles_golden_rows_lie_where_its_budget_holds(int8_bundle)
     assert all(c["ok"] for c in checks), checks
 
 
-@pytest.mark.qemu
-def test_a_quantized_bundle_passes_selfcheck_and_runs_the_same_on_an_emulated_pi(int8_bundle, tmp_path):
+@pytest.mark.slow  # the runtime-only venv (make runtime-check's) may have to be made first
+def test_a_quantized_bundle_passes_selfcheck_in_a_runtime_only_venv(int8_bundle):
     """int8 (QDQ) with a budget loose enough for its clamping: bundled, it passes the device's
-    selfcheck in a runtime-only process, and pi-check runs it under QEMU (aarch64's int8
-    kernels are another code path than x86's) against x86."""
+    selfcheck in a runtime-only process and answers as x86's Runner does. (aarch64's int8
+    kernels, another code path than x86's, are proven under QEMU on the digits CNN's int8
+    bundle, whose QDQ MatMuls are this model's and whose Convs are not: tests/deploy/test_picheck.py.)"""
     b = int8_bundle
     bundle = b.dist / "bundle"
     m = json.loads((bundle / "manifest.json").read_text())
@@ -192,14 +193,6 @@ def test_a_quantized_bundle_passes_selfcheck_and_runs_the_same_on_an_emulated_pi
     got = [float(v) for v in r.stdout.split()]
     assert r.returncode == 0 and len(got) == 2 and got[0] == got[1], r.stdout
     assert np.float32(got).tolist() == want.tolist(), (got, want)
-    out = tmp_path / "pi"
-    r = subprocess.run([sys.executable, "-m", "deploy.devicecheck.picheck", "--tarball", str(b.dist / "bundle.tar.gz"),
-                        "--cache", str(ROOT / ".cache" / "pi"), "--out", str(out),
-                        "--load-pairs", "0"], cwd=ROOT, capture_output=True,  # load times: make pi-check's
-                       text=True, timeout=900)
-    assert r.returncode == 0, r.stderr[-2000:]
-    rows = json.loads((out / "results.json").read_text())["rows"]
-    assert [row["max_diff"] for row in rows] == [0.0, 0.0] and all(row["selfcheck"] for row in rows)
 
 
 def test_a_variant_the_converter_refuses_is_not_built_with_its_reason(built):
