@@ -208,6 +208,8 @@ def stage_verify(cfg, layout: Layout) -> None:
     r = verify.run(cfg, layout)
     _say("verify: passed; " + report.headline(r) + variants_summary(r.get("variants", {}))
          + f" -> {layout.report_md} [{time.perf_counter() - t0:.1f} s]")
+    for line in r.get("warnings", []):
+        print(f"warning: verify: {line}", file=sys.stderr, flush=True)
 
 
 def train_summary(h: dict, layout: Layout) -> str:

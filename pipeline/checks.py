@@ -37,6 +37,13 @@ def fraction(v: Any) -> float:
     return float(v)
 
 
+def margin(v: Any) -> float:
+    """A number in [0, 1)."""
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v < 1:
+        raise ValueError("a number >= 0 and < 1")
+    return float(v)
+
+
 def integer(lo: int, hi: int) -> Callable[[Any], int]:
     def check(v: Any) -> int:
         if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:

@@ -26,7 +26,7 @@ from typing import Any, Callable
 from export.formats import VARIANTS
 
 from .checks import (batch_size, boolean, bundle_name, choice, data_file, finite_span, fraction, function_ref, integer,
-                     names, number_or_inf, per_feature, positive, span, tensor_name, text, tolerance, trained_model,
+                     margin, names, number_or_inf, per_feature, positive, span, tensor_name, text, tolerance, trained_model,
                      units, validation)
 from .errors import ConfigError
 
@@ -113,6 +113,8 @@ SCHEMA: dict[str, dict[str, Any]] = {
         "oracle_points": (integer(2, 10_000_000), 2000),
         "max_mae": (positive, None),
         "min_accuracy": (fraction, None),
+        "baseline": (choice("fail", "warn"), "fail"),  # a model that does not beat the trivial baseline
+        "baseline_margin": (margin, 0.1),  # the share of the baseline's error the model must remove
         "onnx": tolerance(),
         "tflite": tolerance(),
     },

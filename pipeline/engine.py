@@ -12,6 +12,7 @@ rows) and ``over_budget`` (a variant's budget). numpy only.
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -25,6 +26,10 @@ from .numerics import abs_error, at_scale, compare, tiled
 # validation rows (the target's units are the user's; the float model's MAE is their scale).
 MAE_SLACK = 1.05
 TIE = 1e-6  # Keras's top two outputs closer than this: either label is right (an exact tie)
+# The batch-normalization hint (Judge.batch_norm_hint): the training rows' accuracy this far above
+# the validation rows' (or the validation MAE this many times the training MAE), with the initial
+# statistics still holding at least this share of the layers' moving averages.
+BN_GAP, BN_RATIO, BN_LEFT = 0.10, 2.0, 0.05
 
 
 @dataclass
@@ -184,6 +189,67 @@ class Judge:
             return (f"{name} accuracy: {acc['accuracy']:.2%} on {acc['rows']} validation rows "
                     f"(required {v['min_accuracy']:.2%})")
         return None
+
+    def baseline(self) -> dict[str, Any]:
+        """The trivial baseline on the validation rows, from the training rows' labels alone: the
+        majority class for a classifier; for a regression, predicting the training mean and the
+        training median, the one with the lower MAE being the baseline. ``error`` is what a model
+        is compared on: 1 - accuracy, or the MAE."""
+        y_true = self.ref["y_val"]
+        if self.task == "classification":
+            counts = self.ref["train_counts"]
+            majority = int(np.argmax(counts))  # ties: the first class
+            acc = float(np.mean(y_true == majority)) if len(y_true) else float("nan")
+            return {"kind": "majority class", "label": self.labels[majority], "train_share": float(
+                counts[majority] / counts.sum()), "accuracy": acc, "error": 1.0 - acc}
+        y = y_true.astype(np.float64)
+        maes = {how: float(np.mean(np.abs(y - float(self.ref[f"train_{how}"][0])))) if len(y) else float("nan")
+                for how in ("mean", "median")}
+        best = min(maes, key=lambda how: maes[how])
+        return {"kind": f"training {best}", **{how: {"value": float(self.ref[f"train_{how}"][0]), "mae": maes[how]}
+                                                 for how in maes}, "mae": maes[best], "error": maes[best]}
+
+    def baseline_failure(self, name: str, acc: dict[str, Any], base: dict[str, Any]) -> str | None:
+        """The line naming a model that does not beat the trivial baseline by verify.baseline_margin
+        (it must remove at least that fraction of the baseline's error); None when it does."""
+        margin = self.cfg["verify"]["baseline_margin"]
+        error = 1.0 - acc["accuracy"] if "accuracy" in acc else acc["mae"]
+        needed = (1.0 - margin) * base["error"]
+        if error <= needed + 1e-12:
+            return None
+        if self.task == "classification":
+            return (f"{name} accuracy {acc['accuracy']:.1%} does not beat the majority-class baseline "
+                    f"{base['accuracy']:.1%} (always '{base['label']}', {base['train_share']:.1%} of the training "
+                    f"rows) on {acc['rows']} validation rows; verify.baseline_margin {margin:g} needs at least "
+                    f"{1.0 - needed:.1%}")
+        other = "mean" if base["kind"] == "training median" else "median"
+        return (f"{name} MAE {acc['mae']:.4g} does not beat the baseline of always predicting the {base['kind']} "
+                f"({base[base['kind'].split()[1]]['value']:.4g}), MAE {base['mae']:.4g} ({other}: "
+                f"{base[other]['mae']:.4g}) on {acc['rows']} validation rows; verify.baseline_margin {margin:g} "
+                f"needs at most {needed:.4g}")
+
+    def batch_norm_hint(self, training: dict[str, Any], acc: dict[str, Any]) -> str | None:
+        """Why a model may have learned nothing that shows at inference: the training rows scored far
+        better in training (batch statistics) than the validation rows do (moving statistics), and
+        its BatchNormalization layers' moving statistics saw too few updates to forget their initial
+        values. None when that is not the case (or train did not record it: a model that came trained)."""
+        bn, steps, train = training.get("batch_norm"), training.get("steps"), training.get("final_train_score")
+        if not bn or not steps or train is None:
+            return None
+        momentum = max(layer["momentum"] for layer in bn)
+        left = momentum ** steps  # the initial statistics' (mean 0, variance 1) weight in the moving averages
+        if self.task == "classification":
+            far, figures = train - acc["accuracy"] >= BN_GAP, f"training accuracy {train:.1%}, validation {acc['accuracy']:.1%}"
+        else:
+            far, figures = acc["mae"] >= BN_RATIO * train, f"training MAE {train:.4g}, validation {acc['mae']:.4g}"
+        if left < BN_LEFT or not far:
+            return None
+        need = math.ceil(math.log(0.01) / math.log(momentum)) if 0 < momentum < 1 else None
+        more = f"about {need:,} steps bring that under 1 %" if need else "more steps"
+        return (f"hint: {figures}; the {len(bn)} BatchNormalization layer(s) (momentum {momentum:g}) had {steps:,} "
+                f"updates, so their moving statistics still hold {left:.0%} of their initial values: train longer "
+                f"(train.epochs; {more}) or give those layers a lower momentum (0.9 needs "
+                f"{math.ceil(math.log(0.01) / math.log(0.9))} steps)")
 
     def parity_failures(self, name: str, p: dict[str, Any]) -> list[str]:
         """A float32 format's failure lines: values beyond its tolerance, top-1 disagreements."""

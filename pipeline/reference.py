@@ -13,7 +13,10 @@ it, neither importing TensorFlow nor reading the data again. The arrays:
 - what the report and the signature need of the data: ``input_shape``, ``feature_names``,
   ``labels``, ``target_name``, ``data_sha256`` (JSON), ``observed_min``/``observed_max`` (the
   training rows'), ``range_min``/``range_max`` (the working range), ``oracle_rows`` (how many of
-  the validation rows the oracle labelled).
+  the validation rows the oracle labelled);
+- what the trivial baseline needs of the training rows' labels (verify's baseline check):
+  ``train_counts``, each class's rows (a classifier; empty otherwise), and ``train_mean`` /
+  ``train_median``, the target's (a regression; empty otherwise).
 """
 
 from __future__ import annotations
@@ -55,7 +58,18 @@ def arrays(cfg: dict[str, Any], ds, predict: Callable[[np.ndarray], np.ndarray],
         "range_min": lo,
         "range_max": hi,
         "oracle_rows": np.array(ds.oracle_rows, np.int64),
+        **baseline_arrays(ds),
     }
+
+
+def baseline_arrays(ds) -> dict[str, np.ndarray]:
+    """The training labels' class counts (a classifier), or the target's mean and median."""
+    y = np.asarray(ds.y_train)
+    if ds.task == "classification":
+        counts = np.bincount(y.astype(np.int64), minlength=len(ds.labels or []))
+        return {"train_counts": counts.astype(np.int64), "train_mean": np.zeros(0), "train_median": np.zeros(0)}
+    y = y.astype(np.float64).reshape(len(y), -1)
+    return {"train_counts": np.zeros(0, np.int64), "train_mean": y.mean(axis=0), "train_median": np.median(y, axis=0)}
 
 
 def save(path: Path, ref: dict[str, np.ndarray]) -> None:
@@ -72,7 +86,7 @@ def load(path: Path) -> dict[str, np.ndarray]:
             ref = {k: z[k] for k in z.files}
     except Exception as e:  # a damaged zip raises several kinds
         raise StageInputError(path, f"unreadable: {e}", "re-run export") from None
-    if "range_min" not in ref:
+    if "range_min" not in ref or "train_mean" not in ref:
         raise StageInputError(path, "made by an older version of the pipeline", "re-run `make export`")
     return ref
 

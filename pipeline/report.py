@@ -51,9 +51,15 @@ def training(layout: Layout) -> dict[str, Any]:
         h = json.loads(layout.history.read_text())
     except (OSError, ValueError):
         return {}
+    if not isinstance(h, dict):
+        return {}
     keep = ("came_trained", "source", "epochs", "batch_size", "final_loss", "loss_name", "rows", "parameters",
-            "metric", "train_seconds", "least_squares")
-    return {k: h[k] for k in keep if k in h} if isinstance(h, dict) else {}
+            "metric", "train_seconds", "least_squares", "steps", "batch_norm")
+    out = {k: h[k] for k in keep if k in h}
+    scores = h.get(h.get("metric", ""), [])  # the training rows' metric, as fit measured it (training mode)
+    if isinstance(scores, list) and scores:
+        out["final_train_score"] = scores[-1]
+    return out
 
 
 def snr(v: float | None) -> str:
@@ -81,7 +87,21 @@ def headline(r: dict[str, Any]) -> str:
     rows = a["keras"]["rows"]
     score = (lambda x: f"{x['accuracy']:.2%}") if classifier else (lambda x: f"MAE {x['mae']:.4g}")
     parts.append(f"on {rows} validation rows: " + ", ".join(f"{n} {score(x)}" for n, x in a.items()))
+    if r.get("baseline"):
+        parts[-1] += f", {baseline_text(r['baseline'], classifier)}"
     return "; ".join(parts)
+
+
+def baseline_label(b: dict[str, Any], classifier: bool) -> str:
+    """"baseline (majority class 'a')" or "baseline (training median 3.2)"."""
+    if classifier:
+        return f"baseline (majority class '{b['label']}')"
+    return f"baseline ({b['kind']} {b[b['kind'].split()[1]]['value']:.4g})"
+
+
+def baseline_text(b: dict[str, Any], classifier: bool) -> str:
+    """The baseline and its score: "baseline (majority class 'a') 50.00%", "... MAE 4.1"."""
+    return f"{baseline_label(b, classifier)} " + (f"{b['accuracy']:.2%}" if classifier else f"MAE {b['mae']:.4g}")
 
 
 def _result(v: dict[str, Any]) -> str:
@@ -107,7 +127,8 @@ def render_markdown(r: dict[str, Any]) -> str:
     classifier = r["task"] == "classification"
     lines = ["# Verification report", "", f"**Result: {'PASSED' if r['passed'] else 'FAILED'}**", ""]
     lines += [f"- FAIL: {f}" for f in r["failures"]]
-    if r["failures"]:
+    lines += [f"- WARNING: {w}" for w in r.get("warnings", [])]
+    if r["failures"] or r.get("warnings"):
         lines.append("")
     t = r.get("training") or {}
     if t.get("came_trained"):
@@ -148,6 +169,17 @@ def render_markdown(r: dict[str, Any]) -> str:
     for name, a in acc.items():
         lines.append(f"| {name} | {a['accuracy']:.2%} |" if classifier
                      else f"| {name} | {a['mae']:.4g} | {a['max_err']:.4g} |")
+    b = r.get("baseline")
+    if b:
+        lines.append(f"| {baseline_label(b, classifier)} | {b['accuracy']:.2%} |" if classifier
+                     else f"| {baseline_label(b, classifier)} | {b['mae']:.4g} | - |")
+        need = "remove at least {:.0%} of its error".format(b["margin"])
+        how = ("the class most training rows have" if classifier else
+               f"the training mean ({b['mean']['value']:.4g}, MAE {b['mean']['mae']:.4g}) or median "
+               f"({b['median']['value']:.4g}, MAE {b['median']['mae']:.4g}), whichever scores better")
+        verdict = ("Keras beats it" if b["beaten"] else "Keras does **not** beat it"
+                   + (" (a warning: verify.baseline = \"warn\")" if b["check"] == "warn" else ""))
+        lines += ["", f"The baseline always predicts {how}; a model must {need} (verify.baseline_margin). {verdict}."]
     if classifier:
         labels = k["labels"]
         lines += ["", "Per-class recall (Keras): " + ", ".join(

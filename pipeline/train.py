@@ -12,6 +12,7 @@ checked against the data and copied as it is: no training.
 
 from __future__ import annotations
 
+import math
 import time
 from pathlib import Path
 from typing import Any
@@ -68,6 +69,23 @@ def least_squares(ds, loss: str) -> dict[str, Any] | None:
              "huber": np.mean(np.where(r <= 1.0, 0.5 * r**2, r - 0.5))}.get(loss)  # Keras's Huber delta = 1
     return {"coef": coef[:-1].tolist(), "intercept": float(coef[-1]),
             "loss": None if value is None else float(value)}
+
+
+def steps(t: dict[str, Any], rows: int) -> int:
+    """The optimizer steps training took: one per batch of each epoch."""
+    return int(t["epochs"]) * (1 if t["batch_size"] == "all" else math.ceil(rows / t["batch_size"]))
+
+
+def batch_norm_layers(model) -> list[dict[str, Any]]:
+    """Each BatchNormalization layer's name and momentum, nested models included (verify's hint
+    when their moving statistics saw too few updates to be trusted)."""
+    out, todo = [], list(model.layers)
+    while todo:
+        layer = todo.pop(0)
+        if type(layer).__name__ in ("BatchNormalization", "SyncBatchNormalization"):
+            out.append({"layer": layer.name, "momentum": float(layer.momentum)})
+        todo += list(getattr(layer, "layers", []))
+    return out
 
 
 def validation_callback(keras, ds, metric: str):
@@ -161,6 +179,8 @@ def run(cfg: dict[str, Any], layout: Layout, plot: bool = True, ds=None) -> tupl
         "loss_name": loss_name,
         "parameters": int(model.count_params()),
         "least_squares": least_squares(ds, loss_name),
+        "steps": steps(t, len(ds.x_train)),
+        "batch_norm": batch_norm_layers(model),
     }
     with fsutil.atomic_path(layout.model_keras) as tmp:
         model.save(tmp)

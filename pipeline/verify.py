@@ -6,7 +6,9 @@ report's training section, build/train/history.json if it is there. Every model 
 run once over the probe rows (engine.py), then judged: the float32 formats' parity with Keras
 within ``verify.onnx``/``verify.tflite`` (and, for a classifier, the same top-1 class on every
 row); every model's accuracy on the validation rows (``verify.max_mae`` or ``min_accuracy``);
-each variant against its budget. Records the model the bundle will ship (bundle_model.py) and
+Keras's against the trivial baseline's on the same rows (the majority class, or the training
+mean or median: ``verify.baseline``, ``verify.baseline_margin``), so that a model that learned
+nothing never passes; each variant against its budget. Records the model the bundle will ship (bundle_model.py) and
 writes build/verify/report.json and report.md whether it passes or not (report.py), and
 build/verify/plots.npz (the plots' data). A failure exits non-zero with one line per failing
 check and removes any stale bundle from dist/.
@@ -77,12 +79,21 @@ def run(cfg: dict[str, Any], layout: Layout) -> dict[str, Any]:
     accuracy = {"keras": judge.keras_accuracy, **{f"{f}-fp32": results[f"{f}-fp32"]["accuracy"] for f in FORMATS}}
     failures = [line for f in FORMATS for line in judge.parity_failures(f, results[f"{f}-fp32"]["parity"])]
     failures += [line for name, acc in accuracy.items() if (line := judge.accuracy_failure(name, acc))]
+    training = report_mod.training(layout)
+    baseline, warnings = judge.baseline(), []
+    line = judge.baseline_failure("keras", judge.keras_accuracy, baseline)
+    if line:
+        hint = judge.batch_norm_hint(training, judge.keras_accuracy)
+        line += f"; {hint}" if hint else ""
+        (warnings if cfg["verify"]["baseline"] == "warn" else failures).append(line)
+    baseline.update(margin=cfg["verify"]["baseline_margin"], check=cfg["verify"]["baseline"], beaten=line is None)
     chosen, problem = bundle_model.choose(cfg, results, layout)
     failures += [problem] if problem else []
     plot_data(layout, judge, results, val_outputs)
     report = {
         "passed": not failures,
         "failures": failures,
+        "warnings": warnings,
         "task": judge.task,
         "output_kind": judge.kind,
         "probes": {"groups": {str(g): int((ref["group"] == i).sum()) for i, g in enumerate(ref["group_names"])},
@@ -90,8 +101,9 @@ def run(cfg: dict[str, Any], layout: Layout) -> dict[str, Any]:
                    "range_rows": int(judge.in_range.sum()), "features": int(np.prod(ref["input_shape"]))},
         "parity": {fmt: results[f"{fmt}-fp32"]["parity"] for fmt in FORMATS},
         "accuracy": accuracy,
+        "baseline": baseline,
         "variants": results,
-        "training": report_mod.training(layout),
+        "training": training,
         "bundle": chosen,
         "files": model_files(layout, chosen),
         "keras_sha256": str(ref["keras_sha256"]),

@@ -238,6 +238,7 @@ def test_the_issues_minimal_config_is_complete(tmp_path):
         "verify": {"probes": ["training", "validation", "synthetic", "edge"], "range": None, "grid_points": 4096,
                    "synthetic_count": 256, "random_count": 1024, "seed": 1, "large_batch": 256, "oracle": None,
                    "oracle_range": None, "oracle_points": 2000, "max_mae": None, "min_accuracy": None,
+                       "baseline": "fail", "baseline_margin": 0.1,
                    "onnx": {"atol": 1e-5, "rtol": 1e-4}, "tflite": {"atol": 1e-5, "rtol": 1e-4}},
         "variants": {"calibration": "training", "calibration_count": 300, **{v: budget for v in VARIANTS}},
         "bundle": {"model": "onnx-fp32", "name": tmp_path.name},

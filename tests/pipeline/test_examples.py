@@ -70,6 +70,11 @@ def test_the_example_passes_verify_on_held_out_rows(example):
         # the two apart.
         r = parity["range"]
         assert r["scale_ulp"] < 100 and (r["snr_db"] is None or r["snr_db"] > 100), (fmt, r)
+    # Each example learned something: it removes at least the margin's share of the trivial baseline's error.
+    base = report["baseline"]
+    assert base["beaten"] and base["check"] == "fail" and report["warnings"] == [], base
+    error = 1 - keras["accuracy"] if metric == "accuracy" else keras["mae"]
+    assert error <= (1 - base["margin"]) * base["error"], (error, base)
     for png in ("validation.png", "accuracy-vs-size.png"):
         assert (build / "verify" / png).stat().st_size > 1000
     assert (build / "train" / "loss.png").stat().st_size > 1000
