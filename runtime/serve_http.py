@@ -270,14 +270,18 @@ class Handler(http.server.BaseHTTPRequestHandler):
         if body is None:
             return
         try:
-            values, request_id, count = serve_v2.decode_infer(body, sig, self.server.limits.max_values)
+            values, request_id, count, binary = serve_v2.decode_infer(
+                body, sig, self.server.limits.max_values, self.headers.get(serve_v2.HEADER_LENGTH))
             x, y, _ = model.runner.answer(values)
         except codec.BadRequest as e:
             return self._json(400, e.doc, label)
         except InputError as e:
             return self._json(400, codec.refused(e), label)
         self._count_outside(model, x)
-        self._send(200, serve_v2.encode_infer(sig, model.sha256, y, request_id), label, "application/json",
+        answer, json_length = serve_v2.encode_infer(sig, model.sha256, y, request_id, binary)
+        if json_length is None:
+            return self._send(200, answer, label, "application/json", values=x.shape[0])
+        self._send(200, answer, label, "application/octet-stream", headers={serve_v2.HEADER_LENGTH: json_length},
                    values=x.shape[0])
 
     def _count_outside(self, model, x) -> None:

@@ -5,8 +5,13 @@ Routes (``route``): ``GET /v2`` (server metadata), ``GET /v2/health/live``, ``GE
 ``GET .../ready`` and ``POST .../infer``. ``<name>`` is the manifest's ``model.name``
 ("celsius-to-fahrenheit" for a bundle without one); the version is the first 12 hex digits
 of the model's sha256, so it changes when a reload swaps in another model. One input and
-one output tensor, datatype FP32, JSON data (flat row-major, or nested); no binary data
-extension. A refused request raises ``codec.BadRequest`` with the 400 document.
+one output tensor, datatype FP32, as JSON data (flat row-major, or nested) or as binary data
+(the binary tensor data extension, which Triton's clients use by default): a request whose
+``Inference-Header-Content-Length`` header says how long its JSON is, the input's bytes after
+it (``"parameters": {"binary_data_size": N}``, little-endian, row-major); the output comes
+back the same way when the request asks (``"binary_data": true`` on the output, or
+``"binary_data_output": true`` on the request). A refused request raises ``codec.BadRequest``
+with the 400 document.
 """
 
 from __future__ import annotations
@@ -19,7 +24,9 @@ import numpy as np
 
 from .codec import BadRequest, count_values, number_texts, parse_json
 
-SERVER = {"name": "edge-model", "version": "1", "extensions": []}
+SERVER = {"name": "edge-model", "version": "1", "extensions": ["binary_tensor_data"]}
+HEADER_LENGTH = "Inference-Header-Content-Length"  # the binary tensor data extension's HTTP header
+BINARY = np.dtype("<f4")  # FP32 as binary data: little-endian, row-major, no padding
 PLATFORM = "onnxruntime_onnx"
 DATATYPE = "FP32"
 # The route labels (as /metrics counts them) and their methods.
@@ -69,10 +76,61 @@ def _refuse(message: str) -> BadRequest:
     return BadRequest({"error": message})
 
 
-def decode_infer(body: bytes, sig, max_values: int) -> tuple[np.ndarray, Any, int]:
+def split_body(body: bytes, header_length: str | None) -> tuple[bytes, bytes]:
+    """(the JSON, the binary data after it) of a body whose ``Inference-Header-Content-Length``
+    header (None: absent, the whole body is JSON) says how long its JSON part is."""
+    if header_length is None:
+        return body, b""
+    if not (header_length.isascii() and header_length.isdigit()) or int(header_length) > len(body):
+        raise _refuse(f"{HEADER_LENGTH}: expected the JSON part's size in bytes (0 to the body's "
+                      f"{len(body)}), got {header_length[:40]!r}")
+    n = int(header_length)
+    return body[:n], body[n:]
+
+
+def _flag(params: Any, key: str, where: str) -> bool:
+    """A boolean parameter of the binary tensor data extension (false when not given)."""
+    if params is None:
+        return False
+    if not isinstance(params, dict):
+        raise _refuse(f"{where}.parameters: expected an object, got {type(params).__name__}")
+    v = params.get(key, False)
+    if not isinstance(v, bool):
+        raise _refuse(f"{where}.parameters.{key}: expected true or false, got {v!r}"[:200])
+    return v
+
+
+def _binary_input(t: dict, binary: bytes, shape: list[int], total: int) -> np.ndarray | None:
+    """inputs[0]'s values from the binary data after the JSON, when it says it has them there."""
+    params = t.get("parameters")
+    if params is not None and not isinstance(params, dict):
+        raise _refuse(f"inputs[0].parameters: expected an object, got {type(params).__name__}")
+    size = (params or {}).get("binary_data_size")
+    if size is None:
+        if binary:
+            raise _refuse(f"body: {len(binary)} bytes after the JSON part, but no input has a binary_data_size")
+        return None
+    if type(size) is not int or size < 0:
+        raise _refuse(f"inputs[0].parameters.binary_data_size: expected a size in bytes, got {size!r}"[:200])
+    if "data" in t:
+        raise _refuse("inputs[0]: both data and binary_data_size; send the values one way")
+    want = total * BINARY.itemsize
+    if size != want:
+        raise _refuse(f"inputs[0].parameters.binary_data_size: {size} bytes, expected {want} ({total} {DATATYPE} "
+                      f"values for shape {shape})")
+    if len(binary) != size:
+        raise _refuse(f"body: {len(binary)} bytes after the JSON part, expected the input's binary_data_size "
+                      f"{size}" + ("" if binary else f" (and the {HEADER_LENGTH} header)"))
+    return np.frombuffer(binary, BINARY).reshape(shape)
+
+
+def decode_infer(body: bytes, sig, max_values: int, header_length: str | None = None
+                 ) -> tuple[np.ndarray, Any, int, bool]:
     """(the input tensor as an array shaped as the request says, the request's ``id`` (None
-    when it has none), how many values it holds) from an infer request body, for the model
-    of signature ``sig``."""
+    when it has none), how many values it holds, whether the output goes back as binary data)
+    from an infer request body, for the model of signature ``sig``; ``header_length`` is the
+    request's Inference-Header-Content-Length header (None: no binary data)."""
+    body, binary = split_body(body, header_length)
     doc = parse_json(body)
     if not isinstance(doc, dict) or not isinstance(doc.get("inputs"), list):
         raise _refuse('body: expected an inference request {"inputs": [{"name", "shape", "datatype", "data"}]}')
@@ -97,7 +155,24 @@ def decode_infer(body: bytes, sig, max_values: int) -> tuple[np.ndarray, Any, in
         raise _refuse(f"inputs[0]: {total} values, at most {max_values} per request (--max-values)")
     if total == 0:
         raise _refuse("inputs[0]: empty, expected at least one example")
-    data = t.get("data")
+    arr = _binary_input(t, binary, shape, total)
+    if arr is None:
+        arr = _json_input(t.get("data"), shape, total, max_values)
+    binary_out = _flag(doc.get("parameters"), "binary_data_output", "request")
+    outputs = doc.get("outputs") or []
+    if not isinstance(outputs, list):
+        raise _refuse(f"outputs: expected a list of requested outputs, got {type(outputs).__name__}")
+    for i, o in enumerate(outputs):
+        if not isinstance(o, dict) or o.get("name") != sig.output_name:
+            got = o.get("name") if isinstance(o, dict) else o
+            raise _refuse(f"outputs[{i}].name: expected {sig.output_name!r}, got {got!r}")
+        if "parameters" in o and isinstance(o["parameters"], dict) and "binary_data" in o["parameters"]:
+            binary_out = _flag(o["parameters"], "binary_data", f"outputs[{i}]")  # the output's own say wins
+    return arr, doc.get("id"), total, binary_out
+
+
+def _json_input(data: Any, shape: list[int], total: int, max_values: int) -> np.ndarray:
+    """inputs[0]'s values from its JSON data."""
     if not isinstance(data, list):
         raise _refuse("inputs[0].data: expected a list of numbers (flat, row-major, or nested)")
     if count_values(data) > max_values:
@@ -110,19 +185,21 @@ def decode_infer(body: bytes, sig, max_values: int) -> tuple[np.ndarray, Any, in
         raise _refuse(f"inputs[0].data: expected numbers, got dtype {arr.dtype}")
     if arr.size != total:
         raise _refuse(f"inputs[0].data: expected {total} values for shape {shape}, got {arr.size}")
-    for i, o in enumerate(doc.get("outputs") or []):
-        if not isinstance(o, dict) or o.get("name") != sig.output_name:
-            got = o.get("name") if isinstance(o, dict) else o
-            raise _refuse(f"outputs[{i}].name: expected {sig.output_name!r}, got {got!r}")
-    return arr.reshape(shape), doc.get("id"), total
+    return arr.reshape(shape)
 
 
-def encode_infer(sig, sha256: str, y: np.ndarray, request_id: Any) -> bytes:
-    """The infer answer for the model's output batch ``y`` (n, *output shape): flat row-major data."""
+def encode_infer(sig, sha256: str, y: np.ndarray, request_id: Any, binary: bool = False) -> tuple[bytes, int | None]:
+    """The infer answer for the model's output batch ``y`` (n, *output shape), and the length of
+    its JSON part when binary data follows it (the Inference-Header-Content-Length header; None:
+    all JSON, the values as flat row-major data)."""
     head = {"model_name": sig.model_name, "model_version": version_of(sha256)}
     if request_id is not None:
         head["id"] = request_id
     shape = json.dumps([int(d) for d in y.shape], separators=(",", ":"))
-    out = (f'{{"name":{json.dumps(sig.output_name)},"datatype":"{DATATYPE}","shape":{shape},'
-           f'"data":[{",".join(number_texts(y))}]}}')
-    return (json.dumps(head)[:-1] + f',"outputs":[{out}]}}').encode()
+    out = f'{{"name":{json.dumps(sig.output_name)},"datatype":"{DATATYPE}","shape":{shape},'
+    if binary:
+        data = np.ascontiguousarray(y, BINARY).tobytes()
+        doc = (json.dumps(head)[:-1] + f',"outputs":[{out}"parameters":{{"binary_data_size":{len(data)}}}}}]}}').encode()
+        return doc + data, len(doc)
+    out += f'"data":[{",".join(number_texts(y))}]}}'
+    return (json.dumps(head)[:-1] + f',"outputs":[{out}]}}').encode(), None

@@ -147,7 +147,7 @@ def test_the_tutorial_takes_inputs_too_and_keeps_celsius(serve_bundle, bundle):
 
 
 def test_v2_server_health_and_model_metadata(wine, tabular_bundle):
-    assert call(wine, "GET", "/v2") == (200, {"name": "edge-model", "version": "1", "extensions": []})
+    assert call(wine, "GET", "/v2") == (200, {"name": "edge-model", "version": "1", "extensions": ["binary_tensor_data"]})
     assert call(wine, "GET", "/v2/health/live") == (200, {"live": True})
     assert call(wine, "GET", "/v2/health/ready") == (200, {"ready": True})
     version = model_sha(tabular_bundle)[:12]
@@ -223,6 +223,110 @@ def test_v2_bad_infer_requests_are_400_naming_the_problem(wine, body, error):
     status, doc = call(wine, "POST", "/v2/models/wine/infer", body)
     assert status == 400 and doc["error"].startswith(error), doc
     assert_still_answers(wine)
+
+
+def binary_call(server: Server, path: str, doc: dict, data: bytes = b"", header: str | None = None):
+    """(status, headers, the JSON part, the binary part) of one infer request in the binary tensor data
+    extension's layout: the JSON, then ``data``; Inference-Header-Content-Length ``header`` (default:
+    the JSON's length)."""
+    head = json.dumps(doc).encode()
+    req = urllib.request.Request(server.url + path, data=head + data, method="POST", headers={
+        "Content-Type": "application/octet-stream",
+        "Inference-Header-Content-Length": str(len(head)) if header is None else header})
+    try:
+        with urllib.request.urlopen(req, timeout=60) as r:
+            status, headers, raw = r.status, r.headers, r.read()
+    except urllib.error.HTTPError as e:
+        status, headers, raw = e.code, e.headers, e.read()
+    n = int(headers.get("Inference-Header-Content-Length", len(raw)))
+    return status, headers, json.loads(raw[:n]), raw[n:]
+
+
+def test_v2_binary_tensor_data_in_and_out_is_the_runners_float32_bit_for_bit(digits, image_bundle):
+    """tritonclient's defaults: the input as binary data after the JSON, the output asked for as
+    binary (for the request, or per output); and every mix with JSON. The answer is Runner.predict's
+    float32, bit for bit, whichever way each side travels."""
+    x = (np.random.default_rng(7).random((5, 8, 8, 1)) * 16).astype(np.float32)
+    with Runner.from_bundle(image_bundle) as r:
+        want = r.predict(x)
+    tensor = {"name": "inputs", "shape": [5, 8, 8, 1], "datatype": "FP32"}
+    as_binary = {**tensor, "parameters": {"binary_data_size": x.nbytes}}
+    as_json = {**tensor, "data": x.reshape(-1).tolist()}
+    path = "/v2/models/digits/infer"
+    cases = [  # (the request's JSON, binary data after it, the output comes back as binary)
+        ({"id": "b", "inputs": [as_binary], "parameters": {"binary_data_output": True}}, x.tobytes(), True),
+        ({"inputs": [as_binary], "outputs": [{"name": "outputs", "parameters": {"binary_data": True}}]}, x.tobytes(), True),
+        ({"inputs": [as_binary]}, x.tobytes(), False),
+        ({"inputs": [as_binary], "parameters": {"binary_data_output": True},
+          "outputs": [{"name": "outputs", "parameters": {"binary_data": False}}]}, x.tobytes(), False),  # its own say
+        ({"inputs": [as_json], "outputs": [{"name": "outputs", "parameters": {"binary_data": True}}]}, b"", True),
+    ]
+    for doc, data, binary_out in cases:
+        status, headers, head, rest = binary_call(digits, path, doc, data)
+        assert status == 200, head
+        [out] = head["outputs"]
+        assert (out["name"], out["datatype"], out["shape"]) == ("outputs", "FP32", [5, 10]), out
+        if binary_out:
+            assert headers["Content-Type"] == "application/octet-stream"
+            assert out["parameters"] == {"binary_data_size": 200} and "data" not in out and len(rest) == 200
+            got = np.frombuffer(rest, "<f4").reshape(5, 10)
+        else:
+            assert headers["Content-Type"] == "application/json" and "Inference-Header-Content-Length" not in headers
+            assert rest == b"" and "parameters" not in out
+            got = np.float32(out["data"]).reshape(5, 10)
+        assert got.tobytes() == want.tobytes(), (doc, got, want)
+        assert head.get("id") == doc.get("id")
+
+
+def wine_binary(n: int = 1, **parameters) -> dict:
+    return {"inputs": [{"name": "inputs", "shape": [n, 13], "datatype": "FP32",
+                        "parameters": {"binary_data_size": 52 * n, **parameters}}]}
+
+
+ROW = np.float32(row()).tobytes()
+
+
+@pytest.mark.parametrize(
+    "doc, data, header, error",
+    [
+        (wine_binary(), ROW, "x", "Inference-Header-Content-Length: expected the JSON part's size in bytes"),
+        (wine_binary(), ROW, "99999", "Inference-Header-Content-Length: expected the JSON part's size in bytes"),
+        (wine_binary(binary_data_size=48), ROW[:48], None,
+         "inputs[0].parameters.binary_data_size: 48 bytes, expected 52 (13 FP32 values for shape [1, 13])"),
+        (wine_binary(binary_data_size="52"), ROW, None, "inputs[0].parameters.binary_data_size: expected a size in bytes"),
+        (wine_binary(), ROW[:40], None, "body: 40 bytes after the JSON part, expected the input's binary_data_size 52"),
+        (wine_binary(), ROW + b"\0", None, "body: 53 bytes after the JSON part, expected the input's binary_data_size 52"),
+        (wine_binary(2), ROW, None, "body: 52 bytes after the JSON part, expected the input's binary_data_size 104"),
+        ({"inputs": [{**wine_binary()["inputs"][0], "data": row()}]}, ROW, None,
+         "inputs[0]: both data and binary_data_size"),
+        (infer(), ROW, None, "body: 52 bytes after the JSON part, but no input has a binary_data_size"),
+        ({**wine_binary(), "parameters": {"binary_data_output": 1}}, ROW, None,
+         "request.parameters.binary_data_output: expected true or false, got 1"),
+        ({**wine_binary(), "outputs": [{"name": "outputs", "parameters": {"binary_data": "yes"}}]}, ROW, None,
+         "outputs[0].parameters.binary_data: expected true or false, got 'yes'"),
+        (wine_binary(), np.float32(row(alcohol=120)).tobytes(), None,
+         "input[0]: feature 'alcohol' = 120: outside the valid range [0, 100]"),
+        (wine_binary(), np.float32(row(alcohol=np.nan)).tobytes(), None, "input[0]: feature 'alcohol' is NaN"),
+    ],
+    ids=["header-not-a-number", "header-past-the-body", "size-not-the-shapes", "size-a-string", "short", "long",
+         "shape-of-two-bytes-of-one", "data-and-binary", "bytes-for-no-input", "output-flag-not-bool",
+         "binary-data-not-bool", "outside-the-valid-range", "nan"],
+)
+def test_v2_bad_binary_requests_are_400_naming_the_problem(wine, doc, data, header, error):
+    status, _, head, _ = binary_call(wine, "/v2/models/wine/infer", doc, data, header)
+    assert status == 400 and head["error"].startswith(error), head
+    assert_still_answers(wine)
+
+
+def test_v2_binary_data_without_its_header_is_400(wine):
+    """The binary part's bytes with no Inference-Header-Content-Length: the whole body is read as
+    JSON, which it is not."""
+    body = json.dumps(wine_binary()).encode() + ROW
+    status, doc = call(wine, "POST", "/v2/models/wine/infer", body)
+    assert status == 400 and doc["error"].startswith("body: not valid JSON"), doc
+    status, doc = call(wine, "POST", "/v2/models/wine/infer", wine_binary())  # the JSON alone: no bytes for it
+    assert status == 400 and doc["error"] == ("body: 0 bytes after the JSON part, expected the input's "
+                                              "binary_data_size 52 (and the Inference-Header-Content-Length header)")
 
 
 def test_v2_nan_in_infer_data_is_400(wine):
