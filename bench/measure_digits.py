@@ -5,15 +5,17 @@
 - on the bundle that run built: ``Runner.predict`` against a bare ``session.run`` at batch 1 on
   one example (blocks of calls alternating, ratio block by block), examples/s through `stream`
   (one JSON array per line) and through `serve` (POST /predict {"inputs": [64 examples]}, a few
-  keep-alive clients, a bounded number of requests), each beside a bare ``session.run`` at the
-  same batch, and the static int8 ONNX variant against build/model.onnx: bytes, and batch-1 and
-  batch-256 latency in onnxruntime on one thread (blocks alternating).
+  keep-alive clients, a bounded number of requests; then the v2 protocol's infer with JSON data
+  and with binary data), each beside a bare ``session.run`` at the same batch, and the static
+  int8 ONNX variant against build/model.onnx: bytes, and batch-1 and batch-256 latency in
+  onnxruntime on one thread (blocks alternating).
 
 The in-process timings run in a child: `python -m bench.measure_digits child BUILD BUNDLE ...`.
 """
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import shutil
@@ -31,6 +33,7 @@ CONFIG = "examples/digits/edge.toml"
 DATA = ROOT / "examples" / "digits" / "data.npz"
 SERVE_BATCH = 64  # examples per POST /predict
 SERVE_CLIENTS = 4
+SERVE_KINDS = ("predict", "v2-json", "v2-binary")  # POST /predict; v2 infer with JSON data, with binary data
 STREAM_BATCH = 4096  # `runtime stream --batch` default: lines per micro-batch
 INT8 = "onnx-int8-static"
 
@@ -78,6 +81,11 @@ def bench_digits(work: Path, quick: bool) -> dict:
     out["stream"]["vs_bare"] = out["stream"]["examples_per_s"]["median"] / c["bare"][str(STREAM_BATCH)]
     out["serve"] = bench_serve(bundle, work, n)
     out["serve"]["vs_bare"] = out["serve"]["examples_per_s"]["median"] / c["bare"][str(SERVE_BATCH)]
+    out["serve_v2"] = {}
+    for kind in SERVE_KINDS[1:]:
+        v = out["serve_v2"][kind] = bench_serve(bundle, work, n, kind)
+        v["vs_bare"] = v["examples_per_s"]["median"] / c["bare"][str(SERVE_BATCH)]
+        v["vs_predict"] = v["examples_per_s"]["median"] / out["serve"]["examples_per_s"]["median"]
     return out
 
 
@@ -106,14 +114,35 @@ def bench_stream(bundle: Path, work: Path, lines: int, runs: int) -> dict:
             "bare_batch": STREAM_BATCH}
 
 
-def bench_serve(bundle: Path, work: Path, n: dict) -> dict:
-    """`python -m runtime serve` (as shipped) under SERVE_CLIENTS keep-alive clients posting
-    SERVE_BATCH examples each, n["serve_requests"] requests per round."""
-    bodies = work / "digits-bodies.jsonl"
+def write_requests(kind: str, path: Path) -> Path:
+    """Four requests of SERVE_BATCH examples each, as ``kind`` sends them (SERVE_KINDS), in the
+    file bench/serve_load.py's --body-file reads."""
     x = _examples(SERVE_BATCH * 4)
-    with open(bodies, "w") as f:
-        for k in range(4):
-            f.write(json.dumps({"inputs": x[k * SERVE_BATCH:(k + 1) * SERVE_BATCH].tolist()}) + "\n")
+    batches = [x[k * SERVE_BATCH:(k + 1) * SERVE_BATCH] for k in range(4)]
+    if kind == "predict":
+        path = path.with_suffix(".jsonl")
+        path.write_text("".join(json.dumps({"inputs": b.tolist()}) + "\n" for b in batches))
+        return path
+    tensor = {"name": "inputs", "shape": list(batches[0].shape), "datatype": "FP32"}
+    if kind == "v2-json":
+        headers = {"Content-Type": "application/json"}
+        bodies = [json.dumps({"inputs": [{**tensor, "data": b.reshape(-1).tolist()}]}).encode() for b in batches]
+    else:  # the binary tensor data extension both ways, as tritonclient sends by default
+        head = json.dumps({"inputs": [{**tensor, "parameters": {"binary_data_size": batches[0].nbytes}}],
+                           "parameters": {"binary_data_output": True}}).encode()
+        headers = {"Content-Type": "application/octet-stream", "Inference-Header-Content-Length": str(len(head))}
+        bodies = [head + b.astype("<f4").tobytes() for b in batches]
+    path = path.with_suffix(".json")
+    path.write_text(json.dumps({"path": "/v2/models/digits/infer", "headers": headers,
+                                "bodies": [base64.b64encode(b).decode() for b in bodies]}))
+    return path
+
+
+def bench_serve(bundle: Path, work: Path, n: dict, kind: str = "predict") -> dict:
+    """`python -m runtime serve` (as shipped) under SERVE_CLIENTS keep-alive clients posting
+    SERVE_BATCH examples each, n["serve_requests"] requests per round: POST /predict, or the v2
+    protocol's infer with JSON data or binary data (``kind``, one of SERVE_KINDS)."""
+    bodies = write_requests(kind, work / f"digits-{kind}")
     _, client_cpus = cpu_plan()
     server = Server("digits", "runtime", bundle.resolve(), work)
     runs = []

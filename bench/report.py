@@ -114,8 +114,14 @@ def digits_markdown(d: dict) -> list[str]:
           f"| serve, POST /predict of {sv['batch']} examples, {sv['clients']} clients, {sv['requests']:,} requests"
           + (f" ({sv['errors']} failed)" if sv["errors"] else "") + f", p50 {sv['p50_ms']['median']:.1f} ms, "
           f"p99 {sv['p99_ms']['median']:.1f} ms | {s(sv['examples_per_s'], '{:,.0f}')} examples/s | "
-          f"{d['bare'][str(sv['bare_batch'])]:,.0f} examples/s at batch {sv['bare_batch']} | {sv['vs_bare']:.3f}x |",
-          "", "Static int8 (build/variants/onnx-int8-static.onnx) against build/model.onnx, onnxruntime, 1 thread, "
+          f"{d['bare'][str(sv['bare_batch'])]:,.0f} examples/s at batch {sv['bare_batch']} | {sv['vs_bare']:.3f}x |"]
+    for kind, v in d.get("serve_v2", {}).items():
+        data = "binary data both ways" if kind == "v2-binary" else "JSON data"
+        L.append(f"| serve, v2 infer of {v['batch']} examples with {data}, {v['requests']:,} requests"
+                 + (f" ({v['errors']} failed)" if v["errors"] else "") + f", p50 {v['p50_ms']['median']:.1f} ms "
+                 f"({v['vs_predict']:.2f}x /predict's examples/s) | {s(v['examples_per_s'], '{:,.0f}')} examples/s | "
+                 f"{d['bare'][str(v['bare_batch'])]:,.0f} examples/s at batch {v['bare_batch']} | {v['vs_bare']:.3f}x |")
+    L += ["", "Static int8 (build/variants/onnx-int8-static.onnx) against build/model.onnx, onnxruntime, 1 thread, "
               "blocks alternating:", "",
           "| what | int8 | fp32 | int8 / fp32 |", "|---|---|---|---|",
           f"| file bytes | {i8['int8_bytes']:,} | {i8['fp32_bytes']:,} | {i8['bytes_ratio']:.3f}x |"]

@@ -1,7 +1,7 @@
 """Load generator for `python -m runtime serve`: `python -m bench.serve_load --port N --clients C ...`.
 
 C keep-alive clients (``http.client.HTTPConnection``, one connection each, opened and warmed
-before the clock starts) POST /predict as fast as their answers come back, until together they
+before the clock starts) POST /predict (or what ``--body-file`` says) as fast as their answers come back, until together they
 have sent ``--requests`` or ``--time-cap`` seconds have passed. The clients are threads spread
 over ``--procs`` processes (fork): one Python process cannot drive 32 connections faster than
 its GIL lets it parse answers, so the load would measure the client, not the server. Each
@@ -15,6 +15,7 @@ CPU (cores in use on average) and, with ``--server-pid``, the server's CPU over 
 from __future__ import annotations
 
 import argparse
+import base64
 import http.client
 import json
 import multiprocessing as mp
@@ -30,13 +31,14 @@ from bench.stats import nearest_rank as pct
 HEADERS = {"Content-Type": "application/json"}
 
 
-def bodies(values: int, model: Scalar) -> list[bytes]:
-    """Request bodies to cycle through, {"<feature>": ...}: single numbers (97 of them, evenly over
-    the working range), or lists of ``values`` numbers spread over it."""
+def bodies(values: int, model: Scalar) -> list[tuple[str, dict, bytes]]:
+    """Requests to cycle through, POST /predict {"<feature>": ...}: single numbers (97 of them,
+    evenly over the working range), or lists of ``values`` numbers spread over it."""
     if values <= 1:
-        return [json.dumps({model.feature: model.at(i / 96, 2)}).encode() for i in range(97)]
-    return [json.dumps({model.feature: [model.at((i + k / 7) / values, 4) for i in range(values)]}).encode()
-            for k in range(3)]
+        docs = [{model.feature: model.at(i / 96, 2)} for i in range(97)]
+    else:
+        docs = [{model.feature: [model.at((i + k / 7) / values, 4) for i in range(values)]} for k in range(3)]
+    return [("/predict", HEADERS, json.dumps(d).encode()) for d in docs]
 
 
 def cpu_ticks(pid: int) -> int:
@@ -46,17 +48,18 @@ def cpu_ticks(pid: int) -> int:
     return int(fields[11]) + int(fields[12])
 
 
-def _client(port: int, body_list: list[bytes], warmup: int, ready, go, budget, deadline, out: dict) -> None:
+def _client(port: int, body_list: list[tuple[str, dict, bytes]], warmup: int, ready, go, budget, deadline,
+            out: dict) -> None:
     lat, errors = [], 0
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
     i = 0
 
     def one() -> bool:
         nonlocal conn, i
-        body = body_list[i % len(body_list)]
+        path, headers, body = body_list[i % len(body_list)]
         i += 1
         try:
-            conn.request("POST", "/predict", body, HEADERS)
+            conn.request("POST", path, body, headers)
             r = conn.getresponse()
             r.read()
             return r.status == 200
@@ -110,10 +113,17 @@ def _process(port, threads, body_list, warmup, ready_count, go, budget, deadline
     conn.close()
 
 
-def read_bodies(path: str) -> list[bytes]:
-    """Request bodies from a file, one per line (any model's: {"inputs": [...]})."""
-    with open(path, "rb") as f:
-        found = [line.rstrip(b"\n") for line in f if line.strip()]
+def read_bodies(path: str) -> list[tuple[str, dict, bytes]]:
+    """Requests from a file: POST /predict bodies, one per line (any model's: {"inputs": [...]});
+    or, for a file ending in .json, {"path", "headers", "bodies": [base64, ...]} (any endpoint,
+    any body: the v2 protocol's binary ones)."""
+    if path.endswith(".json"):
+        with open(path) as f:
+            doc = json.load(f)
+        found = [(doc["path"], doc["headers"], base64.b64decode(b)) for b in doc["bodies"]]
+    else:
+        with open(path, "rb") as f:
+            found = [("/predict", HEADERS, line.rstrip(b"\n")) for line in f if line.strip()]
     if not found:
         raise SystemExit(f"serve_load: {path}: no request bodies")
     return found
@@ -194,7 +204,8 @@ def main(argv: list[str] | None = None) -> int:
                    "--body-file, the examples in each body (for values/s)")
     p.add_argument("--feature", help="a one-value model's feature: the request is {FEATURE: value or [values]}")
     p.add_argument("--range", type=float, nargs=2, metavar=("LO", "HI"), help="where --feature's values lie")
-    p.add_argument("--body-file", help="request bodies to cycle through, one per line, instead of --feature's")
+    p.add_argument("--body-file", help="POST /predict bodies to cycle through, one per line, instead of "
+                   "--feature's; or a .json file of requests to any endpoint (read_bodies)")
     p.add_argument("--warmup", type=int, default=20, help="untimed requests per client before the clock starts")
     p.add_argument("--server-pid", type=int, help="also report this process's CPU over the timed span")
     p.add_argument("--cpus", help="comma-separated CPUs the client processes are confined to (default: any)")

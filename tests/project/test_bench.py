@@ -4,6 +4,7 @@ run in `make bench`; nothing here times anything.)"""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import threading
@@ -214,6 +215,35 @@ def test_the_digits_section_and_an_unmeasured_target_render():
     assert "| batch 256 latency, us | 2400.0 [2160.0, 2640.0] | 1100.0 [990.0, 1210.0] | 2.200 [1.980, 2.420]x |" in text
     assert "plain script: total" not in text
     assert [report.met(v) for v in (True, False, None)] == ["yes", "NO", "-"]
+    assert "v2 infer" not in text  # a results.json from before the v2 rows: rendered without them
+
+    d["serve_v2"] = {"v2-binary": {**d["serve"], "examples_per_s": st(48_000.0), "vs_bare": 0.24, "vs_predict": 3.0}}
+    text = "\n".join(report.digits_markdown(d))
+    assert ("| serve, v2 infer of 64 examples with binary data both ways, 400 requests, p50 15.0 ms (3.00x /predict's "
+            "examples/s) | 48,000 [43,200, 52,800] examples/s | 200,000 examples/s at batch 64 | 0.240x |") in text
+
+
+def test_serve_load_reads_predict_lines_and_v2_request_files(tmp_path):
+    """The load generator's --body-file: POST /predict bodies one per line, or (.json) any endpoint's
+    requests with their headers and bytes, as bench/measure_digits.py writes them for each kind."""
+    import numpy as np
+
+    from bench import measure_digits, serve_load
+
+    reqs = {kind: serve_load.read_bodies(str(measure_digits.write_requests(kind, tmp_path / kind)))
+            for kind in measure_digits.SERVE_KINDS}
+    assert [len(r) for r in reqs.values()] == [4, 4, 4]
+    path, headers, body = reqs["predict"][0]
+    assert path == "/predict" and np.shape(json.loads(body)["inputs"]) == (64, 8, 8, 1)
+    path, headers, body = reqs["v2-json"][1]
+    assert path == "/v2/models/digits/infer" and len(json.loads(body)["inputs"][0]["data"]) == 64 * 64
+    path, headers, body = reqs["v2-binary"][2]
+    n = int(headers["Inference-Header-Content-Length"])
+    head = json.loads(body[:n])
+    assert head["inputs"][0]["parameters"] == {"binary_data_size": 64 * 64 * 4} == {"binary_data_size": len(body) - n}
+    assert head["parameters"] == {"binary_data_output": True}
+    x = measure_digits._examples(64 * 4)[128:192]
+    assert np.frombuffer(body[n:], "<f4").tobytes() == x.astype("<f4").tobytes()
 
 
 def test_targets_carry_the_digits_rows_and_the_plain_way_row_in_quick_mode():
