@@ -8,9 +8,9 @@ within ``verify.onnx``/``verify.tflite`` (and, for a classifier, the same top-1 
 row); every model's accuracy on the validation rows (``verify.max_mae`` or ``min_accuracy``);
 Keras's against the trivial baseline's on the same rows (the majority class, or the training
 mean or median: ``verify.baseline``, ``verify.baseline_margin``), so that a model that learned
-nothing never passes; each variant against its budget. Records the model the bundle will ship (bundle_model.py) and
-writes build/verify/report.json and report.md whether it passes or not (report.py), and
-build/verify/plots.npz (the plots' data). A failure exits non-zero with one line per failing
+nothing never passes; each variant against its budget. Records the model the bundle will ship
+(bundle_model.py) and writes build/verify/report.json and report.md whether it passes or not
+(report.py), and build/verify/plots.npz (the plots' data). A failure exits non-zero with one line per failing
 check and removes any stale bundle from dist/.
 """
 

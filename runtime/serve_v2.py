@@ -166,8 +166,9 @@ def decode_infer(body: bytes, sig, max_values: int, header_length: str | None = 
         if not isinstance(o, dict) or o.get("name") != sig.output_name:
             got = o.get("name") if isinstance(o, dict) else o
             raise _refuse(f"outputs[{i}].name: expected {sig.output_name!r}, got {got!r}")
-        if "parameters" in o and isinstance(o["parameters"], dict) and "binary_data" in o["parameters"]:
-            binary_out = _flag(o["parameters"], "binary_data", f"outputs[{i}]")  # the output's own say wins
+        params = o.get("parameters")
+        if params is not None and (not isinstance(params, dict) or "binary_data" in params):
+            binary_out = _flag(params, "binary_data", f"outputs[{i}]")  # the output's own say wins
     return arr, doc.get("id"), total, binary_out
 
 

@@ -304,13 +304,15 @@ ROW = np.float32(row()).tobytes()
          "request.parameters.binary_data_output: expected true or false, got 1"),
         ({**wine_binary(), "outputs": [{"name": "outputs", "parameters": {"binary_data": "yes"}}]}, ROW, None,
          "outputs[0].parameters.binary_data: expected true or false, got 'yes'"),
+        ({**wine_binary(), "outputs": [{"name": "outputs", "parameters": [True]}]}, ROW, None,
+         "outputs[0].parameters: expected an object, got list"),
         (wine_binary(), np.float32(row(alcohol=120)).tobytes(), None,
          "input[0]: feature 'alcohol' = 120: outside the valid range [0, 100]"),
         (wine_binary(), np.float32(row(alcohol=np.nan)).tobytes(), None, "input[0]: feature 'alcohol' is NaN"),
     ],
     ids=["header-not-a-number", "header-past-the-body", "size-not-the-shapes", "size-a-string", "short", "long",
          "shape-of-two-bytes-of-one", "data-and-binary", "bytes-for-no-input", "output-flag-not-bool",
-         "binary-data-not-bool", "outside-the-valid-range", "nan"],
+         "binary-data-not-bool", "output-parameters-not-an-object", "outside-the-valid-range", "nan"],
 )
 def test_v2_bad_binary_requests_are_400_naming_the_problem(wine, doc, data, header, error):
     status, _, head, _ = binary_call(wine, "/v2/models/wine/infer", doc, data, header)
