@@ -1,11 +1,12 @@
 """Load generator for `python -m runtime serve`: `python -m bench.serve_load --port N --clients C ...`.
 
 C keep-alive clients (``http.client.HTTPConnection``, one connection each, opened and warmed
-before the clock starts) POST /predict (or what ``--body-file`` says) as fast as their answers come back, until together they
-have sent ``--requests`` or ``--time-cap`` seconds have passed. The clients are threads spread
-over ``--procs`` processes (fork): one Python process cannot drive 32 connections faster than
-its GIL lets it parse answers, so the load would measure the client, not the server. Each
-process reports the CPU time it used, so the output says how busy the load generator was.
+before the clock starts) POST /predict (or what ``--body-file`` says) as fast as their answers
+come back, until together they have sent ``--requests`` or ``--time-cap`` seconds have passed.
+The clients are threads spread over ``--procs`` processes (fork): one Python process cannot
+drive 32 connections faster than its GIL lets it parse answers, so the load would measure the
+client, not the server. Each process reports the CPU time it used, so the output says how busy
+the load generator was.
 
 Prints one JSON line: requests, errors, wall seconds, requests/s, values/s, latency
 percentiles (ms, from just before a request is written to its last body byte read), client

@@ -203,11 +203,12 @@ class Judge:
             return {"kind": "majority class", "label": self.labels[majority], "train_share": float(
                 counts[majority] / counts.sum()), "accuracy": acc, "error": 1.0 - acc}
         y = y_true.astype(np.float64)
-        maes = {how: float(np.mean(np.abs(y - float(self.ref[f"train_{how}"][0])))) if len(y) else float("nan")
+        maes = {how: float(np.mean(np.abs(y - self.ref[f"train_{how}"][0]))) if len(y) else float("nan")
                 for how in ("mean", "median")}
+        values = {how: float(self.ref[f"train_{how}"][0]) for how in maes}
         best = min(maes, key=lambda how: maes[how])
-        return {"kind": f"training {best}", **{how: {"value": float(self.ref[f"train_{how}"][0]), "mae": maes[how]}
-                                                 for how in maes}, "mae": maes[best], "error": maes[best]}
+        return {"kind": f"training {best}", **{how: {"value": values[how], "mae": maes[how]} for how in maes},
+                "value": values[best], "mae": maes[best], "error": maes[best]}
 
     def baseline_failure(self, name: str, acc: dict[str, Any], base: dict[str, Any]) -> str | None:
         """The line naming a model that does not beat the trivial baseline by verify.baseline_margin
@@ -224,7 +225,7 @@ class Judge:
                     f"{1.0 - needed:.1%}")
         other = "mean" if base["kind"] == "training median" else "median"
         return (f"{name} MAE {acc['mae']:.4g} does not beat the baseline of always predicting the {base['kind']} "
-                f"({base[base['kind'].split()[1]]['value']:.4g}), MAE {base['mae']:.4g} ({other}: "
+                f"({base['value']:.4g}), MAE {base['mae']:.4g} ({other}: "
                 f"{base[other]['mae']:.4g}) on {acc['rows']} validation rows; verify.baseline_margin {margin:g} "
                 f"needs at most {needed:.4g}")
 

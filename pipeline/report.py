@@ -96,7 +96,7 @@ def baseline_label(b: dict[str, Any], classifier: bool) -> str:
     """"baseline (majority class 'a')" or "baseline (training median 3.2)"."""
     if classifier:
         return f"baseline (majority class '{b['label']}')"
-    return f"baseline ({b['kind']} {b[b['kind'].split()[1]]['value']:.4g})"
+    return f"baseline ({b['kind']} {b['value']:.4g})"
 
 
 def baseline_text(b: dict[str, Any], classifier: bool) -> str:

@@ -88,12 +88,18 @@ def split_body(body: bytes, header_length: str | None) -> tuple[bytes, bytes]:
     return body[:n], body[n:]
 
 
-def _flag(params: Any, key: str, where: str) -> bool:
-    """A boolean parameter of the binary tensor data extension (false when not given)."""
+def _params(obj: dict, where: str) -> dict:
+    """The ``parameters`` object of a request, an input or an output ({} when not given)."""
+    params = obj.get("parameters")
     if params is None:
-        return False
+        return {}
     if not isinstance(params, dict):
         raise _refuse(f"{where}.parameters: expected an object, got {type(params).__name__}")
+    return params
+
+
+def _flag(params: dict, key: str, where: str) -> bool:
+    """A boolean parameter of the binary tensor data extension (false when not given)."""
     v = params.get(key, False)
     if not isinstance(v, bool):
         raise _refuse(f"{where}.parameters.{key}: expected true or false, got {v!r}"[:200])
@@ -102,10 +108,7 @@ def _flag(params: Any, key: str, where: str) -> bool:
 
 def _binary_input(t: dict, binary: bytes, shape: list[int], total: int) -> np.ndarray | None:
     """inputs[0]'s values from the binary data after the JSON, when it says it has them there."""
-    params = t.get("parameters")
-    if params is not None and not isinstance(params, dict):
-        raise _refuse(f"inputs[0].parameters: expected an object, got {type(params).__name__}")
-    size = (params or {}).get("binary_data_size")
+    size = _params(t, "inputs[0]").get("binary_data_size")
     if size is None:
         if binary:
             raise _refuse(f"body: {len(binary)} bytes after the JSON part, but no input has a binary_data_size")
@@ -158,7 +161,7 @@ def decode_infer(body: bytes, sig, max_values: int, header_length: str | None = 
     arr = _binary_input(t, binary, shape, total)
     if arr is None:
         arr = _json_input(t.get("data"), shape, total, max_values)
-    binary_out = _flag(doc.get("parameters"), "binary_data_output", "request")
+    binary_out = _flag(_params(doc, "request"), "binary_data_output", "request")
     outputs = doc.get("outputs") or []
     if not isinstance(outputs, list):
         raise _refuse(f"outputs: expected a list of requested outputs, got {type(outputs).__name__}")
@@ -166,8 +169,8 @@ def decode_infer(body: bytes, sig, max_values: int, header_length: str | None = 
         if not isinstance(o, dict) or o.get("name") != sig.output_name:
             got = o.get("name") if isinstance(o, dict) else o
             raise _refuse(f"outputs[{i}].name: expected {sig.output_name!r}, got {got!r}")
-        params = o.get("parameters")
-        if params is not None and (not isinstance(params, dict) or "binary_data" in params):
+        params = _params(o, f"outputs[{i}]")
+        if "binary_data" in params:
             binary_out = _flag(params, "binary_data", f"outputs[{i}]")  # the output's own say wins
     return arr, doc.get("id"), total, binary_out
 
@@ -198,9 +201,8 @@ def encode_infer(sig, sha256: str, y: np.ndarray, request_id: Any, binary: bool 
         head["id"] = request_id
     shape = json.dumps([int(d) for d in y.shape], separators=(",", ":"))
     out = f'{{"name":{json.dumps(sig.output_name)},"datatype":"{DATATYPE}","shape":{shape},'
-    if binary:
-        data = np.ascontiguousarray(y, BINARY).tobytes()
-        doc = (json.dumps(head)[:-1] + f',"outputs":[{out}"parameters":{{"binary_data_size":{len(data)}}}}}]}}').encode()
-        return doc + data, len(doc)
-    out += f'"data":[{",".join(number_texts(y))}]}}'
-    return (json.dumps(head)[:-1] + f',"outputs":[{out}]}}').encode(), None
+    data = np.ascontiguousarray(y, BINARY).tobytes() if binary else b""
+    out += (f'"parameters":{{"binary_data_size":{len(data)}}}}}' if binary
+            else f'"data":[{",".join(number_texts(y))}]}}')
+    doc = (json.dumps(head)[:-1] + f',"outputs":[{out}]}}').encode()
+    return (doc + data, len(doc)) if binary else (doc, None)
