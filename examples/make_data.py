@@ -11,6 +11,10 @@
 - ``diabetes/data.npz``: ``load_diabetes(scaled=False)``: ``x`` float32 (442, 10), the raw
   measurements (age in years, bmi, blood pressure, ...), so that the device takes what a
   clinic would measure; ``y`` float32 (442,), the disease progression a year later.
+- ``ranges/data.csv``: made here, not from scikit-learn (a seeded numpy generator, so the same
+  bytes every time): 600 positions uniform in a 10 m x 10 m room, the distance from each to six
+  fixed beacons plus 5 cm of Gaussian noise (columns ``r0`` .. ``r5``, metres, 3 decimals),
+  and the two targets ``east`` and ``north`` (metres, 3 decimals).
 
 The files are byte-stable: ``np.savez`` stamps each zip member with the current time, so the
 .npz files are written here with ``zipfile`` and a fixed date instead (``np.load`` reads them
@@ -79,10 +83,26 @@ def diabetes() -> bytes:
     return npz_bytes({"x": b.data.astype(np.float32), "y": b.target.astype(np.float32)})
 
 
+BEACONS = ((0.0, 0.0), (10.0, 0.0), (0.0, 10.0), (10.0, 10.0), (5.0, -3.0), (-3.0, 5.0))  # metres
+
+
+def ranges() -> bytes:
+    rng = np.random.default_rng(27)
+    position = rng.uniform(0.0, 10.0, size=(600, 2))
+    beacons = np.array(BEACONS)
+    distance = np.linalg.norm(position[:, None, :] - beacons[None, :, :], axis=2)
+    readings = distance + rng.normal(0.0, 0.05, size=distance.shape)
+    lines = [",".join([f"r{i}" for i in range(len(BEACONS))] + ["east", "north"])]
+    for r, p in zip(readings, position):
+        lines.append(",".join(f"{v:.3f}" for v in [*r, *p]))
+    return ("\n".join(lines) + "\n").encode("ascii")
+
+
 FILES = {
     "digits/data.npz": digits,
     "wine/data.csv": wine,
     "diabetes/data.npz": diabetes,
+    "ranges/data.csv": ranges,
 }
 
 

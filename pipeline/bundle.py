@@ -169,7 +169,7 @@ def signature(cfg: dict[str, Any], ref: dict[str, np.ndarray], report: dict[str,
             model_name=cfg["bundle"]["name"], task=report["task"], output_kind=report["output_kind"], labels=labels,
             input_name=io_spec["input"]["name"], output_name=io_spec["output"]["name"],
             shape=tuple(int(d) for d in ref["input_shape"]), output_shape=tuple(out_shape[1:]), features=features,
-            output_names=labels or [str(ref["target_name"])], valid_min=lo.tolist(), valid_max=hi.tolist(),
+            output_names=labels or [str(t) for t in ref["target_names"]], valid_min=lo.tolist(), valid_max=hi.tolist(),
             observed_min=ref["observed_min"].tolist(), observed_max=ref["observed_max"].tolist())
     except ValueError as e:
         raise StateError(f"model.onnx: its signature does not hold ({e}); re-run `make export`") from None

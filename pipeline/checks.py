@@ -98,6 +98,16 @@ def names(what: str, allowed: tuple[str, ...] | None = None, min_len: int = 1) -
     return check
 
 
+def targets(v: Any) -> str | list[str]:
+    """A CSV's target column (a string), or a list of them (a regression of several targets)."""
+    if isinstance(v, str):
+        return text(v)
+    try:
+        return names("target columns")(v)
+    except ValueError:
+        raise ValueError("a column name, or a list of distinct column names (a regression of several targets)") from None
+
+
 def units(v: Any) -> list[int]:
     """A dense stack's units; the last is the number of outputs."""
     if not isinstance(v, list) or not v or any(isinstance(u, bool) or not isinstance(u, int) or u < 1 for u in v):

@@ -26,8 +26,8 @@ from typing import Any, Callable
 from export.formats import VARIANTS
 
 from .checks import (batch_size, boolean, bundle_name, choice, data_file, finite_span, fraction, function_ref, integer,
-                     margin, names, number_or_inf, per_feature, positive, span, tensor_name, text, tolerance, trained_model,
-                     units, validation)
+                     margin, names, number_or_inf, per_feature, positive, span, targets, tensor_name, tolerance,
+                     trained_model, units, validation)
 from .errors import ConfigError
 
 REGRESSION_LOSSES = ("mean_squared_error", "mean_absolute_error", "huber")
@@ -77,7 +77,7 @@ BUDGETS = {"regression": REGRESSION_BUDGET, "classification": CLASSIFICATION_BUD
 SCHEMA: dict[str, dict[str, Any]] = {
     "data": {
         "file": (PATH(data_file), REQUIRED),
-        "target": (text, None),  # a CSV's column to predict
+        "target": (targets, None),  # a CSV's column to predict, or a list of them
         "features": (names("feature columns"), None),  # a CSV's input columns (default: every other)
         "validation": (PATH(validation), 0.2),
         "standardize": (boolean, True),
@@ -211,9 +211,14 @@ def _relations(cfg: dict[str, Any], path) -> None:
             if data[key] is not None:
                 refuse(f"data.{key}", "expected no value for an .npz (its arrays x and y are the features and "
                        "the target)")
-    if is_csv and data["features"] is not None and data["target"] in data["features"]:
-        refuse("data.features", f"expected feature columns other than the target {data['target']!r}, got it "
-               "among them")
+    target = [data["target"]] if isinstance(data["target"], str) else data["target"] or []
+    if is_csv and data["features"] is not None:
+        both = [t for t in target if t in data["features"]]
+        if both:
+            refuse("data.features", f"expected feature columns other than the target {both[0]!r}, got it among them")
+    if len(target) > 1 and task["kind"] != "regression":
+        refuse("data.target", f"expected one column for a {task['kind']} (several targets are a regression's), "
+               f"got {len(target)}: {target}")
     v = data["validation"]
     if isinstance(v, str) and Path(v).suffix.lower() != Path(data["file"]).suffix.lower():
         refuse("data.validation", f"expected a file of the same format as data.file ({Path(data['file']).suffix}), "

@@ -39,14 +39,14 @@ _MISSING_WORDS = {"na", "n/a", "nan", "null", "none", "?", "-", "--"}
 @dataclass(frozen=True)
 class Dataset:
     x_train: np.ndarray  # float32 (n, *input_shape)
-    y_train: np.ndarray  # regression float32 (n,); classification int64 class index (n,)
+    y_train: np.ndarray  # regression float32 (n,), or (n, k) for k targets; classification int64 class index (n,)
     x_val: np.ndarray
     y_val: np.ndarray
     feature_names: list[str]  # len = prod(input_shape), flattened C order; CSV column names; npz "x[i]", "x[i,j]"
     input_shape: tuple[int, ...]
     task: str  # "regression" | "classification"
     labels: list[str] | None  # classification: class names in index order
-    target_name: str  # the CSV's target column; "y" for an .npz
+    target_names: list[str]  # the CSV's target column(s); "y" for an .npz (y[0], y[1], ... for a y (n, k))
     sha256: dict[str, str]  # each file read -> sha256 of its bytes
     oracle_rows: int = 0  # the last this many validation rows are the oracle's
 
@@ -67,9 +67,9 @@ class _Raw:
 
     file: str
     x: np.ndarray  # float32 (n, *shape)
-    targets: list  # float (regression) or str (classification), one per example
+    targets: list  # float, or k floats (regression), or str (classification), one per example
     feature_names: list[str]
-    target_name: str
+    target_names: list[str]
     rows: list[int] | None  # CSV: the row (line) of each example; None for an .npz
     sha256: str
     integer_targets: bool = False  # an .npz whose y holds integers: class indices when task.labels names them
@@ -77,7 +77,7 @@ class _Raw:
     def where(self, i: int, feature: int | None = None, target: bool = False) -> str:
         """'row 7, column 'b'' (CSV) or 'key 'x', x[6,1]' (.npz) for example ``i``."""
         if self.rows is not None:
-            col = self.target_name if target else (self.feature_names[feature] if feature is not None else None)
+            col = self.target_names[0] if target else (self.feature_names[feature] if feature is not None else None)
             return f"row {self.rows[i]}" + (f", column {col!r}" if col is not None else "")
         if target:
             return f"key 'y', y[{i}]"
@@ -142,7 +142,7 @@ CSV_KIND = "a CSV with a header row, then one row per example"
 NPZ_KIND = "an .npz with arrays x (n, ...) and y (n,)"
 
 
-def _read_csv(file: str, target: str, features: list[str] | None, task: str, role: str) -> _Raw:
+def _read_csv(file: str, target: list[str], features: list[str] | None, task: str, role: str) -> _Raw:
     data = _read_bytes(file, CSV_KIND)
     sha = hashlib.sha256(data).hexdigest()
     try:
@@ -179,13 +179,14 @@ def _read_csv(file: str, target: str, features: list[str] | None, task: str, rol
                             f"no column {name!r} ({key}; expected one of the columns: {columns})")
         return header.index(name)
 
-    t_col = index(target, "data.target")
-    names = list(features) if features is not None else [h for h in header if h != target]
+    t_cols = [index(t, "data.target") for t in target]
+    names = list(features) if features is not None else [h for h in header if h not in target]
     f_cols = [index(n, "a feature column of data.file" if role == "data.validation" else "data.features")
               for n in names]
     if not f_cols:
         raise DataError(file, f"row {header_line} (the header)",
-                        f"no feature column (expected at least one column beside the target {target!r})")
+                        f"no feature column (expected at least one column beside the target{'s' if len(target) > 1 else ''} "
+                        f"{', '.join(map(repr, target))})")
     body = rows[1:]
     if not body:
         raise DataError(file, "", f"a header row and no data rows (expected {CSV_KIND})")
@@ -198,13 +199,14 @@ def _read_csv(file: str, target: str, features: list[str] | None, task: str, rol
                             "of the header)")
         for k, j in enumerate(f_cols):
             x[i, k] = _number(cells[j], file, f"row {line}, column {header[j]!r}")
-        cell = cells[t_col]
         if task == "regression":
             what = 'a number (a regression\'s target; for classes, set task.kind = "classification")'
-            targets.append(_number(cell, file, f"row {line}, column {target!r}", what))
+            values = [_number(cells[j], file, f"row {line}, column {header[j]!r}", what) for j in t_cols]
+            targets.append(values[0] if len(values) == 1 else values)
         else:
+            cell = cells[t_cols[0]]
             if not cell.strip():
-                raise DataError(file, f"row {line}, column {target!r}", "empty cell (expected a class label)")
+                raise DataError(file, f"row {line}, column {target[0]!r}", "empty cell (expected a class label)")
             targets.append(_class_name(cell))
         lines.append(line)
     return _Raw(file, x, targets, names, target, lines, sha)
@@ -242,8 +244,13 @@ def _read_npz(file: str, task: str, role: str) -> _Raw:
                         "one feature)")
     if y.ndim == 2 and y.shape[1] == 1:
         y = y[:, 0]
-    if y.ndim != 1:
-        raise DataError(file, "key 'y'", f"shape {y.shape} (expected (n,): one target per example)")
+    if y.ndim == 2 and task == "regression" and y.shape[1] > 1:
+        target_names = [f"y[{j}]" for j in range(y.shape[1])]
+    elif y.ndim != 1:
+        several = " or (n, k): k targets per example" if task == "regression" else " (several targets are a regression's)"
+        raise DataError(file, "key 'y'", f"shape {y.shape} (expected (n,): one target per example{several})")
+    else:
+        target_names = ["y"]
     if len(y) != len(x):
         raise DataError(file, "key 'y'", f"{len(y)} targets, expected {len(x)} (as many as x has examples)")
     xf = x.astype(np.float64)
@@ -266,8 +273,8 @@ def _read_npz(file: str, task: str, role: str) -> _Raw:
         yf = y.astype(np.float64)
         bad = ~np.isfinite(yf) | (np.abs(yf) > F32_MAX)
         if bad.any():
-            i = int(np.argmax(bad))
-            raise DataError(file, f"key 'y', y[{i}]", f"{yf[i]} (expected a finite number)")
+            idx = tuple(int(j) for j in np.argwhere(bad)[0])
+            raise DataError(file, f"key 'y', y[{','.join(map(str, idx))}]", f"{yf[idx]} (expected a finite number)")
         targets = yf.tolist()
     elif y.dtype.kind in "iub":
         targets = [str(int(v)) for v in y.tolist()]
@@ -284,14 +291,15 @@ def _read_npz(file: str, task: str, role: str) -> _Raw:
             raise DataError(file, f"key 'y', y[{i}]", "an empty string (expected a class label)")
     else:
         raise DataError(file, "key 'y'", f"dtype {y.dtype} (expected class labels: integers or strings)")
-    return _Raw(file, x.astype(np.float32), targets, names, "y", None, sha, y.dtype.kind in "iub" or (
+    return _Raw(file, x.astype(np.float32), targets, names, target_names, None, sha, y.dtype.kind in "iub" or (
         y.dtype.kind == "f" and task != "regression"))
 
 
 def _read(file: str, cfg: dict[str, Any], role: str, features: list[str] | None = None) -> _Raw:
     d, task = cfg["data"], cfg["task"]["kind"]
     if file.lower().endswith(".csv"):
-        return _read_csv(file, d["target"], features if features is not None else d["features"], task, role)
+        target = [d["target"]] if isinstance(d["target"], str) else d["target"]
+        return _read_csv(file, target, features if features is not None else d["features"], task, role)
     return _read_npz(file, task, role)
 
 
@@ -337,12 +345,12 @@ def _check_classes(raw: _Raw, labels: list[str]) -> np.ndarray:
     y = np.array([index[t] for t in raw.targets], np.int64)
     counts = np.bincount(y, minlength=len(labels))
     if len(labels) < 2:
-        raise DataError(raw.file, raw.where(0, target=True) if raw.rows is None else f"column {raw.target_name!r}",
+        raise DataError(raw.file, raw.where(0, target=True) if raw.rows is None else f"column {raw.target_names[0]!r}",
                         f"one class only ({labels[0]!r}; expected at least 2 classes to classify)")
     for k, c in enumerate(counts):
         if c < 2:
             if c == 0:
-                raise DataError(raw.file, f"column {raw.target_name!r}" if raw.rows is not None else "key 'y'",
+                raise DataError(raw.file, f"column {raw.target_names[0]!r}" if raw.rows is not None else "key 'y'",
                                 f"class {labels[k]!r} (task.labels) has no example (expected at least 2 per class)")
             i = int(np.argmax(y == k))
             raise DataError(raw.file, raw.where(i, target=True),
@@ -448,6 +456,9 @@ def load(cfg: dict[str, Any]) -> Dataset:
         if vraw.x.shape[1:] != raw.x.shape[1:]:
             raise DataError(vraw.file, "key 'x'", f"examples of shape {vraw.x.shape[1:]}, expected "
                             f"{raw.x.shape[1:]} (as in {raw.file})")
+        if len(vraw.target_names) != len(raw.target_names):
+            raise DataError(vraw.file, "key 'y'", f"{len(vraw.target_names)} target(s) per example, expected "
+                            f"{len(raw.target_names)} (as in {raw.file})")
         if task == "classification":  # names, or indices into task.labels when it names them
             given = cfg["task"]["labels"]
             _labels(vraw, labels, indices=given is not None, source="task.labels" if given else raw.file)
@@ -459,7 +470,7 @@ def load(cfg: dict[str, Any]) -> Dataset:
         sha[vraw.file] = vraw.sha256
     n_oracle = 0
     if cfg["verify"]["oracle"]:
-        ox, oy = oracle_rows(cfg, x_train)
+        ox, oy = oracle_rows(cfg, x_train, len(raw.target_names))
         x_val = np.concatenate([x_val, ox])
         y_val = np.concatenate([y_val.astype(np.float64), oy])
         n_oracle = len(ox)
@@ -467,14 +478,14 @@ def load(cfg: dict[str, Any]) -> Dataset:
         x_train=np.ascontiguousarray(x_train), y_train=np.ascontiguousarray(y_train),
         x_val=np.ascontiguousarray(x_val), y_val=np.ascontiguousarray(y_val),
         feature_names=list(raw.feature_names), input_shape=tuple(int(s) for s in raw.x.shape[1:]),
-        task=task, labels=labels, target_name=raw.target_name, sha256=sha, oracle_rows=n_oracle,
+        task=task, labels=labels, target_names=list(raw.target_names), sha256=sha, oracle_rows=n_oracle,
     )
 
 
-def oracle_rows(cfg: dict[str, Any], x_train: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def oracle_rows(cfg: dict[str, Any], x_train: np.ndarray, k: int = 1) -> tuple[np.ndarray, np.ndarray]:
     """The rows ``verify.oracle`` labels: the midpoints of ``oracle_points`` even cells over
     ``oracle_range`` (float32, every feature at the same value), minus any training row; and
-    the oracle's value for each (float64, shape (n,))."""
+    the oracle's value for each (float64, shape (n,); (n, k) for ``k`` targets)."""
     from . import userfile
 
     v = cfg["verify"]
@@ -488,18 +499,23 @@ def oracle_rows(cfg: dict[str, Any], x_train: np.ndarray) -> tuple[np.ndarray, n
         raise ConfigError(None, "verify.oracle_range", f"every one of its {v['oracle_points']} points is a training "
                           "row (expected a range with rows to judge accuracy on that training did not see)")
     got = userfile.call(cfg, "verify.oracle", x.astype(np.float64))
+    n = len(x)
+    shapes = ((n,), (n, 1)) if k == 1 else ((n, k),)
+    expected = (f"one number per row: an array of shape ({n},) or ({n}, 1)" if k == 1
+                else f"{k} numbers per row, one per target: an array of shape ({n}, {k})")
     try:
         y = np.asarray(got, dtype=np.float64)
     except (TypeError, ValueError):
         raise ConfigError(None, "verify.oracle", f"returned a {type(got).__name__} that is not numbers (expected "
-                          f"one number per row: an array of shape ({len(x)},) or ({len(x)}, 1))") from None
-    if y.shape not in ((len(x),), (len(x), 1)):
-        raise ConfigError(None, "verify.oracle", f"returned shape {y.shape} for {len(x)} rows (expected one value "
-                          f"per row: ({len(x)},) or ({len(x)}, 1))")
-    y = y.reshape(-1)
+                          f"{expected})") from None
+    if y.shape not in shapes:
+        raise ConfigError(None, "verify.oracle", f"returned shape {y.shape} for {n} rows (expected " + (
+            f"one value per row: ({n},) or ({n}, 1))" if k == 1 else f"{expected})"))
+    y = y.reshape(-1) if k == 1 else y
     if not np.all(np.isfinite(y)):
-        i = int(np.argmax(~np.isfinite(y)))
-        raise ConfigError(None, "verify.oracle", f"returned {y[i]} for the row {x[i].reshape(-1)[:4].tolist()} "
+        i = int(np.argwhere(~np.isfinite(y))[0][0])
+        row = y.reshape(len(y), -1)[i]
+        raise ConfigError(None, "verify.oracle", f"returned {row[~np.isfinite(row)][0]} for the row {x[i].reshape(-1)[:4].tolist()} "
                           "(expected a finite number for every row of verify.oracle_range)")
     return x, y
 
@@ -515,7 +531,7 @@ def summary(ds: Dataset) -> str:
         shown = ", ".join(ds.labels) if len(ds.labels) <= 10 else ", ".join(ds.labels[:10]) + ", ..."
         task = f"classification into {len(ds.labels)} classes ({shown})"
     else:
-        task = f"regression of {ds.target_name!r}"
+        task = "regression of " + ", ".join(map(repr, ds.target_names))
     held = n_val - ds.oracle_rows
     val = f"{held} to validate" + (f", and {ds.oracle_rows} rows the oracle labels" if ds.oracle_rows else "")
     return f"data: {n_tr + held} examples of {what} from {files}: {n_tr} to train, {val}; {task}"

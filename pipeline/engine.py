@@ -95,6 +95,7 @@ class Judge:
         self.task = cfg["task"]["kind"]
         self.kind = str(ref["output_kind"])
         self.labels = [str(v) for v in ref["labels"]] or None
+        self.targets = [str(v) for v in ref["target_names"]]  # a regression's, one per output value
         self.large = cfg["verify"]["large_batch"]
         self.rows = len(ref["x"])
         self.one_feature = int(np.prod(ref["input_shape"])) == 1
@@ -159,16 +160,23 @@ class Judge:
         return out
 
     def accuracy(self, o: Outputs) -> dict[str, Any]:
-        """The validation rows' accuracy in the task's terms (batch 1)."""
+        """The validation rows' accuracy in the task's terms (batch 1). A regression's MAE and
+        largest error are over every target's values, and per target in ``targets`` (each in its
+        own units: the checks hold each target to its own figures)."""
         y, y_true = o.batch_1[self.val], self.ref["y_val"]
         if self.task == "regression":
-            err = np.abs(y.reshape(len(y), -1)[:, 0].astype(np.float64) - y_true.astype(np.float64))
-            worst = int(np.argmax(err)) if err.size else 0
-            row = int(np.flatnonzero(self.val)[worst]) if err.size else 0
-            return {"rows": int(len(err)), "oracle_rows": int(self.ref["oracle_rows"]),
-                    "mae": float(err.mean()) if err.size else float("nan"),
-                    "max_err": float(err.max()) if err.size else float("nan"), "worst_row": worst,
-                    "worst_input": self._input(row)}
+            n = len(y)
+            err = np.abs(y.reshape(n, -1).astype(np.float64) - y_true.astype(np.float64).reshape(n, -1))
+
+            def figures(e: np.ndarray) -> dict[str, Any]:
+                worst = int(np.argmax(e)) // (e.size // n) if e.size else 0
+                return {"mae": float(e.mean()) if e.size else float("nan"),
+                        "max_err": float(e.max()) if e.size else float("nan"), "worst_row": worst}
+
+            out = {"rows": n, "oracle_rows": int(self.ref["oracle_rows"]), **figures(err)}
+            out["worst_input"] = self._input(int(np.flatnonzero(self.val)[out["worst_row"]]) if n else 0)
+            out["targets"] = {name: figures(err[:, j]) for j, name in enumerate(self.targets)}
+            return out
         pred = y.argmax(axis=1)
         k = len(self.labels)
         cm = np.zeros((k, k), np.int64)
@@ -178,13 +186,23 @@ class Judge:
         return {"rows": int(len(pred)), "accuracy": float((pred == y_true).mean()), "recall": recall,
                 "confusion": cm.tolist(), "labels": list(self.labels)}
 
+    def of_target(self, target: str) -> str:
+        """" of 'east'" when the regression has several targets, else ''."""
+        return f" of {target!r}" if len(self.targets) > 1 else ""
+
     def accuracy_failure(self, name: str, acc: dict[str, Any]) -> str | None:
-        """The line naming a model whose accuracy is below the config's floor (None: it is not)."""
+        """The line naming a model whose accuracy is below the config's floor (None: it is not);
+        a regression's floor (verify.max_mae) holds for each target."""
         v = self.cfg["verify"]
-        if "mae" in acc and v["max_mae"] is not None and not acc["mae"] <= v["max_mae"]:
-            at = f" (input {acc['worst_input']:.6g})" if acc.get("worst_input") is not None else ""
-            return (f"{name} accuracy: MAE {acc['mae']:.4g} on {acc['rows']} validation rows (allowed "
-                    f"{v['max_mae']:g}); worst {acc['max_err']:.4g} at validation row {acc['worst_row']}{at}")
+        if "mae" in acc and v["max_mae"] is not None:
+            over = [(t, a) for t, a in acc["targets"].items() if not a["mae"] <= v["max_mae"]]
+            if over:
+                target, a = over[0]
+                at = f" (input {acc['worst_input']:.6g})" if len(self.targets) == 1 and acc.get(
+                    "worst_input") is not None else ""
+                return (f"{name} accuracy: MAE{self.of_target(target)} {a['mae']:.4g} on {acc['rows']} validation "
+                        f"rows (allowed {v['max_mae']:g}); worst {a['max_err']:.4g} at validation row "
+                        f"{a['worst_row']}{at}")
         if "accuracy" in acc and v["min_accuracy"] is not None and acc["accuracy"] < v["min_accuracy"]:
             return (f"{name} accuracy: {acc['accuracy']:.2%} on {acc['rows']} validation rows "
                     f"(required {v['min_accuracy']:.2%})")
@@ -202,32 +220,44 @@ class Judge:
             acc = float(np.mean(y_true == majority)) if len(y_true) else float("nan")
             return {"kind": "majority class", "label": self.labels[majority], "train_share": float(
                 counts[majority] / counts.sum()), "accuracy": acc, "error": 1.0 - acc}
-        y = y_true.astype(np.float64)
-        maes = {how: float(np.mean(np.abs(y - self.ref[f"train_{how}"][0]))) if len(y) else float("nan")
-                for how in ("mean", "median")}
-        values = {how: float(self.ref[f"train_{how}"][0]) for how in maes}
-        best = min(maes, key=lambda how: maes[how])
-        return {"kind": f"training {best}", **{how: {"value": values[how], "mae": maes[how]} for how in maes},
-                "value": values[best], "mae": maes[best], "error": maes[best]}
+        y = y_true.astype(np.float64).reshape(len(y_true), -1)
+        per = {}
+        for j, target in enumerate(self.targets):
+            maes = {how: float(np.mean(np.abs(y[:, j] - self.ref[f"train_{how}"][j]))) if len(y) else float("nan")
+                    for how in ("mean", "median")}
+            values = {how: float(self.ref[f"train_{how}"][j]) for how in maes}
+            best = min(maes, key=lambda how: maes[how])
+            per[target] = {"kind": f"training {best}", **{how: {"value": values[how], "mae": maes[how]}
+                                                          for how in maes},
+                           "value": values[best], "mae": maes[best], "error": maes[best]}
+        if len(per) == 1:
+            return next(iter(per.values()))
+        mae = float(np.mean([b["mae"] for b in per.values()]))
+        return {"kind": "training mean or median, per target", "mae": mae, "error": mae, "targets": per}
 
     def baseline_failure(self, name: str, acc: dict[str, Any], base: dict[str, Any]) -> str | None:
         """The line naming a model that does not beat the trivial baseline by verify.baseline_margin
         (it must remove at least that fraction of the baseline's error); None when it does."""
         margin = self.cfg["verify"]["baseline_margin"]
-        error = 1.0 - acc["accuracy"] if "accuracy" in acc else acc["mae"]
-        needed = (1.0 - margin) * base["error"]
-        if error <= needed + 1e-12:
-            return None
         if self.task == "classification":
+            needed = (1.0 - margin) * base["error"]
+            if 1.0 - acc["accuracy"] <= needed + 1e-12:
+                return None
             return (f"{name} accuracy {acc['accuracy']:.1%} does not beat the majority-class baseline "
                     f"{base['accuracy']:.1%} (always '{base['label']}', {base['train_share']:.1%} of the training "
                     f"rows) on {acc['rows']} validation rows; verify.baseline_margin {margin:g} needs at least "
                     f"{1.0 - needed:.1%}")
-        other = "mean" if base["kind"] == "training median" else "median"
-        return (f"{name} MAE {acc['mae']:.4g} does not beat the baseline of always predicting the {base['kind']} "
-                f"({base['value']:.4g}), MAE {base['mae']:.4g} ({other}: "
-                f"{base[other]['mae']:.4g}) on {acc['rows']} validation rows; verify.baseline_margin {margin:g} "
-                f"needs at most {needed:.4g}")
+        failing = []  # a regression of several targets beats the baseline on each of them
+        for target, b in (base.get("targets") or {self.targets[0]: base}).items():
+            needed, mae = (1.0 - margin) * b["error"], acc["targets"][target]["mae"]
+            if mae <= needed + 1e-12:
+                continue
+            other = "mean" if b["kind"] == "training median" else "median"
+            failing.append(f"{name} MAE{self.of_target(target)} {mae:.4g} does not beat the baseline of always "
+                           f"predicting the {b['kind']} ({b['value']:.4g}), MAE {b['mae']:.4g} ({other}: "
+                           f"{b[other]['mae']:.4g}) on {acc['rows']} validation rows; verify.baseline_margin "
+                           f"{margin:g} needs at most {needed:.4g}")
+        return "; ".join(failing) or None
 
     def batch_norm_hint(self, training: dict[str, Any], acc: dict[str, Any]) -> str | None:
         """Why a model may have learned nothing that shows at inference: the training rows scored far
@@ -285,11 +315,14 @@ class Judge:
         if budget.get("parity") is not None and not r["max_abs_err"] <= budget["parity"]:
             at = f"input {r['worst_input']:.6g}" if r.get("worst_input") is not None else f"probe row {r['worst_row']}"
             reasons.append(f"parity {r['max_abs_err']:.4g} > {budget['parity']:g} (at {at})")
-        allowed = budget["max_mae"] if budget.get("max_mae") is not None else MAE_SLACK * self.keras_accuracy["mae"]
-        if not acc["mae"] <= allowed:
-            reasons.append(f"MAE {acc['mae']:.4g} > {allowed:.4g}" + ("" if budget.get("max_mae") is not None
-                                                                       else f" ({MAE_SLACK:g}x Keras's)"))
-        if budget.get("max_err") is not None and not acc["max_err"] <= budget["max_err"]:
-            at = f" (at input {acc['worst_input']:.6g})" if acc.get("worst_input") is not None else ""
-            reasons.append(f"max error {acc['max_err']:.4g} > {budget['max_err']:g}{at}")
+        for target, a in acc["targets"].items():  # each target in its own units
+            of = self.of_target(target)
+            keras_mae = self.keras_accuracy["targets"][target]["mae"]
+            allowed = budget["max_mae"] if budget.get("max_mae") is not None else MAE_SLACK * keras_mae
+            if not a["mae"] <= allowed:
+                reasons.append(f"MAE{of} {a['mae']:.4g} > {allowed:.4g}" + (
+                    "" if budget.get("max_mae") is not None else f" ({MAE_SLACK:g}x Keras's)"))
+            if budget.get("max_err") is not None and not a["max_err"] <= budget["max_err"]:
+                at = f" (at input {acc['worst_input']:.6g})" if not of and acc.get("worst_input") is not None else ""
+                reasons.append(f"max error{of} {a['max_err']:.4g} > {budget['max_err']:g}{at}")
         return reasons

@@ -22,7 +22,8 @@ STANDARDIZE = "standardize"  # the Normalization layer's name
 
 
 def num_outputs(ds) -> int:
-    return len(ds.labels) if ds.task == "classification" else 1
+    """A classifier's classes, or a regression's targets."""
+    return len(ds.labels) if ds.task == "classification" else len(ds.target_names)
 
 
 def user_model(cfg: dict[str, Any], ds):

@@ -124,16 +124,17 @@ def run_verify(layout: Layout) -> list[Path]:
                      f"(accuracy {np.trace(cm) / cm.sum():.2%})", fontsize=10)
         _save(fig, layout.validation_png)
     else:
-        y = d["y_val"].astype(np.float64)
-        x = d["x_val"].astype(np.float64) if d["x_val"].size else y
+        y = d["y_val"].astype(np.float64).reshape(len(d["y_val"]), -1)  # (n, targets)
+        x = d["x_val"].astype(np.float64) if d["x_val"].size else y[:, 0]
         order = np.argsort(x, kind="stable")
         for key in sorted(k for k in d if k.startswith("val_")):
-            err = np.abs(d[key].astype(np.float64) - y)
+            err = np.abs(d[key].astype(np.float64).reshape(y.shape) - y).max(axis=1)  # the worst target's
             ax.plot(x[order], np.maximum(err[order], 1e-6), "k--" if key == "val_keras" else "-", lw=1,
                     label=key[4:])
         ax.set_yscale("log")
-        ax.set_xlabel("input" if d["x_val"].size else "target")
-        ax.set_ylabel("|prediction - label| (log scale)")
+        ax.set_xlabel("input" if d["x_val"].size else "target" if y.shape[1] == 1 else "first target")
+        ax.set_ylabel("|prediction - label| (log scale)" if y.shape[1] == 1
+                      else f"largest |prediction - label| of {y.shape[1]} targets (log)")
         ax.set_title(f"Error on the {len(y)} validation rows, batch 1", fontsize=10)
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1), fontsize=8)

@@ -7,11 +7,12 @@ it, neither importing TensorFlow nor reading the data again. The arrays:
 - ``x``: every probe row (float32, (n, *input_shape)); ``group``: each one's group, an index
   into ``group_names`` (probes.groups, in the config's order);
 - ``keras_y``: Keras's outputs on ``x`` (float32, (n, *output_shape));
-- ``y_val``: the validation group's labels (class indices, or target values: float64);
+- ``y_val``: the validation group's labels (class indices, or target values: float64, (n,) or
+  (n, k) for k targets);
 - ``keras_sha256``: the sha256 of the model.keras they came from; ``output_kind``: values,
   logits or probabilities (keras_model.output_kind);
 - what the report and the signature need of the data: ``input_shape``, ``feature_names``,
-  ``labels``, ``target_name``, ``data_sha256`` (JSON), ``observed_min``/``observed_max`` (the
+  ``labels``, ``target_names``, ``data_sha256`` (JSON), ``observed_min``/``observed_max`` (the
   training rows'), ``range_min``/``range_max`` (the working range), ``oracle_rows`` (how many of
   the validation rows the oracle labelled);
 - what the trivial baseline needs of the training rows' labels (verify's baseline check):
@@ -51,7 +52,7 @@ def arrays(cfg: dict[str, Any], ds, predict: Callable[[np.ndarray], np.ndarray],
         "input_shape": np.array(ds.input_shape, np.int64),
         "feature_names": np.array(ds.feature_names),
         "labels": np.array(ds.labels or [], dtype=str),
-        "target_name": np.array(ds.target_name),
+        "target_names": np.array(ds.target_names),
         "data_sha256": np.array(json.dumps({Path(k).name: v for k, v in sorted(ds.sha256.items())})),
         "observed_min": obs_lo,
         "observed_max": obs_hi,
@@ -86,7 +87,7 @@ def load(path: Path) -> dict[str, np.ndarray]:
             ref = {k: z[k] for k in z.files}
     except Exception as e:  # a damaged zip raises several kinds
         raise StageInputError(path, f"unreadable: {e}", "re-run export") from None
-    if "range_min" not in ref or "train_mean" not in ref:
+    if any(k not in ref for k in ("range_min", "train_mean", "target_names")):
         raise StageInputError(path, "made by an older version of the pipeline", "re-run `make export`")
     return ref
 

@@ -96,6 +96,8 @@ def baseline_label(b: dict[str, Any], classifier: bool) -> str:
     """"baseline (majority class 'a')" or "baseline (training median 3.2)"."""
     if classifier:
         return f"baseline (majority class '{b['label']}')"
+    if "targets" in b:
+        return f"baseline ({b['kind']})"
     return f"baseline ({b['kind']} {b['value']:.4g})"
 
 
@@ -110,17 +112,18 @@ def _result(v: dict[str, Any]) -> str:
     return "pass" if v["passed"] else f"FAIL: {v['reason']}"
 
 
-def _budget(b: dict[str, Any] | None, classifier: bool, keras_mae: float | None) -> str:
+def _budget(b: dict[str, Any] | None, classifier: bool, keras: dict[str, Any]) -> str:
     if b is None:
         return "float32 tolerances"
     if classifier:
         return f"drop <= {b['max_accuracy_drop'] * 100:g}, agreement >= {b['min_agreement']:.0%}"
+    several = len(keras.get("targets") or {}) > 1
     parts = [f"parity <= {b['parity']:g}"] if b.get("parity") is not None else []
     parts.append(f"MAE <= {b['max_mae']:g}" if b.get("max_mae") is not None
-                 else f"MAE <= {MAE_SLACK:g}x Keras's ({MAE_SLACK * keras_mae:.4g})")
+                 else f"MAE <= {MAE_SLACK:g}x Keras's" + ("" if several else f" ({MAE_SLACK * keras['mae']:.4g})"))
     if b.get("max_err") is not None:
         parts.append(f"max error <= {b['max_err']:g}")
-    return ", ".join(parts)
+    return ", ".join(parts) + (", per target" if several else "")
 
 
 def render_markdown(r: dict[str, Any]) -> str:
@@ -161,22 +164,35 @@ def render_markdown(r: dict[str, Any]) -> str:
     acc = r["accuracy"]
     k = acc["keras"]
     oracle = k.get("oracle_rows") or 0
+    targets = [] if classifier else list(k.get("targets") or {})
+    several = len(targets) > 1  # a regression of several targets: each one's figures beside the whole's
+    per = "".join(f" MAE {t} | max error {t} |" for t in targets) if several else ""
     lines += ["", "## Accuracy on the validation rows", "",
               f"{k['rows']:,} rows never trained on" + (f", {oracle:,} of them labelled by the oracle "
-                                                        "(verify.oracle)" if oracle else "") + ".", "",
-              "| model | " + ("accuracy |" if classifier else "MAE | max error |"),
-              "|---|" + ("---|" if classifier else "---|---|")]
+                                                        "(verify.oracle)" if oracle else "") + "."
+              + (" MAE and max error are over every target's values, then per target, each in its own units; "
+                 "the checks hold each target to its own." if several else ""), "",
+              "| model | " + ("accuracy |" if classifier else "MAE | max error |") + per,
+              "|---|" + ("---|" if classifier else "---|---|") + "---|---|" * len(targets) * several]
     for name, a in acc.items():
+        figs = "".join(f" {a['targets'][t]['mae']:.4g} | {a['targets'][t]['max_err']:.4g} |" for t in targets
+                       ) if several else ""
         lines.append(f"| {name} | {a['accuracy']:.2%} |" if classifier
-                     else f"| {name} | {a['mae']:.4g} | {a['max_err']:.4g} |")
+                     else f"| {name} | {a['mae']:.4g} | {a['max_err']:.4g} |{figs}")
     b = r.get("baseline")
     if b:
+        figs = "".join(f" {b['targets'][t]['mae']:.4g} | - |" for t in targets) if several else ""
         lines.append(f"| {baseline_label(b, classifier)} | {b['accuracy']:.2%} |" if classifier
-                     else f"| {baseline_label(b, classifier)} | {b['mae']:.4g} | - |")
-        need = "remove at least {:.0%} of its error".format(b["margin"])
+                     else f"| {baseline_label(b, classifier)} | {b['mae']:.4g} | - |{figs}")
+        need = "remove at least {:.0%} of its error".format(b["margin"]) + (" on each target" if several else "")
+
+        def mean_or_median(x: dict[str, Any]) -> str:
+            return (f"the training mean ({x['mean']['value']:.4g}, MAE {x['mean']['mae']:.4g}) or median "
+                    f"({x['median']['value']:.4g}, MAE {x['median']['mae']:.4g})")
+
         how = ("the class most training rows have" if classifier else
-               f"the training mean ({b['mean']['value']:.4g}, MAE {b['mean']['mae']:.4g}) or median "
-               f"({b['median']['value']:.4g}, MAE {b['median']['mae']:.4g}), whichever scores better")
+               "per target " + "; ".join(f"{t!r} {mean_or_median(x)}" for t, x in b["targets"].items())
+               + ", whichever scores better" if several else f"{mean_or_median(b)}, whichever scores better")
         verdict = ("Keras beats it" if b["beaten"] else "Keras does **not** beat it"
                    + (" (a warning: verify.baseline = \"warn\")" if b["check"] == "warn" else ""))
         lines += ["", f"The baseline always predicts {how}; a model must {need} (verify.baseline_margin). {verdict}."]
@@ -201,7 +217,7 @@ def render_markdown(r: dict[str, Any]) -> str:
     for name, v in sorted(r["variants"].items(), key=lambda nv: (nv[1].get("size_bytes", 1 << 62), nv[0])):
         if not v.get("built", True):
             lines.append(f"| {name} | - | - | - | - | - | - | "
-                         f"{_budget(v.get('budget'), classifier, k.get('mae'))} | {v['reason']} |")
+                         f"{_budget(v.get('budget'), classifier, k)} | {v['reason']} |")
             continue
         a, p = v["accuracy"], v["parity"]
         if classifier:
@@ -210,7 +226,7 @@ def render_markdown(r: dict[str, Any]) -> str:
         else:
             figs = f"{a['mae']:.4g} | {a['max_err']:.4g} | {p['range']['max_abs_err']:.3g}"
         lines.append(f"| {name} | {v['size_bytes']:,} | {figs} | {snr(p['range']['snr_db'])} | "
-                     f"{v['speed']['p50_batch_1_us']:.1f} | {_budget(v.get('budget'), classifier, k.get('mae'))} | "
+                     f"{v['speed']['p50_batch_1_us']:.1f} | {_budget(v.get('budget'), classifier, k)} | "
                      f"{_result(v)} |")
     lines += ["", "What each is:", ""] + [f"- {n}: {NOTES.get(n, '')}" for n in r["variants"]]
     chosen = r.get("bundle")

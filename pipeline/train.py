@@ -67,7 +67,7 @@ def least_squares(ds, loss: str) -> dict[str, Any] | None:
     r = np.abs(a @ coef - y)
     value = {"mean_squared_error": np.mean(r**2), "mean_absolute_error": np.mean(r),
              "huber": np.mean(np.where(r <= 1.0, 0.5 * r**2, r - 0.5))}.get(loss)  # Keras's Huber delta = 1
-    return {"coef": coef[:-1].tolist(), "intercept": float(coef[-1]),
+    return {"coef": coef[:-1].tolist(), "intercept": coef[-1].tolist(),  # per target for several
             "loss": None if value is None else float(value)}
 
 
@@ -115,7 +115,7 @@ def validation_scores(model, ds, metric: str) -> tuple[float, float]:
     loss = float(model.loss(y_true, y))
     y = np.asarray(y)
     score = (np.mean(y.argmax(axis=1) == ds.y_val) if metric == "accuracy"
-             else np.mean(np.abs(y.reshape(len(y), -1)[:, 0] - ds.y_val)))
+             else np.mean(np.abs(y.reshape(len(y), -1) - y_true)))
     return loss, float(score)
 
 
@@ -146,7 +146,7 @@ def run(cfg: dict[str, Any], layout: Layout, plot: bool = True, ds=None) -> tupl
     metric = "accuracy" if ds.task == "classification" else "mae"
     t0 = time.perf_counter()
     if t["batch_size"] == "all":
-        y = ds.y_train.reshape(-1, 1) if ds.task == "regression" else ds.y_train
+        y = ds.y_train.reshape(len(ds.y_train), -1) if ds.task == "regression" else ds.y_train
         losses = fit_compiled(model, model.loss, model.optimizer, ds.x_train, y, t["epochs"])
         h = {"loss": [float(v) for v in losses]}
         val_loss, val_score = validation_scores(model, ds, metric)

@@ -128,7 +128,7 @@ def plot_data(layout: Layout, judge: Judge, results: dict[str, Any], val_outputs
         arrays["labels"] = np.array(judge.labels)
     else:
         for name, y in val_outputs.items():
-            arrays["val_" + name] = y.reshape(len(y), -1)[:, 0]
+            arrays["val_" + name] = y.reshape(len(y), -1)  # (n, targets)
     buf = io.BytesIO()
     np.savez(buf, **arrays)
     fsutil.write_bytes(layout.plots_npz, buf.getvalue())

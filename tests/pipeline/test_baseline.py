@@ -18,14 +18,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline.engine import Judge
+from pipeline.engine import Judge, Outputs
 from tests.support.core import pipeline
 
 
 # --- the judge, on made-up references -----------------------------------------------------------
 
-def judge(task: str, y_val, keras_y, *, counts=(), mean=(), median=(), margin: float = 0.1) -> Judge:
-    """A Judge over a reference whose probe rows are all validation rows."""
+def judge(task: str, y_val, keras_y, *, counts=(), mean=(), median=(), margin: float = 0.1, targets=("y",),
+          max_mae: float | None = None) -> Judge:
+    """A Judge over a reference whose probe rows are all validation rows (a regression's y_val
+    (n, k) for the k ``targets``)."""
     keras_y = np.float32(keras_y).reshape(len(y_val), -1)
     n = len(y_val)
     ref = {"x": np.zeros((n, 1), np.float32), "group": np.zeros(n, np.int8), "group_names": np.array(["validation"]),
@@ -34,8 +36,10 @@ def judge(task: str, y_val, keras_y, *, counts=(), mean=(), median=(), margin: f
            "labels": np.array(["a", "b"] if task == "classification" else [], dtype=str),
            "input_shape": np.array([1]), "range_min": np.array([-1.0]), "range_max": np.array([1.0]),
            "oracle_rows": np.array(0), "train_counts": np.array(counts, np.int64),
-           "train_mean": np.array(mean, np.float64), "train_median": np.array(median, np.float64)}
-    cfg = {"task": {"kind": task}, "verify": {"large_batch": 2, "baseline_margin": margin, "baseline": "fail"}}
+           "train_mean": np.array(mean, np.float64), "train_median": np.array(median, np.float64),
+           "target_names": np.array(list(targets) if task == "regression" else [], dtype=str)}
+    cfg = {"task": {"kind": task}, "verify": {"large_batch": 2, "baseline_margin": margin, "baseline": "fail",
+                                              "max_mae": max_mae}}
     return Judge(cfg, ref)
 
 
@@ -75,6 +79,40 @@ def test_a_regressions_baseline_is_the_better_of_the_training_mean_and_median():
                     "2.75 (mean: 3.375) on 4 validation rows; verify.baseline_margin 0.1 needs at most 2.475")
     exact = judge("regression", y_val, y_val, mean=[3.25], median=[1.5])
     assert exact.baseline_failure("keras", exact.keras_accuracy, exact.baseline()) is None
+
+
+def test_a_regression_of_several_targets_beats_the_baseline_on_each_target():
+    """East learned, north not (always the training mean): the whole's MAE beats the baseline's, but
+    verify holds each target to its own and names the one that learned nothing."""
+    east = np.array([0.0, 2.0, 4.0, 6.0])
+    north = np.array([10.0, 30.0, 10.0, 30.0])
+    y_val = np.stack([east, north], axis=1)
+    keras_y = np.stack([east, np.full(4, 20.0)], axis=1)
+    j = judge("regression", y_val, keras_y, mean=[3.0, 20.0], median=[3.0, 20.0], targets=("east", "north"))
+    b = j.baseline()
+    assert set(b["targets"]) == {"east", "north"} and b["targets"]["east"]["mae"] == pytest.approx(2.0)
+    assert b["targets"]["north"]["mae"] == pytest.approx(10.0) and b["mae"] == pytest.approx(6.0)
+    acc = j.keras_accuracy
+    assert acc["mae"] == pytest.approx(5.0) and acc["mae"] < 0.9 * b["mae"]  # the whole would pass
+    assert acc["targets"]["east"]["mae"] == 0.0 and acc["targets"]["north"]["mae"] == pytest.approx(10.0)
+    line = j.baseline_failure("keras", acc, b)
+    assert line == ("keras MAE of 'north' 10 does not beat the baseline of always predicting the training mean (20), "
+                    "MAE 10 (median: 10) on 4 validation rows; verify.baseline_margin 0.1 needs at most 9")
+    learned = judge("regression", y_val, y_val, mean=[3.0, 20.0], median=[3.0, 20.0], targets=("east", "north"))
+    assert learned.baseline_failure("keras", learned.keras_accuracy, learned.baseline()) is None
+
+
+def test_max_mae_and_a_variants_budget_hold_for_each_target():
+    y_val = np.array([[0.0, 100.0], [1.0, 200.0], [2.0, 300.0], [3.0, 400.0]])
+    keras_y = y_val + [[0.1, 4.0], [-0.1, -4.0], [0.1, 4.0], [-0.1, -4.0]]  # east off by 0.1, north by 4
+    j = judge("regression", y_val, keras_y, mean=[1.5, 250.0], median=[1.5, 250.0], targets=("east", "north"),
+              max_mae=3.0)
+    assert j.accuracy_failure("keras", j.keras_accuracy) == (
+        "keras accuracy: MAE of 'north' 4 on 4 validation rows (allowed 3); worst 4 at validation row 0")
+    worse = {"accuracy": j.accuracy(Outputs("v", y_val + [[0.2, 4.0]] * 4, y_val)), "parity": {"range": {}}}
+    assert j.over_budget(worse, {}) == ["MAE of 'east' 0.2 > 0.105 (1.05x Keras's)"]  # north: 4 <= 4.2
+    assert j.over_budget(worse, {"max_mae": 1.0, "max_err": 0.5}) == [
+        "MAE of 'north' 4 > 1", "max error of 'north' 4 > 0.5"]
 
 
 def test_the_batch_norm_hint_needs_few_updates_and_a_gap_between_training_and_validation():

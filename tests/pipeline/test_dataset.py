@@ -74,7 +74,7 @@ def run_config_stage(cfg: Path, build: Path) -> subprocess.CompletedProcess:
 def test_csv_with_string_labels(tmp_path):
     ds = load(project(tmp_path, {"data.csv": GOOD_CSV}))
     assert ds.task == "classification" and ds.labels == ["cat", "dog", "owl"]
-    assert ds.feature_names == ["a", "b"] and ds.input_shape == (2,) and ds.target_name == "label"
+    assert ds.feature_names == ["a", "b"] and ds.input_shape == (2,) and ds.target_names == ["label"]
     assert len(ds.x_train) == 24 and len(ds.x_val) == 6
     assert ds.x_train.dtype == np.float32 and ds.y_train.dtype == np.int64 and ds.y_val.dtype == np.int64
     # every example is where the file put it, with its class index
@@ -138,7 +138,7 @@ def assert_classes(ds: dataset.Dataset, want: dict[bytes, int]) -> None:
 def test_an_npz_of_class_indices_takes_the_names_of_task_labels(tmp_path, dtype):
     x, y = waves(60)
     ds = load(project(tmp_path, {"waves.npz": npz(x=x, y=y.astype(dtype))}, WAVES_NPZ))
-    assert ds.labels == WAVE_NAMES and ds.target_name == "y" and ds.input_shape == (32,)
+    assert ds.labels == WAVE_NAMES and ds.target_names == ["y"] and ds.input_shape == (32,)
     assert_classes(ds, {row.tobytes(): int(k) for row, k in zip(x, y)})  # y[i] is the index of its name
     assert np.bincount(ds.y_val).tolist() == [4, 4, 4]  # stratified as ever
     assert dataset.summary(ds) == ("data: 60 examples of 32 features from waves.npz: 48 to train, 12 to validate; "
@@ -301,7 +301,7 @@ def test_npz_images(tmp_path):
     assert ds.input_shape == (8, 8, 1) and ds.x_train.shape[1:] == (8, 8, 1)
     assert len(ds.feature_names) == 64
     assert ds.feature_names[:3] == ["x[0,0,0]", "x[0,1,0]", "x[0,2,0]"] and ds.feature_names[-1] == "x[7,7,0]"
-    assert ds.labels == ["0", "1", "2"] and ds.target_name == "y"
+    assert ds.labels == ["0", "1", "2"] and ds.target_names == ["y"]
     assert len(ds.x_train) + len(ds.x_val) == 60 and len(ds.x_val) == 12
     lo, hi = ds.observed_range()
     assert lo.shape == (64,) and (lo >= 0).all() and (hi <= 16).all()
@@ -318,6 +318,48 @@ def test_npz_tabular_regression_and_validation_file(tmp_path):
     assert len(ds.x_train) == 40 and len(ds.x_val) == 7 and ds.y_train.dtype == np.float32
     np.testing.assert_array_equal(ds.x_val, xv.astype(np.float32))
     assert sorted(ds.sha256) == [str(tmp_path / "train.npz"), str(tmp_path / "val.npz")]
+
+
+def test_several_targets_from_a_csv_list_or_an_npz_y_of_k_columns(tmp_path):
+    """A regression of k targets: y (n, k) in the order given, named by the columns or y[0] .. y[k-1];
+    the features are every other column; a validation file and an oracle give k values per row too."""
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(30, 2))
+    y = np.stack([x[:, 0] + x[:, 1], x[:, 0] - x[:, 1], 2 * x[:, 0]], axis=1)
+    text = "north,a,east,b,up\n" + "".join(f"{n:.4f},{a:.4f},{e:.4f},{b:.4f},{u:.4f}\n"
+                                             for (a, b), (e, n, u) in zip(x, y))
+    toml = '[data]\nfile = "d.csv"\ntarget = ["east", "north", "up"]\n'
+    ds = load(project(tmp_path / "csv", {"d.csv": text}, toml))
+    assert ds.target_names == ["east", "north", "up"] and ds.feature_names == ["a", "b"]
+    assert ds.y_train.shape == (24, 3) and ds.y_val.shape == (6, 3) and ds.y_train.dtype == np.float32
+    both = np.concatenate([ds.x_train, ds.x_val]), np.concatenate([ds.y_train, ds.y_val])
+    order = np.lexsort(both[0].T[::-1])
+    np.testing.assert_allclose(both[1][order], np.round(y, 4)[np.lexsort(np.round(x, 4).T[::-1])], atol=1e-6)
+    assert dataset.summary(ds).endswith("regression of 'east', 'north', 'up'")
+    # A list of one column is the single target it names.
+    one = load(project(tmp_path / "one", {"d.csv": text}, toml.replace('"east", "north", "up"', '"up"')))
+    assert one.target_names == ["up"] and one.y_train.shape == (24,) and one.feature_names == ["north", "a", "east", "b"]
+
+    toml = '[data]\nfile = "t.npz"\nvalidation = "v.npz"\n'
+    ds = load(project(tmp_path / "npz", {"t.npz": npz(x=x[:20], y=y[:20]), "v.npz": npz(x=x[20:], y=y[20:])}, toml))
+    assert ds.target_names == ["y[0]", "y[1]", "y[2]"] and ds.y_train.shape == (20, 3) and ds.y_val.shape == (10, 3)
+    np.testing.assert_array_equal(ds.y_val, y[20:].astype(np.float32))
+
+
+def test_an_oracle_of_several_targets_gives_k_values_per_row(tmp_path):
+    x = np.arange(10, dtype=np.float64).reshape(10, 1)
+    files = {"d.npz": npz(x=x, y=np.hstack([2 * x, -x])),
+             "truth.py": "def oracle(x):\n    import numpy as np\n    return np.hstack([2 * x, -x])\n"}
+    toml = ('[data]\nfile = "d.npz"\n[verify]\noracle = "truth.py:oracle"\noracle_range = [0.0, 20.0]\n'
+            'oracle_points = 10\n')
+    ds = load(project(tmp_path / "good", files, toml))
+    held = len(ds.x_val) - ds.oracle_rows
+    assert ds.oracle_rows > 0 and ds.y_val.shape == (len(ds.x_val), 2)
+    np.testing.assert_array_equal(ds.y_val[held:], np.hstack([2 * ds.x_val[held:], -ds.x_val[held:]]))
+    files["truth.py"] = "def oracle(x):\n    return 2 * x[:, 0]\n"
+    with pytest.raises(ConfigError, match=r"returned shape \((\d+),\) for \1 rows \(expected 2 numbers per row, one "
+                                          r"per target: an array of shape \(\1, 2\)\)$"):
+        load(project(tmp_path / "bad", files, toml))
 
 
 def test_stratified_split_is_deterministic_and_proportional(tmp_path):
@@ -555,6 +597,30 @@ BAD = [
     ("npz one-dimensional x", {"data.npz": npz(x=np.zeros(5), y=np.zeros(5))}, NPZ,
      "data error: {d}/data.npz: key 'x': shape (5,) (expected (n, features...): one row per example; one "
      "feature is shape (n, 1))"),
+    ("npz y of three dimensions", {"data.npz": npz(x=np.zeros((4, 1)), y=np.zeros((4, 2, 2)))},
+     '[data]\nfile = "data.npz"\n', "data error: {d}/data.npz: key 'y': shape (4, 2, 2) (expected (n,): one target per "
+     "example or (n, k): k targets per example)"),
+    ("npz classes of two columns", {"data.npz": npz(x=np.zeros((4, 1)), y=np.zeros((4, 2)))}, NPZ,
+     "data error: {d}/data.npz: key 'y': shape (4, 2) (expected (n,): one target per example (several targets "
+     "are a regression's))"),
+    ("several targets for a classification", {"data.csv": CSV3},
+     MINIMAL.replace('target = "label"', 'target = ["label", "b"]'),
+     "config error: {d}/edge.toml: data.target: expected one column for a classification (several targets are a "
+     "regression's), got 2: ['label', 'b']"),
+    ("a target list naming no column", {"data.csv": CSV3}, REGRESSION.replace('"label"', '["b", "c"]'),
+     "data error: {d}/data.csv: row 1 (the header): no column 'c' (data.target; expected one of the columns: a, "
+     "b, label)"),
+    ("a target among the features", {"data.csv": CSV3},
+     REGRESSION.replace('"label"', '["a", "b"]\nfeatures = ["b", "label"]'),
+     "config error: {d}/edge.toml: data.features: expected feature columns other than the target 'b', got it "
+     "among them"),
+    ("a target list that is no list of names", {"data.csv": CSV3}, REGRESSION.replace('"label"', '["a", "a"]'),
+     "config error: {d}/edge.toml: data.target: expected a column name, or a list of distinct column names (a "
+     "regression of several targets), got ['a', 'a']"),
+    ("a validation file of other targets", {"t.npz": npz(x=np.zeros((6, 2)), y=np.zeros((6, 2))),
+                                            "v.npz": npz(x=np.zeros((3, 2)), y=np.zeros((3, 3)))},
+     '[data]\nfile = "t.npz"\nvalidation = "v.npz"\n',
+     "data error: {d}/v.npz: key 'y': 3 target(s) per example, expected 2 (as in {d}/t.npz)"),
     ("npz fractional class", {"data.npz": npz(x=np.zeros((4, 1)), y=np.array([0, 1, 0.5, 1]))}, NPZ,
      "data error: {d}/data.npz: key 'y', y[2]: 0.5 (expected a class: an integer or a string)"),
     ("npz class name not among the labels",
