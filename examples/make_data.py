@@ -1,4 +1,4 @@
-"""Write the examples' data files from scikit-learn's bundled data sets (nothing is downloaded).
+"""Write the examples' data files from scikit-learn's bundled data sets and a seeded generator (nothing is downloaded).
 
     python examples/make_data.py           # (re)write every file
     python examples/make_data.py --check   # exit 1 if a committed file differs from what it would write
@@ -15,6 +15,10 @@
   bytes every time): 600 positions uniform in a 10 m x 10 m room, the distance from each to six
   fixed beacons plus 5 cm of Gaussian noise (columns ``r0`` .. ``r5``, metres, 3 decimals),
   and the two targets ``east`` and ``north`` (metres, 3 decimals).
+- ``sensor_gru/data.npz``: ``waveforms``: 600 synthetic sensor traces from a fixed numpy seed,
+  ``x`` float32 (600, 24, 1), 24 readings each (3 decimals); ``y`` int64 (600,): the waveform's
+  kind, 0 sine, 1 square, 2 sawtooth (200 each), each with a random period (6 to 16 readings),
+  phase, amplitude (0.5 to 2), offset (normal, sd 0.5) and reading noise (normal, sd 0.25).
 
 The files are byte-stable: ``np.savez`` stamps each zip member with the current time, so the
 .npz files are written here with ``zipfile`` and a fixed date instead (``np.load`` reads them
@@ -98,11 +102,37 @@ def ranges() -> bytes:
     return ("\n".join(lines) + "\n").encode("ascii")
 
 
+WAVEFORMS = ("sine", "square", "sawtooth")  # y's indices; examples/sensor_gru/edge.toml names them
+
+
+def waveforms(per_kind: int = 200, steps: int = 24, seed: int = 27) -> bytes:
+    """Noisy traces of three waveform kinds: which kind a trace is needs its shape over time
+    (amplitude, offset and period vary within every kind), a task for a recurrent model."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(steps, dtype=np.float64)
+    xs, ys = [], []
+    for k, kind in enumerate(WAVEFORMS):
+        period = rng.uniform(6.0, 16.0, per_kind)
+        phase = rng.uniform(0.0, 1.0, per_kind)
+        amplitude = rng.uniform(0.5, 2.0, per_kind)
+        offset = rng.normal(0.0, 0.5, per_kind)
+        u = (t[None, :] / period[:, None] + phase[:, None]) % 1.0  # where in its cycle each reading is
+        wave = {"sine": np.sin(2 * np.pi * u), "square": np.where(u < 0.5, 1.0, -1.0), "sawtooth": 2 * u - 1}[kind]
+        xs.append(offset[:, None] + amplitude[:, None] * wave + rng.normal(0.0, 0.25, (per_kind, steps)))
+        ys.append(np.full(per_kind, k, np.int64))
+    order = rng.permutation(per_kind * len(WAVEFORMS))
+    # Three decimals, as a sensor reports them; and so that a last-digit difference between two
+    # machines' sin() cannot change the file.
+    x = np.round(np.concatenate(xs)[order], 3).astype(np.float32).reshape(-1, steps, 1)
+    return npz_bytes({"x": x, "y": np.concatenate(ys)[order]})
+
+
 FILES = {
     "digits/data.npz": digits,
     "wine/data.csv": wine,
     "diabetes/data.npz": diabetes,
     "ranges/data.csv": ranges,
+    "sensor_gru/data.npz": waveforms,
 }
 
 

@@ -14,12 +14,36 @@ from pathlib import Path
 BATCH_DIM = "batch"
 
 
-def convert(savedmodel_dir: Path, input_name: str, output_name: str, opset: int, ir_version: int):
+def convert(savedmodel_dir: Path, input_name: str, output_name: str, opset: int, ir_version: int,
+            unrolled: Path | None = None):
     """Return the checked ``onnx.ModelProto`` for the SavedModel's serving signature.
 
     Every node and inner tensor is named n0, t0, ... (``shorten``) instead of tf2onnx's paths
     (``StatefulPartitionedCall/.../dense_0_1/MatMul``), which fill a third of a small int8
-    file (each quantized tensor repeats them); the input and output keep their names."""
+    file (each quantized tensor repeats them); the input and output keep their names.
+
+    Args:
+        unrolled: the SavedModel of the same model with its recurrent layers unrolled
+            (export/recurrent.py), converted instead when the first gives a ``Loop`` (or fails).
+            tf2onnx turns a Keras LSTM into ONNX's LSTM op, 4-6x faster in onnxruntime than the
+            unrolled graph at batch 1; a GRU or SimpleRNN becomes a Loop, about 2x slower than
+            the unrolled graph (docs/your-model.md, "Recurrent layers").
+    """
+    if unrolled is not None:
+        try:
+            model = _tf2onnx(savedmodel_dir, input_name, output_name, opset)
+        except Exception:
+            model = None
+        if model is None or any(node.op_type == "Loop" for node in model.graph.node):
+            model = _tf2onnx(unrolled, input_name, output_name, opset)
+    else:
+        model = _tf2onnx(savedmodel_dir, input_name, output_name, opset)
+    shorten(model)
+    return tidy(model, input_name, output_name, opset, ir_version)
+
+
+def _tf2onnx(savedmodel_dir: Path, input_name: str, output_name: str, opset: int):
+    """tf2onnx's ``onnx.ModelProto`` of the SavedModel's signature, its input and output named as asked."""
     import tf2onnx
 
     from export.keras3_savedmodel import serving_function
@@ -40,8 +64,7 @@ def convert(savedmodel_dir: Path, input_name: str, output_name: str, opset: int,
     except Exception as e:  # tf2onnx raises many types; the first line names the op
         text = " ".join(str(e).split()) or type(e).__name__
         raise ExportError(f"export: ONNX (tf2onnx): {type(e).__name__}: {text[:300]}") from None
-    shorten(model)
-    return tidy(model, input_name, output_name, opset, ir_version)
+    return model
 
 
 def shorten(model) -> None:
@@ -72,6 +95,18 @@ def shorten(model) -> None:
     g.initializer.extend(inits)
     for vi in g.value_info:
         vi.name = short(vi.name)
+    _rename_outer(g, names)
+
+
+def _rename_outer(graph, names: dict[str, str]) -> None:
+    """In the subgraphs of ``graph``'s nodes (a Loop's or an If's body), rename what they read
+    from the outer scope as ``names`` says; their own tensors keep their names."""
+    for node in graph.node:
+        for attr in node.attribute:
+            for sub in ([attr.g] if attr.HasField("g") else []) + list(attr.graphs):
+                for inner in sub.node:
+                    inner.input[:] = [names.get(x, x) for x in inner.input]
+                _rename_outer(sub, names)
 
 
 def frozen_graph(fn):
@@ -90,8 +125,12 @@ def frozen_graph(fn):
     concrete = fn.get_concrete_function()
     if all(t.dtype == tf.resource for t in concrete.captured_inputs):
         return None  # variables only (the tutorial's Dense): tf2onnx's own path, same bytes as before
-    const = convert_variables_to_constants_v2(concrete)
-    return const.graph.as_graph_def(), const.inputs[0].name, const.outputs[0].name
+    # As tf2onnx's own from_function freezes: control flow kept as functional While ops (which
+    # it turns into a Loop, or a fused LSTM), not lowered to TF1's Enter/Exit frames, in which a
+    # recurrent layer's TensorList ops reach the ONNX graph as they are. Same bytes as the
+    # defaults for a model without control flow (the examples).
+    const = convert_variables_to_constants_v2(concrete, lower_control_flow=False, aggressive_inlining=True)
+    return const.graph.as_graph_def(add_shapes=True), const.inputs[0].name, const.outputs[0].name
 
 
 def rename(model, old: str, new: str) -> None:

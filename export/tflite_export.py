@@ -1,8 +1,9 @@
 """Keras SavedModel -> float32 TFLite flatbuffer, builtin ops only.
 
 Builtin ops only: an op the device's runtime lacks fails here, at conversion, not on the
-device. A model that would need Select TF ops (a Keras 3 LSTM often does) fails with one
-line naming the op and the layer it comes from (``converter_failure``).
+device. A model that would need Select TF ops (a loop of its own over a TensorList, a matrix
+inverse) fails with one line naming the op and the layer it comes from (``converter_failure``).
+Keras's recurrent layers arrive here unrolled (export/recurrent.py).
 """
 
 from __future__ import annotations
@@ -63,7 +64,8 @@ def converter_failure(text: str) -> str:
             layer = f" in layer {re.sub(r'_[0-9]+$', '', name)!r}"
         why = op.group("why").split(": error")[0].strip().rstrip(".")
         return (f"export: TFLite needs Select TF ops for tf.{op.group('op')}{layer} ({why}), which the device's "
-                "builtin-ops runtime lacks; expected a model of builtin ops only (e.g. Conv1D or Dense for an RNN)")
+                "builtin-ops runtime lacks; expected a model of builtin ops only (Keras's LSTM, GRU and SimpleRNN layers "
+                "are unrolled for it; a loop of the model's own is not)")
     lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
     first = next((ln for ln in lines if "error" in ln.lower()), lines[0] if lines else "conversion failed")
     return f"export: TFLite conversion failed: {first[:300]}"

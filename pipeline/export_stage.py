@@ -107,7 +107,7 @@ def run(cfg: dict[str, Any], layout: Layout, worker=None, model=None, kind: str 
 
 
 def _export(cfg: dict[str, Any], layout: Layout, ds, worker, model, kind: str | None) -> dict[str, Any]:
-    from export import keras3_savedmodel, onnx_export, tflite_export
+    from export import keras3_savedmodel, onnx_export, recurrent, tflite_export
 
     from . import keras_model, tflite_worker
 
@@ -119,17 +119,27 @@ def _export(cfg: dict[str, Any], layout: Layout, ds, worker, model, kind: str | 
     try:
         with tempfile.TemporaryDirectory(prefix=fsutil.temp_prefix("export"), dir=build) as tmp:
             saved = keras3_savedmodel.write_savedmodel(model, Path(tmp) / "savedmodel", *names)
+            # Recurrent layers: TFLite (float32 and its variants) from a copy unrolled over the
+            # time steps, builtin ops only, once it is shown to compute the same outputs.
+            clone = recurrent.unrolled(model)
+            unrolled = None
+            if clone is not None:
+                recurrent.check_same(model, clone, calibration, keras_outputs)
+                unrolled = keras3_savedmodel.write_savedmodel(clone, Path(tmp) / "unrolled", *names)
+            tflite_saved = unrolled or saved
             if worker is not None:
-                worker.submit(saved, calibration, tflite_worker.variants(cfg), Path(tmp) / "worker")
-            # TFLite first: its refusal names the op and the layer (an LSTM's TensorListReserve),
-            # where tf2onnx passes such an op through and only the checker refuses the graph.
-            tflite_bytes = tflite_export.convert(saved)
-            onnx_model = onnx_export.convert(saved, *names, cfg["export"]["opset"], cfg["export"]["ir_version"])
-            variants = build_variants(cfg, saved, onnx_model, calibration, names[0], "onnx" if worker else None)
+                worker.submit(tflite_saved, calibration, tflite_worker.variants(cfg), Path(tmp) / "worker")
+            # TFLite first: its refusal names the op and the layer (a TensorListReserve), where
+            # tf2onnx passes such an op through and only the checker refuses the graph.
+            tflite_bytes = tflite_export.convert(tflite_saved)
+            onnx_model = onnx_export.convert(saved, *names, cfg["export"]["opset"], cfg["export"]["ir_version"],
+                                             unrolled=unrolled)
+            variants = build_variants(cfg, tflite_saved, onnx_model, calibration, names[0],
+                                      "onnx" if worker else None)
             ref = reference.arrays(cfg, ds, lambda x: keras_outputs(model, x), sha256_file(layout.model_keras),
                                    kind or keras_model.output_kind(model, ds))
             if worker is not None:  # its TFLite variants; any it did not deliver are built here
-                variants.update(build_variants(cfg, saved, onnx_model, calibration, names[0], "tflite",
+                variants.update(build_variants(cfg, tflite_saved, onnx_model, calibration, names[0], "tflite",
                                                worker.result()))
     except tf.errors.OpError as e:  # TensorFlow's own I/O errors (disk full, read-only folder)
         raise OutputError(build, e.message.splitlines()[0] if e.message else type(e).__name__) from None

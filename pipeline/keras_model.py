@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from export import recurrent
 from export.tfenv import tensorflow
 
 from . import userfile
@@ -59,6 +60,12 @@ def compose(cfg: dict[str, Any], ds):
     tf, keras = tensorflow()
     keras.utils.set_random_seed(cfg["train"]["seed"])
     inner = user_model(cfg, ds)
+    # Before training: a recurrent layer over sequences of unknown length cannot be unrolled for
+    # TFLite (export/recurrent.py), and the data's length is known.
+    why = recurrent.unfixed_length(inner, f"the data's examples are {tuple(ds.input_shape)}: "
+                                          f"keras.Input(shape={tuple(ds.input_shape)}) in the builder")
+    if why:
+        raise ConfigError(None, "model.builder", why)
     inputs = keras.Input(shape=tuple(ds.input_shape), name=cfg["model"]["input_name"])
     x = inputs
     if cfg["data"].get("standardize", True):

@@ -107,11 +107,47 @@ def returns_none(input_shape, num_outputs):
     return None
 
 
-def lstm(input_shape, num_outputs):
+class Scan(keras.layers.Layer):
+    """A recurrence of the model's own (keras.ops.scan): a loop TFLite keeps as Select TF ops."""
+
+    def call(self, x):
+        def step(state, x_t):
+            state = 0.5 * state + x_t
+            return state, state
+
+        last, _ = keras.ops.scan(step, keras.ops.zeros_like(x[:, 0]), keras.ops.transpose(x, (1, 0, 2)))
+        return last
+
+
+def own_loop(input_shape, num_outputs):
     i = keras.Input(shape=tuple(input_shape))
-    h = keras.layers.LSTM(4, name="lstm")(i)
-    return keras.Model(i, keras.layers.Dense(num_outputs)(h))
+    return keras.Model(i, keras.layers.Dense(num_outputs)(Scan(name="scan")(i)))
+
+
+def unknown_length(input_shape, num_outputs):
+    i = keras.Input(shape=(None, input_shape[-1]))
+    return keras.Model(i, keras.layers.Dense(num_outputs)(keras.layers.GRU(8, name="gru")(i)))
+
+
+def _recurrent(layer):
+    def build(input_shape, num_outputs):
+        i = keras.Input(shape=tuple(input_shape))
+        return keras.Model(i, keras.layers.Dense(num_outputs)(layer()(i)))
+    return build
+
+
+gru = _recurrent(lambda: keras.layers.GRU(8, name="gru"))
+lstm = _recurrent(lambda: keras.layers.LSTM(8, name="lstm"))
+simple_rnn = _recurrent(lambda: keras.layers.SimpleRNN(8, name="simple_rnn"))
+bidirectional_lstm = _recurrent(lambda: keras.layers.Bidirectional(keras.layers.LSTM(4), name="bidirectional"))
 '''
+
+
+def sequences(rows: int = 120) -> tuple[np.ndarray, np.ndarray]:
+    """Sequences of 20 steps of 3 features; the class: whether the first feature's mean is above 0."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(rows, 20, 3)).astype(np.float32)
+    return x, (x[:, :, 0].mean(axis=1) > 0).astype(np.int64)
 
 
 def refused(tmp_path: Path, builder: str, data: str = "wine") -> tuple[int, str, Path, Path, str]:
@@ -124,9 +160,7 @@ def refused(tmp_path: Path, builder: str, data: str = "wine") -> tuple[int, str,
         shutil.copy(WINE, project / "data.csv")
         head = '[data]\nfile = "data.csv"\ntarget = "cultivar"\n'
     else:
-        rng = np.random.default_rng(0)
-        x = rng.normal(size=(120, 20, 3)).astype(np.float32)
-        y = (x[:, :, 0].mean(axis=1) > 0).astype(np.int64)
+        x, y = sequences()
         np.savez(project / "data.npz", x=x, y=y)
         head = '[data]\nfile = "data.npz"\n'
     (project / "edge.toml").write_text(head + f'\n[task]\nkind = "classification"\n\n[model]\nbuilder = '
@@ -150,13 +184,61 @@ def test_a_two_input_model_is_refused_in_one_line(tmp_path):
     assert "train:" not in out and not (build / "model.keras").exists()
 
 
-def test_an_lstm_that_needs_select_tf_ops_is_refused_naming_the_op_and_layer(tmp_path):
-    code, line, build, _, _ = refused(tmp_path, "lstm", data="npz")
+def test_a_loop_of_the_models_own_that_needs_select_tf_ops_is_refused_naming_the_op_and_layer(tmp_path):
+    code, line, build, _, _ = refused(tmp_path, "own_loop", data="npz")
     assert code == 1, line
     documented(1, "bad export")
-    assert line.startswith("error: export: "), line
-    assert "TensorList" in line and "'lstm'" in line, line
+    assert line.startswith("error: export: TFLite needs Select TF ops for tf.TensorList"), line
+    assert "in layer 'scan'" in line and "builtin ops only" in line, line
     assert not (build / "model.onnx").exists() and not (build / "model.tflite").exists()
+
+
+def test_a_recurrent_layer_over_sequences_of_unknown_length_is_refused_before_training(tmp_path):
+    code, line, build, _, out = refused(tmp_path, "unknown_length", data="npz")
+    assert code == 2, line
+    assert line == ("error: config error: model.builder: layer 'gru' (GRU) runs over a sequence of unknown length "
+                    "(input shape (None, None, 3)); expected a fixed length (the data's examples are (20, 3): "
+                    "keras.Input(shape=(20, 3)) in the builder): the TFLite export unrolls it over its time steps, "
+                    "builtin ops only"), line
+    assert "train:" not in out and not (build / "model.keras").exists(), out
+
+
+# --- 2b. recurrent layers: unrolled for TFLite, and verified ---
+
+@pytest.mark.parametrize("builder,onnx_op", [("gru", None), ("lstm", "LSTM"), ("simple_rnn", None),
+                                             ("bidirectional_lstm", "LSTM")])
+def test_a_recurrent_model_exports_with_builtin_ops_and_passes_verify(tmp_path, builder, onnx_op):
+    """Each recurrent layer of a fixed sequence length trains, exports (TFLite and its variants
+    from the unrolled copy, builtin ops only; ONNX from the fused LSTM op or the unrolled graph,
+    never a Loop) and passes verify's parity with Keras on every probe row."""
+    import onnx
+
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "model.py").write_text(BUILDERS)
+    x, y = sequences(160)
+    np.savez(project / "data.npz", x=x, y=y)
+    (project / "edge.toml").write_text(
+        '[data]\nfile = "data.npz"\n\n[task]\nkind = "classification"\n\n'
+        f'[model]\nbuilder = "model.py:{builder}"\n\n[train]\nepochs = 12\nlearning_rate = 0.02\n')
+    build, dist = tmp_path / "build", tmp_path / "dist"
+    r = pipeline("all", "--config", str(project / "edge.toml"), "--build", str(build), "--dist", str(dist))
+    out, err = r.stdout.decode(), r.stderr.decode()
+    assert r.returncode == 0, out[-3000:] + err[-3000:]
+    assert "verify: passed" in out, out
+    report = json.loads((build / "verify" / "report.json").read_text())
+    assert report["passed"] and report["baseline"]["beaten"], report["failures"]
+    for fmt in ("onnx", "tflite"):
+        parity = report["parity"][fmt]
+        assert parity["top1_agreement"] == 1.0, (fmt, parity)
+        # Float32 rounding alone (the examples measure a few ulp, >= 130 dB): an unrolled copy
+        # that computed anything else would be far off.
+        assert parity["range"]["scale_ulp"] < 100 and parity["range"]["snr_db"] > 100, (fmt, parity["range"])
+    ops = {n.op_type for n in onnx.load(str(build / "model.onnx")).graph.node}
+    assert "Loop" not in ops and (onnx_op is None or onnx_op in ops), ops
+    index = json.loads((build / "variants" / "index.json").read_text())["variants"]
+    assert all(v["built"] for v in index.values()), index  # the TFLite ones from the unrolled copy
+    assert report["variants"]["tflite-fp16"]["passed"], report["variants"]["tflite-fp16"]
 
 
 @pytest.mark.parametrize("builder,why", [
