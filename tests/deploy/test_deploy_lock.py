@@ -224,6 +224,49 @@ def test_two_installs_at_once_do_not_interleave_and_leave_no_temporaries(device,
     assert lock_doc(device) is None
 
 
+def test_two_installs_of_one_release_at_once_the_second_finds_it_current(device, tmp_path):
+    """Two release.py install of the same release (the same .pyz) at once, while this test holds
+    the lock: the first unpacks, gates and switches; the second, under the lock, finds that
+    release current with its venv and changes nothing ("unchanged", its gate never run); with
+    --trust-changed it gates that release again (the new trusted keys), switching nothing."""
+    log = tmp_path / "gate.log"
+    gate = tmp_path / "gate.sh"
+    gate.write_text(f"#!/bin/sh\necho \"gate $PWD\" >> {log}\nexec \"$@\"\n")
+    gate.chmod(0o755)
+    venv = device / "venvs" / "v"
+    (venv / "bin").mkdir(parents=True)
+    (venv / "bin" / "python").write_text("#!/bin/sh\nexit 0\n")  # the selfcheck, as far as the gate can tell
+    (venv / "bin" / "python").chmod(0o755)
+    (venv / ".edge-complete").touch()
+    script = fake_release_script(tmp_path, "cccc")
+    held = HeldLock(device)
+    try:
+        procs = [release("install", str(device), "cccc", str(venv), "--launcher", str(gate),
+                         "--lock-timeout", str(FAILSAFE), script=script) for _ in range(2)]
+
+        def both_waiting():
+            assert all(p.poll() is None for p in procs), [p.communicate() for p in procs if p.poll() is not None]
+            return {p.pid for p in procs} <= openers(held.path)
+
+        wait_until("both installs at the lock", both_waiting)
+    finally:
+        held.release()
+    results = sorted((finish(p) for p in procs), key=lambda r: bool(r[1].get("unchanged")))
+    (rc1, first), (rc2, second) = results
+    assert (rc1, rc2) == (0, 0), results
+    assert first["before"]["current"] == "r1" and first["unpacked"] and "unchanged" not in first, first
+    assert second["unchanged"] is True and second["before"]["current"] == "cccc", second
+    assert (second["current"], second["previous"]) == ("cccc", "r1"), second
+    assert log.read_text().count("gate ") == 1, log.read_text()  # the second gated nothing
+    assert links(device) == ("releases/cccc", "releases/r1")
+    assert temporaries(device) == [] and lock_doc(device) is None
+    # With new trusted keys staged, the running release is gated under them (as `gate` does).
+    rc, doc = finish(release("install", str(device), "cccc", str(venv), "--launcher", str(gate), "--trust-changed",
+                             "--lock-timeout", "0", script=script))
+    assert rc == 0 and doc["unchanged"] is True and log.read_text().count("gate ") == 2, (doc, log.read_text())
+    assert links(device) == ("releases/cccc", "releases/r1")
+
+
 # --- through the deploy, over SSH ---------------------------------------------------------
 
 @pytest.fixture(scope="module")

@@ -12,12 +12,14 @@ The tests run in order on one device, each asserting the state it leaves.
 
 from __future__ import annotations
 
+import fcntl
 import http.client
 import json
 import os
 import re
 import signal
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -496,6 +498,112 @@ def test_a_stopped_service_is_killed_by_the_watchdog_and_restarted_within_twice_
               f"(bound: {2 * limit:g} s), first answer {first - halted:.1f} s after it; MainPID {pid0} -> {pid1}, "
               f"NRestarts {n0} -> {n0 + 1}; {len(queued)} requests sent during the stop were answered; "
               f"{clients.answered} answered in all, none failed")
+
+
+# --- two deploys of one bundle at once (issue 27, section 4) -----------------------------------
+
+class DeviceLock:
+    """edge_root/.deploy.lock held by this test as a deploy holds it (an exclusive flock, its
+    pid and time written in it), in a file owned by the deploy user, who must open it too."""
+
+    def __init__(self, host):
+        self.path = host.path(host.edge_root / ".deploy.lock")
+        pi = next(ln.split(":") for ln in host.path("/etc/passwd").read_text().splitlines() if ln.startswith("pi:"))
+        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        os.fchown(self.fd, int(pi[2]), int(pi[3]))
+        fcntl.flock(self.fd, fcntl.LOCK_EX)
+        os.pwrite(self.fd, json.dumps({"pid": os.getpid(), "since": "now", "what": "test"}).encode(), 0)
+        self.inode = os.fstat(self.fd).st_dev, os.fstat(self.fd).st_ino
+
+    def waiters(self) -> set[int]:
+        """Pids (this machine's) other than this one with the lock file open: a deploy's release.py
+        in the container, whose view of the path differs from ours (so compared by inode)."""
+        found = set()
+        for d in filter(str.isdigit, os.listdir("/proc")):
+            if int(d) == os.getpid():
+                continue
+            try:
+                fds = os.listdir(f"/proc/{d}/fd")
+            except OSError:
+                continue
+            for fd in fds:
+                try:
+                    st = os.stat(f"/proc/{d}/fd/{fd}")
+                except OSError:
+                    continue
+                if (st.st_dev, st.st_ino) == self.inode:
+                    found.add(int(d))
+                    break
+        return found
+
+    def release(self) -> None:
+        if self.fd is not None:
+            os.unlink(self.path)  # as a deploy lets go: removed while held
+            fcntl.flock(self.fd, fcntl.LOCK_UN)
+            os.close(self.fd)
+            self.fd = None
+
+
+def start_deploy(inventory: Path, bundle: Path, tmp: Path) -> tuple[subprocess.Popen, Path]:
+    """`python -m deploy deploy` started, as fleet_cmd runs it; its table's JSON goes to the path returned."""
+    report = tmp / f"deploy-{time.monotonic_ns()}.json"
+    e = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+         "ANSIBLE_SSH_CONTROL_PATH_DIR": str(tmp / "cp"), "ANSIBLE_LOCAL_TEMP": str(tmp / "ansible-tmp"),
+         "ANSIBLE_NOCOLOR": "1"}
+    p = subprocess.Popen([sys.executable, "-m", "deploy", "deploy", "--inventory", str(inventory), "--bundle",
+                          str(bundle), "--report", str(report)], cwd=ROOT, env=e,
+                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    return p, report
+
+
+def restart_tasks(out: str) -> int:
+    """How many times a deploy's output shows the role restarting the service (the restart task, changed)."""
+    tasks = out.split("\nTASK [")[1:]
+    return sum(1 for s in tasks if s.startswith("edge : Restart the service with systemd]") and "\nchanged: " in s)
+
+
+def test_two_deploys_of_one_bundle_at_once_restart_the_service_once(host, inventory, models, answers, tmp,
+                                                                     capsys):
+    """Two `make deploy` of the same new bundle at once, both past their probe (they decided the
+    release is new) and waiting at the device's lock, which this test holds: once it is free,
+    the first deploys and restarts the service; the second, under the lock, finds that release
+    current and reports `unchanged` (changed=0), with no restart of its own: one start in all."""
+    three = sha12(models["three"])
+    before = overlay_state(host)
+    assert before["current"] != f"releases/{three}", before
+    started, pid0 = starts(host), host.main_pid()
+    held = DeviceLock(host)
+    runs = []
+    try:
+        runs = [start_deploy(inventory, models["three"], tmp) for _ in range(2)]
+
+        def both_at_the_lock():
+            assert all(p.poll() is None for p, _ in runs), "a deploy ended while the lock was held"
+            return len(held.waiters()) == 2
+
+        wait_until("both deploys' release.py at the device's lock", both_at_the_lock)
+        assert overlay_state(host) == before and starts(host) == started  # neither switched while it waited
+    finally:
+        held.release()
+        done = [(p.communicate(timeout=FAILSAFE)[0], report) for p, report in runs]
+    rows = [json.loads(report.read_text())[host.name] if report.exists() else {} for _, report in done]
+    assert [p.returncode for p, _ in runs] == [0, 0], [out[-3000:] for out, _ in done]
+    assert sorted(r["result"] for r in rows) == ["deployed", "unchanged"], rows
+    first, second = sorted(range(2), key=lambda i: rows[i]["result"])  # "deployed" sorts first
+    recaps = [{k: int(v) for k, v in re.findall(r"(\w+)=(\d+)", re.search(
+        rf"^{re.escape(host.name)}\s+: (.*)$", out, re.M)[1])} for out, _ in done]
+    assert recaps[second]["changed"] == 0, (recaps, done[second][0][-3000:])
+    assert [restart_tasks(done[first][0]), restart_tasks(done[second][0])] == [1, 0]
+    assert rows[second]["previous"] == three, rows  # what it found under the lock, not what its probe saw
+    s = overlay_state(host)
+    assert (s["current"], s["previous"]) == (f"releases/{three}", before["current"]), s
+    journal_until(host, "the restart in the journal", lambda log: len(re.findall(
+        r"^Started edge-model\.service", log, re.M)) >= started + 1)
+    assert starts(host) == started + 1 and host.main_pid() != pid0  # one restart in all
+    assert f32(ask(host)[1]) == f32(answers["three"])
+    with capsys.disabled():
+        print(f"\n  systemd host: two deploys of one bundle at once: {rows[first]['result']} and "
+              f"{rows[second]['result']}, one restart (MainPID {pid0} -> {host.main_pid()})")
 
 
 def test_deploy_times_to_the_systemd_host(capsys):

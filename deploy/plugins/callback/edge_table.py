@@ -3,8 +3,10 @@
 Each play's tasks keep a fact ``edge_report`` per host (architecture, Python, releases,
 result); a host that failed gets its last failure's message as the result (the role's
 "refused: ...", "rolled back: ...", "busy: another deploy (pid N, since T)" as they are), an
-unreachable one "unreachable: <why>". Printed after Ansible's recap; with EDGE_REPORT_JSON set, also
-written there as JSON (tests and scripts read that).
+unreachable one "unreachable: <why>", and one whose variables Ansible refused against the
+role's meta/argument_specs.yml "refused: " and Ansible's lines, each naming the variable and
+what it expected. Printed after Ansible's recap; with EDGE_REPORT_JSON set, also written
+there as JSON (tests and scripts read that).
 """
 
 from __future__ import annotations
@@ -61,6 +63,9 @@ class CallbackModule(CallbackBase):
         if ignore_errors:
             return
         r = result.result
+        if r.get("argument_errors"):  # the role's meta/argument_specs.yml: each line names the variable
+            self._row(result)["result"] = "refused: " + "; ".join(str(e) for e in r["argument_errors"])
+            return
         why = _last_line(r.get("msg")) if r.get("msg") and r.get("msg") != "non-zero return code" else ""
         why = why or _last_line(r.get("stderr")) or _last_line(r.get("msg")) or "failed"
         if not why.startswith(("refused", "rolled back", "not rolled back", "busy: ")):

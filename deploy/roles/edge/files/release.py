@@ -7,7 +7,7 @@ tarball inside (deploy/wheelhouse.py makes it; python runs a zip's __main__.py).
 the gate refused the release (nothing switched), 2 on bad usage or a damaged layout, 3 when
 another deploy held the device's lock for longer than --lock-timeout (nothing changed).
 
-    release.py install  ROOT RELEASE VENV [--launcher WORDS] [--keep N] [TRUST] [LOCK]
+    release.py install  ROOT RELEASE VENV [--launcher WORDS] [--keep N] [--trust-changed] [TRUST] [LOCK]
     release.py gate     ROOT RELEASE [--launcher WORDS] [TRUST] [LOCK]  # gate an installed release only (new trust)
     release.py rollback ROOT [--launcher WORDS] [TRUST] [LOCK]  # gate previous, then swap current and previous
     release.py revert   ROOT CURRENT PREVIOUS [LOCK]  # put both links back ("" = no link)
@@ -20,6 +20,13 @@ kernel drops a flock with its process, so a lock left by a killed deploy is free
 run takes it at once, and reports "lock_taken_over" (the holder removes the file as it lets
 go, so a file still naming a holder means that holder died). The trusted-keys steps
 (trusted_keys.py) take the same lock.
+
+install decides under the lock whether there is anything to do: when RELEASE is already
+current and linked to VENV, a complete one (another deploy of the same bundle switched to it
+while this one waited: the role's probe saw the device before either took the lock), it
+changes nothing and prints "unchanged": true, and the role restarts nothing. With
+--trust-changed (the role staged new trusted keys) that release is gated under them, as
+`gate` does.
 
 TRUST: --trusted-keys FILE (the gate's selfcheck verifies the bundle's signature against
 it; without it the selfcheck gets no trusted keys from the deploy, and $EDGE_TRUSTED_KEYS is
@@ -225,6 +232,15 @@ def prune(root, keep, pinned):
     return removed
 
 
+def running(root, current, release, venv):
+    """Whether `release` is current and linked to `venv`, a complete one: what the role's probe
+    calls unchanged, checked again under the lock."""
+    link = os.path.join(root, "releases", release, ".venv")
+    return (current == release and os.path.islink(link)
+            and os.path.realpath(link) == os.path.realpath(venv)
+            and os.path.exists(os.path.join(venv, ".edge-complete")))
+
+
 def switch(root, to, previous):
     relink(root, "previous", previous)
     relink(root, "current", to)
@@ -263,7 +279,15 @@ def locked(mode, root, argv, launcher, trust, taken):
     if taken:
         out["lock_taken_over"] = taken
     try:
-        if mode == "install":
+        if mode == "install" and running(root, before["current"], argv[2], argv[3]):
+            # Another deploy of this release got here first (both decided before the lock):
+            # nothing to switch, and nothing for this deploy to restart. New trusted keys are
+            # still gated, as gate mode does.
+            out["unchanged"] = True
+            if "--trust-changed" in argv:
+                gate(root, argv[2], launcher, what="the running release %s fails its selfcheck under the new "
+                     "trusted keys", **trust)
+        elif mode == "install":
             release, venv = argv[2], argv[3]
             clean_temporaries(root)
             out["unpacked"] = unpack(root, release, venv)
