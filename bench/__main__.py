@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 from bench import measure_digits, measure_env, measure_inference, measure_pipeline, measure_serve, report, scalar
-from bench.proc import ROOT
+from bench.proc import ROOT, installed
 from bench.targets import targets
 
 
@@ -77,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     out_dir.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="work-", dir=out_dir))
     try:
-        r = measure(a, bundle, work)
+        r = measure(a, installed(bundle, work / "bundle"), work)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     print(report.write(out_dir, r))

@@ -67,7 +67,7 @@ def bench_digits(work: Path, quick: bool) -> dict:
     out["plain_parts_s"] = {k: stats([p[k] for p in parts]) for k in parts[0]}
     out["make_all_vs_plain"] = stats([m / p for m, p in zip(walls, plains)])
 
-    build, bundle = d / "build", d / "dist" / "bundle"
+    build, bundle = d / "build", proc.installed(d / "dist" / "bundle", d / "installed")
     child = proc.run([PY, "-m", "bench.measure_digits", "child", str(build), str(bundle),
                       str(n["overhead_blocks"]), str(n["block_calls"]), str(n["int8_blocks"])],
                      env={**os.environ, "PYTHONPATH": str(ROOT)}, capture=True, what="digits in-process timings")

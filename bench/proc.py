@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -128,3 +129,12 @@ def stop(p: subprocess.Popen, grace: float = 30) -> int:
             p.kill()
             p.wait()
     return p.returncode
+
+
+def installed(bundle: Path, dest: Path) -> Path:
+    """A copy of ``bundle`` at ``dest`` as a deploy installs it: its runtime/ byte-compiled, as
+    hash-checked .pyc files, by the Python the benchmarks run (deploy/roles/edge/files/release.py's
+    ``precompile``), so that a cold start is timed as a device's, not with a compile in it."""
+    shutil.copytree(bundle, dest, symlinks=True)
+    run([PY, "-m", "compileall", "-q", "--invalidation-mode", "checked-hash", str(dest / "runtime")])
+    return dest

@@ -10,6 +10,7 @@ wait for observed progress (a process with the lock file open, a marker file a g
 from __future__ import annotations
 
 import fcntl
+import importlib.util
 import json
 import os
 import re
@@ -265,6 +266,51 @@ def test_two_installs_of_one_release_at_once_the_second_finds_it_current(device,
                              "--lock-timeout", "0", script=script))
     assert rc == 0 and doc["unchanged"] is True and log.read_text().count("gate ") == 2, (doc, log.read_text())
     assert links(device) == ("releases/cccc", "releases/r1")
+
+
+def test_an_install_byte_compiles_the_runtime_with_the_venvs_python_checked_by_hash(device, tmp_path):
+    """The service cannot write __pycache__ (its release is read-only to it): install compiles
+    runtime/ with the venv's Python, as .pyc files Python uses only while their source's hash
+    matches, so neither a start nor a command pays for compiling, and an edited source still wins."""
+    venv = device / "venvs" / "v"
+    (venv / "bin").mkdir(parents=True)
+    os.symlink(sys.executable, venv / "bin" / "python")
+    gate = tmp_path / "gate.sh"
+    gate.write_text("#!/bin/sh\nexit 0\n")  # the selfcheck passes, as far as install can tell
+    gate.chmod(0o755)
+    folder = tmp_path / "src" / "bundle"
+    (folder / "runtime").mkdir(parents=True)
+    (folder / "manifest.json").write_text(json.dumps({"model": {"file": "m"}, "files": {"m": "dddd" * 4}}))
+    (folder / "runtime" / "__init__.py").write_text("ANSWER = 42\n")
+    with tarfile.open(tmp_path / "d.tar.gz", "w:gz") as tar:
+        tar.add(folder, arcname="bundle")
+    from deploy import wheelhouse
+
+    script = wheelhouse.release_script(tmp_path / "d.tar.gz", "dddd" * 3, tmp_path / "cache")
+    rc, doc = finish(release("install", str(device), "dddd", str(venv), "--launcher", str(gate),
+                             "--lock-timeout", "0", script=script))
+    assert rc == 0 and doc["current"] == "dddd", doc
+    final = device / "releases" / "dddd"
+    [pyc] = (final / "runtime" / "__pycache__").glob("__init__.*.pyc")
+    flags = int.from_bytes(pyc.read_bytes()[4:8], "little")
+    assert flags == 0b11, flags  # hash-based, and checked against the source at every import
+    # ... and valid for this source, so Python runs it rather than compiling
+    assert pyc.read_bytes()[8:16] == importlib.util.source_hash((final / "runtime" / "__init__.py").read_bytes())
+    code = "import runtime; print(runtime.ANSWER, runtime.__spec__.cached)"
+    env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1", "PYTHONPATH": ""}
+    r = subprocess.run([sys.executable, "-c", code], cwd=final, capture_output=True, text=True, env=env)
+    assert r.stdout.split() == ["42", str(pyc)], r.stderr
+    (final / "runtime" / "__init__.py").write_text("ANSWER = 43\n")
+    r = subprocess.run([sys.executable, "-c", code], cwd=final, capture_output=True, text=True, env=env)
+    assert r.stdout.split()[0] == "43", r.stderr  # the stale .pyc is not used
+
+
+def test_precompile_is_best_effort(tmp_path):
+    spec = importlib.util.spec_from_file_location("release_py", RELEASE_PY)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    (tmp_path / "runtime").mkdir()
+    assert mod.precompile(str(tmp_path), str(tmp_path / "no-venv")) is False  # no Python there: nothing, no error
 
 
 # --- through the deploy, over SSH ---------------------------------------------------------

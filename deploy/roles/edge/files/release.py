@@ -166,8 +166,24 @@ def relink(root, name, release):
     os.replace(tmp, path)
 
 
+def precompile(folder, venv):
+    """Byte-compile the release's runtime/ with the venv's Python, so that neither the service
+    (which cannot write __pycache__: its release folder is read-only to it) nor a command compiles
+    it at every start. checked-hash: Python uses a .pyc only while its source's hash matches, so
+    an edited source is never shadowed by a stale .pyc. Best effort: without it, Python compiles
+    in memory as before. Whether it worked, for the role's record."""
+    try:
+        r = subprocess.run([os.path.join(venv, "bin", "python"), "-m", "compileall", "-q", "--invalidation-mode",
+                            "checked-hash", os.path.join(folder, "runtime")], stdout=subprocess.DEVNULL,
+                           stderr=subprocess.DEVNULL)
+    except OSError:
+        return False
+    return r.returncode == 0
+
+
 def unpack(root, release, venv):
-    """releases/<release>, linked to venv; made under a temporary name, then renamed into place."""
+    """releases/<release>, linked to venv (its runtime/ byte-compiled by that venv's Python); made
+    under a temporary name, then renamed into place."""
     releases = os.path.join(root, "releases")
     final = os.path.join(releases, release)
     if os.path.isdir(final):  # already there (a redeploy, or the device's Python changed): relink only
@@ -176,6 +192,7 @@ def unpack(root, release, venv):
             os.unlink(tmp)
         os.symlink(venv, tmp)
         os.replace(tmp, os.path.join(final, ".venv"))
+        precompile(final, venv)  # another Python's tag, if the device's Python changed
         return False
     incoming = os.path.join(releases, ".incoming-%s-%d" % (release, os.getpid()))
     os.makedirs(incoming)
@@ -187,6 +204,7 @@ def unpack(root, release, venv):
         tar.extractall(incoming, **({"filter": "data"} if hasattr(tarfile, "data_filter") else {}))
     os.symlink(venv, os.path.join(incoming, "bundle", ".venv"))
     os.rename(os.path.join(incoming, "bundle"), final)
+    precompile(final, venv)  # in place: the .pyc files name the sources where they stay
     shutil.rmtree(incoming, ignore_errors=True)
     return True
 
