@@ -15,8 +15,14 @@ record ``fuse`` returns; export puts it in ``variants/index.json`` and verify in
   ``[-1, c, 1, 1]`` of a tensor that already has that shape. They compute nothing, and each
   one makes onnxruntime reorder its blocked layout out and back in. Removed when shape
   inference proves the input already has the target shape.
+- **Reshape targets computed at run time**: Keras's Flatten after a convolution comes out as a
+  Reshape to ``[Shape(x)[0], k]``, computed by six small nodes (Shape, Gather, Cast, Slice,
+  Concat, Cast) on every call. When shape inference (with data propagation) proves every
+  output dimension either fixed or the input's own at that position, the target becomes a
+  constant (``[0, k]``: 0 copies the input's dimension) and the computation goes.
 
-A pattern is rewritten only when every constant is exactly the one the arithmetic needs
+Inference runs from the graph's input alone (the converter's value_info set aside). A pattern
+is rewritten only when every constant is exactly the one the arithmetic needs
 (float32 3, 0, 6, 1/6 or 6; a scalar or a tensor of ones' shape that broadcasting cannot
 widen), and every tensor it removes has no reader outside the pattern and is not a graph
 output. The rewrites change results by float rounding only; verify's parity check proves it
@@ -200,32 +206,46 @@ def _drop_identity_reshapes(model, shapes) -> int:
 
 
 def _shapes(model) -> dict[str, list]:
-    """Every tensor's inferred shape: a list of ints (known) and None (unknown or symbolic)."""
+    """Every tensor's shape as ONNX shape inference finds it from the graph's inputs alone (the
+    converter's own value_info set aside), with data propagation (a shape computed from ``Shape``
+    at run time): per dimension an int when known, the symbol's name (a str) when it is the same
+    unknown as another tensor's, else None."""
     import onnx
 
+    bare = onnx.ModelProto.FromString(model.SerializeToString())
+    del bare.graph.value_info[:]
     try:
-        g = onnx.shape_inference.infer_shapes(model).graph
+        g = onnx.shape_inference.infer_shapes(bare, data_prop=True).graph
     except Exception:  # a graph inference cannot follow: no shapes, so no rewrite that needs one
         return {}
     out = {}
     for vi in list(g.input) + list(g.value_info) + list(g.output):
         t = vi.type.tensor_type
         if t.HasField("shape"):
-            out[vi.name] = [d.dim_value if d.HasField("dim_value") else None for d in t.shape.dim]
+            out[vi.name] = [d.dim_value if d.HasField("dim_value") else (d.dim_param or None) for d in t.shape.dim]
     for t in g.initializer:
         out[t.name] = list(t.dims)
     return out
 
 
 def _prune(model, orphans: set[str]) -> None:
-    """Drop the initializers and Constant nodes among ``orphans`` (what removed nodes read) that
-    nothing reads any more, and value_info of tensors no longer there; nothing else."""
+    """Drop what the rewrites left unread: the nodes (a Constant, or a shape computation) whose
+    outputs were read before and are read no more, then what only they read, and so on; the
+    initializers among those; value_info of tensors no longer there. Nothing else: what
+    tf2onnx itself left unread stays."""
     g = model.graph
-    read = {i for n in g.node for i in n.input} | {o.name for o in g.output}
-    dead = orphans - read
-    keep = [n for n in g.node if not (n.op_type == "Constant" and n.output[0] in dead)]
-    del g.node[:]
-    g.node.extend(keep)
+    dead: set[str] = set()
+    while True:
+        read = {i for n in g.node for i in n.input} | {o.name for o in g.output}
+        unread = orphans - read
+        drop = [n for n in g.node if any(o in unread for o in n.output) and not any(o in read for o in n.output)]
+        dead |= unread
+        if not drop:
+            break
+        orphans = {i for n in drop for i in n.input if i}
+        keep = [n for n in g.node if all(n is not d for d in drop)]
+        del g.node[:]
+        g.node.extend(keep)
     inits = [t for t in g.initializer if t.name not in dead]
     del g.initializer[:]
     g.initializer.extend(inits)
@@ -233,6 +253,48 @@ def _prune(model, orphans: set[str]) -> None:
     vis = [v for v in g.value_info if v.name in present]
     del g.value_info[:]
     g.value_info.extend(vis)
+
+
+def _static_target(index: _Index, node) -> list[int] | None:
+    """For a Reshape whose target shape is computed at run time (from ``Shape``): the same target
+    as a constant, when shape inference proves every output dimension either a fixed size or the
+    input's own dimension at that position (written 0: copy it); else None."""
+    if node.op_type != "Reshape" or len(node.input) != 2 or index.const(node.input[1]) is not None:
+        return None
+    if any(a.name == "allowzero" and a.i for a in node.attribute):
+        return None  # 0 would mean an empty dimension, not a copy
+    out, shape = index.shapes.get(node.output[0]), index.shapes.get(node.input[0])
+    if out is None or shape is None:
+        return None
+    target = []
+    for i, d in enumerate(out):
+        if isinstance(d, int) and d > 0:
+            target.append(d)
+        elif isinstance(d, str) and i < len(shape) and shape[i] == d:
+            target.append(0)
+        else:
+            return None
+    return target
+
+
+def _constant_targets(model, shapes) -> int:
+    from onnx import numpy_helper
+
+    index = _Index(model, shapes)
+    done = 0
+    taken = {t.name for t in model.graph.initializer} | {o for n in model.graph.node for o in n.output}
+    for node in model.graph.node:
+        target = _static_target(index, node)
+        if target is None:
+            continue
+        name = f"{node.output[0]}_static_shape"
+        while name in taken:
+            name += "_"
+        taken.add(name)
+        model.graph.initializer.append(numpy_helper.from_array(np.array(target, np.int64), name))
+        node.input[1] = name
+        done += 1
+    return done
 
 
 def fuse(model) -> dict[str, Any]:
@@ -246,6 +308,9 @@ def fuse(model) -> dict[str, Any]:
     dropped = _drop_identity_reshapes(model, shapes)
     if dropped:
         rewrites["identity Reshape removed"] = dropped
+    static = _constant_targets(model, shapes)
+    if static:
+        rewrites["Reshape target made constant"] = static
     orphans -= {i for n in model.graph.node for i in n.input}
     _prune(model, orphans)
     after = Counter(n.op_type for n in model.graph.node)

@@ -23,12 +23,14 @@ def const(name: str, value, shape=()) -> onnx.TensorProto:
     return numpy_helper.from_array(np.full(shape, value, np.float32), name)
 
 
-def model(nodes, inits, outputs=("y",), shape=("n", 8, 4, 4), opset=17, shapes=None) -> onnx.ModelProto:
-    """One float input x of ``shape``; every output of x's shape unless ``shapes`` says otherwise."""
-    shapes = shapes or {}
+def model(nodes, inits, outputs=("y",), shape=("n", 8, 4, 4), opset=17, shapes=None, types=None
+          ) -> onnx.ModelProto:
+    """One float input x of ``shape``; every output float, of x's shape, unless ``shapes`` and
+    ``types`` say otherwise."""
+    shapes, types = shapes or {}, types or {}
     g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", F, list(shape))],
-                          [helper.make_tensor_value_info(o, F, list(shapes.get(o, shape))) for o in outputs],
-                          initializer=inits)
+                          [helper.make_tensor_value_info(o, types.get(o, F), list(shapes.get(o, shape)))
+                           for o in outputs], initializer=inits)
     m = helper.make_model(g, opset_imports=[helper.make_opsetid("", opset)])
     m.ir_version = 8
     onnx.checker.check_model(m, full_check=True)
@@ -226,3 +228,46 @@ def test_a_graph_with_nothing_to_rewrite_comes_out_byte_for_byte():
     assert after.SerializeToString() == before.SerializeToString()
     assert record == {"nodes_before": 2, "nodes_after": 2, "rewrites": {}, "ops_before": {"Add": 1, "MatMul": 1},
                       "ops_after": {"Add": 1, "MatMul": 1}}
+
+
+def flatten_by_shape(scale_batch: bool = False, shape_output: bool = False) -> onnx.ModelProto:
+    """tf2onnx's Flatten of an NCHW feature map back in NHWC: Transpose, then Reshape to a target
+    computed at run time, [Shape(x)[0], 128] (``scale_batch``: [2 * Shape(x)[0], 64])."""
+    i64 = lambda name, v: numpy_helper.from_array(np.array(v, np.int64), name)  # noqa: E731
+    inits = [i64("zero", [0]), i64("one", [1]), i64("rest", [64 if scale_batch else 128])]
+    inits += [i64("two", [2])] if scale_batch else []
+    nodes = [helper.make_node("Transpose", ["x"], ["t"], perm=[0, 2, 3, 1]),
+             helper.make_node("Shape", ["x"], ["sh"]),
+             helper.make_node("Slice", ["sh", "zero", "one"], ["b"])]
+    if scale_batch:
+        nodes.append(helper.make_node("Mul", ["b", "two"], ["b2"]))
+    nodes += [helper.make_node("Concat", ["b2" if scale_batch else "b", "rest"], ["target"], axis=0),
+              helper.make_node("Reshape", ["t", "target"], ["y"])]
+    outputs = ("y", "sh") if shape_output else ("y",)
+    shapes = {"y": [None, 64 if scale_batch else 128], "sh": [4]}
+    return model(nodes, inits, outputs=outputs, shapes=shapes, types={"sh": TensorProto.INT64})
+
+
+def test_a_reshape_target_computed_from_shape_becomes_a_constant_and_the_computation_goes():
+    before = flatten_by_shape()
+    after, record = fused(before)
+    assert [n.op_type for n in after.graph.node] == ["Transpose", "Reshape"]
+    (target,) = after.graph.initializer
+    assert numpy_helper.to_array(target).tolist() == [0, 128]  # 0: the input's own batch
+    assert record["rewrites"] == {"Reshape target made constant": 1}
+    for batch in (1, 5):  # the batch dimension stays free
+        assert_same_outputs(before, after, inputs((batch, 8, 4, 4)))
+
+
+def test_a_shape_computation_still_read_elsewhere_stays():
+    before = flatten_by_shape(shape_output=True)
+    after, record = fused(before)
+    assert record["rewrites"] == {"Reshape target made constant": 1}
+    assert [n.op_type for n in after.graph.node] == ["Transpose", "Shape", "Reshape"]
+    assert_same_outputs(before, after, inputs((3, 8, 4, 4)))
+
+
+def test_a_target_that_is_not_the_inputs_own_batch_stays_computed():
+    before = flatten_by_shape(scale_batch=True)
+    after, record = fused(before)
+    assert record["rewrites"] == {} and after.SerializeToString() == before.SerializeToString()
