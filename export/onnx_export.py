@@ -4,7 +4,9 @@ The file that leaves here has: the input and output named as asked (the config's
 ``model.input_name`` and ``output_name``), float32, with a named dynamic batch dimension;
 every other node and tensor named n0, t0, ... in order of use; only the opset imports its nodes use
 (tf2onnx always adds ``ai.onnx.ml``); the opset and IR version asked for; and it passes
-``onnx.checker.check_model(..., full_check=True)``.
+``onnx.checker.check_model(..., full_check=True)``. Before it is tidied, the graph pass
+(``onnx_fuse.fuse``) rewrites what onnxruntime runs slowly: hard-swish and hard-sigmoid into
+single ops, Reshapes that reshape nothing removed.
 """
 
 from __future__ import annotations
@@ -15,8 +17,10 @@ BATCH_DIM = "batch"
 
 
 def convert(savedmodel_dir: Path, input_name: str, output_name: str, opset: int, ir_version: int,
-            unrolled: Path | None = None):
-    """Return the checked ``onnx.ModelProto`` for the SavedModel's serving signature.
+            unrolled: Path | None = None, fuse: bool = True):
+    """Return the checked ``onnx.ModelProto`` for the SavedModel's serving signature, and the
+    graph pass's record (``onnx_fuse.fuse``: nodes before and after, rewrites by kind; None
+    with ``fuse=False``, which leaves tf2onnx's graph as it wrote it).
 
     Every node and inner tensor is named n0, t0, ... (``shorten``) instead of tf2onnx's paths
     (``StatefulPartitionedCall/.../dense_0_1/MatMul``), which fill a third of a small int8
@@ -38,8 +42,11 @@ def convert(savedmodel_dir: Path, input_name: str, output_name: str, opset: int,
             model = _tf2onnx(unrolled, input_name, output_name, opset)
     else:
         model = _tf2onnx(savedmodel_dir, input_name, output_name, opset)
+    from .onnx_fuse import fuse as graph_pass
+
+    record = graph_pass(model) if fuse else None
     shorten(model)
-    return tidy(model, input_name, output_name, opset, ir_version)
+    return tidy(model, input_name, output_name, opset, ir_version), record
 
 
 def _tf2onnx(savedmodel_dir: Path, input_name: str, output_name: str, opset: int):

@@ -64,13 +64,14 @@ def build_variants(cfg: dict[str, Any], saved: Path, onnx_model, calibration: np
     return out
 
 
-def write_variants(layout: Layout, variants: dict[str, bytes | str], cfg: dict[str, Any], calibration: np.ndarray
-                   ) -> dict[str, Any]:
-    """build/variants/<name>.onnx|.tflite and index.json (what was built, or why not); stale files removed."""
+def write_variants(layout: Layout, variants: dict[str, bytes | str], cfg: dict[str, Any], calibration: np.ndarray,
+                   graph_pass: dict[str, Any] | None = None) -> dict[str, Any]:
+    """build/variants/<name>.onnx|.tflite and index.json (what was built, or why not, and the ONNX
+    graph pass's record: model.onnx and the ONNX variants built from it); stale files removed."""
     folder = layout.variants_dir
     folder.mkdir(parents=True, exist_ok=True)
     index: dict[str, Any] = {"calibration": cfg["variants"]["calibration"],
-                             "calibration_inputs": int(len(calibration)), "variants": {}}
+                             "calibration_inputs": int(len(calibration)), "graph_pass": graph_pass, "variants": {}}
     keep = {layout.variants_index.name}
     for name, data in variants.items():
         if isinstance(data, bytes):
@@ -132,8 +133,8 @@ def _export(cfg: dict[str, Any], layout: Layout, ds, worker, model, kind: str | 
             # TFLite first: its refusal names the op and the layer (a TensorListReserve), where
             # tf2onnx passes such an op through and only the checker refuses the graph.
             tflite_bytes = tflite_export.convert(tflite_saved)
-            onnx_model = onnx_export.convert(saved, *names, cfg["export"]["opset"], cfg["export"]["ir_version"],
-                                             unrolled=unrolled)
+            onnx_model, graph_pass = onnx_export.convert(saved, *names, cfg["export"]["opset"],
+                                                         cfg["export"]["ir_version"], unrolled=unrolled)
             variants = build_variants(cfg, tflite_saved, onnx_model, calibration, names[0],
                                       "onnx" if worker else None)
             ref = reference.arrays(cfg, ds, lambda x: keras_outputs(model, x), sha256_file(layout.model_keras),
@@ -147,8 +148,9 @@ def _export(cfg: dict[str, Any], layout: Layout, ds, worker, model, kind: str | 
     reference.save(layout.reference, ref)
     fsutil.write_bytes(layout.model_tflite, tflite_bytes)
     fsutil.write_bytes(layout.model_onnx, onnx_model.SerializeToString())
-    index = write_variants(layout, variants, cfg, calibration)
+    index = write_variants(layout, variants, cfg, calibration, graph_pass)
     return {
+        "graph_pass": graph_pass,
         "variants": index["variants"],
         "onnx": onnx_export.describe(onnx_model),
         "onnx_bytes": onnx_model.ByteSize(),

@@ -126,6 +126,23 @@ def _budget(b: dict[str, Any] | None, classifier: bool, keras: dict[str, Any]) -
     return ", ".join(parts) + (", per target" if several else "")
 
 
+def graph_pass_lines(gp: dict[str, Any] | None) -> list[str]:
+    """The ONNX graph pass (export/onnx_fuse.py): nodes before and after, and each rewrite's count."""
+    if not gp:
+        return []
+    done = ", ".join(f"{what} {n}" for what, n in gp["rewrites"].items()) or "nothing to rewrite"
+    ops = sorted(set(gp["ops_before"]) | set(gp["ops_after"]))
+    changed = [op for op in ops if gp["ops_before"].get(op, 0) != gp["ops_after"].get(op, 0)]
+    lines = ["", "## The ONNX graph pass", "",
+             f"After tf2onnx, export rewrote the graph of model.onnx (and of the ONNX variants built from it): "
+             f"{gp['nodes_before']:,} nodes before, {gp['nodes_after']:,} after; {done}. The float32 parity above "
+             "is measured on the rewritten graph."]
+    if changed:
+        lines += ["", "| op type | before | after |", "|---|---|---|"]
+        lines += [f"| {op} | {gp['ops_before'].get(op, 0)} | {gp['ops_after'].get(op, 0)} |" for op in changed]
+    return lines
+
+
 def render_markdown(r: dict[str, Any]) -> str:
     classifier = r["task"] == "classification"
     lines = ["# Verification report", "", f"**Result: {'PASSED' if r['passed'] else 'FAILED'}**", ""]
@@ -229,6 +246,7 @@ def render_markdown(r: dict[str, Any]) -> str:
                      f"{v['speed']['p50_batch_1_us']:.1f} | {_budget(v.get('budget'), classifier, k)} | "
                      f"{_result(v)} |")
     lines += ["", "What each is:", ""] + [f"- {n}: {NOTES.get(n, '')}" for n in r["variants"]]
+    lines += graph_pass_lines(r.get("graph_pass"))
     chosen = r.get("bundle")
     if chosen:
         lines += ["", f"The bundle ships **{chosen['model']}** ({chosen['why']})."]

@@ -103,6 +103,7 @@ def run(cfg: dict[str, Any], layout: Layout) -> dict[str, Any]:
         "accuracy": accuracy,
         "baseline": baseline,
         "variants": results,
+        "graph_pass": _json(layout.variants_index, "export").get("graph_pass"),
         "training": training,
         "bundle": chosen,
         "files": model_files(layout, chosen),

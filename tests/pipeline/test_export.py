@@ -84,3 +84,49 @@ def test_tflite_uses_builtin_ops_only_and_runs_at_two_batch_sizes(built):
         y = runner(celsius=x)["fahrenheit"]
         assert y.shape == (batch, 1)
         np.testing.assert_allclose(y, 1.8 * x + 32, atol=0.3)
+
+
+HARD_ACTIVATIONS = '''
+def build(input_shape, num_outputs):
+    import keras
+
+    i = keras.Input(shape=tuple(input_shape))
+    h = keras.layers.Activation("hard_swish")(keras.layers.Dense(16)(i))
+    gate = keras.layers.Dense(16, activation="hard_sigmoid")(h)  # squeeze-and-excite's gate
+    h = keras.layers.Multiply()([h, gate])
+    return keras.Model(i, keras.layers.Dense(num_outputs)(h))
+'''
+
+
+@pytest.mark.slow
+def test_a_keras_hard_swish_and_hard_sigmoid_come_out_fused_and_pass_verify(tmp_path):
+    """The graph pass (export/onnx_fuse.py) on what tf2onnx really writes for Keras's activations."""
+    import json
+    import shutil
+
+    from tests.support.core import pipeline
+
+    project = tmp_path / "project"
+    project.mkdir()
+    shutil.copy(ROOT / "examples" / "wine" / "data.csv", project / "data.csv")
+    (project / "model.py").write_text(HARD_ACTIVATIONS)
+    (project / "edge.toml").write_text(
+        '[data]\nfile = "data.csv"\ntarget = "cultivar"\n\n[task]\nkind = "classification"\n\n'
+        '[model]\nbuilder = "model.py:build"\n\n[train]\nepochs = 30\nbatch_size = 16\nlearning_rate = 0.003\n\n'
+        '[variants]\nonnx-fp16 = {}\n')
+    build = tmp_path / "build"
+    r = pipeline("all", "--config", str(project / "edge.toml"), "--build", str(build), "--dist", str(tmp_path / "dist"))
+    out = r.stdout.decode()
+    assert r.returncode == 0, r.stderr.decode()[-3000:]
+    index = json.loads((build / "variants" / "index.json").read_text())
+    assert index["graph_pass"]["rewrites"] == {"HardSwish": 1, "HardSigmoid": 1}
+    export_line = next(ln for ln in out.splitlines() if ln.startswith("export: "))
+    gp = index["graph_pass"]
+    assert f"graph pass {gp['nodes_before']} -> {gp['nodes_after']} nodes" in export_line
+    for name in ("model.onnx", "variants/onnx-fp16.onnx"):
+        ops = [n.op_type for n in onnx.load(str(build / name)).graph.node]
+        assert ops.count("HardSwish") == 1 and ops.count("HardSigmoid") == 1 and "Clip" not in ops, (name, ops)
+    report = json.loads((build / "verify" / "report.json").read_text())
+    assert report["passed"] and report["parity"]["onnx"]["passed"] and report["graph_pass"] == gp
+    assert report["variants"]["onnx-fp16"]["passed"]
+    assert "## The ONNX graph pass" in (build / "verify" / "report.md").read_text()
