@@ -9,7 +9,6 @@ wait for observed progress (a process with the lock file open, a marker file a g
 
 from __future__ import annotations
 
-import fcntl
 import importlib.util
 import json
 import os
@@ -24,52 +23,10 @@ from pathlib import Path
 import pytest
 
 from tests.support.core import FAILSAFE, ROOT, wait_until
+from tests.support.device_lock import HeldLock, openers
 
 RELEASE_PY = ROOT / "deploy" / "roles" / "edge" / "files" / "release.py"
 TRUSTED_KEYS_PY = ROOT / "deploy" / "roles" / "edge" / "files" / "trusted_keys.py"
-
-
-class HeldLock:
-    """edge_root/.deploy.lock held by this test process, as a deploy holds it (pid and since written)."""
-
-    def __init__(self, root: Path):
-        self.path = root / ".deploy.lock"
-        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-        fcntl.flock(self.fd, fcntl.LOCK_EX)
-        self.pid, self.since = os.getpid(), time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-        os.ftruncate(self.fd, 0)
-        os.pwrite(self.fd, json.dumps({"pid": self.pid, "since": self.since, "what": "test"}).encode(), 0)
-
-    @property
-    def busy(self) -> str:
-        return f"busy: another deploy (pid {self.pid}, since {self.since})"
-
-    def release(self) -> None:
-        if self.fd is not None:
-            os.unlink(self.path)  # as a deploy lets go: removed while held
-            fcntl.flock(self.fd, fcntl.LOCK_UN)
-            os.close(self.fd)
-            self.fd = None
-
-
-def openers(path: Path) -> set[int]:
-    """Pids (other than this one) with ``path`` open: on this machine, the test hosts' processes too."""
-    found = set()
-    for d in filter(str.isdigit, os.listdir("/proc")):
-        if int(d) == os.getpid():
-            continue
-        try:
-            fds = os.listdir(f"/proc/{d}/fd")
-        except OSError:
-            continue
-        for fd in fds:
-            try:
-                if os.readlink(f"/proc/{d}/fd/{fd}") == str(path):
-                    found.add(int(d))
-                    break
-            except OSError:
-                continue
-    return found
 
 
 def cmdline(pid: int) -> str:
@@ -124,7 +81,7 @@ def links(root: Path) -> tuple:
 
 
 def test_a_held_lock_makes_release_py_busy_with_the_holders_pid_and_time(device):
-    held = HeldLock(device)
+    held = HeldLock(device / ".deploy.lock")
     try:
         rc, doc = finish(release("revert", str(device), "r2", "r1", "--lock-timeout", "0.2"))
         assert (rc, doc["reason"], doc.get("busy")) == (3, held.busy, True), doc
@@ -138,7 +95,7 @@ def test_a_held_lock_makes_release_py_busy_with_the_holders_pid_and_time(device)
 
 
 def test_release_py_waits_for_the_lock_then_switches(device):
-    held = HeldLock(device)
+    held = HeldLock(device / ".deploy.lock")
     try:
         p = release("revert", str(device), "r2", "r1", "--lock-timeout", str(FAILSAFE))
 
@@ -240,7 +197,7 @@ def test_two_installs_of_one_release_at_once_the_second_finds_it_current(device,
     (venv / "bin" / "python").chmod(0o755)
     (venv / ".edge-complete").touch()
     script = fake_release_script(tmp_path, "cccc")
-    held = HeldLock(device)
+    held = HeldLock(device / ".deploy.lock")
     try:
         procs = [release("install", str(device), "cccc", str(venv), "--launcher", str(gate),
                          "--lock-timeout", str(FAILSAFE), script=script) for _ in range(2)]
@@ -372,7 +329,7 @@ def test_two_deploys_at_once_to_one_device_run_one_after_the_other(host, models,
 
     root = host.edge_root
     t = time.perf_counter()
-    held = HeldLock(root)
+    held = HeldLock(root / ".deploy.lock")
     before = state(host)  # (with the lock file this test holds)
     try:
         a = start_deploy(host, models["two"], runs)
@@ -408,7 +365,7 @@ def test_a_deploy_and_a_rollback_busy_past_the_timeout_change_nothing(host, mode
     from tests.support.fleet import fleet_cmd, state
 
     root = host.edge_root
-    held = HeldLock(root)
+    held = HeldLock(root / ".deploy.lock")
     before = (state(host), os.lstat(root / "current").st_mtime_ns)
     try:
         r = fleet_cmd("deploy", host.inventory, "-e", "edge_lock_timeout=0.5", tmp=runs, bundle=models["four"])

@@ -12,7 +12,6 @@ The tests run in order on one device, each asserting the state it leaves.
 
 from __future__ import annotations
 
-import fcntl
 import http.client
 import json
 import os
@@ -27,6 +26,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.core import FAILSAFE, ROOT, wait_until
+from tests.support.device_lock import HeldLock
 from tests.support.fleet import ask, f32, fleet_cmd, overlay_state, sha12
 
 pytestmark = [pytest.mark.slow, pytest.mark.ssh, pytest.mark.root]
@@ -502,46 +502,10 @@ def test_a_stopped_service_is_killed_by_the_watchdog_and_restarted_within_twice_
 
 # --- two deploys of one bundle at once (issue 27, section 4) -----------------------------------
 
-class DeviceLock:
-    """edge_root/.deploy.lock held by this test as a deploy holds it (an exclusive flock, its
-    pid and time written in it), in a file owned by the deploy user, who must open it too."""
-
-    def __init__(self, host):
-        self.path = host.path(host.edge_root / ".deploy.lock")
-        pi = next(ln.split(":") for ln in host.path("/etc/passwd").read_text().splitlines() if ln.startswith("pi:"))
-        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-        os.fchown(self.fd, int(pi[2]), int(pi[3]))
-        fcntl.flock(self.fd, fcntl.LOCK_EX)
-        os.pwrite(self.fd, json.dumps({"pid": os.getpid(), "since": "now", "what": "test"}).encode(), 0)
-        self.inode = os.fstat(self.fd).st_dev, os.fstat(self.fd).st_ino
-
-    def waiters(self) -> set[int]:
-        """Pids (this machine's) other than this one with the lock file open: a deploy's release.py
-        in the container, whose view of the path differs from ours (so compared by inode)."""
-        found = set()
-        for d in filter(str.isdigit, os.listdir("/proc")):
-            if int(d) == os.getpid():
-                continue
-            try:
-                fds = os.listdir(f"/proc/{d}/fd")
-            except OSError:
-                continue
-            for fd in fds:
-                try:
-                    st = os.stat(f"/proc/{d}/fd/{fd}")
-                except OSError:
-                    continue
-                if (st.st_dev, st.st_ino) == self.inode:
-                    found.add(int(d))
-                    break
-        return found
-
-    def release(self) -> None:
-        if self.fd is not None:
-            os.unlink(self.path)  # as a deploy lets go: removed while held
-            fcntl.flock(self.fd, fcntl.LOCK_UN)
-            os.close(self.fd)
-            self.fd = None
+def device_lock(host) -> HeldLock:
+    """edge_root/.deploy.lock held by this test, in a file owned by the deploy user (pi), who must open it too."""
+    pi = next(ln.split(":") for ln in host.path("/etc/passwd").read_text().splitlines() if ln.startswith("pi:"))
+    return HeldLock(host.path(host.edge_root / ".deploy.lock"), owner=(int(pi[2]), int(pi[3])))
 
 
 def start_deploy(inventory: Path, bundle: Path, tmp: Path) -> tuple[subprocess.Popen, Path]:
@@ -572,7 +536,7 @@ def test_two_deploys_of_one_bundle_at_once_restart_the_service_once(host, invent
     before = overlay_state(host)
     assert before["current"] != f"releases/{three}", before
     started, pid0 = starts(host), host.main_pid()
-    held = DeviceLock(host)
+    held = device_lock(host)
     runs = []
     try:
         runs = [start_deploy(inventory, models["three"], tmp) for _ in range(2)]
