@@ -19,6 +19,12 @@
   ``x`` float32 (600, 24, 1), 24 readings each (3 decimals); ``y`` int64 (600,): the waveform's
   kind, 0 sine, 1 square, 2 sawtooth (200 each), each with a random period (6 to 16 readings),
   phase, amplitude (0.5 to 2), offset (normal, sd 0.5) and reading noise (normal, sd 0.25).
+- ``tank/data.npz``: made here (seeded): 800 views of a tank, one array per model tensor: the
+  inputs ``gauge`` float32 (800, 8, 8, 1), an 8x8 image of its level as a bar (pixel noise sd
+  0.1, 3 decimals), and ``readings`` float32 (800, 3), inflow and outflow (L/s, uniform 0..2)
+  and temperature (degC, normal 20, sd 5); the outputs ``state`` int64 (800,), 0 draining,
+  1 steady, 2 filling (inflow minus outflow below -0.3, within, above 0.3 L/s), and ``level``
+  float32 (800,), the level in metres (0..2) the image shows.
 
 The files are byte-stable: ``np.savez`` stamps each zip member with the current time, so the
 .npz files are written here with ``zipfile`` and a fixed date instead (``np.load`` reads them
@@ -127,12 +133,37 @@ def waveforms(per_kind: int = 200, steps: int = 24, seed: int = 27) -> bytes:
     return npz_bytes({"x": x, "y": np.concatenate(ys)[order]})
 
 
+STATES = ("draining", "steady", "filling")  # state's indices; examples/tank/edge.toml names them
+
+
+def tank(n: int = 800, seed: int = 27) -> bytes:
+    """A tank seen two ways: an 8x8 gauge image (its liquid's level as a bar, with pixel noise) and
+    three readings (inflow, outflow in L/s; temperature in degC); its state (whether inflow beats
+    outflow by 0.3 L/s, either way) and its level in metres (what the image shows, 0..2 m)."""
+    rng = np.random.default_rng(seed)
+    level = rng.uniform(0.0, 1.0, n)
+    rows = np.arange(8, dtype=np.float64)[::-1]  # row 7 is the bottom: filled first
+    fill = np.clip(level[:, None] * 8 - rows[None, :], 0.0, 1.0)  # each row's filled share
+    gauge = np.repeat(fill[:, :, None], 8, axis=2) + rng.normal(0.0, 0.1, (n, 8, 8))
+    inflow, outflow = rng.uniform(0.0, 2.0, n), rng.uniform(0.0, 2.0, n)
+    temperature = rng.normal(20.0, 5.0, n)
+    net = inflow - outflow
+    state = np.where(net < -0.3, 0, np.where(net > 0.3, 2, 1)).astype(np.int64)
+    return npz_bytes({
+        "gauge": np.round(gauge, 3).astype(np.float32).reshape(n, 8, 8, 1),
+        "readings": np.round(np.stack([inflow, outflow, temperature], axis=1), 3).astype(np.float32),
+        "state": state,
+        "level": np.round(2.0 * level, 3).astype(np.float32),
+    })
+
+
 FILES = {
     "digits/data.npz": digits,
     "wine/data.csv": wine,
     "diabetes/data.npz": diabetes,
     "ranges/data.csv": ranges,
     "sensor_gru/data.npz": waveforms,
+    "tank/data.npz": tank,
 }
 
 

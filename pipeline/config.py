@@ -164,10 +164,43 @@ def _table(table: Any, schema: dict[str, Any], prefix: str, path, base: Path) ->
     return out
 
 
-def _variants(table: Any, kind: str, path, base: Path) -> dict[str, Any]:
+def task_kinds(cfg: dict[str, Any]) -> list[str]:
+    """The task kinds of the config's outputs, each once, in TASKS order: one for a ``[task]``
+    table, those of the ``[task.<output>]`` tables otherwise."""
+    task = cfg["task"]
+    kinds = {o["kind"] for o in task["outputs"].values()} if "outputs" in task else {task["kind"]}
+    return [k for k in TASKS if k in kinds]
+
+
+def output_tasks(cfg: dict[str, Any]) -> dict[str, dict[str, Any]] | None:
+    """The ``[task.<output>]`` tables (output name -> kind and labels), or None for a ``[task]`` table."""
+    return cfg["task"].get("outputs")
+
+
+def _per_output_tasks(table: Any, path, base: Path) -> dict[str, dict[str, Any]] | None:
+    """``[task.<output>]`` tables, one per model output (a model of several outputs, or one
+    named output), each checked as a ``[task]`` table; None when ``[task]`` is one table."""
+    if not isinstance(table, dict) or not any(isinstance(v, dict) for v in table.values()):
+        return None
+    plain = [k for k, v in table.items() if not isinstance(v, dict)]
+    if plain:
+        raise ConfigError(path, f"task.{plain[0]}", "expected either one [task] table (kind = ..., labels = ...) or "
+                          "one [task.<output>] table per model output, not both")
+    out = {}
+    for name, sub in table.items():
+        try:
+            tensor_name(name)
+        except ValueError as e:
+            raise ConfigError(path, f"task.{name}", f"expected {e} (the model output's name)") from None
+        out[name] = _table(sub, SCHEMA["task"], f"task.{name}.", path, base)
+    return out
+
+
+def _variants(table: Any, kinds: list[str], path, base: Path) -> dict[str, Any]:
     """[variants]: the calibration keys, then the variants to build: those with a budget table
     if any has one, else every variant; ``name = false`` leaves one out. A budget key left out
-    takes its task's default."""
+    takes its task's default; with outputs of both kinds, both tasks' keys (each judges the
+    outputs of its kind)."""
     if not isinstance(table, dict):
         raise ConfigError(path, "variants", "expected a table")
     fixed = SCHEMA["variants"]
@@ -178,7 +211,7 @@ def _variants(table: Any, kind: str, path, base: Path) -> dict[str, Any]:
             raise ConfigError(path, f"variants.{key}", f"expected a budget table ([variants.{key}]) or false "
                               f"(do not build it), got {table[key]!r}")
     out = _table({k: v for k, v in table.items() if k in fixed}, fixed, "variants.", path, base)
-    budget = BUDGETS[kind]
+    budget = {k: v for kind in kinds for k, v in BUDGETS[kind].items()}
     named = [k for k in VARIANTS if isinstance(table.get(k), dict)]
     for k in VARIANTS:
         if table.get(k) is False or (named and k not in named):
@@ -186,7 +219,7 @@ def _variants(table: Any, kind: str, path, base: Path) -> dict[str, Any]:
         given = table.get(k, {})
         for b in given:
             if b not in budget and any(b in other for other in BUDGETS.values()):
-                raise ConfigError(path, f"variants.{k}.{b}", f"unknown key for task.kind = {kind!r} "
+                raise ConfigError(path, f"variants.{k}.{b}", f"unknown key for task.kind = {' and '.join(map(repr, kinds))} "
                                   f"(expected one of: {', '.join(budget)})")
         out[k] = _table(given, budget, f"variants.{k}.", path, base)
     return out
@@ -233,7 +266,9 @@ def _relations(cfg: dict[str, Any], path) -> None:
         refuse("verify.oracle_range" if verify["oracle_range"] is None else "verify.oracle",
                "expected verify.oracle and verify.oracle_range together (the oracle labels rows it generates "
                "over that range)")
-    if task["kind"] == "regression":
+    if "outputs" in task:
+        _per_output_relations(cfg, refuse)
+    elif task["kind"] == "regression":
         for key, section in (("labels", "task"), ("min_accuracy", "verify")):
             if cfg[section][key] is not None:
                 refuse(f"{section}.{key}", 'expected only with task.kind = "classification"')
@@ -267,6 +302,34 @@ def _relations(cfg: dict[str, Any], path) -> None:
                f"variant tables at all), got {chosen!r}")
 
 
+def _per_output_relations(cfg: dict[str, Any], refuse) -> None:
+    """``[task.<output>]`` tables: an .npz (an array per tensor), no oracle nor dense stack, and
+    each task's keys only where an output has that task."""
+    data, model, train, verify = (cfg[k] for k in ("data", "model", "train", "verify"))
+    outputs = cfg["task"]["outputs"]
+    if data["file"].lower().endswith(".csv"):
+        refuse("data.file", f"expected an .npz for [task.<output>] tables (one array per model input and one per "
+               f"output, named as the model names them: {', '.join(outputs)}), got a CSV")
+    if model["layers"] is not None:
+        refuse("model.layers", "expected model.builder or model.file with [task.<output>] tables (a dense stack has "
+               "one input and one output)")
+    if verify["oracle"] is not None:
+        refuse("verify.oracle", "expected no oracle with [task.<output>] tables (an oracle labels one output)")
+    kinds = task_kinds(cfg)
+    for name, t in outputs.items():
+        if t["kind"] == "regression" and t["labels"] is not None:
+            refuse(f"task.{name}.labels", 'expected only with kind = "classification"')
+    if "classification" not in kinds and verify["min_accuracy"] is not None:
+        refuse("verify.min_accuracy", "expected only with a classification output")
+    if "regression" not in kinds and verify["max_mae"] is not None:
+        refuse("verify.max_mae", "expected only with a regression output")
+    if train["loss"] in CLASSIFICATION_LOSSES:
+        refuse("train.loss", "expected 'auto' or a regression loss (" + ", ".join(map(repr, REGRESSION_LOSSES))
+               + f") for the regression outputs with [task.<output>] tables, got {train['loss']!r}")
+    if train["loss"] != "auto" and "regression" not in kinds:
+        refuse("train.loss", f"expected 'auto' with no regression output, got {train['loss']!r}")
+
+
 def _default_bundle_name(base: Path) -> str:
     name = re.sub(r"[^A-Za-z0-9._-]+", "-", base.name).strip("-._")[:64]
     return name or "model"
@@ -292,8 +355,12 @@ def validate(raw: dict[str, Any], path=None, base: str | Path | None = None) -> 
                           "in a config go in a CSV file now: docs/configuration.md)")
     # task first: the variants' budget keys depend on it
     schema = {k: v for k, v in SCHEMA.items() if k != "variants"}
-    cfg = _table({k: v for k, v in raw.items() if k != "variants"}, schema, "", path, base)
-    cfg["variants"] = _variants(raw.get("variants", {}), cfg["task"]["kind"], path, base)
+    outputs = _per_output_tasks(raw.get("task"), path, base)
+    given = {k: v for k, v in raw.items() if k != "variants" and not (k == "task" and outputs is not None)}
+    cfg = _table(given, schema, "", path, base)
+    if outputs is not None:
+        cfg["task"] = {"outputs": outputs}
+    cfg["variants"] = _variants(raw.get("variants", {}), task_kinds(cfg), path, base)
     cfg = {k: cfg[k] for k in SCHEMA}  # the schema's order
     if cfg["bundle"]["name"] is None:
         cfg["bundle"]["name"] = _default_bundle_name(base)

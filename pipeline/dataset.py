@@ -49,6 +49,7 @@ class Dataset:
     target_names: list[str]  # the CSV's target column(s); "y" for an .npz (y[0], y[1], ... for a y (n, k))
     sha256: dict[str, str]  # each file read -> sha256 of its bytes
     oracle_rows: int = 0  # the last this many validation rows are the oracle's
+    multi = False  # one input and one output (pipeline/tensor_data.TensorDataset's is True)
 
     @property
     def size(self) -> int:
@@ -73,6 +74,7 @@ class _Raw:
     rows: list[int] | None  # CSV: the row (line) of each example; None for an .npz
     sha256: str
     integer_targets: bool = False  # an .npz whose y holds integers: class indices when task.labels names them
+    y_key: str = "y"  # an .npz's key of the targets
 
     def where(self, i: int, feature: int | None = None, target: bool = False) -> str:
         """'row 7, column 'b'' (CSV) or 'key 'x', x[6,1]' (.npz) for example ``i``."""
@@ -80,7 +82,7 @@ class _Raw:
             col = self.target_names[0] if target else (self.feature_names[feature] if feature is not None else None)
             return f"row {self.rows[i]}" + (f", column {col!r}" if col is not None else "")
         if target:
-            return f"key 'y', y[{i}]"
+            return f"key {self.y_key!r}, {self.y_key}[{i}]"
         if feature is None:
             return f"key 'x', x[{i}]"
         idx = np.unravel_index(feature, self.x.shape[1:])
@@ -212,69 +214,85 @@ def _read_csv(file: str, target: list[str], features: list[str] | None, task: st
     return _Raw(file, x, targets, names, target, lines, sha)
 
 
-def _read_npz(file: str, task: str, role: str) -> _Raw:
-    data = _read_bytes(file, NPZ_KIND)
+def npz_arrays(file: str, need: tuple[str, ...] = ("x", "y"), kind: str = NPZ_KIND,
+               every: bool = False) -> tuple[dict[str, np.ndarray], str]:
+    """The arrays ``need`` of the .npz ``file`` by key (``every``: all of them, in the archive's
+    order), and the sha256 of its bytes."""
+    data = _read_bytes(file, kind)
     sha = hashlib.sha256(data).hexdigest()
     try:
         z = np.load(io.BytesIO(data), allow_pickle=False)
     except Exception:  # not a zip, not numpy: np.load raises several kinds
-        raise DataError(file, "", f"not an .npz archive (expected {NPZ_KIND}, as numpy.savez writes)") from None
+        raise DataError(file, "", f"not an .npz archive (expected {kind}, as numpy.savez writes)") from None
     if not isinstance(z, np.lib.npyio.NpzFile):
-        raise DataError(file, "", f"a single .npy array (expected {NPZ_KIND}, as numpy.savez writes)")
+        raise DataError(file, "", f"a single .npy array (expected {kind}, as numpy.savez writes)")
     arrays = {}
     with z:
         keys = list(z.files)
-        for key in ("x", "y"):
+        for key in need:
             if key not in keys:
-                raise DataError(file, f"key {key!r}", f"missing (expected {NPZ_KIND}; the archive holds: "
+                raise DataError(file, f"key {key!r}", f"missing (expected {kind}; the archive holds: "
                                 f"{', '.join(keys) or 'nothing'})")
+        for key in keys if every else need:
             try:
                 arrays[key] = z[key]
             except (ValueError, OSError, zipfile.BadZipFile, EOFError) as e:
                 why = "an object array" if "allow_pickle" in str(e) else f"unreadable ({e})"
                 raise DataError(file, f"key {key!r}", f"{why} (expected an array of numbers)") from None
-    x, y = arrays["x"], arrays["y"]
+    return arrays, sha
+
+
+def npz_features(file: str, key: str, x: np.ndarray) -> tuple[np.ndarray, list[str]]:
+    """The .npz array ``key`` as float32 examples (n, ...) and its feature names (``x[i]``, ``x[i,j]``,
+    C order), or a DataError naming the first cell that is not a finite float32."""
     if x.dtype.kind not in "biuf":
-        raise DataError(file, "key 'x'", f"dtype {x.dtype} (expected numbers: an integer or float array)")
+        raise DataError(file, f"key {key!r}", f"dtype {x.dtype} (expected numbers: an integer or float array)")
     if x.ndim < 2:
-        raise DataError(file, "key 'x'", f"shape {x.shape} (expected (n, features...): one row per example; "
+        raise DataError(file, f"key {key!r}", f"shape {x.shape} (expected (n, features...): one row per example; "
                         "one feature is shape (n, 1))")
     if x.shape[0] == 0 or x[0].size == 0:
-        raise DataError(file, "key 'x'", f"shape {x.shape}, no data (expected at least one example of at least "
+        raise DataError(file, f"key {key!r}", f"shape {x.shape}, no data (expected at least one example of at least "
                         "one feature)")
-    if y.ndim == 2 and y.shape[1] == 1:
-        y = y[:, 0]
-    if y.ndim == 2 and task == "regression" and y.shape[1] > 1:
-        target_names = [f"y[{j}]" for j in range(y.shape[1])]
-    elif y.ndim != 1:
-        several = " or (n, k): k targets per example" if task == "regression" else " (several targets are a regression's)"
-        raise DataError(file, "key 'y'", f"shape {y.shape} (expected (n,): one target per example{several})")
-    else:
-        target_names = ["y"]
-    if len(y) != len(x):
-        raise DataError(file, "key 'y'", f"{len(y)} targets, expected {len(x)} (as many as x has examples)")
     xf = x.astype(np.float64)
     bad = ~np.isfinite(xf) | (np.abs(xf) > F32_MAX)
     if bad.any():
         idx = tuple(int(j) for j in np.argwhere(bad)[0])
         v = xf[idx]
         what = "NaN" if np.isnan(v) else ("infinite" if np.isinf(v) else f"{v:g}, outside float32's range")
-        raise DataError(file, f"key 'x', x[{','.join(map(str, idx))}]", f"{what} (expected a finite number)")
+        raise DataError(file, f"key {key!r}, {key}[{','.join(map(str, idx))}]", f"{what} (expected a finite number)")
     shape = x.shape[1:]
     if len(shape) == 1:
-        names = [f"x[{i}]" for i in range(shape[0])]
+        names = [f"{key}[{i}]" for i in range(shape[0])]
     else:
-        names = ["x[" + ",".join(map(str, ix)) + "]" for ix in np.ndindex(*shape)]
+        names = [f"{key}[" + ",".join(map(str, ix)) + "]" for ix in np.ndindex(*shape)]
+    return x.astype(np.float32), names
+
+
+def npz_targets(file: str, key: str, y: np.ndarray, task: str, n: int) -> tuple[list, list[str], bool]:
+    """The .npz array ``key`` as one target per example (a float, k floats, or a class name), the
+    target names (``y``; ``y[0]`` .. for a y (n, k)) and whether they are integers (class indices
+    when task.labels names them); or a DataError naming what is wrong."""
+    if y.ndim == 2 and y.shape[1] == 1:
+        y = y[:, 0]
+    if y.ndim == 2 and task == "regression" and y.shape[1] > 1:
+        target_names = [f"{key}[{j}]" for j in range(y.shape[1])]
+    elif y.ndim != 1:
+        several = " or (n, k): k targets per example" if task == "regression" else " (several targets are a regression's)"
+        raise DataError(file, f"key {key!r}", f"shape {y.shape} (expected (n,): one target per example{several})")
+    else:
+        target_names = [key]
+    if len(y) != n:
+        raise DataError(file, f"key {key!r}", f"{len(y)} targets, expected {n} (as many as x has examples)")
     targets: list
     if task == "regression":
         if y.dtype.kind not in "biuf":
-            raise DataError(file, "key 'y'", f"dtype {y.dtype} (expected numbers: a regression's target; for "
+            raise DataError(file, f"key {key!r}", f"dtype {y.dtype} (expected numbers: a regression's target; for "
                             'classes, set task.kind = "classification")')
         yf = y.astype(np.float64)
         bad = ~np.isfinite(yf) | (np.abs(yf) > F32_MAX)
         if bad.any():
             idx = tuple(int(j) for j in np.argwhere(bad)[0])
-            raise DataError(file, f"key 'y', y[{','.join(map(str, idx))}]", f"{yf[idx]} (expected a finite number)")
+            raise DataError(file, f"key {key!r}, {key}[{','.join(map(str, idx))}]", f"{yf[idx]} (expected a finite number)")
         targets = yf.tolist()
     elif y.dtype.kind in "iub":
         targets = [str(int(v)) for v in y.tolist()]
@@ -282,17 +300,23 @@ def _read_npz(file: str, task: str, role: str) -> _Raw:
         bad = ~np.isfinite(y) | (y != np.round(y))
         if bad.any():
             i = int(np.argmax(bad))
-            raise DataError(file, f"key 'y', y[{i}]", f"{y[i]} (expected a class: an integer or a string)")
+            raise DataError(file, f"key {key!r}, {key}[{i}]", f"{y[i]} (expected a class: an integer or a string)")
         targets = [str(int(v)) for v in y.tolist()]
     elif y.dtype.kind == "U":
         targets = [str(v).strip() for v in y.tolist()]
         if "" in targets:
             i = targets.index("")
-            raise DataError(file, f"key 'y', y[{i}]", "an empty string (expected a class label)")
+            raise DataError(file, f"key {key!r}, {key}[{i}]", "an empty string (expected a class label)")
     else:
-        raise DataError(file, "key 'y'", f"dtype {y.dtype} (expected class labels: integers or strings)")
-    return _Raw(file, x.astype(np.float32), targets, names, target_names, None, sha, y.dtype.kind in "iub" or (
-        y.dtype.kind == "f" and task != "regression"))
+        raise DataError(file, f"key {key!r}", f"dtype {y.dtype} (expected class labels: integers or strings)")
+    return targets, target_names, y.dtype.kind in "iub" or (y.dtype.kind == "f" and task != "regression")
+
+
+def _read_npz(file: str, task: str, role: str) -> _Raw:
+    arrays, sha = npz_arrays(file)
+    x, names = npz_features(file, "x", arrays["x"])
+    targets, target_names, integer = npz_targets(file, "y", arrays["y"], task, len(x))
+    return _Raw(file, x, targets, names, target_names, None, sha, integer)
 
 
 def _read(file: str, cfg: dict[str, Any], role: str, features: list[str] | None = None) -> _Raw:
@@ -350,7 +374,7 @@ def _check_classes(raw: _Raw, labels: list[str]) -> np.ndarray:
     for k, c in enumerate(counts):
         if c < 2:
             if c == 0:
-                raise DataError(raw.file, f"column {raw.target_names[0]!r}" if raw.rows is not None else "key 'y'",
+                raise DataError(raw.file, f"column {raw.target_names[0]!r}" if raw.rows is not None else f"key {raw.y_key!r}",
                                 f"class {labels[k]!r} (task.labels) has no example (expected at least 2 per class)")
             i = int(np.argmax(y == k))
             raise DataError(raw.file, raw.where(i, target=True),
@@ -413,12 +437,18 @@ def _check_valid_range(raw: _Raw, cfg: dict[str, Any]) -> None:
 
 
 def load(cfg: dict[str, Any]) -> Dataset:
-    """The config's data, checked and split (see the module's docstring).
+    """The config's data, checked and split (see the module's docstring). A model of several
+    inputs or outputs (``[task.<output>]`` tables, or an .npz without ``x``) gets a
+    ``tensor_data.TensorDataset`` instead.
 
     Raises:
         DataError: a data file is malformed (one line: file, row and column or key, what was expected).
         ConfigError: the config does not fit the data (model.layers, runtime.valid, the oracle).
     """
+    from . import tensor_data
+
+    if tensor_data.applies(cfg):
+        return tensor_data.load(cfg)
     d, task = cfg["data"], cfg["task"]["kind"]
     raw = _read(d["file"], cfg, "data.file")
     n = len(raw.x)
@@ -522,6 +552,10 @@ def oracle_rows(cfg: dict[str, Any], x_train: np.ndarray, k: int = 1) -> tuple[n
 
 def summary(ds: Dataset) -> str:
     """One line for the console: how many examples, their shape, the split and the task."""
+    if ds.multi:
+        from . import tensor_data
+
+        return tensor_data.summary(ds)
     n_tr, n_val = len(ds.x_train), len(ds.x_val)
     files = ", ".join(Path(f).name for f in ds.sha256)
     shape = "x".join(map(str, ds.input_shape))

@@ -129,7 +129,7 @@ def load_trained(path: str, ds):
     except Exception as e:  # keras raises many types for a bad archive
         why = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise ConfigError(None, "model.file", f"{path}: does not load as a Keras model ({why})") from None
-    check_io(model, ds, f"model.file: {path}")
+    (check_tensors if ds.multi else check_io)(model, ds, f"model.file: {path}")
     return model
 
 
@@ -147,3 +147,98 @@ def check_io(model, ds, what: str) -> None:
     if tuple(outs[0].shape[1:]) != want:
         raise ConfigError(None, what.split(":")[0], f"the model's output shape is {tuple(outs[0].shape[1:])}, "
                           f"expected {want}")
+
+
+# --- a model of several inputs or outputs (pipeline/tensor_data.py), every tensor bound by name ---
+
+
+def outputs_of(model, x: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The model's float32 outputs by name for inputs ``x`` (by name)."""
+    y = model(x, training=False)
+    y = list(y.values()) if isinstance(y, dict) else (y if isinstance(y, (list, tuple)) else [y])
+    return {name: np.asarray(v, np.float32) for name, v in zip(model.output_names, y)}
+
+
+def check_tensors(model, ds, what: str) -> None:
+    """The model's inputs and outputs are the data's, by name and shape: or one line saying why not."""
+    key = what.split(":")[0]
+    who = what.partition(": ")[2] or "the model"
+    ins = {t.name: tuple(t.shape[1:]) for t in model.inputs}
+    outs = dict(zip(model.output_names, (tuple(t.shape[1:]) for t in model.outputs)))
+    for side, got, want in (("inputs", ins, ds.input_names), ("outputs", outs, ds.output_names)):
+        if sorted(got) != sorted(want):
+            raise ConfigError(None, key, f"{who} has {side} {', '.join(map(repr, got))}; the data's are "
+                              f"{', '.join(map(repr, want))} (the .npz's arrays, bound by name)")
+    for i in ds.inputs:
+        if ins[i.name] != i.shape:
+            raise ConfigError(None, key, f"{who}'s input {i.name!r} takes examples of shape {ins[i.name]}, the "
+                              f"data's are {i.shape}")
+    for o in ds.outputs:
+        if outs[o.name] != (o.units,):
+            raise ConfigError(None, key, f"{who}'s output {o.name!r} has shape {outs[o.name]}, expected "
+                              f"({o.units},) for a {o.task} of {o.units} value(s)")
+
+
+def compose_tensors(cfg: dict[str, Any], ds):
+    """The model to train for a TensorDataset: each input (named as the data names it) ->
+    Normalization (if standardize) -> the builder's model, called with a dict by input name ->
+    each output (an Identity layer named as the data names it).
+
+    The builder is called as ``build(input_shapes, outputs)``: ``{input name: one example's
+    shape}`` and ``{output name: its number of values}`` (classes, or targets)."""
+    tf, keras = tensorflow()
+    keras.utils.set_random_seed(cfg["train"]["seed"])
+    m = cfg["model"]
+    shapes = {i.name: i.shape for i in ds.inputs}
+    inner = userfile.call(cfg, "model.builder", dict(shapes), {o.name: o.units for o in ds.outputs})
+    if not isinstance(inner, keras.Model):
+        raise ConfigError(None, "model.builder", f"{m['builder']} returned {type(inner).__name__}, expected a keras.Model")
+    check_tensors(inner, ds, f"model.builder: {m['builder']}")
+    why = recurrent.unfixed_length(inner, "the data's examples have a fixed length: keras.Input(shape=...) in "
+                                          "the builder as input_shapes gives it")
+    if why:
+        raise ConfigError(None, "model.builder", why)
+    inputs = [keras.Input(shape=i.shape, name=i.name) for i in ds.inputs]
+    fed = {}
+    for i, t in zip(ds.inputs, inputs):
+        if cfg["data"].get("standardize", True):
+            norm = keras.layers.Normalization(axis=-1, name=f"{STANDARDIZE}_{i.name}")
+            norm.adapt(ds.x_train[i.name])
+            t = norm(t)
+        fed[i.name] = t
+    y = inner(fed)
+    y = dict(zip(inner.output_names, y if isinstance(y, (list, tuple)) else [y]))
+    outputs = [keras.layers.Identity(name=o.name)(y[o.name]) for o in ds.outputs]
+    return keras.Model(inputs, outputs, name="edge_model")
+
+
+def output_kinds(model, ds) -> dict[str, str]:
+    """Per output: 'values' (regression); 'probabilities' when every row is a distribution, else 'logits'."""
+    y = outputs_of(model, {k: v[:64] for k, v in ds.x_train.items()})
+    kinds = {}
+    for o in ds.outputs:
+        v = y[o.name].astype(np.float64)
+        probs = bool(np.all(v >= 0) and np.all(v <= 1) and np.allclose(v.sum(axis=1), 1.0, atol=1e-4))
+        kinds[o.name] = "values" if o.task != "classification" else ("probabilities" if probs else "logits")
+    return kinds
+
+
+def compile_tensors(cfg: dict[str, Any], model, ds, kinds: dict[str, str]) -> None:
+    """Compile with one loss per output (train.loss for the regression outputs, "auto" their mean
+    squared error; sparse categorical cross-entropy for the classifications) and the optimizer."""
+    _, keras = tensorflow()
+    t = cfg["train"]
+    regression = {"auto": keras.losses.MeanSquaredError, "mean_squared_error": keras.losses.MeanSquaredError,
+                  "mean_absolute_error": keras.losses.MeanAbsoluteError, "huber": keras.losses.Huber}[t["loss"]]
+    losses, metrics = {}, {}
+    for o in ds.outputs:
+        if o.task == "classification":
+            losses[o.name] = keras.losses.SparseCategoricalCrossentropy(from_logits=kinds[o.name] == "logits")
+            metrics[o.name] = [keras.metrics.SparseCategoricalAccuracy(name="accuracy")]
+        else:
+            losses[o.name] = regression()
+            metrics[o.name] = [keras.metrics.MeanAbsoluteError(name="mae")]
+    optimizers = {"adam": keras.optimizers.Adam, "adamw": keras.optimizers.AdamW, "sgd": keras.optimizers.SGD,
+                  "rmsprop": keras.optimizers.RMSprop}
+    model.compile(loss=losses, optimizer=optimizers[t["optimizer"]](learning_rate=t["learning_rate"]),
+                  metrics=metrics)

@@ -131,6 +131,8 @@ def run(cfg: dict[str, Any], layout: Layout, plot: bool = True, ds=None) -> tupl
     tf, keras = tensorflow()
     tf.config.experimental.enable_op_determinism()
     t = cfg["train"]
+    if ds.multi:
+        return run_tensors(cfg, layout, ds, plot)
     base = {"task": ds.task, "rows": {"train": int(len(ds.x_train)), "validation": int(len(ds.x_val))}}
     if cfg["model"].get("file"):
         model = keras_model.load_trained(cfg["model"]["file"], ds)
@@ -180,6 +182,76 @@ def run(cfg: dict[str, Any], layout: Layout, plot: bool = True, ds=None) -> tupl
         "parameters": int(model.count_params()),
         "least_squares": least_squares(ds, loss_name),
         "steps": steps(t, len(ds.x_train)),
+        "batch_norm": batch_norm_layers(model),
+    }
+    with fsutil.atomic_path(layout.model_keras) as tmp:
+        model.save(tmp)
+    fsutil.write_json(layout.history, history)
+    if plot:
+        from .plots import plot_loss
+
+        plot_loss(history, layout.loss_png)
+    return history, model
+
+
+def run_tensors(cfg: dict[str, Any], layout: Layout, ds, plot: bool = True) -> tuple[dict[str, Any], Any]:
+    """``run`` for a model of several inputs or outputs (pipeline/tensor_data.py): ``model.fit``
+    on dicts by tensor name, one loss per output (their sum is the loss); ``batch_size = "all"``
+    is one full-batch step per epoch. The history records, per output, its metric on the training
+    rows (as fit measured it) and on the validation rows after each epoch."""
+    tf, keras = tensorflow()
+    t = cfg["train"]
+    first = ds.outputs[0].name
+    n_train, n_val = len(ds.y_train[first]), len(ds.y_val[first])
+    base = {"task": "tensors", "rows": {"train": n_train, "validation": n_val},
+            "inputs": ds.input_names, "outputs": ds.output_names}
+    if cfg["model"].get("file"):
+        model = keras_model.load_trained(cfg["model"]["file"], ds)
+        kinds = keras_model.output_kinds(model, ds)
+        fsutil.write_bytes(layout.model_keras, Path(cfg["model"]["file"]).read_bytes())
+        history = {**base, "came_trained": True, "source": cfg["model"]["file"], "loss": [], "epochs": 0,
+                   "output_kind": kinds, "train_seconds": 0.0, "parameters": int(model.count_params())}
+        fsutil.write_json(layout.history, history)
+        return history, model
+    model = keras_model.compose_tensors(cfg, ds)
+    kinds = keras_model.output_kinds(model, ds)
+    keras_model.compile_tensors(cfg, model, ds, kinds)
+    metrics = {o.name: "accuracy" if o.task == "classification" else "mae" for o in ds.outputs}
+    val: dict[str, list[float]] = {"val_loss": []}
+
+    class Validation(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            if not n_val:
+                return
+            scores = self.model.evaluate(ds.x_val, ds.y_val, batch_size=max(n_val, 1), verbose=0, return_dict=True)
+            for key, v in scores.items():
+                val.setdefault("val_" + key, []).append(float(v))
+
+    t0 = time.perf_counter()
+    fit = model.fit(ds.x_train, ds.y_train, epochs=t["epochs"], batch_size=n_train if t["batch_size"] == "all"
+                    else t["batch_size"], shuffle=True, verbose=0, callbacks=[Validation()])
+    seconds = time.perf_counter() - t0
+    h = {k: [float(v) for v in vs] for k, vs in fit.history.items()}
+    if not np.all(np.isfinite(h["loss"])):
+        bad = int(np.argmax(~np.isfinite(h["loss"])))
+        raise VerificationFailed(f"train: loss became {h['loss'][bad]} at epoch {bad + 1} "
+                                 "(expected finite; lower train.learning_rate or check the data's scale)")
+    history = {
+        **base,
+        "came_trained": False,
+        "output_kind": kinds,
+        "loss": h["loss"],
+        "val_loss": val.get("val_loss", []),
+        "metric": "loss",
+        "outputs_metrics": {name: {"metric": m, "train": h.get(f"{name}_{m}", []), "validation": val.get(
+            f"val_{name}_{m}", [])} for name, m in metrics.items()},
+        "epochs": int(t["epochs"]),
+        "batch_size": t["batch_size"],
+        "train_seconds": round(seconds, 4),
+        "final_loss": h["loss"][-1],
+        "loss_name": "sum of the outputs' losses",
+        "parameters": int(model.count_params()),
+        "steps": steps(t, n_train),
         "batch_norm": batch_norm_layers(model),
     }
     with fsutil.atomic_path(layout.model_keras) as tmp:
