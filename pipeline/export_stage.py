@@ -41,7 +41,16 @@ def keras_outputs(model, x: np.ndarray, chunk: int = 1024) -> np.ndarray:
     return np.concatenate(parts)
 
 
-def build_variants(cfg: dict[str, Any], saved: Path, onnx_model, calibration: np.ndarray, input_name: str,
+def tensor_outputs(model, x: dict[str, np.ndarray], chunk: int = 1024) -> dict[str, np.ndarray]:
+    """``keras_outputs`` for a model of several inputs or outputs: float32 outputs by name."""
+    from . import keras_model
+
+    n = len(next(iter(x.values())))
+    parts = [keras_model.outputs_of(model, {k: v[i:i + chunk] for k, v in x.items()}) for i in range(0, n, chunk)]
+    return {name: np.concatenate([p[name] for p in parts]) for name in model.output_names}
+
+
+def build_variants(cfg: dict[str, Any], saved: Path, onnx_model, calibration, input_name: str | list[str],
                    fmt: str | None = None, given: dict[str, bytes | str] | None = None) -> dict[str, bytes | str]:
     """name -> the variant's bytes, or the converter's one-line reason it was not built: the
     variants of format ``fmt`` (None: all) the config lists, those in ``given`` as given."""
@@ -71,7 +80,8 @@ def write_variants(layout: Layout, variants: dict[str, bytes | str], cfg: dict[s
     folder = layout.variants_dir
     folder.mkdir(parents=True, exist_ok=True)
     index: dict[str, Any] = {"calibration": cfg["variants"]["calibration"],
-                             "calibration_inputs": int(len(calibration)), "graph_pass": graph_pass, "variants": {}}
+                             "calibration_inputs": int(len(next(iter(calibration.values())) if isinstance(
+                                 calibration, dict) else calibration)), "graph_pass": graph_pass, "variants": {}}
     keep = {layout.variants_index.name}
     for name, data in variants.items():
         if isinstance(data, bytes):
@@ -112,11 +122,28 @@ def _export(cfg: dict[str, Any], layout: Layout, ds, worker, model, kind: str | 
 
     from . import keras_model, tflite_worker
 
-    names = (cfg["model"]["input_name"], cfg["model"]["output_name"])
     build = layout.build
     model = model if model is not None else load_keras_model(layout.model_keras)
     tf, _ = tensorflow()
-    calibration = probes.calibration_rows(cfg, ds)
+    if ds.multi:
+        # Every tensor named as the Keras model (and the data) names it, and bound by that name.
+        names = keras3_savedmodel.tensor_names(model)
+        calibration = probes.calibration_feeds(cfg, ds)
+
+        def keras_outputs_of(m, x):
+            return keras_model.outputs_of(m, x)
+
+        def reference_of(m):
+            return reference.tensor_arrays(cfg, ds, lambda x: tensor_outputs(m, x), sha256_file(layout.model_keras),
+                                           kind or keras_model.output_kinds(m, ds))
+    else:
+        names = (cfg["model"]["input_name"], cfg["model"]["output_name"])
+        calibration = probes.calibration_rows(cfg, ds)
+        keras_outputs_of = keras_outputs
+
+        def reference_of(m):
+            return reference.arrays(cfg, ds, lambda x: keras_outputs(m, x), sha256_file(layout.model_keras),
+                                    kind or keras_model.output_kind(m, ds))
     try:
         with tempfile.TemporaryDirectory(prefix=fsutil.temp_prefix("export"), dir=build) as tmp:
             saved = keras3_savedmodel.write_savedmodel(model, Path(tmp) / "savedmodel", *names)
@@ -125,7 +152,7 @@ def _export(cfg: dict[str, Any], layout: Layout, ds, worker, model, kind: str | 
             clone = recurrent.unrolled(model)
             unrolled = None
             if clone is not None:
-                recurrent.check_same(model, clone, calibration, keras_outputs)
+                recurrent.check_same(model, clone, calibration, keras_outputs_of)
                 unrolled = keras3_savedmodel.write_savedmodel(clone, Path(tmp) / "unrolled", *names)
             tflite_saved = unrolled or saved
             if worker is not None:
@@ -137,8 +164,7 @@ def _export(cfg: dict[str, Any], layout: Layout, ds, worker, model, kind: str | 
                                                          cfg["export"]["ir_version"], unrolled=unrolled)
             variants = build_variants(cfg, tflite_saved, onnx_model, calibration, names[0],
                                       "onnx" if worker else None)
-            ref = reference.arrays(cfg, ds, lambda x: keras_outputs(model, x), sha256_file(layout.model_keras),
-                                   kind or keras_model.output_kind(model, ds))
+            ref = reference_of(model)
             if worker is not None:  # its TFLite variants; any it did not deliver are built here
                 variants.update(build_variants(cfg, tflite_saved, onnx_model, calibration, names[0], "tflite",
                                                worker.result()))
@@ -155,5 +181,5 @@ def _export(cfg: dict[str, Any], layout: Layout, ds, worker, model, kind: str | 
         "onnx": onnx_export.describe(onnx_model),
         "onnx_bytes": onnx_model.ByteSize(),
         "tflite_bytes": len(tflite_bytes),
-        "probes": int(len(ref["x"])),
+        "probes": int(len(ref["group"])),
     }

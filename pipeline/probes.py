@@ -95,3 +95,20 @@ def calibration_rows(cfg: dict[str, Any], ds) -> np.ndarray:
     rng = np.random.default_rng(cfg["train"]["seed"])
     idx = np.sort(rng.choice(len(ds.x_train), n, replace=False))
     return np.asarray(ds.x_train[idx], np.float32)
+
+
+def tensor_groups(cfg: dict[str, Any], ds) -> dict[str, dict[str, np.ndarray]]:
+    """``groups`` for a model of several inputs (pipeline/tensor_data.py): group name -> {input
+    name: float32 rows}, every input's rows of a group as many (row i of each is one example).
+    Each input's rows are made as a one-input model's are, each with its own seeded draw."""
+    per = {}
+    for k, name in enumerate(ds.input_names):
+        seeded = {**cfg, "verify": {**cfg["verify"], "seed": cfg["verify"]["seed"] + k}}
+        per[name] = groups(seeded, ds.view(name))
+    return {g: {name: per[name][g] for name in ds.input_names} for g in cfg["verify"]["probes"]}
+
+
+def calibration_feeds(cfg: dict[str, Any], ds) -> dict[str, np.ndarray]:
+    """``calibration_rows`` for a model of several inputs: {input name: rows}, the same training
+    rows of each (``"training"``), or each input's rows evenly over its working range."""
+    return {name: calibration_rows(cfg, ds.view(name)) for name in ds.input_names}

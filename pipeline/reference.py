@@ -73,6 +73,63 @@ def baseline_arrays(ds) -> dict[str, np.ndarray]:
     return {"train_counts": np.zeros(0, np.int64), "train_mean": y.mean(axis=0), "train_median": np.median(y, axis=0)}
 
 
+def tensor_arrays(cfg: dict[str, Any], ds, predict: Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]],
+                  keras_sha256: str, output_kinds: dict[str, str]) -> dict[str, np.ndarray]:
+    """The reference of a model of several inputs or outputs (pipeline/tensor_data.py), whose
+    float32 outputs by name ``predict`` gives for rows by input name. The arrays of ``arrays``,
+    per tensor under ``<key>/<tensor name>`` (``x/gauge``, ``keras_y/state``, ...), beside the
+    shared ``group``, ``group_names``, ``keras_sha256``, ``data_sha256`` and ``oracle_rows``; and
+    ``input_names``, ``output_names`` and, per output, ``task/<name>``."""
+    groups = probes.tensor_groups(cfg, ds)
+    x = {name: np.concatenate([g[name] for g in groups.values()]) for name in ds.input_names}
+    group = np.concatenate([np.full(len(next(iter(g.values()))), i, np.int8) for i, g in enumerate(groups.values())])
+    y = predict(x)
+    out = {"group": group, "group_names": np.array(list(groups)), "keras_sha256": np.array(keras_sha256),
+           "data_sha256": np.array(json.dumps({Path(k).name: v for k, v in sorted(ds.sha256.items())})),
+           "oracle_rows": np.array(0, np.int64), "input_names": np.array(ds.input_names),
+           "output_names": np.array(ds.output_names)}
+    for i in ds.inputs:
+        view = ds.view(i.name)
+        obs_lo, obs_hi = view.observed_range()
+        lo, hi = probes.working_range(cfg, view)
+        out.update({f"x/{i.name}": x[i.name], f"input_shape/{i.name}": np.array(i.shape, np.int64),
+                    f"feature_names/{i.name}": np.array(i.feature_names), f"observed_min/{i.name}": obs_lo,
+                    f"observed_max/{i.name}": obs_hi, f"range_min/{i.name}": lo, f"range_max/{i.name}": hi})
+    for o in ds.outputs:
+        classes = o.task == "classification"
+        out.update({f"keras_y/{o.name}": np.asarray(y[o.name], np.float32),
+                    f"y_val/{o.name}": np.asarray(ds.y_val[o.name], np.int64 if classes else np.float64),
+                    f"task/{o.name}": np.array(o.task), f"output_kind/{o.name}": np.array(output_kinds[o.name]),
+                    f"labels/{o.name}": np.array(o.labels or [], dtype=str),
+                    f"target_names/{o.name}": np.array(o.target_names)})
+        out.update({f"{k}/{o.name}": v for k, v in baseline_arrays(_OutputView(o, ds)).items()})
+    return out
+
+
+class _OutputView:
+    """One output of a TensorDataset as ``baseline_arrays`` reads a Dataset."""
+
+    def __init__(self, o, ds):
+        self.task, self.labels, self.y_train = o.task, o.labels, ds.y_train[o.name]
+
+
+def output_view(ref: dict[str, np.ndarray], name: str) -> dict[str, np.ndarray]:
+    """A tensor reference (``tensor_arrays``) seen from its output ``name`` as a one-output
+    reference, what engine.Judge judges: its Keras outputs, labels and baseline; ``x`` the first
+    input's rows (their count), ``input_shape`` every input's features as one, and ``in_range``
+    the rows within the working range in every feature of every input."""
+    view = {k: ref[k] for k in ("group", "group_names", "keras_sha256", "data_sha256", "oracle_rows")}
+    for key in ("keras_y", "y_val", "output_kind", "labels", "target_names", "train_counts", "train_mean",
+                "train_median"):
+        view[key] = ref[f"{key}/{name}"]
+    inputs = [str(n) for n in ref["input_names"]]
+    view["x"] = ref[f"x/{inputs[0]}"]
+    view["input_shape"] = np.array([sum(int(np.prod(ref[f"input_shape/{i}"])) for i in inputs)], np.int64)
+    view["in_range"] = np.all([in_range({"x": ref[f"x/{i}"], "range_min": ref[f"range_min/{i}"],
+                                         "range_max": ref[f"range_max/{i}"]}) for i in inputs], axis=0)
+    return view
+
+
 def save(path: Path, ref: dict[str, np.ndarray]) -> None:
     buf = io.BytesIO()
     np.savez(buf, **ref)
@@ -87,7 +144,7 @@ def load(path: Path) -> dict[str, np.ndarray]:
             ref = {k: z[k] for k in z.files}
     except Exception as e:  # a damaged zip raises several kinds
         raise StageInputError(path, f"unreadable: {e}", "re-run export") from None
-    if any(k not in ref for k in ("range_min", "train_mean", "target_names")):
+    if "input_names" not in ref and any(k not in ref for k in ("range_min", "train_mean", "target_names")):
         raise StageInputError(path, "made by an older version of the pipeline", "re-run `make export`")
     return ref
 
@@ -100,5 +157,7 @@ def in_group(ref: dict[str, np.ndarray], name: str) -> np.ndarray:
 
 def in_range(ref: dict[str, np.ndarray]) -> np.ndarray:
     """Which rows lie within the working range in every feature (a boolean mask)."""
+    if "in_range" in ref:  # a view of a tensor reference (output_view)
+        return ref["in_range"]
     x = ref["x"].reshape(len(ref["x"]), -1).astype(np.float64)
     return np.all((x >= ref["range_min"]) & (x <= ref["range_max"]), axis=1)

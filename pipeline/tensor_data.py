@@ -73,10 +73,26 @@ class TensorDataset:
     def output_names(self) -> list[str]:
         return [o.name for o in self.outputs]
 
-    def observed_range(self, name: str) -> tuple[np.ndarray, np.ndarray]:
-        """Per feature of input ``name`` (flattened, C order), the training rows' min and max (float64)."""
-        x = self.x_train[name]
-        flat = x.reshape(len(x), -1).astype(np.float64)
+    def view(self, name: str) -> "InputView":
+        """Input ``name`` seen as a one-input data set (what pipeline/probes.py makes rows for)."""
+        return InputView(next(i for i in self.inputs if i.name == name), self)
+
+
+class InputView:
+    """One input of a TensorDataset with the attributes of a one-input Dataset that the probe
+    rows, the working range and the calibration rows are made from."""
+
+    def __init__(self, inp: Input, ds: TensorDataset):
+        self.name, self.input_shape, self.feature_names = inp.name, inp.shape, inp.feature_names
+        self.x_train, self.x_val = ds.x_train[inp.name], ds.x_val[inp.name]
+
+    @property
+    def size(self) -> int:
+        return len(self.feature_names)
+
+    def observed_range(self) -> tuple[np.ndarray, np.ndarray]:
+        """Per feature (flattened, C order), the training rows' min and max (float64 arrays)."""
+        flat = self.x_train.reshape(len(self.x_train), -1).astype(np.float64)
         return flat.min(axis=0), flat.max(axis=0)
 
 
