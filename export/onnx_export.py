@@ -1,7 +1,8 @@
 """Keras SavedModel -> ONNX through tf2onnx, then tidied and checked.
 
-The file that leaves here has: the input and output named as asked (the config's
-``model.input_name`` and ``output_name``), float32, with a named dynamic batch dimension;
+The file that leaves here has: the inputs and outputs named as asked (the config's
+``model.input_name`` and ``output_name``, or for a model of several inputs and outputs the Keras
+model's own names, in the Keras model's order), float32, each with a named dynamic batch dimension;
 every other node and tensor named n0, t0, ... in order of use; only the opset imports its nodes use
 (tf2onnx always adds ``ai.onnx.ml``); the opset and IR version asked for; and it passes
 ``onnx.checker.check_model(..., full_check=True)``. Before it is tidied, the graph pass
@@ -16,17 +17,20 @@ from pathlib import Path
 BATCH_DIM = "batch"
 
 
-def convert(savedmodel_dir: Path, input_name: str, output_name: str, opset: int, ir_version: int,
-            unrolled: Path | None = None, fuse: bool = True):
+def convert(savedmodel_dir: Path, input_name: str | list[str], output_name: str | list[str], opset: int,
+            ir_version: int, unrolled: Path | None = None, fuse: bool = True):
     """Return the checked ``onnx.ModelProto`` for the SavedModel's serving signature, and the
     graph pass's record (``onnx_fuse.fuse``: nodes before and after, rewrites by kind; None
     with ``fuse=False``, which leaves tf2onnx's graph as it wrote it).
 
     Every node and inner tensor is named n0, t0, ... (``shorten``) instead of tf2onnx's paths
     (``StatefulPartitionedCall/.../dense_0_1/MatMul``), which fill a third of a small int8
-    file (each quantized tensor repeats them); the input and output keep their names.
+    file (each quantized tensor repeats them); the inputs and outputs keep their names.
 
     Args:
+        input_name, output_name: a str each for a model of one input and one output; lists of the
+            Keras model's names for several (``keras3_savedmodel.tensor_names``): the graph's inputs
+            and outputs are exactly those, in that order (tf2onnx's own order is the names' sorted one).
         unrolled: the SavedModel of the same model with its recurrent layers unrolled
             (export/recurrent.py), converted instead when the first gives a ``Loop`` (or fails).
             tf2onnx turns a Keras LSTM into ONNX's LSTM op, 4-6x faster in onnxruntime than the
@@ -49,25 +53,30 @@ def convert(savedmodel_dir: Path, input_name: str, output_name: str, opset: int,
     return tidy(model, input_name, output_name, opset, ir_version), record
 
 
-def _tf2onnx(savedmodel_dir: Path, input_name: str, output_name: str, opset: int):
-    """tf2onnx's ``onnx.ModelProto`` of the SavedModel's signature, its input and output named as asked."""
+def _tf2onnx(savedmodel_dir: Path, input_name: str | list[str], output_name: str | list[str], opset: int):
+    """tf2onnx's ``onnx.ModelProto`` of the SavedModel's signature, its inputs and outputs named as
+    asked, in the order asked."""
     import tf2onnx
 
     from export.keras3_savedmodel import serving_function
 
     from .errors import ExportError
 
-    fn, spec = serving_function(savedmodel_dir, input_name)
+    ins, outs = names(input_name), names(output_name)
+    fn, spec = serving_function(savedmodel_dir, ins)
     try:
         graph = frozen_graph(fn)
-        if graph is None:
+        if graph is None:  # named by tf2onnx: inputs by their specs, outputs by the signature's keys
             model, _ = tf2onnx.convert.from_function(fn, input_signature=spec, opset=opset)
         else:
-            graph_def, tf_in, tf_out = graph
-            model, _ = tf2onnx.convert.from_graph_def(graph_def, input_names=[tf_in], output_names=[tf_out],
+            graph_def, tf_ins, tf_outs = graph
+            # One output: whatever the signature calls it (as before); several: each by its key.
+            tf_out = list(tf_outs.values()) if len(tf_outs) == 1 else [tf_outs[n] for n in outs]
+            model, _ = tf2onnx.convert.from_graph_def(graph_def, input_names=tf_ins, output_names=tf_out,
                                                       opset=opset)
-            rename(model, tf_in, input_name)
-            rename(model, tf_out, output_name)
+            for old, new in list(zip(tf_ins, ins)) + list(zip(tf_out, outs)):
+                rename(model, old, new)
+        order_io(model, ins, outs)
     except Exception as e:  # tf2onnx raises many types; the first line names the op
         text = " ".join(str(e).split()) or type(e).__name__
         raise ExportError(f"export: ONNX (tf2onnx): {type(e).__name__}: {text[:300]}") from None
@@ -116,9 +125,27 @@ def _rename_outer(graph, names: dict[str, str]) -> None:
                 _rename_outer(sub, names)
 
 
+def names(name: str | list[str]) -> list[str]:
+    """A name or a list of names, as a list."""
+    return [name] if isinstance(name, str) else list(name)
+
+
+def order_io(model, input_names: list[str], output_names: list[str]) -> None:
+    """Put the graph's inputs and outputs in the order of the names given, when they are those
+    names (tf2onnx lists a dict's outputs in sorted order); else leave them for ``tidy`` to refuse."""
+    g = model.graph
+    for field, want in ((g.input, input_names), (g.output, output_names)):
+        have = {v.name: v for v in field}
+        if sorted(have) == sorted(want) and list(have) != want:
+            ordered = [type(have[n]).FromString(have[n].SerializeToString()) for n in want]
+            del field[:]
+            field.extend(ordered)
+
+
 def frozen_graph(fn):
     """The GraphDef of ``fn`` with every captured tensor folded into a constant, with its input
-    and output tensor names; None when ``fn`` captures variables only.
+    tensor names (in ``fn``'s order) and its output tensor names by the output's key; None when
+    ``fn`` captures variables only.
 
     tf2onnx freezes captured variables (Dense kernels) but leaves captured tensors, such as
     the mean and variance a Keras 3 Normalization layer computes after ``adapt``, as extra
@@ -137,7 +164,10 @@ def frozen_graph(fn):
     # recurrent layer's TensorList ops reach the ONNX graph as they are. Same bytes as the
     # defaults for a model without control flow (the examples).
     const = convert_variables_to_constants_v2(concrete, lower_control_flow=False, aggressive_inlining=True)
-    return const.graph.as_graph_def(add_shapes=True), const.inputs[0].name, const.outputs[0].name
+    # The outputs come in the order tf.nest flattens the function's dict of outputs (its keys sorted).
+    keys = tf.nest.flatten({k: k for k in concrete.structured_outputs})
+    tf_ins = [t.name for t in const.inputs if t.dtype != tf.resource]
+    return const.graph.as_graph_def(add_shapes=True), tf_ins, dict(zip(keys, [t.name for t in const.outputs]))
 
 
 def rename(model, old: str, new: str) -> None:
@@ -151,20 +181,21 @@ def rename(model, old: str, new: str) -> None:
         node.output[:] = [new if o == old else o for o in node.output]
 
 
-def tidy(model, input_name: str, output_name: str, opset: int, ir_version: int):
-    """Drop unused opset imports, name the batch dimension, set the IR version, clear the
+def tidy(model, input_name: str | list[str], output_name: str | list[str], opset: int, ir_version: int):
+    """Check the graph's inputs and outputs are exactly the names asked for, in that order; drop
+    unused opset imports, name the batch dimension of each, set the IR version, clear the
     process-dependent doc string, and check."""
     import onnx
 
     graph = model.graph
     names_in = [i.name for i in graph.input]
     names_out = [o.name for o in graph.output]
-    if names_in != [input_name] or names_out != [output_name]:
+    if names_in != names(input_name) or names_out != names(output_name):
         from .errors import ExportError
 
         raise ExportError(
             f"export: tf2onnx produced inputs {names_in} and outputs {names_out}, "
-            f"expected [{input_name!r}] and [{output_name!r}]"
+            f"expected {names(input_name)!r} and {names(output_name)!r}"
         )
     used = {node.domain or "" for node in graph.node}
     keep = [o for o in model.opset_import if (o.domain or "") in used or (o.domain or "") == ""]

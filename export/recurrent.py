@@ -9,6 +9,8 @@ So the exported TFLite models (float32 and the TFLite variants) come from ``unro
 a clone whose recurrent layers are rebuilt from their config with ``unroll=True`` and given the
 trained weights. Before anything is exported from it, the clone must give the model's outputs on
 the calibration rows (``check_same``); verify then compares every format with the original model.
+A model of several inputs and outputs is cloned the same way: ``clone_model`` keeps the Keras
+names of its inputs and output layers, by which every format binds them.
 
 ONNX uses the original graph where tf2onnx turns it into a native ONNX op (an LSTM, a
 Bidirectional LSTM) and the unrolled one where tf2onnx would make a ``Loop`` (GRU, SimpleRNN):
@@ -104,19 +106,29 @@ def unrolled(model):
     return clone
 
 
-def check_same(model, clone, rows: np.ndarray, outputs: Callable) -> float:
+def check_same(model, clone, rows, outputs: Callable) -> float:
     """The largest difference between ``clone`` and ``model`` on ``rows``; ExportError if it is
-    more than float rounding (SAME_RTOL of the outputs' largest magnitude).
+    more than float rounding (SAME_RTOL of the outputs' largest magnitude), for any output.
 
     Args:
-        outputs: ``outputs(model, x)`` -> the model's float32 outputs for inputs x.
+        rows: the inputs (n, *shape), or for a model of several inputs a dict {input name: rows}.
+        outputs: ``outputs(model, rows)`` -> the model's float32 outputs for ``rows``: one array,
+            or a dict {output name: array} (each output then compared by name).
     """
-    want = np.asarray(outputs(model, rows), np.float64)
-    got = np.asarray(outputs(clone, rows), np.float64)
-    allowed = SAME_RTOL * max(1.0, float(np.max(np.abs(want))) if want.size else 0.0)
-    diff = float(np.max(np.abs(got - want))) if want.size else 0.0
-    if got.shape != want.shape or not diff <= allowed:
-        raise ExportError(f"export: the unrolled copy of the model (unroll=True, for TFLite) differs from the model "
-                          f"on {len(rows)} calibration rows by up to {diff:.3g} (shape {got.shape} vs {want.shape}, "
-                          f"allowed {allowed:.3g}); expected the same function: a layer's state did not carry over")
-    return diff
+    want, got = outputs(model, rows), outputs(clone, rows)
+    n = len(next(iter(rows.values()))) if isinstance(rows, dict) else len(rows)
+    if not isinstance(want, dict):
+        want, got = {"": want}, {"": got}
+    worst = 0.0
+    for name, w in want.items():
+        w = np.asarray(w, np.float64)
+        g = np.asarray(got[name], np.float64) if name in got else np.zeros(0)
+        allowed = SAME_RTOL * max(1.0, float(np.max(np.abs(w))) if w.size else 0.0)
+        diff = float(np.max(np.abs(g - w))) if w.size and g.shape == w.shape else (0.0 if not w.size else np.inf)
+        if g.shape != w.shape or not diff <= allowed:
+            of = f" (output {name!r})" if name else ""
+            raise ExportError(f"export: the unrolled copy of the model (unroll=True, for TFLite) differs from the model"
+                              f"{of} on {n} calibration rows by up to {diff:.3g} (shape {g.shape} vs {w.shape}, "
+                              f"allowed {allowed:.3g}); expected the same function: a layer's state did not carry over")
+        worst = max(worst, diff)
+    return worst

@@ -20,6 +20,11 @@ deterministic with the pinned tools: the same model and calibration give the sam
 - ``tflite-int8-full``: full integer, int8 input and output, calibrated with a
   representative dataset (the calibration inputs).
 
+A model of several inputs and outputs: ``calibration`` is a dict {input name: float32 rows
+(n, *shape)}, every input the same n (row i of each input together make example i); each
+calibration example is given by name, never by position. What is done per input for one input
+(its standardization kept in float32) is done for each.
+
 The ORT quantizers are given the model in memory, not a path: given a path they write a
 ``<model>-inferred.onnx`` beside it (in the build folder) while they work.
 """
@@ -50,28 +55,55 @@ def suffix(name: str) -> str:
 
 
 def input_arithmetic(graph) -> list[str]:
-    """The names of the first nodes, in order, that do elementwise arithmetic on the graph's
-    input with constants only (a Normalization layer's Sub and Mul); stops at the first other."""
+    """The names of the nodes that do elementwise arithmetic with constants only on a graph
+    input (a Normalization layer's Sub and Mul), in graph order: for each input, its first nodes
+    in order, up to the first other node that reads what they (or the input) give."""
     consts = {t.name for t in graph.initializer}
-    reached = {i.name for i in graph.input}
-    names = []
     for node in graph.node:
-        ins = [i for i in node.input if i]
         if node.op_type == "Constant":
             consts.update(node.output)
-            continue
-        if node.op_type not in ("Sub", "Mul", "Div", "Add") or not any(i in reached for i in ins) \
-                or not all(i in reached or i in consts for i in ins):
-            break
-        names.append(node.name)
-        reached.update(node.output)
-    return names
+    found = set()
+    for graph_input in graph.input:
+        reached = {graph_input.name}
+        for node in graph.node:
+            ins = [i for i in node.input if i]
+            if node.op_type == "Constant":
+                continue
+            if not any(i in reached for i in ins):
+                if len(graph.input) == 1:  # one input: every node reads it, or stops the chain
+                    break
+                continue  # another input's branch
+            if node.op_type not in ("Sub", "Mul", "Div", "Add") or not all(i in reached or i in consts for i in ins):
+                break
+            found.add(node.name)
+            reached.update(node.output)
+    return [node.name for node in graph.node if node.name in found]
 
 
 def calibration_rows(calibration: np.ndarray) -> np.ndarray:
     """The calibration inputs as float32 examples (n, *shape): a flat array is n scalar examples."""
     cal = np.ascontiguousarray(calibration, dtype=np.float32)
     return cal.reshape(-1, 1) if cal.ndim == 1 else cal
+
+
+def calibration_feeds(calibration, input_name: str | list[str]) -> dict[str, np.ndarray]:
+    """{input name: float32 examples (n, *shape)}: one array for a model's one input, or a dict
+    with every input's rows, all of the same n.
+
+    Raises VariantNotBuilt when the dict's names are not the inputs, or their counts differ."""
+    names = [input_name] if isinstance(input_name, str) else list(input_name)
+    if not isinstance(calibration, dict):
+        if len(names) != 1:
+            raise VariantNotBuilt(f"calibration is one array but the model has {len(names)} inputs {names}; "
+                                  "expected a dict {input name: rows}")
+        return {names[0]: calibration_rows(calibration)}
+    if sorted(calibration) != sorted(names):
+        raise VariantNotBuilt(f"calibration names {sorted(calibration)} are not the model's inputs {sorted(names)}")
+    feeds = {n: calibration_rows(calibration[n]) for n in names}
+    counts = {n: len(r) for n, r in feeds.items()}
+    if len(set(counts.values())) > 1:
+        raise VariantNotBuilt(f"calibration inputs have different numbers of rows {counts}; expected one count")
+    return feeds
 
 
 def _one_line(e: Exception) -> str:
@@ -126,8 +158,11 @@ def toposort(graph) -> None:
 
 
 @_quiet_converters()  # a fresh context per call (contextmanager's ContextDecorator)
-def build_onnx(name: str, model, calibration: np.ndarray, input_name: str):
+def build_onnx(name: str, model, calibration: np.ndarray | dict[str, np.ndarray], input_name: str | list[str]):
     """The ONNX variant ``name`` of ``model`` (an onnx.ModelProto, float32), as a checked ModelProto.
+
+    ``calibration``: the input's rows, or for several inputs a dict {input name: rows}
+    (``input_name`` then the list of names); the static variant alone reads it.
 
     The static variant keeps the elementwise arithmetic on the raw input (a standardization
     layer's Sub and Mul, ``input_arithmetic``) in float32: raw features of very different
@@ -155,11 +190,12 @@ def build_onnx(name: str, model, calibration: np.ndarray, input_name: str):
                 if name == "onnx-int8-dynamic":
                     quantize_dynamic(model, dest, weight_type=QuantType.QInt8)
                 elif name == "onnx-int8-static":
-                    rows = calibration_rows(calibration)
+                    feeds = calibration_feeds(calibration, input_name)
+                    count = len(next(iter(feeds.values())))
 
-                    class Reader(CalibrationDataReader):
+                    class Reader(CalibrationDataReader):  # one example at a time, every input by name
                         def __init__(self):
-                            self.items = iter([{input_name: rows[i:i + 1]} for i in range(len(rows))])
+                            self.items = iter([{n: r[i:i + 1] for n, r in feeds.items()} for i in range(count)])
 
                         def get_next(self):
                             return next(self.items, None)
@@ -182,8 +218,11 @@ def build_onnx(name: str, model, calibration: np.ndarray, input_name: str):
         raise VariantNotBuilt(_one_line(e)) from None
 
 
-def build_tflite(name: str, savedmodel_dir: Path, calibration: np.ndarray) -> bytes:
-    """The TFLite variant ``name`` of the SavedModel, as .tflite bytes (builtin ops only)."""
+def build_tflite(name: str, savedmodel_dir: Path, calibration: np.ndarray | dict[str, np.ndarray]) -> bytes:
+    """The TFLite variant ``name`` of the SavedModel, as .tflite bytes (builtin ops only).
+
+    ``calibration``: the input's rows, or for several inputs a dict {input name: rows}, given to
+    the converter by the serving signature's names (the full-integer variant alone reads it)."""
     from export.tfenv import tensorflow
 
     tf, _ = tensorflow()
@@ -194,11 +233,18 @@ def build_tflite(name: str, savedmodel_dir: Path, calibration: np.ndarray) -> by
         if name == "tflite-fp16":
             c.target_spec.supported_types = [tf.float16]
         elif name == "tflite-int8-full":
-            rows = calibration_rows(calibration)
+            if isinstance(calibration, dict):  # several inputs: each example as a dict by signature key
+                feeds = calibration_feeds(calibration, list(calibration))
 
-            def representative():
-                for i in range(len(rows)):
-                    yield [rows[i:i + 1]]
+                def representative():
+                    for i in range(len(next(iter(feeds.values())))):
+                        yield {n: r[i:i + 1] for n, r in feeds.items()}
+            else:
+                rows = calibration_rows(calibration)
+
+                def representative():
+                    for i in range(len(rows)):
+                        yield [rows[i:i + 1]]
 
             c.representative_dataset = representative
             c.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]

@@ -1,10 +1,14 @@
 """The models verify runs, behind one interface keyed by tensor name (as Polygraphy's runners):
-``infer({input name: rows}) -> {output name: rows}``, the whole array as one batch.
+``infer({input name: rows}) -> {output name: rows}``, the whole array as one batch, and
+``infer_each(feed)``, the same rows one at a time (batch 1), each output's answers concatenated.
+Every input of the model must be in the feed, each with the same number of rows.
 
 ``run(x)`` and ``run_each(x)`` are the single-input, single-output shorthand verify uses: float32
 rows (n, *shape) in, float32 rows (n, *out) out; ``run_each`` runs them one at a time (batch 1).
 Tensors are bound by name, never by position: TFLite may reorder inputs and outputs
-(tensorflow#33303), so its runner binds through the model's serving signature.
+(tensorflow#33303), so its runner binds through the model's serving signature, whose keys are
+the names (its ``inputs`` and ``outputs`` list them in the signature's order, sorted by name;
+the ONNX runner's in the graph's, the Keras model's order).
 ``open_runner`` opens a model file in its format's runtime, naming the file if it cannot.
 """
 
@@ -24,6 +28,18 @@ class Runner(Protocol):
 
     def infer(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]: ...
 
+    def infer_each(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]: ...
+
+
+def rows_of(feed: dict[str, np.ndarray], inputs: list[str]) -> int:
+    """The number of rows of the feed, which must hold every input by name, all with that many rows."""
+    if sorted(feed) != sorted(inputs):
+        raise ValueError(f"runner: inputs {sorted(feed)} given, expected {sorted(inputs)}")
+    counts = {name: len(x) for name, x in feed.items()}
+    if len(set(counts.values())) != 1:
+        raise ValueError(f"runner: inputs of different numbers of rows {counts}; expected one count")
+    return next(iter(counts.values()))
+
 
 class OnnxRunner:
     """ONNX model in onnxruntime's CPU provider, one intra-op thread (the device setting)."""
@@ -41,6 +57,13 @@ class OnnxRunner:
     def infer(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         feed = {k: np.ascontiguousarray(v, np.float32) for k, v in feed.items()}
         return dict(zip(self.outputs, self.session.run(self.outputs, feed)))
+
+    def infer_each(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        n = rows_of(feed, self.inputs)
+        feed = {k: np.ascontiguousarray(v, np.float32) for k, v in feed.items()}
+        run, outs = self.session.run, self.outputs
+        parts = [run(outs, {k: x[i:i + 1] for k, x in feed.items()}) for i in range(n)]
+        return {name: np.concatenate([p[j] for p in parts]) for j, name in enumerate(outs)}
 
     def run(self, x: np.ndarray) -> np.ndarray:
         return self.session.run(None, {self.inputs[0]: np.ascontiguousarray(x, np.float32)})[0]
@@ -98,12 +121,28 @@ class TFLiteRunner:
 
     def infer(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         it = self.interpreter
+        if feed.keys() != self._in.keys():  # an input left out would run on the last call's values
+            rows_of(feed, self.inputs)
         for name, x in feed.items():
             self._resize(name, tuple(np.shape(x)))
         for name, x in feed.items():
             it.set_tensor(self._in[name]["index"], self._quantize(name, np.ascontiguousarray(x, np.float32)))
         it.invoke()
         return {name: self._dequantize(name, it.get_tensor(d["index"])) for name, d in self._out.items()}
+
+    def infer_each(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        it, n = self.interpreter, rows_of(feed, self.inputs)
+        for name, x in feed.items():
+            self._resize(name, (1, *np.shape(x)[1:]))
+        q = {name: self._quantize(name, np.ascontiguousarray(x, np.float32)) for name, x in feed.items()}
+        parts: dict[str, list] = {name: [] for name in self._out}
+        for k in range(n):
+            for name, x in q.items():
+                it.set_tensor(self._in[name]["index"], x[k:k + 1])
+            it.invoke()
+            for name, d in self._out.items():
+                parts[name].append(self._dequantize(name, it.get_tensor(d["index"])))
+        return {name: np.concatenate(p) for name, p in parts.items()}
 
     def run(self, x: np.ndarray) -> np.ndarray:
         return self.infer({self.inputs[0]: x})[self.outputs[0]]

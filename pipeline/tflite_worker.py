@@ -37,11 +37,23 @@ class Worker:
                                      preexec_fn=lambda: os.nice(10))
         self.job: dict | None = None
 
-    def submit(self, saved: Path, calibration: np.ndarray, names: list[str], folder: Path) -> None:
-        """Send the one job: convert ``names`` from ``saved``, write each into ``folder``."""
+    def submit(self, saved: Path, calibration: np.ndarray | dict[str, np.ndarray], names: list[str],
+               folder: Path) -> None:
+        """Send the one job: convert ``names`` from ``saved``, write each into ``folder``.
+
+        Args:
+            calibration: the input's rows, or for a model of several inputs a dict {input name: rows}
+                (handed on as such: the worker builds from it what ``build_tflite`` would here).
+        """
         folder.mkdir(parents=True, exist_ok=True)
-        np.save(folder / "calibration.npy", calibration)
         self.job = {"saved": str(saved), "names": names, "folder": str(folder)}
+        if isinstance(calibration, dict):
+            # arr_0, arr_1, ... with the names in the job: any name works (savez's keywords would not
+            # take an input named "file").
+            np.savez(folder / "calibration.npz", *calibration.values())
+            self.job["inputs"] = list(calibration)
+        else:
+            np.save(folder / "calibration.npy", calibration)
         try:
             self.proc.stdin.write(json.dumps(self.job) + "\n")
             self.proc.stdin.close()
@@ -104,7 +116,11 @@ def main() -> None:
         os._exit(0)
     job = json.loads(line)
     folder = Path(job["folder"])
-    calibration = np.load(folder / "calibration.npy")
+    if "inputs" in job:
+        with np.load(folder / "calibration.npz") as saved:
+            calibration = {name: saved[f"arr_{i}"] for i, name in enumerate(job["inputs"])}
+    else:
+        calibration = np.load(folder / "calibration.npy")
     done: dict[str, bool | str] = {}
     for name in job["names"]:
         try:
