@@ -68,6 +68,8 @@ def snr(v: float | None) -> str:
 
 def span(r: dict[str, Any]) -> str:
     """The working range as a message shows it: 'lo..hi' for one feature, else per feature."""
+    if r["probes"]["range"] is None:  # one output of a model of several inputs (render_tensors)
+        return "each input's working range"
     lo, hi = r["probes"]["range"]
     if len(lo) == 1:
         return f"{lo[0]:g}..{hi[0]:g}"
@@ -77,6 +79,8 @@ def span(r: dict[str, Any]) -> str:
 def headline(r: dict[str, Any]) -> str:
     """The verify line's figures: parity at each output's scale, the working range's largest
     error, and accuracy on the validation rows."""
+    if r.get("task") == "tensors":
+        return "; ".join(f"output {o!r}: {headline(s)}" for o, s in r["outputs"].items())
     p, a = r["parity"], r["accuracy"]
     classifier = r["task"] == "classification"
     parts = ["vs Keras at the output's scale: " + ", ".join(
@@ -143,8 +147,8 @@ def graph_pass_lines(gp: dict[str, Any] | None) -> list[str]:
     return lines
 
 
-def render_markdown(r: dict[str, Any]) -> str:
-    classifier = r["task"] == "classification"
+def _head(r: dict[str, Any]) -> list[str]:
+    """The title, the result, each failure and warning, and whether the model came trained."""
     lines = ["# Verification report", "", f"**Result: {'PASSED' if r['passed'] else 'FAILED'}**", ""]
     lines += [f"- FAIL: {f}" for f in r["failures"]]
     lines += [f"- WARNING: {w}" for w in r.get("warnings", [])]
@@ -153,6 +157,34 @@ def render_markdown(r: dict[str, Any]) -> str:
     t = r.get("training") or {}
     if t.get("came_trained"):
         lines += [f"The model came trained (`{t.get('source')}`): no training ran; the data verified it.", ""]
+    return lines
+
+
+def render_tensors(r: dict[str, Any]) -> str:
+    """The report of a model of several inputs or outputs: one output's sections after another."""
+    shapes = lambda d: ", ".join(f"`{n}` {tuple(v['shape'])}" for n, v in d.items())  # noqa: E731
+    lines = _head(r) + [
+        f"The model takes the inputs {shapes(r['inputs'])} and gives the outputs "
+        + ", ".join(f"`{o}` ({s['task']})" for o, s in r["outputs"].items())
+        + ". Every model was fed by input name and read by output name; each output is judged on its own, in its "
+          "task's terms, below. A variant passes when every output is within its budget."]
+    for o, section in r["outputs"].items():
+        lines += ["", *(line.replace("## ", f"## Output `{o}`: ", 1) if line.startswith("## ") else line
+                        for line in _figures(section))]
+    lines += _tail(r)
+    return "\n".join(lines) + "\n"
+
+
+def render_markdown(r: dict[str, Any]) -> str:
+    if r.get("task") == "tensors":
+        return render_tensors(r)
+    return "\n".join(_head(r) + _figures(r) + _tail(r)) + "\n"
+
+
+def _figures(r: dict[str, Any]) -> list[str]:
+    """Parity with Keras, accuracy on the validation rows, and the models and variants, of one output."""
+    classifier = r["task"] == "classification"
+    lines: list[str] = []
     pr = r["probes"]
     lines += [
         "## Parity with Keras (the reference)", "",
@@ -245,7 +277,13 @@ def render_markdown(r: dict[str, Any]) -> str:
         lines.append(f"| {name} | {v['size_bytes']:,} | {figs} | {snr(p['range']['snr_db'])} | "
                      f"{v['speed']['p50_batch_1_us']:.1f} | {_budget(v.get('budget'), classifier, k)} | "
                      f"{_result(v)} |")
-    lines += ["", "What each is:", ""] + [f"- {n}: {NOTES.get(n, '')}" for n in r["variants"]]
+    return lines
+
+
+def _tail(r: dict[str, Any]) -> list[str]:
+    """What each variant is, the graph pass, the bundle's choice, training, files and versions."""
+    t = r.get("training") or {}
+    lines = ["", "What each is:", ""] + [f"- {n}: {NOTES.get(n, '')}" for n in r["variants"]]
     lines += graph_pass_lines(r.get("graph_pass"))
     chosen = r.get("bundle")
     if chosen:
@@ -262,4 +300,4 @@ def render_markdown(r: dict[str, Any]) -> str:
     lines += [f"- {name}: `{f['path']}` (in the build folder) sha256 `{f['sha256']}`" for name, f in r["files"].items()]
     lines.append(f"- config sha256 `{r['config_sha256']}`")
     lines += ["", "## Versions", ""] + [f"- {k} {v}" for k, v in r["versions"].items()]
-    return "\n".join(lines) + "\n"
+    return lines
