@@ -180,7 +180,7 @@ def _takes_celsius(bundle: str | None) -> bool:
         sig = manifest_mod.load(manifest_mod.locate(bundle)).get("signature")
     except RuntimeFailure:
         return True
-    return sig is None or sig["input"]["features"] == ["celsius"]
+    return sig is None or sig.get("input", {}).get("features") == ["celsius"]
 
 
 def cmd_predict(args) -> int:
@@ -198,6 +198,9 @@ def cmd_predict(args) -> int:
     with Runner.from_bundle(args.bundle, args.threads, args.trusted_keys) as runner:
         if args.input is not None:
             return _predict_file(runner, args)
+        if runner.multi:
+            raise InputError(f"predict: model {runner.name!r} has several inputs or outputs; give its examples as "
+                             f"--input FILE.npz (one array per input: {_names(runner.signature.input_names)})")
         if not runner.scalar:
             return _predict_example(runner, values, args.json)
         try:
@@ -275,6 +278,8 @@ def _predict_file(runner, args) -> int:
                 data = f.read()
         except OSError as e:
             raise InputError(f"--input {name}: cannot read: {e.strerror or e}") from None
+    if runner.multi:
+        return _predict_npz(runner, data, name, args.json)
     x, where = read_examples(runner, data, name)
     try:
         x, y, _ = runner.answer(x)
@@ -286,6 +291,39 @@ def _predict_file(runner, args) -> int:
         print(json.dumps(_named(runner, x.reshape(-1).tolist(), y.reshape(-1).tolist(), x)))
     else:
         _print_answers(runner, x, y, args.json)
+    return 0
+
+
+def _names(names: list[str]) -> str:
+    return ", ".join(map(repr, names))
+
+
+def _predict_npz(runner, data: bytes, name: str, as_json: bool) -> int:
+    """``predict --input FILE.npz`` for a model of several inputs or outputs: one array per input,
+    named as the input; one line per example (each output as ``name=values``, a classification's
+    label first), or one JSON object with a key per output."""
+    from .examples import read_npz
+    from .stream import format_answer_rows
+
+    sig = runner.signature
+    arrays = read_npz(data, name, sig.input_names)
+    try:
+        x, y, _ = runner.answer(arrays)
+    except InputError as e:
+        raise InputError(f"--input {name}: {e.message}") from None
+    labels = {t.name: runner.labels_of(y[t.name], t.name) for t in sig.outputs if t.labels is not None}
+    if as_json:
+        doc = {"model": runner.name, "outputs": {k: v.tolist() for k, v in y.items()}}
+        if labels:
+            doc["labels"] = labels
+        outside = {t.name: dict(zip(t.features, runner.checkers[t.name].outside_observed(x[t.name]).tolist()))
+                   for t in sig.inputs if t.observed_min is not None}
+        if outside:
+            doc["outside_observed"] = outside
+        print(json.dumps(doc))
+        return 0
+    columns = [[f"{t.name}={row}" for row in format_answer_rows(y[t.name], labels.get(t.name))] for t in sig.outputs]
+    sys.stdout.write("".join(" ".join(cells) + "\n" for cells in zip(*columns)))
     return 0
 
 

@@ -8,7 +8,10 @@ them (the HTTP connection, limits, the body's bytes) is the model's business now
 Request: ``{"inputs": batch or one example}`` for any model (the tutorial's too). Answer:
 ``{"outputs": [...], "labels": [...], "model": sha256}``: the outputs shaped as the input was
 (a batch: batch first; one example: its output), ``labels`` for a classification only (a list
-for a batch, one string for one example). A model of one named feature in and one named value
+for a batch, one string for one example). A model of several inputs or outputs takes
+``{"inputs": {"<input name>": batch or one example, ...}}`` and answers ``{"outputs":
+{"<output name>": [...], ...}, "labels": {"<classification output>": [...]}, "model": sha256}``
+(``encode_multi``). A model of one named feature in and one named value
 out (``Signature.named_scalar``) also takes its own request, ``{"<feature>": number | [numbers]}``
 -> ``{"<output name>": [...], "model": sha256}``: the tutorial's ``{"celsius": ...}`` ->
 ``{"fahrenheit": [...]}``. Values are printed with 9 significant digits (they read back to the
@@ -75,7 +78,8 @@ def decode(body: bytes, max_values: int, feature: str | None) -> tuple[str, Any,
     else:
         raise BadRequest({"error": INPUTS_BODY if feature is None else named_body(feature)})
     values = doc[key]
-    count = count_values(values)
+    # A model of several inputs takes {"inputs": {name: batch or one example}}: counted over all.
+    count = sum(map(count_values, values.values())) if isinstance(values, dict) else count_values(values)
     if count > max_values:
         raise BadRequest({"error": f"input: {count} values, at most {max_values} per request (--max-values)"})
     return key, values, count
@@ -115,6 +119,19 @@ def encode_outputs(y: np.ndarray, single: bool, labels: list[str] | None, model_
         return f'{{"outputs":{out},"model":"{model_sha256}"}}'.encode()
     shown = json.dumps(labels[0] if single else labels, separators=(",", ":"))
     return f'{{"outputs":{out},"labels":{shown},"model":"{model_sha256}"}}'.encode()
+
+
+def encode_multi(y: dict[str, np.ndarray], single: bool, labels: dict[str, list[str]], model_sha256: str) -> bytes:
+    """The answer's body for a model of several inputs or outputs: ``{"outputs": {name: ...},
+    "labels": {name: ...}, "model": sha256}``, each output as ``encode_outputs`` shapes it (one
+    example's alone when ``single``), ``labels`` for its classification outputs only."""
+    outs = ",".join(f"{key_text(k)}:{nested(v[0]) if single else nested(v)}" for k, v in y.items())
+    body = f'{{"outputs":{{{outs}}}'
+    if labels:
+        shown = ",".join(f"{key_text(k)}:{json.dumps(v[0] if single else v, separators=(',', ':'))}"
+                         for k, v in labels.items())
+        body += f',"labels":{{{shown}}}'
+    return f'{body},"model":"{model_sha256}"}}'.encode()
 
 
 def refused(e: InputError) -> dict[str, Any]:

@@ -179,7 +179,10 @@ def _is_num(v: Any) -> bool:
 
 def check_signature(sig: dict[str, Any]) -> None:
     """Check the shape of ``manifest["signature"]`` (docs/bundle.md); raise one BundleError
-    line naming the first key that is wrong. Called by ``load``."""
+    line naming the first key that is wrong. Called by ``load``. A signature with ``inputs``
+    (or ``outputs``), lists of tensors, is a model of several inputs or outputs (``check_multi``)."""
+    if "inputs" in sig or "outputs" in sig:
+        return check_multi(sig)
     if sig.get("task") not in TASKS:
         raise _bad("task", " or ".join(map(repr, TASKS)), sig.get("task"))
     if sig.get("output_kind", "values") not in OUTPUT_KINDS:
@@ -227,6 +230,74 @@ def check_signature(sig: dict[str, Any]) -> None:
                 raise _bad(f"{rng}.{end}", f"a list of {n} values (a {what} per feature)", v)
 
 
+def _check_shape(path: str, shape: Any) -> int:
+    """The number of values one example of ``shape`` (batch first) holds; BundleError if it is not a shape."""
+    if not (isinstance(shape, list) and len(shape) >= 2 and all(type(d) is int for d in shape)
+            and all(d >= 1 for d in shape[1:])):
+        raise _bad(path, "a list of integers, batch first (-1), then sizes >= 1", shape)
+    return math.prod(shape[1:])
+
+
+def _check_ranges(t: dict[str, Any], where: str, n: int) -> None:
+    """The per-feature valid range (null: unbounded) and observed range (or null) of a table ``t``."""
+    for rng, nullable in (("valid", True), ("observed", False)):
+        r = t.get(rng)
+        if r is None and rng == "observed":
+            continue
+        if not isinstance(r, dict):
+            raise _bad(f"{where}{rng}", "a table with min and max", r)
+        for end in ("min", "max"):
+            v = r.get(end)
+            if not (isinstance(v, list) and len(v) == n and all(_is_num(x) or (nullable and x is None) for x in v)):
+                what = "number or null" if nullable else "number"
+                raise _bad(f"{where}{rng}.{end}", f"a list of {n} values (a {what} per feature)", v)
+
+
+def check_multi(sig: dict[str, Any]) -> None:
+    """``check_signature`` for a model of several inputs or outputs: ``inputs`` and ``outputs``,
+    each a non-empty list of tensor tables, their names unique within each list; an input has
+    its features and its own valid and observed ranges, an output its task, output kind and
+    labels (docs/bundle.md)."""
+    for side in ("inputs", "outputs"):
+        tensors = sig.get(side)
+        if not (isinstance(tensors, list) and tensors):
+            raise _bad(side, "a non-empty list of tensor tables", tensors)
+        seen: set[str] = set()
+        for i, t in enumerate(tensors):
+            where = f"{side}[{i}]"
+            if not isinstance(t, dict):
+                raise _bad(where, "a table", t)
+            name = t.get("name")
+            if not (isinstance(name, str) and name):
+                raise _bad(f"{where}.name", "a non-empty string", name)
+            if name in seen:
+                raise _bad(f"{where}.name", f"a name unique among the {side}", name)
+            seen.add(name)
+            if t.get("dtype", "float32") != "float32":
+                raise _bad(f"{where}.dtype", "'float32'", t.get("dtype"))
+            size = _check_shape(f"{where}.shape", t.get("shape"))
+            key = "features" if side == "inputs" else "names"
+            names = t.get(key)
+            if names is not None or side == "inputs":
+                if not (isinstance(names, list) and all(isinstance(v, str) for v in names)):
+                    raise _bad(f"{where}.{key}", "a list of strings", names)
+                if len(names) != size:
+                    raise _bad(f"{where}.{key}", f"{size} names (the product of shape {t['shape'][1:]})", len(names))
+            if side == "inputs":
+                _check_ranges(t, f"{where}.", size)
+                continue
+            if t.get("task") not in TASKS:
+                raise _bad(f"{where}.task", " or ".join(map(repr, TASKS)), t.get("task"))
+            if t.get("output_kind", "values") not in OUTPUT_KINDS:
+                raise _bad(f"{where}.output_kind", " or ".join(map(repr, OUTPUT_KINDS)), t.get("output_kind"))
+            labels = t.get("labels")
+            if labels is not None and not (isinstance(labels, list) and labels
+                                           and all(isinstance(v, str) for v in labels)):
+                raise _bad(f"{where}.labels", "a list of strings or null", labels)
+            if t["task"] == "classification" and len(labels or names or []) != size:
+                raise _bad(f"{where}.labels", f"{size} labels for a classification (one per output value)", labels)
+
+
 def kind_name(kind) -> str:
     kinds = kind if isinstance(kind, tuple) else (kind,)
     return " or ".join({str: "a string", int: "an integer", float: "a number", dict: "a table",
@@ -255,6 +326,13 @@ def signature_summary(manifest: dict[str, Any]) -> dict[str, Any]:
     (the tutorial's implied one for a bundle made before signatures). Stdlib only."""
     sig = manifest.get("signature")
     name = manifest["model"].get("name") or TUTORIAL_NAME
+    if sig is not None and "inputs" in sig:
+        return {"model_name": name, "declared": True, "multi": True,
+                "inputs": [_input_summary(t) for t in sig["inputs"]],
+                "outputs": [{"name": t["name"], "shape": t["shape"], "task": t["task"],
+                             "output_kind": t.get("output_kind", "values"),
+                             "labels": t.get("labels") or (t.get("names") if t["task"] == "classification" else None)}
+                            for t in sig["outputs"]]}
     if sig is None:
         return {"model_name": name, "declared": False, "task": "regression", "output_kind": "values",
                 "labels": None, "input": {"name": manifest["model"]["input"]["name"], "shape": [-1, 1],
@@ -262,9 +340,12 @@ def signature_summary(manifest: dict[str, Any]) -> dict[str, Any]:
                 "output": {"name": manifest["model"]["output"]["name"], "shape": [-1, 1]}}
     inp, out = sig["input"], sig["output"]
     labels = sig.get("labels") or (out.get("names") if sig["task"] == "classification" else None)
-    features = inp["features"]
     return {"model_name": name, "declared": True, "task": sig["task"], "output_kind": sig.get("output_kind", "values"),
-            "labels": labels,
-            "input": {"name": inp["name"], "shape": inp["shape"], "features": len(features),
-                      "names": features if len(features) <= 32 else [*features[:3], "...", *features[-3:]]},
-            "output": {"name": out["name"], "shape": out["shape"]}}
+            "labels": labels, "input": _input_summary(inp), "output": {"name": out["name"], "shape": out["shape"]}}
+
+
+def _input_summary(inp: dict[str, Any]) -> dict[str, Any]:
+    """An input tensor as the summary shows it: name, shape, feature count and names (a long list cut)."""
+    features = inp["features"]
+    return {"name": inp["name"], "shape": inp["shape"], "features": len(features),
+            "names": features if len(features) <= 32 else [*features[:3], "...", *features[-3:]]}

@@ -17,7 +17,7 @@ import numpy as np
 from . import compat, env, trust
 from . import manifest as manifest_mod
 from .errors import BundleError, InputError, SetupError
-from .signature import F32_MAX, NUMERIC_KINDS, Checker, Signature
+from .signature import F32_MAX, NUMERIC_KINDS, Checker, MultiSignature, Signature
 
 
 def session_options(threads: int = 1):
@@ -40,10 +40,14 @@ def session_options(threads: int = 1):
     return opts
 
 
-def check_io(session, sig: Signature, file: str) -> None:
+def check_io(session, sig: Signature | MultiSignature, file: str) -> None:
     """The loaded model takes and gives what the signature says: one float input and one float
     output, named as it names them, of its shapes (the batch free); else one BundleError line.
-    onnxruntime loads a model whose shapes were altered: it would fail only when asked."""
+    onnxruntime loads a model whose shapes were altered: it would fail only when asked.
+    A ``MultiSignature``: every input and output it lists, by name, in whatever order the
+    model lists them."""
+    if sig.multi:
+        return _check_io_multi(session, sig, file)
     for side, got, name, shape in (("input", session.get_inputs(), sig.input_name, sig.shape),
                                    ("output", session.get_outputs(), sig.output_name, sig.output_shape)):
         want = [-1, *shape]
@@ -54,6 +58,21 @@ def check_io(session, sig: Signature, file: str) -> None:
         if not ok or got[0].type != "tensor(float)":
             raise BundleError(f"{file} | {side} {name}: {got[0].type} of shape {dims}, the signature says "
                               f"tensor(float) of shape {want} (-1: the batch)")
+
+
+def _check_io_multi(session, sig: MultiSignature, file: str) -> None:
+    for side, got, specs in (("input", session.get_inputs(), sig.inputs), ("output", session.get_outputs(), sig.outputs)):
+        have = {t.name: t for t in got}
+        names = [t.name for t in specs]
+        if set(have) != set(names) or len(got) != len(names):
+            raise BundleError(f"{file} | its {side}s are {sorted(have)}, the signature says {sorted(names)}")
+        for spec in specs:
+            t, want = have[spec.name], [-1, *spec.shape]
+            dims = list(t.shape)
+            ok = len(dims) == len(want) and all(not isinstance(d, int) or w == -1 or d == w for d, w in zip(dims, want))
+            if not ok or t.type != "tensor(float)":
+                raise BundleError(f"{file} | {side} {spec.name}: {t.type} of shape {dims}, the signature says "
+                                  f"tensor(float) of shape {want} (-1: the batch)")
 
 
 class Runner:
@@ -75,6 +94,10 @@ class Runner:
         self.threads = threads
         self.signature = sig = Signature.of(manifest)
         check_io(session, sig, manifest["model"]["file"])
+        self.multi = sig.multi
+        if sig.multi:
+            self._init_multi(sig)
+            return
         self.checker = Checker(sig)
         self.name = sig.model_name
         self.scalar = sig.scalar
@@ -97,6 +120,24 @@ class Runner:
             self.predict = self._predict_examples
             self.validate = self._validate_examples
             self.predict_unchecked = self._run
+
+    def _init_multi(self, sig: MultiSignature) -> None:
+        """A model of several inputs or outputs: every method takes and gives dicts by tensor name."""
+        self.name = sig.model_name
+        self.scalar = False
+        self.checker = None  # one per input: ``checkers``
+        self.checkers = {t.name: Checker(t) for t in sig.inputs}
+        self.labels = None  # per output: ``output_labels``
+        self.output_labels = {t.name: t.labels for t in sig.outputs}
+        self.input_name = self.output_name = None
+        self._outputs = sig.output_tensor_names
+        self.predict = self._predict_multi
+        self.validate = self._validate_multi
+        self.predict_unchecked = self._run_multi
+        self.examples = self._examples_multi
+        self.answer = self._answer_multi
+        self.labels_of = self._labels_of_multi
+        self.outside_observed = self._outside_observed_multi
 
     @classmethod
     def from_bundle(cls, bundle: str | Path | None = None, threads: int = 1,
@@ -299,6 +340,89 @@ class Runner:
         return self.checker.outside_observed(self.examples(values)[0])
 
 
+    # --- a model of several inputs or outputs (``self.multi``), bound by name -----------------
+
+    def _examples_multi(self, values) -> tuple[dict[str, np.ndarray], bool]:
+        """``values`` (a dict of arrays by input name; a model of one input also takes its array
+        alone) as the model's float32 batches (n, *shape) by input name, all of one n, and
+        whether every input was one example (*shape).
+
+        Raises InputError naming the input: a missing or unknown name, batches of different
+        sizes, and each input's own problems (``Checker.examples``), prefixed ``input 'name'``.
+        """
+        sig = self.signature
+        names = sig.input_names
+        if not isinstance(values, dict):
+            if len(names) == 1:
+                values = {names[0]: values}
+            else:
+                raise InputError(f"input: expected a dict of arrays by input name ({_names(names)}), "
+                                 f"got {type(values).__name__}")
+        unknown = [k for k in values if k not in self.checkers]
+        if unknown:
+            raise InputError(f"input {unknown[0]!r}: not an input of the model; it takes {_names(names)}")
+        missing = [k for k in names if k not in values]
+        if missing:
+            raise InputError(f"input {missing[0]!r}: missing; the model takes {_names(names)}")
+        x, singles = {}, []
+        for name in names:
+            try:
+                x[name], single = self.checkers[name].examples(values[name])
+            except InputError as e:
+                raise InputError(f"input {name!r}{e.message[len('input'):]}", e.index, e.problem) from None
+            singles.append(single)
+        sizes = {name: b.shape[0] for name, b in x.items()}
+        if len(set(sizes.values())) > 1:
+            shown = ", ".join(f"{k!r} {v}" for k, v in sizes.items())
+            raise InputError(f"input: expected one batch size for every input, got {shown} examples")
+        return x, all(singles)
+
+    def _validate_multi(self, values) -> dict[str, np.ndarray]:
+        return self._examples_multi(values)[0]
+
+    def _run_multi(self, x: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Run float32 batches by input name as they are; the outputs by name, as the model gives them."""
+        return dict(zip(self._outputs, self.session.run(self._outputs, x)))
+
+    def _predict_multi(self, values) -> dict[str, np.ndarray]:
+        """A model of several inputs or outputs: ``{input name: batch (n, *shape) or one example
+        (*shape)}`` in, ``{output name: float32 (n, *output shape), or (*output shape) when every
+        input was one example}`` out (a dict even for a model of one output)."""
+        x, y, single = self._answer_multi(values)
+        return {k: v[0] for k, v in y.items()} if single else y
+
+    def _answer_multi(self, values) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], bool]:
+        x, single = self._examples_multi(values)
+        n = next(iter(x.values())).shape[0]
+        y = self._run_multi(x)
+        return x, {t.name: y[t.name].reshape(n, *t.shape) for t in self.signature.outputs}, single
+
+    def _labels_of_multi(self, y, output: str | None = None) -> list[str]:
+        """The label of each example in ``y``, the output ``output``'s values (a batch, or one
+        example's). Raises InputError: no such output, or it is not a classification."""
+        labels = self.output_labels.get(output)
+        if output not in self.output_labels:
+            raise InputError(f"labels: expected the name of an output ({_names(self._outputs)}), got {output!r}")
+        if labels is None:
+            task = self.signature.output(output).task
+            raise InputError(f"labels: output {output!r} is a {task}; only a classification has labels")
+        y = np.asarray(y)
+        k = len(labels)
+        if y.size == 0 or y.size % k:
+            raise InputError(f"labels: expected outputs of {k} values each, got shape {y.shape}")
+        return [labels[i] for i in y.reshape(-1, k).argmax(axis=1).tolist()]
+
+    def _outside_observed_multi(self, values) -> dict[str, np.ndarray]:
+        """Per input, per feature, how many values lie outside the observed range (zeros for an
+        input whose range the bundle does not record)."""
+        x = self._examples_multi(values)[0]
+        return {name: self.checkers[name].outside_observed(b) for name, b in x.items()}
+
+
+def _names(names: list[str]) -> str:
+    return ", ".join(map(repr, names))
+
+
 def check_onnxruntime(version: str, model: dict[str, Any]) -> None:
     opset, ir = model["opset"], model["ir_version"]
     if not compat.supports(version, opset, ir):
@@ -406,6 +530,8 @@ def _check_golden(manifest: dict[str, Any], golden_bytes: bytes, runner: Runner)
         data = json.loads(golden_bytes)
     except ValueError as e:
         raise BundleError(f"{g['file']} | not valid JSON: {e}") from None
+    if runner.multi:
+        return _check_golden_multi(g, data, runner)
     if isinstance(data, dict) and "inputs" in data:
         return _check_golden_examples(g, data, runner)
     x = np.asarray(data["celsius"], dtype=np.float32).reshape(-1, 1)
@@ -464,4 +590,65 @@ def _check_golden_examples(g: dict[str, Any], data: dict[str, Any], runner: Runn
             raise BundleError(f"{g['file']} | {differ.size} of {n} golden labels differ: first at input[{i}], "
                               f"got {runner.labels[got_l[i]]!r}, expected {runner.labels[want_l[i]]!r}")
         detail += f", {n} labels equal"
+    return detail
+
+
+def _check_golden_multi(g: dict[str, Any], data: Any, runner: Runner) -> str:
+    """A model of several inputs or outputs: {"inputs": {name: batch}, "outputs": {name: batch}},
+    nested lists; every output held to the tolerances, its failure line naming it."""
+    sig = runner.signature
+    file = g["file"]
+    if not (isinstance(data, dict) and isinstance(data.get("inputs"), dict) and isinstance(data.get("outputs"), dict)):
+        raise BundleError(f"{file} | expected {{\"inputs\": {{name: batch}}, \"outputs\": {{name: batch}}}} "
+                          "for a model of several inputs or outputs")
+    for side, names in (("inputs", sig.input_names), ("outputs", sig.output_tensor_names)):
+        if set(data[side]) != set(names):
+            raise BundleError(f"{file} | {side}: expected {sorted(names)}, got {sorted(data[side])}")
+    x = {}
+    try:
+        for t in sig.inputs:
+            x[t.name] = np.asarray(data["inputs"][t.name], dtype=np.float32)
+        want_all = {t.name: np.asarray(data["outputs"][t.name], dtype=np.float32) for t in sig.outputs}
+    except (ValueError, TypeError) as e:
+        raise BundleError(f"{file} | expected inputs and outputs as nested lists of numbers ({e})") from None
+    n = next(iter(x.values())).shape[0] if next(iter(x.values())).ndim else 0
+    for t in sig.inputs:
+        if x[t.name].shape != (n, *t.shape) or not n:
+            raise BundleError(f"{file} | inputs.{t.name}: expected shape (n, {', '.join(map(str, t.shape))}) "
+                              f"with n the same for every input, got {x[t.name].shape}")
+    got_all = runner._run_multi(x)
+    atol, rtol = g["atol"], g["rtol"]
+    max_err, total = 0.0, 0
+    for t in sig.outputs:
+        got = got_all[t.name].astype(np.float64).reshape(n, -1)
+        want = want_all[t.name]
+        if want.size != got.size:
+            raise BundleError(f"{file} | outputs.{t.name}: expected {got.size} values ({n} x {t.shape}), "
+                              f"got shape {want.shape}")
+        want = want.reshape(n, -1).astype(np.float64)
+        err = np.abs(got - want)
+        allowed = atol + rtol * np.abs(want)
+        bad = ~(err <= allowed)
+        if bad.any():
+            excess = np.where(bad, err - allowed, -np.inf)
+            i, k = np.unravel_index(int(np.argmax(np.where(np.isnan(excess), np.inf, excess))), bad.shape)
+            raise BundleError(
+                f"{file} | output {t.name!r}: {int(bad.sum())} of {bad.size} golden outputs differ: worst at "
+                f"input[{i}] output[{k}], got {got[i, k]!r}, expected {want[i, k]!r} "
+                f"{_TOLERANCE.format(atol=atol, rtol=rtol)}")
+        max_err, total = max(max_err, float(err.max())), total + bad.size
+        if g.get("labels_equal") and t.labels is not None:
+            got_l, want_l = got.argmax(axis=1), want.argmax(axis=1)
+            differ = np.flatnonzero(got_l != want_l)
+            if differ.size:
+                i = int(differ[0])
+                raise BundleError(f"{file} | output {t.name!r}: {differ.size} of {n} golden labels differ: first at "
+                                  f"input[{i}], got {t.labels[got_l[i]]!r}, expected {t.labels[want_l[i]]!r}")
+    detail = (f"{n} golden examples, {total} outputs of {len(sig.outputs)} tensors within atol {atol:g} + "
+              f"rtol {rtol:g} (max abs err {max_err:.3g})")
+    if g.get("labels_equal"):
+        classified = [t.name for t in sig.outputs if t.labels is not None]
+        if not classified:
+            raise BundleError(f"{file} | labels_equal is set but no output is a classification")
+        detail += f", labels equal ({', '.join(classified)})"
     return detail

@@ -100,7 +100,11 @@ class Watchdog:
         if still > self.interval:
             return f"the accept loop has not gone round for {still:.1f} s"
         model = self.models.snapshot.model  # one read, as a request reads it
-        model.runner.predict_unchecked(np.zeros((1, *model.signature.shape), dtype=np.float32))
+        sig = model.signature
+        if sig.multi:
+            model.runner.predict_unchecked({t.name: np.zeros((1, *t.shape), dtype=np.float32) for t in sig.inputs})
+        else:
+            model.runner.predict_unchecked(np.zeros((1, *sig.shape), dtype=np.float32))
         return None
 
     def _run(self) -> None:

@@ -269,6 +269,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
         body = self._body(label)
         if body is None:
             return
+        if sig.multi:
+            return self._v2_infer_multi(label, model, body)
         try:
             values, request_id, count, binary = serve_v2.decode_infer(
                 body, sig, self.server.limits.max_values, self.headers.get(serve_v2.HEADER_LENGTH))
@@ -284,8 +286,39 @@ class Handler(http.server.BaseHTTPRequestHandler):
         self._send(200, answer, label, "application/octet-stream", headers={serve_v2.HEADER_LENGTH: json_length},
                    values=x.shape[0])
 
+    def _v2_infer_multi(self, label: str, model, body: bytes) -> None:
+        """POST .../infer for a model of several inputs or outputs: one tensor per input by name,
+        one per output asked for (every output when the request names none)."""
+        sig = model.signature
+        try:
+            values, request_id, count, outputs = serve_v2.decode_infer_multi(
+                body, sig, self.server.limits.max_values, self.headers.get(serve_v2.HEADER_LENGTH))
+            x, y, _ = model.runner.answer(values)
+        except codec.BadRequest as e:
+            return self._json(400, e.doc, label)
+        except InputError as e:
+            return self._json(400, codec.refused(e), label)
+        self._count_outside(model, x)
+        answer, json_length = serve_v2.encode_infer_multi(sig, model.sha256, y, outputs, request_id)
+        n = next(iter(x.values())).shape[0]
+        if json_length is None:
+            return self._send(200, answer, label, "application/json", values=n)
+        self._send(200, answer, label, "application/octet-stream", headers={serve_v2.HEADER_LENGTH: json_length},
+                   values=n)
+
     def _count_outside(self, model, x) -> None:
-        """Count the valid batch ``x``'s values outside the observed range, per feature, in /metrics."""
+        """Count the valid batch ``x``'s values outside the observed range, per feature, in /metrics.
+        A model of several inputs: ``x`` by input name, each feature counted as ``<input>.<feature>``."""
+        if model.signature.multi:
+            counts = {}
+            for t in model.signature.inputs:
+                checker = model.runner.checkers[t.name]
+                if checker.obs_lo is not None:
+                    c = checker.outside_observed(x[t.name])
+                    counts.update({f"{t.name}.{t.features[j]}": int(c[j]) for j in c.nonzero()[0].tolist()})
+            if counts:
+                self.server.metrics.outside_observed(counts)
+            return
         checker = model.checker
         if checker.obs_lo is None:
             return
@@ -314,6 +347,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
                                               sig.features[0] if sig.named_scalar else None)
         except codec.BadRequest as e:
             return self._json(400, e.doc, "/predict")
+        if sig.multi:
+            return self._predict_multi(model, values)
         try:
             if key != "inputs":  # a named scalar model's own request (the tutorial's {"celsius": ...}), on the scalar path
                 y = runner.predict(values)
@@ -328,6 +363,18 @@ class Handler(http.server.BaseHTTPRequestHandler):
         labels = runner.labels_of(y) if sig.labels else None
         self._send(200, codec.encode_outputs(y, single, labels, model.sha256), "/predict", "application/json",
                    values=x.shape[0])
+
+    def _predict_multi(self, model, values) -> None:
+        """POST /predict for a model of several inputs or outputs: {"inputs": {name: ...}}."""
+        runner = model.runner
+        try:
+            x, y, single = runner.answer(values)
+        except InputError as e:
+            return self._json(400, codec.refused(e), "/predict")
+        self._count_outside(model, x)
+        labels = {t.name: runner.labels_of(y[t.name], t.name) for t in model.signature.outputs if t.labels is not None}
+        self._send(200, codec.encode_multi(y, single, labels, model.sha256), "/predict", "application/json",
+                   values=next(iter(x.values())).shape[0])
 
     def _body(self, endpoint: str) -> bytes | None:
         """The request's body, read by its Content-Length; None once the refusal is sent."""

@@ -82,7 +82,11 @@ class Metrics:
                 "rows' observed range, by feature.",
                 "# TYPE edge_inputs_outside_observed_total counter"]
         model = snapshot.model
-        features = model.signature.features if model.checker.obs_lo is not None else []
+        sig = model.signature
+        if sig.multi:  # every input's features, as <input>.<feature>
+            features = [f"{t.name}.{f}" for t in sig.inputs if t.observed_min is not None for f in t.features]
+        else:
+            features = sig.features if model.checker.obs_lo is not None else []
         names = list(dict.fromkeys([*features, *sorted(outside)]))  # the model's features, then any from before a reload
         out += [f'edge_inputs_outside_observed_total{{feature="{label_value(n)}"}} {outside.get(n, 0)}' for n in names]
         out += [

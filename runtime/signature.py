@@ -64,13 +64,20 @@ def _unwritable(d: dict[str, Any]) -> str | None:
     given (JSON has no NaN nor infinity, and a null bound means unbounded): the message, or None."""
     if d["task"] != "classification" and d["labels"] is not None:
         return f"{MANIFEST} | signature.labels: expected null for a {d['task']}, got {short(d['labels'])}"
-    features = d["input"]["features"]
+    d = {**d, "features": d["input"]["features"]}
+    return _unwritable_ranges(d)
+
+
+def _unwritable_ranges(t: dict[str, Any], where: str = "") -> str | None:
+    """A valid or observed bound of the table ``t`` (with ``features``) that JSON cannot hold: the message, or None."""
+    features = t["features"]
     for rng, end in (("valid", "min"), ("valid", "max"), ("observed", "min"), ("observed", "max")):
-        values = (d[rng] or {}).get(end) or []
+        values = (t[rng] or {}).get(end) or []
         for j, v in enumerate(values):
             if v is not None and not math.isfinite(v):
                 what = "a finite number" if rng == "observed" else f"a finite number or {'-' if end == 'min' else ''}inf"
-                return f"{MANIFEST} | signature.{rng}.{end}: expected {what} per feature, got {v!r} for {features[j]!r}"
+                return (f"{MANIFEST} | signature.{where}{rng}.{end}: expected {what} per feature, "
+                        f"got {v!r} for {features[j]!r}")
     return None
 
 
@@ -117,11 +124,17 @@ class Signature:
     declared: bool  # the manifest has a signature (False: a bundle made before them)
     summary: dict[str, Any]  # what `info` and GET /info show (manifest.signature_summary)
 
+    multi = False  # one input and one output (``MultiSignature``: several, bound by name)
+
     @classmethod
-    def of(cls, manifest: dict[str, Any]) -> "Signature":
+    def of(cls, manifest: dict[str, Any]) -> "Signature | MultiSignature":
+        """The signature of a loaded manifest: a ``MultiSignature`` when its table lists
+        ``inputs`` (a model of several inputs or outputs), else a ``Signature``."""
         model = manifest["model"]
         name = model.get("name") or TUTORIAL_NAME
         sig = manifest.get("signature")
+        if sig is not None and "inputs" in sig:
+            return MultiSignature.from_dict(sig, name)
         if sig is None:
             v = manifest["valid_input"]
             return cls(name, "regression", "values", None, model["input"]["name"], model["output"]["name"],
@@ -248,8 +261,169 @@ class Signature:
         return len(self.features)
 
 
+@dataclass(frozen=True, eq=False)
+class InputSpec:
+    """One input tensor of a ``MultiSignature``: what ``Checker`` reads off a ``Signature``
+    (shape, features, size, the valid and observed ranges), under the tensor's name."""
+
+    name: str
+    shape: tuple[int, ...]  # one example, without the batch dimension
+    features: list[str]  # prod(shape) names, C order
+    valid_min: np.ndarray  # float64 (features,), -inf where unbounded
+    valid_max: np.ndarray
+    observed_min: np.ndarray | None  # float64 (features,), or None when unknown
+    observed_max: np.ndarray | None
+
+    @property
+    def size(self) -> int:
+        return len(self.features)
+
+    @classmethod
+    def from_dict(cls, t: dict[str, Any]) -> "InputSpec":
+        observed = t.get("observed")
+        return cls(t["name"], tuple(t["shape"][1:]), list(t["features"]), _bounds(t["valid"]["min"], -math.inf),
+                   _bounds(t["valid"]["max"], math.inf),
+                   None if observed is None else np.array(observed["min"], np.float64),
+                   None if observed is None else np.array(observed["max"], np.float64))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "dtype": "float32", "shape": [-1, *self.shape], "features": list(self.features),
+                "valid": {"min": _written(self.valid_min), "max": _written(self.valid_max)},
+                "observed": None if self.observed_min is None else {
+                    "min": [float(v) for v in self.observed_min.tolist()],
+                    "max": [float(v) for v in self.observed_max.tolist()]}}
+
+
+@dataclass(frozen=True, eq=False)
+class OutputSpec:
+    """One output tensor of a ``MultiSignature``: its shape, value names, task and labels."""
+
+    name: str
+    shape: tuple[int, ...]  # one example's, without the batch dimension
+    names: list[str] | None  # prod(shape) names, or None
+    task: str  # "regression" or "classification"
+    output_kind: str  # "values", "logits" or "probabilities"
+    labels: list[str] | None  # a classification's: one per value (its names when the table has none)
+
+    @classmethod
+    def from_dict(cls, t: dict[str, Any]) -> "OutputSpec":
+        task, names = t["task"], t.get("names")
+        labels = (t.get("labels") or names) if task == "classification" else None
+        return cls(t["name"], tuple(t["shape"][1:]), None if names is None else list(names), task,
+                   t.get("output_kind", "values"), None if labels is None else list(labels))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "dtype": "float32", "shape": [-1, *self.shape],
+                "names": None if self.names is None else list(self.names), "task": self.task,
+                "output_kind": self.output_kind, "labels": None if self.labels is None else list(self.labels)}
+
+
+@dataclass(frozen=True, eq=False)
+class MultiSignature:
+    """A model of several inputs or outputs, each bound by its tensor name: one ``InputSpec``
+    per input (its own features and ranges, checked by its own ``Checker``) and one
+    ``OutputSpec`` per output (its own task and labels), in the manifest's order."""
+
+    model_name: str
+    inputs: tuple[InputSpec, ...]
+    outputs: tuple[OutputSpec, ...]
+    summary: dict[str, Any]  # what `info` and GET /info show (manifest.signature_summary)
+    declared: bool = True
+
+    multi = True
+    scalar = False
+    named_scalar = False
+
+    @property
+    def input_names(self) -> list[str]:
+        return [t.name for t in self.inputs]
+
+    @property
+    def output_tensor_names(self) -> list[str]:
+        return [t.name for t in self.outputs]
+
+    def input(self, name: str) -> InputSpec:
+        return next(t for t in self.inputs if t.name == name)
+
+    def output(self, name: str) -> OutputSpec:
+        return next(t for t in self.outputs if t.name == name)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], model_name: str) -> "MultiSignature":
+        """The signature a manifest's ``signature`` table ``d`` with ``inputs`` and ``outputs``
+        describes (one ``manifest.check_signature`` passed): the inverse of ``to_dict``."""
+        return cls(model_name, tuple(InputSpec.from_dict(t) for t in d["inputs"]),
+                   tuple(OutputSpec.from_dict(t) for t in d["outputs"]),
+                   signature_summary({"model": {"name": model_name}, "signature": d}))
+
+    def to_dict(self) -> dict[str, Any]:
+        """The manifest's ``signature`` table (docs/bundle.md): ``inputs`` and ``outputs``, lists
+        of tensor tables in plain JSON types; ``from_dict`` reads it back to an equal signature."""
+        return {"inputs": [t.to_dict() for t in self.inputs], "outputs": [t.to_dict() for t in self.outputs]}
+
+    @classmethod
+    def build(cls, *, model_name: str, inputs: list[dict[str, Any]], outputs: list[dict[str, Any]]) -> "MultiSignature":
+        """A model of several inputs or outputs as the build side describes it, checked as a
+        device will check its ``to_dict()`` in the manifest.
+
+        Args:
+            model_name: the model's name (the manifest's ``model.name``), not empty.
+            inputs: per input tensor, in order, a dict with ``name``, ``shape`` (one example,
+                no batch dimension), ``features``, ``valid_min``, ``valid_max`` and optionally
+                ``observed_min``, ``observed_max`` (as ``Signature.build``'s arguments of those names).
+            outputs: per output tensor, a dict with ``name``, ``shape``, ``names`` (or None),
+                ``task``, ``output_kind`` and ``labels`` (or None).
+
+        Raises:
+            ValueError: one line naming the first key that is wrong (``check_signature``'s
+                message), or a value the manifest cannot hold, as ``Signature.build``.
+        """
+        if not (isinstance(model_name, str) and model_name):
+            raise ValueError(f"{MANIFEST} | model.name: expected a non-empty string, got {short(model_name)}")
+        for side, tensors in (("inputs", inputs), ("outputs", outputs)):
+            if not (isinstance(tensors, (list, tuple)) and all(isinstance(t, dict) for t in tensors)):
+                raise ValueError(f"{MANIFEST} | signature.{side}: expected a list of tensor dicts, got {short(tensors)}")
+
+        def batched(dims: Any) -> Any:
+            dims = _listed(dims)
+            return [-1, *dims] if isinstance(dims, list) else dims
+
+        d = {
+            "inputs": [{
+                "name": t.get("name"), "dtype": "float32", "shape": batched(t.get("shape")),
+                "features": _listed(t.get("features")),
+                "valid": {"min": _number_list(t.get("valid_min"), -math.inf),
+                          "max": _number_list(t.get("valid_max"), math.inf)},
+                "observed": None if t.get("observed_min") is None and t.get("observed_max") is None else {
+                    "min": _number_list(t.get("observed_min")), "max": _number_list(t.get("observed_max"))},
+            } for t in inputs],
+            "outputs": [{
+                "name": t.get("name"), "dtype": "float32", "shape": batched(t.get("shape")),
+                "names": _listed(t.get("names")), "task": t.get("task"), "output_kind": t.get("output_kind"),
+                "labels": _listed(t.get("labels")),
+            } for t in outputs],
+        }
+        try:
+            check_signature(d)
+        except BundleError as e:
+            raise ValueError(e.message) from None
+        for i, t in enumerate(d["outputs"]):
+            if t["task"] != "classification" and t["labels"] is not None:
+                raise ValueError(f"{MANIFEST} | signature.outputs[{i}].labels: expected null for a {t['task']}, "
+                                 f"got {short(t['labels'])}")
+        for i, t in enumerate(d["inputs"]):
+            problem = _unwritable_ranges(t, f"inputs[{i}].")
+            if problem:
+                raise ValueError(problem)
+        return cls.from_dict(d, model_name)
+
+
 class Checker:
-    """Validates examples against a signature: shape, numbers, the valid range per feature."""
+    """Validates examples against a signature: shape, numbers, the valid range per feature.
+
+    ``sig`` is a ``Signature`` or a ``MultiSignature``'s ``InputSpec`` (one input's): the
+    checker reads only its shape, features, size and ranges.
+    """
 
     def __init__(self, sig: Signature):
         self.sig = sig

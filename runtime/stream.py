@@ -19,6 +19,7 @@ from typing import BinaryIO
 
 import numpy as np
 
+from .errors import InputError
 from .runner import F32_MAX, Runner
 
 READ_SIZE = 1 << 16
@@ -50,13 +51,19 @@ def format_values(values: list[float]) -> list[str]:
 def format_answers(runner: Runner, y: np.ndarray) -> list[str]:
     """One line per example of the model's output batch ``y`` (n, *output shape): its values,
     comma-separated, 9 significant digits; a classification's label first."""
+    return format_answer_rows(y, None if runner.labels is None else runner.labels_of(y.reshape(y.shape[0], -1)))
+
+
+def format_answer_rows(y: np.ndarray, labels: list[str] | None) -> list[str]:
+    """One line per example of the output batch ``y`` (n, *shape): its values, comma-separated,
+    9 significant digits; its label first when ``labels`` (one per example) are given."""
     rows = y.reshape(y.shape[0], -1)
     if rows.shape[1] == 1:
         lines = format_values(rows[:, 0].tolist())
     else:
         lines = [",".join(map(OUTPUT_FORMAT.__mod__, r)) for r in rows.tolist()]
-    if runner.labels is not None:
-        lines = [f"{label},{line}" for label, line in zip(runner.labels_of(rows), lines)]
+    if labels is not None:
+        lines = [f"{label},{line}" for label, line in zip(labels, lines)]
     return lines
 
 
@@ -163,7 +170,13 @@ class _Examples:
 
 
 def stream(runner: Runner, fin: BinaryIO, fout: BinaryIO, batch: int = 4096) -> int:
-    """Serve ``fin`` to ``fout`` until EOF; return the number of bad lines."""
+    """Serve ``fin`` to ``fout`` until EOF; return the number of bad lines.
+
+    Raises InputError before reading anything for a model of several inputs or outputs.
+    """
+    if runner.multi:
+        raise InputError(f"stream: model {runner.name!r} has several inputs or outputs; stream takes a model of one "
+                         "input and one output (use predict --input FILE.npz, POST /predict or /v2 instead)")
     worker = _Batch(runner) if runner.scalar else _Examples(runner)
     max_line = MAX_LINE if runner.scalar else worker.max_line
     read = getattr(fin, "read1", fin.read)

@@ -209,3 +209,147 @@ def signature_bundle(dest: Path, kind: str, **changes) -> Path:
 def sig_compute(kind: str):
     """The numpy function the ``kind`` bundle's model computes (float32)."""
     return _sig_model(kind)[3]
+
+
+# --- a model of two inputs and two outputs (issue 27: several tensors, bound by name) -----------
+
+MULTI_INPUTS = {"image": (4, 4, 1), "readings": (3,)}
+MULTI_OUTPUTS = {"kind": (3,), "level": (1,)}
+MULTI_LABELS = ["a", "b", "c"]
+READINGS = ["t", "p", "h"]
+
+
+def _multi_weights():
+    import numpy as np
+
+    rng = np.random.default_rng(27)
+    return {"w_img": rng.normal(size=(16, 3)).astype(np.float32),
+            "w_read": (rng.normal(size=(3, 3)) * 0.001).astype(np.float32),
+            "b_kind": rng.normal(size=(3,)).astype(np.float32),
+            "v_img": rng.normal(size=(16, 1)).astype(np.float32),
+            "v_read": (rng.normal(size=(3, 1)) * 0.001).astype(np.float32),
+            "c_level": np.float32([0.5])}
+
+
+def multi_compute(image, readings) -> dict:
+    """What the multi bundle's model computes, in numpy (float64, then float32): ``kind``, the
+    softmax over 3 classes of the flattened image and the readings times their weights plus a
+    bias; ``level``, a linear function of the same."""
+    import numpy as np
+
+    w = {k: v.astype(np.float64) for k, v in _multi_weights().items()}
+    flat = np.asarray(image, np.float32).astype(np.float64).reshape(-1, 16)
+    r = np.asarray(readings, np.float32).astype(np.float64).reshape(-1, 3)
+    logits = flat @ w["w_img"] + r @ w["w_read"] + w["b_kind"]
+    e = np.exp(logits - logits.max(axis=1, keepdims=True))
+    kind = e / e.sum(axis=1, keepdims=True)
+    level = flat @ w["v_img"] + r @ w["v_read"] + w["c_level"]
+    return {"kind": kind.astype(np.float32), "level": level.astype(np.float32)}
+
+
+def multi_model(input_names=("image", "readings")) -> bytes:
+    """The ONNX model ``multi_compute`` describes. Its graph lists its inputs and outputs in the
+    other order than the signature does (readings, image; level, kind): only names bind them.
+    ``input_names``: the two inputs' tensor names (another to make a model the signature does not fit)."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    image, readings = input_names
+    w = _multi_weights()
+    inits = [numpy_helper.from_array(v, k) for k, v in w.items()]
+    inits.append(numpy_helper.from_array(np.array([-1, 16], np.int64), "flat_shape"))
+    nodes = [
+        helper.make_node("Reshape", [image, "flat_shape"], ["flat"]),
+        helper.make_node("MatMul", ["flat", "w_img"], ["k1"]),
+        helper.make_node("MatMul", [readings, "w_read"], ["k2"]),
+        helper.make_node("Add", ["k1", "k2"], ["k3"]),
+        helper.make_node("Add", ["k3", "b_kind"], ["logits"]),
+        helper.make_node("Softmax", ["logits"], ["kind"], axis=1),
+        helper.make_node("MatMul", ["flat", "v_img"], ["l1"]),
+        helper.make_node("MatMul", [readings, "v_read"], ["l2"]),
+        helper.make_node("Add", ["l1", "l2"], ["l3"]),
+        helper.make_node("Add", ["l3", "c_level"], ["level"]),
+    ]
+    graph = helper.make_graph(
+        nodes, "multi-model",
+        [helper.make_tensor_value_info(readings, TensorProto.FLOAT, ["N", 3]),
+         helper.make_tensor_value_info(image, TensorProto.FLOAT, ["N", 4, 4, 1])],
+        [helper.make_tensor_value_info("level", TensorProto.FLOAT, ["N", 1]),
+         helper.make_tensor_value_info("kind", TensorProto.FLOAT, ["N", 3])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    onnx.checker.check_model(model)
+    return model.SerializeToString()
+
+
+def multi_signature() -> dict:
+    """The manifest's signature table of the multi bundle (the form with ``inputs`` and ``outputs``):
+    pixels valid in [0, 1]; readings t valid in [-50, 60], p and h unbounded."""
+    pixels = [f"image[{i},{j},0]" for i in range(4) for j in range(4)]
+    return {
+        "inputs": [
+            {"name": "image", "dtype": "float32", "shape": [-1, 4, 4, 1], "features": pixels,
+             "valid": {"min": [0.0] * 16, "max": [1.0] * 16}, "observed": {"min": [0.0] * 16, "max": [1.0] * 16}},
+            {"name": "readings", "dtype": "float32", "shape": [-1, 3], "features": list(READINGS),
+             "valid": {"min": [-50.0, None, None], "max": [60.0, None, None]},
+             "observed": {"min": [-10.0, 900.0, 0.0], "max": [40.0, 1100.0, 100.0]}},
+        ],
+        "outputs": [
+            {"name": "kind", "dtype": "float32", "shape": [-1, 3], "names": list(MULTI_LABELS),
+             "task": "classification", "output_kind": "probabilities", "labels": None},
+            {"name": "level", "dtype": "float32", "shape": [-1, 1], "names": ["level"], "task": "regression",
+             "output_kind": "values", "labels": None},
+        ],
+    }
+
+
+def multi_examples(n: int = 12, seed: int = 7) -> dict:
+    """``n`` valid examples for the multi bundle, within the observed ranges: float32 by input name."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    lo, hi = np.float32([-10, 900, 0]), np.float32([40, 1100, 100])
+    return {"image": rng.random((n, 4, 4, 1), dtype=np.float32),
+            "readings": (lo + (hi - lo) * rng.random((n, 3), dtype=np.float32)).astype(np.float32)}
+
+
+def multi_bundle(dest: Path, model: bytes | None = None, **changes) -> Path:
+    """An unpacked bundle in ``dest`` of the two-input, two-output model (``multi_model``), named
+    "multi", its golden data computed by ``multi_compute`` (numpy, not onnxruntime). ``changes``:
+    signature keys replaced, ``golden`` to replace golden.json's document, ``labels_equal``
+    (default true); ``model``: other model bytes. Returns ``dest``."""
+    import json
+    import shutil
+
+    from runtime import compat, manifest
+
+    signature = multi_signature()
+    golden_doc = changes.pop("golden", None)
+    labels_equal = changes.pop("labels_equal", True)
+    signature.update(changes)
+    if golden_doc is None:
+        x = multi_examples()
+        y = multi_compute(x["image"], x["readings"])
+        golden_doc = {"inputs": {k: v.tolist() for k, v in x.items()}, "outputs": {k: v.tolist() for k, v in y.items()}}
+    files = {"model.onnx": model or multi_model(), "golden.json": (json.dumps(golden_doc) + "\n").encode()}
+    for p in sorted((ROOT / "runtime").glob("*.py")):
+        files[f"runtime/{p.name}"] = p.read_bytes()
+    files["requirements.txt"] = (ROOT / "runtime" / "requirements.txt").read_bytes()
+    # atol/rtol: onnxruntime's float32 MatMul and Softmax against numpy's float64 of the same math
+    # differ by a few float32 ulps (~1e-6 here at values up to ~10).
+    golden = {"file": "golden.json", "atol": 1e-4, "rtol": 1e-4, "labels_equal": labels_equal}
+    m = {
+        "format": manifest.FORMAT,
+        "model": {"file": "model.onnx", "name": "multi", "opset": 17, "ir_version": 8,
+                  "min_onnxruntime": compat.oldest_onnxruntime(17, 8)},
+        "signature": signature,
+        "golden": golden,
+        "files": {n: sha256_bytes(d) for n, d in sorted(files.items())},
+    }
+    files.update(manifest.encode(m))
+    dest.mkdir(parents=True, exist_ok=True)
+    for n, d in files.items():
+        (dest / n).parent.mkdir(parents=True, exist_ok=True)
+        (dest / n).write_bytes(d)
+    shutil.copystat(ROOT / "runtime", dest / "runtime")
+    return dest
