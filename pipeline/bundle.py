@@ -121,6 +121,25 @@ def golden_rows(cfg: dict[str, Any], ref: dict[str, np.ndarray], sig: Signature,
     ok = np.all((x >= sig.valid_min) & (x <= sig.valid_max), axis=1)
     ok &= np.all(np.isfinite(ref["keras_y"].reshape(len(x), -1)), axis=1)
     ok &= reference.in_range(ref) | (reference.in_group(ref, "extremes") & extremes)
+    return _pick(cfg, ref, ok)
+
+
+def golden_tensor_rows(cfg: dict[str, Any], ref: dict[str, np.ndarray], sig, extremes: bool) -> np.ndarray:
+    """``golden_rows`` for a model of several inputs or outputs (reference.tensor_arrays): rows
+    valid, and within the working range, in every input, with finite values in every output."""
+    ok = np.ones(len(ref["group"]), bool)
+    for spec in sig.inputs:
+        x = ref[f"x/{spec.name}"].reshape(len(ok), -1).astype(np.float64)
+        ok &= np.all((x >= spec.valid_min) & (x <= spec.valid_max), axis=1)
+    for spec in sig.outputs:
+        ok &= np.all(np.isfinite(ref[f"keras_y/{spec.name}"].reshape(len(ok), -1)), axis=1)
+    view = reference.output_view(ref, sig.outputs[0].name)
+    ok &= reference.in_range(view) | (reference.in_group(view, "extremes") & extremes)
+    return _pick(cfg, view, ok)
+
+
+def _pick(cfg: dict[str, Any], ref: dict[str, np.ndarray], ok: np.ndarray) -> np.ndarray:
+    """``golden_count`` of the rows ``ok`` holds, group by group in GOLDEN_GROUPS' order."""
     n = cfg["runtime"]["golden_count"]
     picked: list[int] = []
     for group in GOLDEN_GROUPS:
@@ -175,12 +194,107 @@ def signature(cfg: dict[str, Any], ref: dict[str, np.ndarray], report: dict[str,
         raise StateError(f"model.onnx: its signature does not hold ({e}); re-run `make export`") from None
 
 
+def tensor_signature(cfg: dict[str, Any], ref: dict[str, np.ndarray], report: dict[str, Any]):
+    """The signature of a model of several inputs or outputs: every tensor, by name."""
+    from runtime.signature import MultiSignature
+
+    inputs = []
+    for name in (str(n) for n in ref["input_names"]):
+        features = [str(f) for f in ref[f"feature_names/{name}"]]
+        lo, hi = probes.valid_ranges(cfg, features)
+        inputs.append({"name": name, "shape": tuple(int(d) for d in ref[f"input_shape/{name}"]), "features": features,
+                       "valid_min": lo.tolist(), "valid_max": hi.tolist(),
+                       "observed_min": ref[f"observed_min/{name}"].tolist(),
+                       "observed_max": ref[f"observed_max/{name}"].tolist()})
+    outputs = []
+    for name, section in report["outputs"].items():
+        labels = [str(v) for v in ref[f"labels/{name}"]] or None
+        names = labels or [str(t) for t in ref[f"target_names/{name}"]]
+        outputs.append({"name": name, "shape": (len(names),), "names": names, "task": section["task"],
+                        "output_kind": section["output_kind"], "labels": labels})
+    try:
+        return MultiSignature.build(model_name=cfg["bundle"]["name"], inputs=inputs, outputs=outputs)
+    except ValueError as e:
+        raise StateError(f"model.onnx: its signature does not hold ({e}); re-run `make export`") from None
+
+
+def build_tensor_files(cfg: dict[str, Any], layout: Layout, report: dict[str, Any], chosen: dict[str, Any],
+                       model_bytes: bytes, ref: dict[str, np.ndarray], epoch: int) -> dict[str, bytes]:
+    """``build_files`` for a model of several inputs or outputs: the signature lists every tensor,
+    the golden data holds each input's rows and each output's Keras values by name, and what
+    verify measured is recorded per output."""
+    from export.onnx_export import describe
+
+    sig = tensor_signature(cfg, ref, report)
+    sig_dict = sig.to_dict()
+    budget = chosen["budget"]
+    idx = golden_tensor_rows(cfg, ref, sig, extremes=budget is None)
+    golden_spec: dict[str, Any] = {"file": "golden.json"}
+    classes = any(o.task == "classification" for o in sig.outputs)
+    if budget is None:
+        tol = cfg["verify"]["onnx"]
+        golden_spec.update(atol=tol["atol"], rtol=tol["rtol"], labels_equal=classes)
+    else:  # as build_files: the variant's parity budget, else twice its largest measured difference
+        measured = max(p["range"]["max_abs_err"] for p in chosen["parity"].values())
+        atol = budget["parity"] if budget.get("parity") is not None else max(2 * measured, 1e-6)
+        golden_spec.update(atol=atol, rtol=0.0, labels_equal=False)
+    golden = {"inputs": {i.name: ref[f"x/{i.name}"][idx].tolist() for i in sig.inputs},
+              "outputs": {o.name: ref[f"keras_y/{o.name}"][idx].tolist() for o in sig.outputs}}
+    name = cfg["bundle"]["name"]
+    d = describe(__import__("onnx").load_from_string(model_bytes))
+    opset, ir = d["opset_imports"]["ai.onnx"], d["ir_version"]
+    inputs = ", ".join(f"{i.name} {tuple(i.shape)}" for i in sig.inputs)
+    files = {
+        "model.onnx": model_bytes,
+        "golden.json": (json.dumps(golden) + "\n").encode(),
+        "README.md": BUNDLE_README.format(
+            name=name, task="several-tensor", shape=f"by name: {inputs}", features="each input's features",
+            out_shape="by name: " + ", ".join(f"{o.name} ({o.task}, {', '.join(o.labels or o.names or [])})"
+                                               for o in sig.outputs), labels="",
+            predict="python -m runtime predict --input rows.npz --json   # one array per input, by name",
+            body='{"inputs": {"<input name>": [...], ...}}').encode(),
+        **_runtime_files(),
+    }
+    per = report["outputs"]
+    manifest = {
+        "format": FORMAT,
+        "model": {
+            "file": "model.onnx", "name": name, "inputs": d["inputs"], "outputs": d["outputs"], "opset": opset,
+            "ir_version": ir, "min_onnxruntime": compat.oldest_onnxruntime(opset, ir), "variant": chosen["model"],
+            "chosen_by": chosen["why"], "budget": budget,
+            "measured": {k: {o: _measured(v) for o, v in chosen[k].items()} for k in ("parity", "accuracy")
+                         if k in chosen},
+        },
+        "signature": sig_dict,
+        "valid_input": manifest_mod.legacy_valid_input(None, None),
+        "golden": golden_spec,
+        "files": {n: sha256_bytes(b) for n, b in sorted(files.items())},
+        "config": json.loads(canonical_json(_portable(cfg))),
+        "config_sha256": config_hash(_portable(cfg)),
+        "data_sha256": json.loads(str(ref["data_sha256"])),
+        "verify": {"task": "tensors", "outputs": {o: {
+            "task": r["task"],
+            "parity_max_ulp": {f: p["max_ulp"] for f, p in r["parity"].items()},
+            "parity_scale_ulp": {f: p["range"]["scale_ulp"] for f, p in r["parity"].items()},
+            "parity_snr_db": {f: p["range"]["snr_db"] for f, p in r["parity"].items()},
+            "parity_range_max_abs_err": {f: p["range"]["max_abs_err"] for f, p in r["parity"].items()},
+            "accuracy": {n: {k: a[k] for k in ("accuracy", "mae", "max_err", "rows") if k in a}
+                         for n, a in r["accuracy"].items()}} for o, r in per.items()}},
+        "tools": report["versions"],
+        "source_date_epoch": epoch,
+    }
+    files.update(manifest_mod.encode(manifest))
+    return files
+
+
 def build_files(cfg: dict[str, Any], layout: Layout, report: dict[str, Any], epoch: int = DEFAULT_EPOCH
                 ) -> dict[str, bytes]:
     """Every file of the bundle, by relative path, manifest included."""
     chosen = report.get("bundle") or bundle_model.DEFAULT
     model_bytes = (layout.build / chosen["path"]).read_bytes()
     ref = reference.load(layout.reference)
+    if report.get("task") == "tensors":
+        return build_tensor_files(cfg, layout, report, chosen, model_bytes, ref, epoch)
     io_spec, opset, ir = _onnx_spec(model_bytes)
     sig = signature(cfg, ref, report, io_spec)
     sig_dict = sig.to_dict()
