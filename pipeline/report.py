@@ -253,9 +253,10 @@ def _figures(r: dict[str, Any]) -> list[str]:
                   "| true \\ predicted | " + " | ".join(labels) + " |", "|---|" + "---|" * len(labels)]
         for lab, row in zip(labels, k["confusion"]):
             lines.append(f"| {lab} | " + " | ".join(str(v) for v in row) + " |")
-    lines += ["", "Plots: [" + ("the float32 ONNX model's confusion matrix" if classifier else
-                               "every model's error per validation row") + "](validation.png), "
-              "[accuracy against size](accuracy-vs-size.png)."]
+    if r.get("plots", True):  # of a model of several outputs, the first output's (render_tensors)
+        lines += ["", "Plots: [" + ("the float32 ONNX model's confusion matrix" if classifier else
+                                   "every model's error per validation row") + "](validation.png), "
+                  "[accuracy against size](accuracy-vs-size.png)."]
     lines += ["", "## Models and reduced-precision variants", "",
               "Each model on the same rows; speed in its own runtime (onnxruntime or LiteRT, one thread, "
               "Python call included); parity is the largest |model - Keras| over the working range.", "",

@@ -24,7 +24,7 @@ from .engine import Judge, Outputs
 from .layout import Layout
 from .numerics import tiled
 from .runners import open_runner
-from .verify import FORMATS, _json, finish, model_files, models
+from .verify import FORMATS, _json, finish, model_files, models, plot_data
 
 
 def output_cfg(cfg: dict[str, Any], ref: dict[str, np.ndarray], name: str) -> dict[str, Any]:
@@ -61,6 +61,8 @@ def run(cfg: dict[str, Any], layout: Layout) -> dict[str, Any]:
     large = cfg["verify"]["large_batch"]
     feeds = {i: ref[f"x/{i}"] for i in ins}
     results: dict[str, Any] = {}
+    first = judges[outs[0]]  # the plots draw the first output's figures
+    val_outputs = {"keras": first.keras.batch_1[first.val]}
     for name, fmt, path, tol, budget in models(cfg, layout):
         if isinstance(path, str):
             results[name] = {"built": False, "passed": False, "reason": f"not built: {path}", "budget": budget}
@@ -82,6 +84,7 @@ def run(cfg: dict[str, Any], layout: Layout) -> dict[str, Any]:
         else:
             m["passed"], m["reason"] = not reasons, "; ".join(reasons)
         results[name] = m
+        val_outputs[name] = got[outs[0]].batch_1[first.val]
     failures, warnings, sections = [], [], {}
     training = report_mod.training(layout)
     for o, j in judges.items():
@@ -101,6 +104,7 @@ def run(cfg: dict[str, Any], layout: Layout) -> dict[str, Any]:
         }
     chosen, problem = bundle_model.choose(cfg, results, layout)
     failures += [problem] if problem else []
+    plot_data(layout, first, sections[outs[0]]["variants"], val_outputs)
     groups = {str(g): int((ref["group"] == i).sum()) for i, g in enumerate(ref["group_names"])}
     report = {
         "passed": not failures,
@@ -123,8 +127,9 @@ def run(cfg: dict[str, Any], layout: Layout) -> dict[str, Any]:
         "config_sha256": config_hash(cfg),
         "versions": report_mod.versions(),
     }
-    for section in sections.values():  # what a one-output report's renderer reads beside its own figures
+    for o, section in sections.items():  # what a one-output report's renderer reads beside its own figures
         section["probes"] = {**report["probes"], "range": None}
+        section["plots"] = o == outs[0]
     return finish(layout, report)
 
 
