@@ -207,7 +207,8 @@ def tensor_signature(cfg: dict[str, Any], ref: dict[str, np.ndarray], report: di
                        "observed_min": ref[f"observed_min/{name}"].tolist(),
                        "observed_max": ref[f"observed_max/{name}"].tolist()})
     outputs = []
-    for name, section in report["outputs"].items():
+    for name in (str(n) for n in ref["output_names"]):  # the model's order (the report's JSON sorts its keys)
+        section = report["outputs"][name]
         labels = [str(v) for v in ref[f"labels/{name}"]] or None
         names = labels or [str(t) for t in ref[f"target_names/{name}"]]
         outputs.append({"name": name, "shape": (len(names),), "names": names, "task": section["task"],
