@@ -250,6 +250,9 @@ def test_a_recurrent_model_of_several_inputs_is_unrolled_for_tflite_and_bound_by
     unrolled = keras3_savedmodel.write_savedmodel(clone, tmp_path / "unrolled", ins, outs)
     onnx_model, _ = onnx_export.convert(saved, ins, outs, 17, 8, unrolled=unrolled)
     assert "Loop" not in {n.op_type for n in onnx_model.graph.node}
+    # Variables only (no Normalization): tf2onnx's own path, which lists a dict's outputs sorted (xa, yb).
+    g = onnx_model.graph
+    assert ([i.name for i in g.input], [o.name for o in g.output]) == (["zseq", "aextra"], ["yb", "xa"])
     (tmp_path / "m.onnx").write_bytes(onnx_model.SerializeToString())
     (tmp_path / "m.tflite").write_bytes(tflite_export.convert(unrolled))
     want = keras_outputs(model, feed)
