@@ -236,6 +236,8 @@ def _relations(cfg: dict[str, Any], path) -> None:
     if len(given) > 1:
         refuse(f"model.{given[1]}", "expected at most one of model.builder, model.file and model.layers, got "
                + " and ".join("model." + k for k in given))
+    if "outputs" in task:
+        _per_output_relations(cfg, refuse)
     is_csv = data["file"].lower().endswith(".csv")
     if is_csv and data["target"] is None:
         refuse("data.target", "missing (a CSV needs the name of the column to predict)")
@@ -267,7 +269,7 @@ def _relations(cfg: dict[str, Any], path) -> None:
                "expected verify.oracle and verify.oracle_range together (the oracle labels rows it generates "
                "over that range)")
     if "outputs" in task:
-        _per_output_relations(cfg, refuse)
+        pass  # checked above (_per_output_relations)
     elif task["kind"] == "regression":
         for key, section in (("labels", "task"), ("min_accuracy", "verify")):
             if cfg[section][key] is not None:
