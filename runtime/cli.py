@@ -70,7 +70,8 @@ def _parser() -> argparse.ArgumentParser:
                          "or one example's features")
     pr.add_argument("--input", metavar="FILE",
                     help="examples from FILE ('-': stdin): CSV rows of numbers (a header row is skipped), "
-                         "JSON lines (one example a line, a nested or flat array), or .npy of shape (n, *shape)")
+                         "JSON lines (one example a line, a nested or flat array), .npy of shape (n, *shape), or "
+                         ".npz of one array per input, named as the input (a model of several inputs: .npz only)")
     pr.add_argument("--json", action="store_true",
                     help="print a JSON object instead of lines (outputs, labels, counts outside the observed range; "
                          "a one-feature model: its input and output under their names)")

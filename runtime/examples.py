@@ -1,10 +1,12 @@
 """`predict --input FILE`: the examples in a file, as one batch for the model. numpy + stdlib.
 
-Three formats, told apart by their content: ``.npy`` (numpy's own format, recognised by its
-magic bytes; an array (n, *shape), read without pickles), JSON lines (a line that starts with
-``[`` is one example, nested as the example or flat) and CSV rows of numbers (one example a
-row: its features, flat, in signature order; a first row with no number in it is a header
-and skipped). Blank lines are skipped. The values' bounds are checked by the runner after.
+Four formats, told apart by their content: ``.npz`` (``numpy.savez``'s zip of arrays, one per
+input named as the input: the one format of a model of several inputs; ``read_npz``),
+``.npy`` (numpy's own format, recognised by its magic bytes; an array (n, *shape), read
+without pickles), JSON lines (a line that starts with ``[`` is one example, nested as the
+example or flat) and CSV rows of numbers (one example a row: its features, flat, in signature
+order; a first row with no number in it is a header and skipped). Blank lines are skipped.
+The values' bounds are checked by the runner after.
 """
 
 from __future__ import annotations

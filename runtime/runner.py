@@ -82,7 +82,9 @@ class Runner:
     of one value in and one value out (the tutorial's, and every bundle made before
     signatures) takes the scalar fast path: ``predict`` takes numbers and returns (n,).
     Any other takes a batch (n, *shape) or one example (*shape) and returns what Keras
-    returns. A context manager: leaving the ``with`` block releases the onnxruntime session.
+    returns. A model of several inputs or outputs (``self.multi``; docs/runtime.md) takes and
+    gives dicts of arrays by tensor name. A context manager: leaving the ``with`` block
+    releases the onnxruntime session.
     """
 
     def __init__(self, bundle: Path, manifest: dict[str, Any], session, threads: int,

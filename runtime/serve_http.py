@@ -298,7 +298,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
             return self._json(400, e.doc, label)
         except InputError as e:
             return self._json(400, codec.refused(e), label)
-        self._count_outside(model, x)
+        self._count_outside_multi(model, x)
         answer, json_length = serve_v2.encode_infer_multi(sig, model.sha256, y, outputs, request_id)
         n = next(iter(x.values())).shape[0]
         if json_length is None:
@@ -307,18 +307,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
                    values=n)
 
     def _count_outside(self, model, x) -> None:
-        """Count the valid batch ``x``'s values outside the observed range, per feature, in /metrics.
-        A model of several inputs: ``x`` by input name, each feature counted as ``<input>.<feature>``."""
-        if model.signature.multi:
-            counts = {}
-            for t in model.signature.inputs:
-                checker = model.runner.checkers[t.name]
-                if checker.obs_lo is not None:
-                    c = checker.outside_observed(x[t.name])
-                    counts.update({f"{t.name}.{t.features[j]}": int(c[j]) for j in c.nonzero()[0].tolist()})
-            if counts:
-                self.server.metrics.outside_observed(counts)
-            return
+        """Count the valid batch ``x``'s values outside the observed range, per feature, in /metrics."""
         checker = model.checker
         if checker.obs_lo is None:
             return
@@ -326,6 +315,18 @@ class Handler(http.server.BaseHTTPRequestHandler):
         if counts.any():
             features = model.signature.features
             self.server.metrics.outside_observed({features[j]: int(counts[j]) for j in counts.nonzero()[0].tolist()})
+
+    def _count_outside_multi(self, model, x: dict) -> None:
+        """``_count_outside`` for a model of several inputs: ``x`` by input name, each feature
+        counted as ``<input>.<feature>``."""
+        counts = {}
+        for t in model.signature.inputs:
+            checker = model.runner.checkers[t.name]
+            if checker.obs_lo is not None:
+                c = checker.outside_observed(x[t.name])
+                counts.update({f"{t.name}.{t.features[j]}": int(c[j]) for j in c.nonzero()[0].tolist()})
+        if counts:
+            self.server.metrics.outside_observed(counts)
 
     def _authorized(self) -> bool:
         token = self.server.token
@@ -347,8 +348,6 @@ class Handler(http.server.BaseHTTPRequestHandler):
                                               sig.features[0] if sig.named_scalar else None)
         except codec.BadRequest as e:
             return self._json(400, e.doc, "/predict")
-        if sig.multi:
-            return self._predict_multi(model, values)
         try:
             if key != "inputs":  # a named scalar model's own request (the tutorial's {"celsius": ...}), on the scalar path
                 y = runner.predict(values)
@@ -356,6 +355,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
                     self._count_outside(model, np.asarray(values, dtype=np.float32).reshape(-1, 1))
                 return self._send(200, codec.encode(y, model.sha256, sig.output_names[0]), "/predict",
                                   "application/json", values=count)
+            if sig.multi:
+                return self._predict_multi(model, values)
             x, y, single = runner.answer(values)
         except InputError as e:
             return self._json(400, codec.refused(e), "/predict")
@@ -365,13 +366,20 @@ class Handler(http.server.BaseHTTPRequestHandler):
                    values=x.shape[0])
 
     def _predict_multi(self, model, values) -> None:
-        """POST /predict for a model of several inputs or outputs: {"inputs": {name: ...}}."""
+        """POST /predict for a model of several inputs or outputs: {"inputs": {name: ...}}, the
+        values of every input counted against --max-values."""
         runner = model.runner
+        if isinstance(values, dict):
+            count = sum(map(codec.count_values, values.values()))
+            limit = self.server.limits.max_values
+            if count > limit:
+                return self._json(400, {"error": f"input: {count} values, at most {limit} per request (--max-values)"},
+                                  "/predict")
         try:
             x, y, single = runner.answer(values)
         except InputError as e:
             return self._json(400, codec.refused(e), "/predict")
-        self._count_outside(model, x)
+        self._count_outside_multi(model, x)
         labels = {t.name: runner.labels_of(y[t.name], t.name) for t in model.signature.outputs if t.labels is not None}
         self._send(200, codec.encode_multi(y, single, labels, model.sha256), "/predict", "application/json",
                    values=next(iter(x.values())).shape[0])

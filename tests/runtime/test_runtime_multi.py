@@ -421,7 +421,10 @@ def test_serve_predict_answers_one_output_per_name(server, multi):
     for body, error in bad:
         status, doc = call_json(server, "POST", "/predict", body)
         assert status == 400 and doc["error"] == error, doc
+    status, doc = call_json(server, "POST", "/predict", {"inputs": {**one, "readings": [-20, 1000, 50]}})
+    assert status == 200  # t = -20: valid (from -50) but outside the observed range (from -10): counted
     status, _, metrics = call(server, "GET", "/metrics")
+    assert b'edge_inputs_outside_observed_total{feature="readings.t"} 1' in metrics
     assert b'edge_inputs_outside_observed_total{feature="readings.p"} 0' in metrics
     status, doc = call_json(server, "GET", "/info")
     assert [t["name"] for t in doc["signature"]["inputs"]] == ["image", "readings"]
