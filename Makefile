@@ -39,10 +39,10 @@ sq           = '$(subst ','\'',$(1))'
 newer        = for t in $(1); do for p in $(2); do [ "$$t" -nt "$$p" ] || exit 1; done; done
 SSH_KEYGEN  := $${EDGE_SSH_KEYGEN:-ssh-keygen}
 
-COMMON_SRC  := pipeline/__main__.py pipeline/config.py pipeline/checks.py pipeline/errors.py pipeline/fsutil.py pipeline/quiet.py pipeline/lock.py pipeline/layout.py pipeline/dataset.py pipeline/probes.py pipeline/userfile.py export/errors.py export/formats.py
+COMMON_SRC  := pipeline/__main__.py pipeline/config.py pipeline/checks.py pipeline/errors.py pipeline/fsutil.py pipeline/quiet.py pipeline/lock.py pipeline/layout.py pipeline/dataset.py pipeline/tensor_data.py pipeline/probes.py pipeline/userfile.py export/errors.py export/formats.py
 TRAIN_SRC   := $(COMMON_SRC) pipeline/train.py pipeline/keras_model.py export/tfenv.py export/recurrent.py
 EXPORT_SRC  := $(COMMON_SRC) pipeline/export_stage.py pipeline/tflite_worker.py pipeline/keras_model.py pipeline/reference.py $(wildcard export/*.py) runtime/manifest.py runtime/errors.py
-VERIFY_SRC  := $(COMMON_SRC) pipeline/verify.py pipeline/engine.py pipeline/reference.py pipeline/numerics.py pipeline/runners.py pipeline/report.py pipeline/bundle_model.py export/variants.py export/tfenv.py runtime/manifest.py runtime/errors.py
+VERIFY_SRC  := $(COMMON_SRC) pipeline/verify.py pipeline/verify_tensors.py pipeline/engine.py pipeline/reference.py pipeline/numerics.py pipeline/runners.py pipeline/report.py pipeline/bundle_model.py export/variants.py export/tfenv.py runtime/manifest.py runtime/errors.py
 BUNDLE_SRC  := $(COMMON_SRC) pipeline/bundle.py pipeline/signing.py pipeline/bundle_model.py pipeline/reference.py export/onnx_export.py export/onnx_fuse.py export/keras3_savedmodel.py export/tfenv.py $(wildcard runtime/*.py runtime/systemd/edge-model.*) runtime/requirements.txt
 
 .PHONY: all venv config train export verify bundle keys lint test test-fast runtime-check bench bench-quick pi-check deploy fleet-status rollback publish clean distclean help
