@@ -37,6 +37,7 @@ from .errors import EXIT_CHECK_FAILED
 from .serve_http import Limits, ServeError, Server, accept_loop, drain, listening_socket, log
 from .serve_metrics import Metrics
 from .serve_state import Model, ModelState, check_and_load  # noqa: F401 - Model: re-exported
+from .signature import MultiSignature
 
 
 def notify(message: str) -> None:
@@ -101,7 +102,7 @@ class Watchdog:
             return f"the accept loop has not gone round for {still:.1f} s"
         model = self.models.snapshot.model  # one read, as a request reads it
         sig = model.signature
-        if sig.multi:
+        if isinstance(sig, MultiSignature):  # zeros of one example per input, by name
             model.runner.predict_unchecked({t.name: np.zeros((1, *t.shape), dtype=np.float32) for t in sig.inputs})
         else:
             model.runner.predict_unchecked(np.zeros((1, *sig.shape), dtype=np.float32))

@@ -513,3 +513,16 @@ def test_v2_bad_multi_requests_are_400_naming_the_tensor(server):
                                                       "binary_data_size of inputs[1]"), head
     status, doc = call_json(server, "GET", "/v2/health/live")
     assert status == 200
+
+
+def test_the_watchdogs_proof_runs_zeros_of_one_example_per_input(runner):
+    import time
+    import types
+
+    from runtime import serve
+
+    model = types.SimpleNamespace(runner=runner, signature=runner.signature)
+    models = types.SimpleNamespace(snapshot=types.SimpleNamespace(model=model))
+    loop = types.SimpleNamespace(is_alive=lambda: True)
+    w = serve.Watchdog(20.0, models, types.SimpleNamespace(turned=time.monotonic()), loop)
+    assert w.proof() is None  # the real runner answered {"image": zeros, "readings": zeros}
