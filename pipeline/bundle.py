@@ -249,9 +249,9 @@ def build_tensor_files(cfg: dict[str, Any], layout: Layout, report: dict[str, An
         "model.onnx": model_bytes,
         "golden.json": (json.dumps(golden) + "\n").encode(),
         "README.md": BUNDLE_README.format(
-            name=name, task="several-tensor", shape=f"by name: {inputs}", features="each input's features",
-            out_shape="by name: " + ", ".join(f"{o.name} ({o.task}, {', '.join(o.labels or o.names or [])})"
-                                               for o in sig.outputs), labels="",
+            name=name, task=f"{len(sig.inputs)}-input, {len(sig.outputs)}-output", shape=inputs,
+            features="each bound by name", labels="",
+            out_shape=", ".join(f"{o.name} ({o.task}: {', '.join(o.labels or o.names or [])})" for o in sig.outputs),
             predict="python -m runtime predict --input rows.npz --json   # one array per input, by name",
             body='{"inputs": {"<input name>": [...], ...}}').encode(),
         **_runtime_files(),

@@ -129,9 +129,7 @@ def _export(cfg: dict[str, Any], layout: Layout, ds, worker, model, kind: str | 
         # Every tensor named as the Keras model (and the data) names it, and bound by that name.
         names = keras3_savedmodel.tensor_names(model)
         calibration = probes.calibration_feeds(cfg, ds)
-
-        def keras_outputs_of(m, x):
-            return keras_model.outputs_of(m, x)
+        keras_outputs_of = keras_model.outputs_of
 
         def reference_of(m):
             return reference.tensor_arrays(cfg, ds, lambda x: tensor_outputs(m, x), sha256_file(layout.model_keras),
