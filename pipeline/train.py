@@ -119,6 +119,36 @@ def validation_scores(model, ds, metric: str) -> tuple[float, float]:
     return loss, float(score)
 
 
+def came_trained(cfg: dict[str, Any], layout: Layout, model, base: dict[str, Any], kind) -> tuple[dict[str, Any], Any]:
+    """A trained ``model.file``, checked against the data: copied as it is to model.keras, with a
+    history saying so (``kind``: its output kind, or one per output)."""
+    fsutil.write_bytes(layout.model_keras, Path(cfg["model"]["file"]).read_bytes())
+    history = {**base, "came_trained": True, "source": cfg["model"]["file"], "loss": [], "epochs": 0,
+               "output_kind": kind, "train_seconds": 0.0, "parameters": int(model.count_params())}
+    fsutil.write_json(layout.history, history)
+    return history, model
+
+
+def check_finite(losses: list[float]) -> None:
+    """VerificationFailed naming the first epoch whose loss is not finite."""
+    if not np.all(np.isfinite(losses)):
+        bad = int(np.argmax(~np.isfinite(losses)))
+        raise VerificationFailed(f"train: loss became {losses[bad]} at epoch {bad + 1} "
+                                 "(expected finite; lower train.learning_rate or check the data's scale)")
+
+
+def saved(layout: Layout, model, history: dict[str, Any], plot: bool) -> tuple[dict[str, Any], Any]:
+    """Save the trained model and its history (and draw loss.png with ``plot``); return both."""
+    with fsutil.atomic_path(layout.model_keras) as tmp:
+        model.save(tmp)
+    fsutil.write_json(layout.history, history)
+    if plot:
+        from .plots import plot_loss
+
+        plot_loss(history, layout.loss_png)
+    return history, model
+
+
 def run(cfg: dict[str, Any], layout: Layout, plot: bool = True, ds=None) -> tuple[dict[str, Any], Any]:
     """Train and write the stage's outputs; return the history (a summary for the console) and
     the model, as saved (export may take it from here rather than load it again).
@@ -136,12 +166,7 @@ def run(cfg: dict[str, Any], layout: Layout, plot: bool = True, ds=None) -> tupl
     base = {"task": ds.task, "rows": {"train": int(len(ds.x_train)), "validation": int(len(ds.x_val))}}
     if cfg["model"].get("file"):
         model = keras_model.load_trained(cfg["model"]["file"], ds)
-        kind = keras_model.output_kind(model, ds)
-        fsutil.write_bytes(layout.model_keras, Path(cfg["model"]["file"]).read_bytes())
-        history = {**base, "came_trained": True, "source": cfg["model"]["file"], "loss": [], "epochs": 0,
-                   "output_kind": kind, "train_seconds": 0.0, "parameters": int(model.count_params())}
-        fsutil.write_json(layout.history, history)
-        return history, model
+        return came_trained(cfg, layout, model, base, keras_model.output_kind(model, ds))
     model = keras_model.compose(cfg, ds)
     kind = keras_model.output_kind(model, ds)
     keras_model.compile_for(cfg, model, ds, kind)
@@ -160,10 +185,7 @@ def run(cfg: dict[str, Any], layout: Layout, plot: bool = True, ds=None) -> tupl
         h = {k: [float(v) for v in vs] for k, vs in fit.history.items()}
         h.update(val.history)
     seconds = time.perf_counter() - t0
-    if not np.all(np.isfinite(h["loss"])):
-        bad = int(np.argmax(~np.isfinite(h["loss"])))
-        raise VerificationFailed(f"train: loss became {h['loss'][bad]} at epoch {bad + 1} "
-                                 "(expected finite; lower train.learning_rate or check the data's scale)")
+    check_finite(h["loss"])
     loss_name = model.loss.name if hasattr(model.loss, "name") else str(t["loss"])
     history = {
         **base,
@@ -184,14 +206,7 @@ def run(cfg: dict[str, Any], layout: Layout, plot: bool = True, ds=None) -> tupl
         "steps": steps(t, len(ds.x_train)),
         "batch_norm": batch_norm_layers(model),
     }
-    with fsutil.atomic_path(layout.model_keras) as tmp:
-        model.save(tmp)
-    fsutil.write_json(layout.history, history)
-    if plot:
-        from .plots import plot_loss
-
-        plot_loss(history, layout.loss_png)
-    return history, model
+    return saved(layout, model, history, plot)
 
 
 def run_tensors(cfg: dict[str, Any], layout: Layout, ds, plot: bool = True) -> tuple[dict[str, Any], Any]:
@@ -199,7 +214,7 @@ def run_tensors(cfg: dict[str, Any], layout: Layout, ds, plot: bool = True) -> t
     on dicts by tensor name, one loss per output (their sum is the loss); ``batch_size = "all"``
     is one full-batch step per epoch. The history records, per output, its metric on the training
     rows (as fit measured it) and on the validation rows after each epoch."""
-    tf, keras = tensorflow()
+    _, keras = tensorflow()
     t = cfg["train"]
     first = ds.outputs[0].name
     n_train, n_val = len(ds.y_train[first]), len(ds.y_val[first])
@@ -207,12 +222,7 @@ def run_tensors(cfg: dict[str, Any], layout: Layout, ds, plot: bool = True) -> t
             "inputs": ds.input_names, "outputs": ds.output_names}
     if cfg["model"].get("file"):
         model = keras_model.load_trained(cfg["model"]["file"], ds)
-        kinds = keras_model.output_kinds(model, ds)
-        fsutil.write_bytes(layout.model_keras, Path(cfg["model"]["file"]).read_bytes())
-        history = {**base, "came_trained": True, "source": cfg["model"]["file"], "loss": [], "epochs": 0,
-                   "output_kind": kinds, "train_seconds": 0.0, "parameters": int(model.count_params())}
-        fsutil.write_json(layout.history, history)
-        return history, model
+        return came_trained(cfg, layout, model, base, keras_model.output_kinds(model, ds))
     model = keras_model.compose_tensors(cfg, ds)
     kinds = keras_model.output_kinds(model, ds)
     keras_model.compile_tensors(cfg, model, ds, kinds)
@@ -232,10 +242,7 @@ def run_tensors(cfg: dict[str, Any], layout: Layout, ds, plot: bool = True) -> t
                     else t["batch_size"], shuffle=True, verbose=0, callbacks=[Validation()])
     seconds = time.perf_counter() - t0
     h = {k: [float(v) for v in vs] for k, vs in fit.history.items()}
-    if not np.all(np.isfinite(h["loss"])):
-        bad = int(np.argmax(~np.isfinite(h["loss"])))
-        raise VerificationFailed(f"train: loss became {h['loss'][bad]} at epoch {bad + 1} "
-                                 "(expected finite; lower train.learning_rate or check the data's scale)")
+    check_finite(h["loss"])
     history = {
         **base,
         "came_trained": False,
@@ -254,11 +261,4 @@ def run_tensors(cfg: dict[str, Any], layout: Layout, ds, plot: bool = True) -> t
         "steps": steps(t, n_train),
         "batch_norm": batch_norm_layers(model),
     }
-    with fsutil.atomic_path(layout.model_keras) as tmp:
-        model.save(tmp)
-    fsutil.write_json(layout.history, history)
-    if plot:
-        from .plots import plot_loss
-
-        plot_loss(history, layout.loss_png)
-    return history, model
+    return saved(layout, model, history, plot)
