@@ -571,6 +571,19 @@ def _check_golden_examples(g: dict[str, Any], data: dict[str, Any], runner: Runn
                           f"got shape {want.shape}")
     got, want = got.reshape(n, -1), want.reshape(n, -1).astype(np.float64)
     atol, rtol = g["atol"], g["rtol"]
+    err = _golden_within(g["file"], got, want, atol, rtol)
+    detail = f"{n} golden examples, {err.size} outputs within atol {atol:g} + rtol {rtol:g} (max abs err {err.max():.3g})"
+    if g.get("labels_equal"):
+        if runner.labels is None:
+            raise BundleError(f"{g['file']} | labels_equal is set but the model is not a classification")
+        _golden_labels(g["file"], got, want, runner.labels)
+        detail += f", {n} labels equal"
+    return detail
+
+
+def _golden_within(file: str, got: np.ndarray, want: np.ndarray, atol: float, rtol: float, what: str = "") -> np.ndarray:
+    """|got - want| (n, k), float64; BundleError naming the worst value beyond atol + rtol * |want|
+    (``what``: "output 'name': " before the line's figures, for a model of several outputs)."""
     err = np.abs(got - want)
     allowed = atol + rtol * np.abs(want)
     bad = ~(err <= allowed)
@@ -578,21 +591,20 @@ def _check_golden_examples(g: dict[str, Any], data: dict[str, Any], runner: Runn
         excess = np.where(bad, err - allowed, -np.inf)
         i, k = np.unravel_index(int(np.argmax(np.where(np.isnan(excess), np.inf, excess))), bad.shape)
         raise BundleError(
-            f"{g['file']} | {int(bad.sum())} of {bad.size} golden outputs differ: worst at input[{i}] "
+            f"{file} | {what}{int(bad.sum())} of {bad.size} golden outputs differ: worst at input[{i}] "
             f"output[{k}], got {got[i, k]!r}, expected {want[i, k]!r} {_TOLERANCE.format(atol=atol, rtol=rtol)}"
         )
-    detail = f"{n} golden examples, {bad.size} outputs within atol {atol:g} + rtol {rtol:g} (max abs err {err.max():.3g})"
-    if g.get("labels_equal"):
-        if runner.labels is None:
-            raise BundleError(f"{g['file']} | labels_equal is set but the model is not a classification")
-        got_l, want_l = got.argmax(axis=1), want.argmax(axis=1)
-        differ = np.flatnonzero(got_l != want_l)
-        if differ.size:
-            i = int(differ[0])
-            raise BundleError(f"{g['file']} | {differ.size} of {n} golden labels differ: first at input[{i}], "
-                              f"got {runner.labels[got_l[i]]!r}, expected {runner.labels[want_l[i]]!r}")
-        detail += f", {n} labels equal"
-    return detail
+    return err
+
+
+def _golden_labels(file: str, got: np.ndarray, want: np.ndarray, labels: list[str], what: str = "") -> None:
+    """BundleError naming the first golden example whose label (its largest output) differs."""
+    got_l, want_l = got.argmax(axis=1), want.argmax(axis=1)
+    differ = np.flatnonzero(got_l != want_l)
+    if differ.size:
+        i = int(differ[0])
+        raise BundleError(f"{file} | {what}{differ.size} of {len(got)} golden labels differ: first at input[{i}], "
+                          f"got {labels[got_l[i]]!r}, expected {labels[want_l[i]]!r}")
 
 
 def _check_golden_multi(g: dict[str, Any], data: Any, runner: Runner) -> str:
@@ -628,24 +640,10 @@ def _check_golden_multi(g: dict[str, Any], data: Any, runner: Runner) -> str:
             raise BundleError(f"{file} | outputs.{t.name}: expected {got.size} values ({n} x {t.shape}), "
                               f"got shape {want.shape}")
         want = want.reshape(n, -1).astype(np.float64)
-        err = np.abs(got - want)
-        allowed = atol + rtol * np.abs(want)
-        bad = ~(err <= allowed)
-        if bad.any():
-            excess = np.where(bad, err - allowed, -np.inf)
-            i, k = np.unravel_index(int(np.argmax(np.where(np.isnan(excess), np.inf, excess))), bad.shape)
-            raise BundleError(
-                f"{file} | output {t.name!r}: {int(bad.sum())} of {bad.size} golden outputs differ: worst at "
-                f"input[{i}] output[{k}], got {got[i, k]!r}, expected {want[i, k]!r} "
-                f"{_TOLERANCE.format(atol=atol, rtol=rtol)}")
-        max_err, total = max(max_err, float(err.max())), total + bad.size
+        err = _golden_within(file, got, want, atol, rtol, f"output {t.name!r}: ")
+        max_err, total = max(max_err, float(err.max())), total + err.size
         if g.get("labels_equal") and t.labels is not None:
-            got_l, want_l = got.argmax(axis=1), want.argmax(axis=1)
-            differ = np.flatnonzero(got_l != want_l)
-            if differ.size:
-                i = int(differ[0])
-                raise BundleError(f"{file} | output {t.name!r}: {differ.size} of {n} golden labels differ: first at "
-                                  f"input[{i}], got {t.labels[got_l[i]]!r}, expected {t.labels[want_l[i]]!r}")
+            _golden_labels(file, got, want, t.labels, f"output {t.name!r}: ")
     detail = (f"{n} golden examples, {total} outputs of {len(sig.outputs)} tensors within atol {atol:g} + "
               f"rtol {rtol:g} (max abs err {max_err:.3g})")
     if g.get("labels_equal"):

@@ -280,11 +280,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
         except InputError as e:
             return self._json(400, codec.refused(e), label)
         self._count_outside(model, x)
-        answer, json_length = serve_v2.encode_infer(sig, model.sha256, y, request_id, binary)
-        if json_length is None:
-            return self._send(200, answer, label, "application/json", values=x.shape[0])
-        self._send(200, answer, label, "application/octet-stream", headers={serve_v2.HEADER_LENGTH: json_length},
-                   values=x.shape[0])
+        self._send_infer(label, *serve_v2.encode_infer(sig, model.sha256, y, request_id, binary), x.shape[0])
 
     def _v2_infer_multi(self, label: str, model, body: bytes) -> None:
         """POST .../infer for a model of several inputs or outputs: one tensor per input by name,
@@ -300,7 +296,11 @@ class Handler(http.server.BaseHTTPRequestHandler):
             return self._json(400, codec.refused(e), label)
         self._count_outside_multi(model, x)
         answer, json_length = serve_v2.encode_infer_multi(sig, model.sha256, y, outputs, request_id)
-        n = next(iter(x.values())).shape[0]
+        self._send_infer(label, answer, json_length, next(iter(x.values())).shape[0])
+
+    def _send_infer(self, label: str, answer: bytes, json_length, n: int) -> None:
+        """A v2 inference answer of ``n`` examples: JSON, or (``json_length``, the binary tensor data
+        extension) its JSON part followed by the tensors' bytes."""
         if json_length is None:
             return self._send(200, answer, label, "application/json", values=n)
         self._send(200, answer, label, "application/octet-stream", headers={serve_v2.HEADER_LENGTH: json_length},
