@@ -58,8 +58,13 @@ class Dataset:
 
     def observed_range(self) -> tuple[np.ndarray, np.ndarray]:
         """Per feature (flattened, C order), the training rows' min and max (float64 arrays)."""
-        flat = self.x_train.reshape(len(self.x_train), -1).astype(np.float64)
-        return flat.min(axis=0), flat.max(axis=0)
+        return observed_range(self.x_train)
+
+
+def observed_range(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per feature of the rows ``x`` (n, ...), flattened in C order, their min and max (float64)."""
+    flat = x.reshape(len(x), -1).astype(np.float64)
+    return flat.min(axis=0), flat.max(axis=0)
 
 
 @dataclass

@@ -42,14 +42,15 @@ class Outputs:
     speed: dict[str, float] | None = None  # p50_batch_1_us, rows_per_s_large_batch (None: Keras)
 
 
-def batch_1_p50_us(runner, one: np.ndarray) -> float:
-    """The median batch-1 latency in its own runtime, Python call included, in microseconds."""
+def batch_1_p50_us(call) -> float:
+    """The median latency of ``call()`` (a model run on one row, in its own runtime, Python call
+    included), in microseconds."""
     for _ in range(50):  # warm up: first calls pay for allocations and caches
-        runner.run(one)
+        call()
     times = []
     for _ in range(500):
         t = time.perf_counter()
-        runner.run(one)
+        call()
         times.append(time.perf_counter() - t)
     return float(np.median(times) * 1e6)
 
@@ -61,7 +62,8 @@ def run_model(name: str, runner, x: np.ndarray, large: int) -> Outputs:
     y_large = runner.run(x_large)
     large_s = time.perf_counter() - t
     y1 = runner.run_each(x)
-    speed = {"p50_batch_1_us": batch_1_p50_us(runner, x[:1]), "rows_per_s_large_batch": large / large_s}
+    one = x[:1]
+    speed = {"p50_batch_1_us": batch_1_p50_us(lambda: runner.run(one)), "rows_per_s_large_batch": large / large_s}
     return Outputs(name, y1, y_large, speed)
 
 

@@ -92,8 +92,7 @@ class InputView:
 
     def observed_range(self) -> tuple[np.ndarray, np.ndarray]:
         """Per feature (flattened, C order), the training rows' min and max (float64 arrays)."""
-        flat = self.x_train.reshape(len(self.x_train), -1).astype(np.float64)
-        return flat.min(axis=0), flat.max(axis=0)
+        return D.observed_range(self.x_train)
 
 
 def applies(cfg: dict[str, Any]) -> bool:

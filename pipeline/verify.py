@@ -106,6 +106,16 @@ def run(cfg: dict[str, Any], layout: Layout) -> dict[str, Any]:
         "parity": {fmt: results[f"{fmt}-fp32"]["parity"] for fmt in FORMATS},
         "accuracy": accuracy,
         "baseline": baseline,
+        **shared_report(cfg, layout, ref, results, training, chosen),
+    }
+    return finish(layout, report)
+
+
+def shared_report(cfg: dict[str, Any], layout: Layout, ref: dict[str, np.ndarray], results: dict[str, Any],
+                  training: dict[str, Any], chosen: dict[str, Any] | None) -> dict[str, Any]:
+    """The report's keys beside its figures: every model's result, the graph pass, training, the
+    bundle's model, the files and config it speaks for, the tool versions."""
+    return {
         "variants": results,
         "graph_pass": _json(layout.variants_index, "export").get("graph_pass"),
         "training": training,
@@ -115,7 +125,6 @@ def run(cfg: dict[str, Any], layout: Layout) -> dict[str, Any]:
         "config_sha256": config_hash(cfg),
         "versions": report_mod.versions(),
     }
-    return finish(layout, report)
 
 
 def plot_data(layout: Layout, judge: Judge, results: dict[str, Any], val_outputs: dict[str, np.ndarray]) -> None:

@@ -19,12 +19,11 @@ import numpy as np
 
 from . import bundle_model, reference
 from . import report as report_mod
-from .config import config_hash
-from .engine import Judge, Outputs
+from .engine import Judge, Outputs, batch_1_p50_us
 from .layout import Layout
 from .numerics import tiled
 from .runners import open_runner
-from .verify import FORMATS, _json, finish, model_files, models, plot_data
+from .verify import FORMATS, finish, models, plot_data, shared_report
 
 
 def output_cfg(cfg: dict[str, Any], ref: dict[str, np.ndarray], name: str) -> dict[str, Any]:
@@ -41,14 +40,7 @@ def run_feeds(name: str, runner, feeds: dict[str, np.ndarray], large: int) -> tu
     large_s = time.perf_counter() - t
     y1 = runner.infer_each(feeds)
     one = {k: v[:1] for k, v in feeds.items()}
-    for _ in range(50):  # warm up, as engine.batch_1_p50_us
-        runner.infer(one)
-    times = []
-    for _ in range(500):
-        t = time.perf_counter()
-        runner.infer(one)
-        times.append(time.perf_counter() - t)
-    speed = {"p50_batch_1_us": float(np.median(times) * 1e6), "rows_per_s_large_batch": large / large_s}
+    speed = {"p50_batch_1_us": batch_1_p50_us(lambda: runner.infer(one)), "rows_per_s_large_batch": large / large_s}
     return {o: Outputs(name, y1[o], y_large[o], speed) for o in y1}, speed
 
 
@@ -118,14 +110,7 @@ def run(cfg: dict[str, Any], layout: Layout) -> dict[str, Any]:
         "probes": {"groups": groups, "large_batch": large,
                    "range_rows": int(next(iter(judges.values())).in_range.sum()),
                    "features": int(sum(np.prod(ref[f"input_shape/{i}"]) for i in ins))},
-        "variants": results,
-        "graph_pass": _json(layout.variants_index, "export").get("graph_pass"),
-        "training": training,
-        "bundle": chosen,
-        "files": model_files(layout, chosen),
-        "keras_sha256": str(ref["keras_sha256"]),
-        "config_sha256": config_hash(cfg),
-        "versions": report_mod.versions(),
+        **shared_report(cfg, layout, ref, results, training, chosen),
     }
     for o, section in sections.items():  # what a one-output report's renderer reads beside its own figures
         section["probes"] = {**report["probes"], "range": None}
