@@ -224,26 +224,15 @@ def build_tensor_files(cfg: dict[str, Any], layout: Layout, report: dict[str, An
     """``build_files`` for a model of several inputs or outputs: the signature lists every tensor,
     the golden data holds each input's rows and each output's Keras values by name, and what
     verify measured is recorded per output."""
-    from export.onnx_export import describe
-
     sig = tensor_signature(cfg, ref, report)
     sig_dict = sig.to_dict()
-    budget = chosen["budget"]
-    idx = golden_tensor_rows(cfg, ref, sig, extremes=budget is None)
-    golden_spec: dict[str, Any] = {"file": "golden.json"}
-    classes = any(o.task == "classification" for o in sig.outputs)
-    if budget is None:
-        tol = cfg["verify"]["onnx"]
-        golden_spec.update(atol=tol["atol"], rtol=tol["rtol"], labels_equal=classes)
-    else:  # as build_files: the variant's parity budget, else twice its largest measured difference
-        measured = max(p["range"]["max_abs_err"] for p in chosen["parity"].values())
-        atol = budget["parity"] if budget.get("parity") is not None else max(2 * measured, 1e-6)
-        golden_spec.update(atol=atol, rtol=0.0, labels_equal=False)
+    idx = golden_tensor_rows(cfg, ref, sig, extremes=chosen["budget"] is None)
+    golden_spec = _golden_spec(cfg, chosen, any(o.task == "classification" for o in sig.outputs),
+                               lambda: max(p["range"]["max_abs_err"] for p in chosen["parity"].values()))
     golden = {"inputs": {i.name: ref[f"x/{i.name}"][idx].tolist() for i in sig.inputs},
               "outputs": {o.name: ref[f"keras_y/{o.name}"][idx].tolist() for o in sig.outputs}}
     name = cfg["bundle"]["name"]
-    d = describe(__import__("onnx").load_from_string(model_bytes))
-    opset, ir = d["opset_imports"]["ai.onnx"], d["ir_version"]
+    io_spec, opset, ir = _onnx_spec(model_bytes)
     inputs = ", ".join(f"{i.name} {tuple(i.shape)}" for i in sig.inputs)
     files = {
         "model.onnx": model_bytes,
@@ -256,36 +245,76 @@ def build_tensor_files(cfg: dict[str, Any], layout: Layout, report: dict[str, An
             body='{"inputs": {"<input name>": [...], ...}}').encode(),
         **_runtime_files(),
     }
-    per = report["outputs"]
+    measured = {k: {o: _measured(v) for o, v in chosen[k].items()} for k in ("parity", "accuracy") if k in chosen}
+    verify = {"task": "tensors", "outputs": {o: _figures(r) for o, r in report["outputs"].items()}}
+    files.update(_manifest(cfg, ref, report, chosen, files, io_spec, opset, ir, measured, sig_dict,
+                           manifest_mod.legacy_valid_input(None, None), golden_spec, verify, epoch))
+    return files
+
+
+def _golden_spec(cfg: dict[str, Any], chosen: dict[str, Any], classification: bool, measured) -> dict[str, Any]:
+    """golden.json's entry in the manifest: its tolerances for the chosen model (``measured()``:
+    the largest difference verify measured between a variant and Keras over the working range)."""
+    spec: dict[str, Any] = {"file": "golden.json"}
+    budget = chosen["budget"]
+    if budget is None:  # float32: Keras's outputs, held to float32 rounding (verify.onnx's tolerances)
+        tol = cfg["verify"]["onnx"]
+        spec.update(atol=tol["atol"], rtol=tol["rtol"], labels_equal=classification)
+    else:
+        # A reduced-precision variant: Keras's outputs, held to its parity budget if it has one,
+        # else to twice the largest difference verify measured between it and Keras over the
+        # working range (an ARM build's int8 or fp16 kernels may round a step apart and still
+        # hold what was verified); labels are not required equal (the budget allows some
+        # disagreement).
+        atol = budget["parity"] if budget.get("parity") is not None else max(2 * measured(), 1e-6)
+        spec.update(atol=atol, rtol=0.0, labels_equal=False)
+    return spec
+
+
+def _figures(r: dict[str, Any]) -> dict[str, Any]:
+    """What verify measured, as its report (or one output's section of it) leads with it."""
+    return {
+        "task": r["task"],
+        "parity_max_ulp": {f: p["max_ulp"] for f, p in r["parity"].items()},
+        "parity_scale_ulp": {f: p["range"]["scale_ulp"] for f, p in r["parity"].items()},
+        "parity_snr_db": {f: p["range"]["snr_db"] for f, p in r["parity"].items()},
+        "parity_range_max_abs_err": {f: p["range"]["max_abs_err"] for f, p in r["parity"].items()},
+        "accuracy": {n: {k: a[k] for k in ("accuracy", "mae", "max_err", "rows") if k in a}
+                     for n, a in r["accuracy"].items()},
+    }
+
+
+def _manifest(cfg: dict[str, Any], ref: dict[str, np.ndarray], report: dict[str, Any], chosen: dict[str, Any],
+              files: dict[str, bytes], io_spec: dict[str, Any], opset: int, ir: int, measured: dict[str, Any],
+              sig_dict: dict[str, Any], valid_input: dict[str, Any], golden_spec: dict[str, Any],
+              verify: dict[str, Any], epoch: int) -> dict[str, bytes]:
+    """manifest.json (and its .sha256) for the bundle's ``files``."""
     manifest = {
         "format": FORMAT,
         "model": {
-            "file": "model.onnx", "name": name, "inputs": d["inputs"], "outputs": d["outputs"], "opset": opset,
-            "ir_version": ir, "min_onnxruntime": compat.oldest_onnxruntime(opset, ir), "variant": chosen["model"],
-            "chosen_by": chosen["why"], "budget": budget,
-            "measured": {k: {o: _measured(v) for o, v in chosen[k].items()} for k in ("parity", "accuracy")
-                         if k in chosen},
+            "file": "model.onnx",
+            "name": cfg["bundle"]["name"],
+            **io_spec,
+            "opset": opset,
+            "ir_version": ir,
+            "min_onnxruntime": compat.oldest_onnxruntime(opset, ir),
+            "variant": chosen["model"],
+            "chosen_by": chosen["why"],
+            "budget": chosen["budget"],
+            "measured": measured,
         },
         "signature": sig_dict,
-        "valid_input": manifest_mod.legacy_valid_input(None, None),
+        "valid_input": valid_input,
         "golden": golden_spec,
-        "files": {n: sha256_bytes(b) for n, b in sorted(files.items())},
+        "files": {n: sha256_bytes(d) for n, d in sorted(files.items())},
         "config": json.loads(canonical_json(_portable(cfg))),
         "config_sha256": config_hash(_portable(cfg)),
         "data_sha256": json.loads(str(ref["data_sha256"])),
-        "verify": {"task": "tensors", "outputs": {o: {
-            "task": r["task"],
-            "parity_max_ulp": {f: p["max_ulp"] for f, p in r["parity"].items()},
-            "parity_scale_ulp": {f: p["range"]["scale_ulp"] for f, p in r["parity"].items()},
-            "parity_snr_db": {f: p["range"]["snr_db"] for f, p in r["parity"].items()},
-            "parity_range_max_abs_err": {f: p["range"]["max_abs_err"] for f, p in r["parity"].items()},
-            "accuracy": {n: {k: a[k] for k in ("accuracy", "mae", "max_err", "rows") if k in a}
-                         for n, a in r["accuracy"].items()}} for o, r in per.items()}},
+        "verify": verify,
         "tools": report["versions"],
-        "source_date_epoch": epoch,
+        "source_date_epoch": epoch,  # the files' date in the tarball
     }
-    files.update(manifest_mod.encode(manifest))
-    return files
+    return manifest_mod.encode(manifest)
 
 
 def build_files(cfg: dict[str, Any], layout: Layout, report: dict[str, Any], epoch: int = DEFAULT_EPOCH
@@ -296,24 +325,13 @@ def build_files(cfg: dict[str, Any], layout: Layout, report: dict[str, Any], epo
     ref = reference.load(layout.reference)
     if report.get("task") == "tensors":
         return build_tensor_files(cfg, layout, report, chosen, model_bytes, ref, epoch)
-    io_spec, opset, ir = _onnx_spec(model_bytes)
+    spec, opset, ir = _onnx_spec(model_bytes)
+    io_spec = {"input": spec["inputs"][0], "output": spec["outputs"][0]}
     sig = signature(cfg, ref, report, io_spec)
     sig_dict = sig.to_dict()
-    budget = chosen["budget"]
-    idx = golden_rows(cfg, ref, sig, extremes=budget is None)
-    golden_spec: dict[str, Any] = {"file": "golden.json"}
-    if budget is None:  # float32: Keras's outputs, held to float32 rounding (verify.onnx's tolerances)
-        tol = cfg["verify"]["onnx"]
-        golden_spec.update(atol=tol["atol"], rtol=tol["rtol"], labels_equal=sig.task == "classification")
-    else:
-        # A reduced-precision variant: Keras's outputs, held to its parity budget if it has one,
-        # else to twice the largest difference verify measured between it and Keras over the
-        # working range (an ARM build's int8 or fp16 kernels may round a step apart and still
-        # hold what was verified); labels are not required equal (the budget allows some
-        # disagreement).
-        measured = chosen["parity"]["range"]["max_abs_err"]
-        atol = budget["parity"] if budget.get("parity") is not None else max(2 * measured, 1e-6)
-        golden_spec.update(atol=atol, rtol=0.0, labels_equal=False)
+    idx = golden_rows(cfg, ref, sig, extremes=chosen["budget"] is None)
+    golden_spec = _golden_spec(cfg, chosen, sig.task == "classification",
+                               lambda: chosen["parity"]["range"]["max_abs_err"])
     golden = {"inputs": ref["x"][idx].tolist(), "outputs": ref["keras_y"][idx].tolist()}
     name = cfg["bundle"]["name"]
     shape = tuple(sig_dict["input"]["shape"][1:])
@@ -333,42 +351,12 @@ def build_files(cfg: dict[str, Any], layout: Layout, report: dict[str, Any], epo
         **_runtime_files(),
     }
     lo, hi = sig_dict["valid"]["min"], sig_dict["valid"]["max"]
-    manifest = {
-        "format": FORMAT,
-        "model": {
-            "file": "model.onnx",
-            "name": name,
-            **io_spec,
-            "opset": opset,
-            "ir_version": ir,
-            "min_onnxruntime": compat.oldest_onnxruntime(opset, ir),
-            "variant": chosen["model"],
-            "chosen_by": chosen["why"],
-            "budget": budget,
-            "measured": {k: _measured(chosen[k]) for k in ("parity", "accuracy") if k in chosen},
-        },
-        "signature": sig_dict,
-        # The one-value model's range keys, which a runtime that predates signatures reads: its one
-        # feature's valid range; unbounded for any other model (the signature's ranges hold).
-        "valid_input": manifest_mod.legacy_valid_input(lo[0] if one else None, hi[0] if one else None),
-        "golden": golden_spec,
-        "files": {n: sha256_bytes(d) for n, d in sorted(files.items())},
-        "config": json.loads(canonical_json(_portable(cfg))),
-        "config_sha256": config_hash(_portable(cfg)),
-        "data_sha256": json.loads(str(ref["data_sha256"])),
-        "verify": {  # what verify measured, as its report leads with it
-            "task": report["task"],
-            "parity_max_ulp": {f: p["max_ulp"] for f, p in report["parity"].items()},
-            "parity_scale_ulp": {f: p["range"]["scale_ulp"] for f, p in report["parity"].items()},
-            "parity_snr_db": {f: p["range"]["snr_db"] for f, p in report["parity"].items()},
-            "parity_range_max_abs_err": {f: p["range"]["max_abs_err"] for f, p in report["parity"].items()},
-            "accuracy": {n: {k: a[k] for k in ("accuracy", "mae", "max_err", "rows") if k in a}
-                         for n, a in report["accuracy"].items()},
-        },
-        "tools": report["versions"],
-        "source_date_epoch": epoch,  # the files' date in the tarball
-    }
-    files.update(manifest_mod.encode(manifest))
+    # The one-value model's range keys, which a runtime that predates signatures reads: its one
+    # feature's valid range; unbounded for any other model (the signature's ranges hold).
+    valid_input = manifest_mod.legacy_valid_input(lo[0] if one else None, hi[0] if one else None)
+    measured = {k: _measured(chosen[k]) for k in ("parity", "accuracy") if k in chosen}
+    files.update(_manifest(cfg, ref, report, chosen, files, io_spec, opset, ir, measured, sig_dict, valid_input,
+                           golden_spec, _figures(report), epoch))
     return files
 
 
@@ -401,7 +389,7 @@ def _onnx_spec(model_bytes: bytes) -> tuple[dict[str, Any], int, int]:
         d = describe(onnx.load_from_string(model_bytes))
     except Exception as e:  # protobuf's DecodeError and friends
         raise StateError(f"model.onnx: not a readable ONNX model ({e}); re-run `make export`") from None
-    return {"input": d["inputs"][0], "output": d["outputs"][0]}, d["opset_imports"]["ai.onnx"], d["ir_version"]
+    return {"inputs": d["inputs"], "outputs": d["outputs"]}, d["opset_imports"]["ai.onnx"], d["ir_version"]
 
 
 def source_date_epoch() -> int:
