@@ -137,7 +137,7 @@ lint: | $(STAMP) ## ruff, and the layers' import contract (import-linter; both c
 # tests share a worker, in order (--dist loadfile); what tests/conftest.py builds once is shared
 # by all workers.
 TEST_WORKERS ?= 3
-XDIST = $(if $(filter-out 0,$(TEST_WORKERS)),-n $(TEST_WORKERS) --dist loadfile,-p no:xdist)
+XDIST = $(if $(filter-out 0,$(TEST_WORKERS)),-n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder,-p no:xdist)
 
 test: lint ## Run the whole test suite, linters first (sets up .venv first); TEST_WORKERS=N processes
 	$(PY) -m pytest $(XDIST) $(PYTEST_ARGS)

@@ -8,6 +8,7 @@ a test module imports those, never another test module.
 from __future__ import annotations
 
 import os
+import sys
 import tarfile
 from pathlib import Path
 
@@ -16,6 +17,7 @@ import pytest
 from tests.support.builds import Built, make_all, shared
 from tests.support.bundles import signature_bundle
 from tests.support.core import preset_with, PRESETS, ROOT
+from tests.support.schedule import longest_first
 from tests.support.server import Server
 
 # The suite runs as a fresh machine would, whatever the caller's shell holds: no signing key
@@ -23,6 +25,25 @@ from tests.support.server import Server
 # pass them explicitly.
 for _name in ("SIGNING_KEY", "EDGE_TRUSTED_KEYS", "EDGE_SSH_KEYGEN"):
     os.environ.pop(_name, None)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_collection(session):
+    """Let pytest keep the test modules it rewrites (its assert rewriting costs each process
+    about 7 s of CPU) as bytecode even where PYTHONDONTWRITEBYTECODE is set, as on CI: the next
+    run's collection reads them back. Only while collecting; the processes the tests start get the
+    environment as it is."""
+    saved, sys.dont_write_bytecode = sys.dont_write_bytecode, False
+    try:
+        yield
+    finally:
+        sys.dont_write_bytecode = saved
+
+
+def pytest_collection_modifyitems(config, items):
+    """The longest test files first (tests/support/schedule.py): pytest-xdist hands the files out
+    in this order (the Makefile turns its own reordering off)."""
+    longest_first(items, ROOT)
 
 
 # --- builds, once per test run --------------------------------------------------------------

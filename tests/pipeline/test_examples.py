@@ -80,6 +80,12 @@ def test_the_example_passes_verify_on_held_out_rows(example):
     for png in ("validation.png", "accuracy-vs-size.png"):
         assert (build / "verify" / png).stat().st_size > 1000
     assert (build / "train" / "loss.png").stat().st_size > 1000
+    # No control flow in the ONNX graph: a recurrent example (sensor_gru) comes out unrolled, the
+    # graph onnxruntime runs fastest, never a Loop (test_your_model.py proves the other recurrent layers).
+    import onnx
+
+    ops = {n.op_type for n in onnx.load(str(build / "model.onnx")).graph.node}
+    assert not ops & {"Loop", "Scan", "If"}, ops
     m = json.loads((dist / "bundle" / "manifest.json").read_text())
     assert m["model"]["name"] == name
     assert m["signature"]["input"]["shape"][0] == -1 and len(m["signature"]["input"]["features"]) == int(
