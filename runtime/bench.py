@@ -4,22 +4,30 @@ The metrics onnxruntime_perf_test and TFLite's benchmark_model report: cold star
 (process start to first answer, in fresh processes), first inference after the session
 is created, steady-state latency percentiles at batch 1, throughput at a large batch,
 and peak RSS. Stdlib timers (``time.perf_counter_ns``) and ``resource.getrusage``.
+
+What it feeds: the scalar path (the tutorial's, one value in and one out) numbers; a model
+of several inputs or outputs its golden inputs (golden.json, by input name): batch 1 cycles
+through them one example at a time, the large batch repeats them to ``large_batch`` input
+values in whole examples, and the cold start answers the first one from an .npz.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import resource
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
-from .errors import RuntimeFailure
+from . import manifest as manifest_mod
+from .errors import BundleError, InputError, RuntimeFailure
 
 
 def _percentiles(ns: list[int]) -> dict[str, float]:
@@ -28,14 +36,16 @@ def _percentiles(ns: list[int]) -> dict[str, float]:
             "mean_us": statistics.fmean(ns) / 1e3, "min_us": min(ns) / 1e3}
 
 
-def cold_start(bundle: Path, runs: int, threads: int, trusted_keys: str | None = None) -> dict[str, float]:
-    """Wall time from spawning `python -m runtime predict 100` to its answer, in fresh processes."""
+def cold_start(bundle: Path, runs: int, threads: int, trusted_keys: str | None = None,
+               args: tuple[str, ...] = ("100",)) -> dict[str, float]:
+    """Wall time from spawning `python -m runtime predict 100` (``args`` in place of "100") to its
+    answer, in fresh processes."""
     times = []
     trust = ["--trusted-keys", str(trusted_keys)] if trusted_keys else []
     for _ in range(runs):
         t0 = time.perf_counter()
         r = subprocess.run(
-            [sys.executable, "-m", "runtime", "predict", "100", "--bundle", str(bundle), "--threads", str(threads),
+            [sys.executable, "-m", "runtime", "predict", *args, "--bundle", str(bundle), "--threads", str(threads),
              *trust],
             cwd=bundle, capture_output=True,
         )
@@ -47,46 +57,99 @@ def cold_start(bundle: Path, runs: int, threads: int, trusted_keys: str | None =
             "runs": runs, "peak_rss_mb": peak_kb / 1024}
 
 
+def golden_inputs(runner) -> dict[str, np.ndarray]:
+    """A model of several inputs or outputs: its golden inputs (golden.json, its sha256 checked
+    against the manifest), float32 batches (n, *shape) by input name, checked as ``predict``
+    checks them. Raises BundleError in one line when they are not that."""
+    file = runner.manifest["golden"]["file"]
+    data = manifest_mod.check_file(runner.bundle, runner.manifest, file)
+    names = ", ".join(map(repr, runner.signature.input_names))
+    try:
+        inputs = json.loads(data)["inputs"]
+        if not isinstance(inputs, dict):
+            raise TypeError(f"got {type(inputs).__name__}")
+        return runner.validate(inputs)
+    except (ValueError, KeyError, TypeError) as e:
+        raise BundleError(f"{file} | bench: expected golden inputs by input name ({names}): {e}") from None
+    except InputError as e:
+        raise BundleError(f"{file} | bench: golden inputs: {e.message}") from None
+
+
 def run(bundle: Path, threads: int = 1, calls: int = 20000, large_batch: int = 1_000_000,
         cold_runs: int = 5, trusted_keys: str | None = None) -> dict:
+    """The figures as a JSON-ready dict. ``large_batch``: the scalar path's batch size; for a
+    model of several inputs, the input values of the large batch (in whole golden examples)."""
     from .runner import Runner
 
     t0 = time.perf_counter()
     runner = Runner.from_bundle(bundle, threads, trusted_keys)
     load_s = time.perf_counter() - t0
+    fed = None
+    if runner.multi:  # its golden inputs, one example at a time, by name
+        x = golden_inputs(runner)
+        n = next(iter(x.values())).shape[0]
+        ones = [{k: np.ascontiguousarray(v[i:i + 1]) for k, v in x.items()} for i in range(n)]
+        first = ones[0]
+        per_example = sum(int(np.prod(v.shape[1:])) for v in x.values())
+        examples = max(1, large_batch // per_example)
+        large = {k: np.resize(v, (examples, *v.shape[1:])) for k, v in x.items()}
+        fed = {"from": runner.manifest["golden"]["file"], "golden_examples": n,
+               "inputs": {k: list(v.shape[1:]) for k, v in x.items()}}
+    else:
+        ones, first = None, 100.0
+        large = np.linspace(-273.15, 1000.0, large_batch, dtype=np.float32)
+
     t0 = time.perf_counter()
-    runner.predict(100.0)
+    runner.predict(first)
     first_s = time.perf_counter() - t0
 
     for _ in range(1000):  # warm-up
-        runner.predict(100.0)
+        runner.predict(first)
     clock = time.perf_counter_ns
     ns = []
     for i in range(calls):
-        v = float(i % 200 - 50)
+        v = float(i % 200 - 50) if ones is None else ones[i % len(ones)]
         t = clock()
         runner.predict(v)
         ns.append(clock() - t)
 
-    x = np.linspace(-273.15, 1000.0, large_batch, dtype=np.float32)
-    runner.predict(x)
+    runner.predict(large)
     reps = []
     for _ in range(3):
         t = time.perf_counter()
-        runner.predict(x)
+        runner.predict(large)
         reps.append(time.perf_counter() - t)
     best = min(reps)
 
+    if fed is None:
+        throughput = {"batch": large_batch, "best_s": best, "values_per_s": large_batch / best}
+    else:
+        throughput = {"batch": examples, "values": examples * per_example, "best_s": best,
+                      "examples_per_s": examples / best, "values_per_s": examples * per_example / best}
     return {
         "bundle": str(bundle),
         "machine": {"platform": platform.platform(), "machine": platform.machine(),
                     "cpus": os.cpu_count(), "python": platform.python_version()},
         "onnxruntime": __import__("onnxruntime").__version__,
         "threads": threads,
+        **({"fed": fed} if fed is not None else {}),
         "session_load_s": load_s,
         "first_inference_s": first_s,
         "batch1_latency": {"calls": calls, **_percentiles(ns)},
-        "large_batch": {"batch": large_batch, "best_s": best, "values_per_s": large_batch / best},
+        "large_batch": throughput,
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-        "cold_start": cold_start(bundle, cold_runs, threads, trusted_keys) if cold_runs else None,
+        "cold_start": _cold_start(bundle, cold_runs, threads, trusted_keys, first if fed else None),
     }
+
+
+def _cold_start(bundle: Path, runs: int, threads: int, trusted_keys: str | None, first: dict | None) -> dict | None:
+    """``cold_start`` of `predict 100`, or for a model of several inputs of `predict --input` an
+    .npz of ``first`` (its first golden example by input name, in a temporary folder); None for 0 runs."""
+    if not runs:
+        return None
+    if first is None:
+        return cold_start(bundle, runs, threads, trusted_keys)
+    with tempfile.TemporaryDirectory(prefix="bench.") as tmp:
+        npz = Path(tmp) / "first.npz"
+        np.savez(npz, **first)
+        return cold_start(bundle, runs, threads, trusted_keys, ("--input", str(npz)))

@@ -7,10 +7,15 @@ timings. Prints one JSON object. Imports the stdlib, numpy, onnxruntime and the 
 runtime only.
 
 Which inputs: a bundle with the legacy golden.json {"celsius", "fahrenheit"} (the tutorial's,
-made before issue 25) gets the fixed celsius VALUES below; any other bundle (golden.json
-{"inputs", "outputs"}, any signature, the tutorial's of today included)
+made before issue 25) gets the fixed celsius VALUES below; any other bundle of one input and
+one output (golden.json {"inputs", "outputs"}, any signature, the tutorial's of today included)
 gets its own golden inputs, as JSON lines through `predict --json --input -`, and a stream
 of a few of them with bad lines (not a number, empty, wrong length, outside the valid range).
+A bundle of several inputs or outputs (golden.json {"inputs": {name: batch}, "outputs": {name:
+batch}}) gets its golden inputs as an .npz, one array per input by name, through
+`predict --json --input -`, and bad inputs instead of a stream (which takes no such model):
+`stream` itself, an .npz lacking an input, one with a value beyond float32 and, when an input
+has a valid range, one with a value just outside it; each must be refused (exit, error line).
 
 Signed bundles: the trusted keys come from the environment ($EDGE_TRUSTED_KEYS, and under
 emulation $EDGE_SSH_KEYGEN, the arm64 ssh-keygen's wrapper), as for any runtime process.
@@ -65,13 +70,17 @@ def cli(main, args, stdin=b""):
     return code, buf.getvalue().decode(), err.getvalue()
 
 
-def example_lines(bundle: str) -> tuple[list, bytes, bytes] | None:
-    """A signature bundle's golden inputs: (the examples, them as JSON lines for
-    `predict --input -`, a short stream of some of them with bad lines); None for the tutorial's."""
+def read_golden(bundle: str) -> tuple[dict, dict]:
+    """The bundle's manifest and its golden data (golden.json)."""
     with open(f"{bundle}/manifest.json") as f:
         manifest = json.load(f)
     with open(f"{bundle}/{manifest['golden']['file']}") as f:
-        golden = json.load(f)
+        return manifest, json.load(f)
+
+
+def example_lines(manifest: dict, golden: dict) -> tuple[list, bytes, bytes] | None:
+    """A signature bundle's golden inputs: (the examples, them as JSON lines for
+    `predict --input -`, a short stream of some of them with bad lines); None for the tutorial's."""
     if "inputs" not in golden:
         return None
     inputs = golden["inputs"]
@@ -90,6 +99,49 @@ def example_lines(bundle: str) -> tuple[list, bytes, bytes] | None:
             break
     stream = lines[:2] + [b"not a number", b""] + lines[2:3] + [b"[1, 2]"] + ([bad] if bad else []) + lines[3:4]
     return inputs, b"\n".join(lines) + b"\n", b"\n".join(stream) + b"\n"
+
+
+def npz(arrays: dict) -> bytes:
+    """``arrays`` by name as the bytes of an .npz (numpy.savez), what `predict --input` reads."""
+    import numpy as np
+
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    return buf.getvalue()
+
+
+def named_inputs(manifest: dict, golden: dict) -> tuple[dict, bytes, list[tuple[str, list[str], bytes]]]:
+    """A bundle of several inputs or outputs: (its golden inputs, float32 arrays by input name;
+    them as an .npz for `predict --input -`; the bad inputs, each (what it is, the command's
+    arguments before --bundle, its stdin), which must be refused as x86 refuses them)."""
+    import numpy as np
+
+    x = {k: np.asarray(v, dtype=np.float32) for k, v in golden["inputs"].items()}
+    names = list(x)
+    two = {k: v[:2].astype(np.float64) for k, v in x.items()}  # float64: room for a value beyond float32
+    first = names[0]
+    huge = {k: v.copy() for k, v in two.items()}
+    huge[first].reshape(huge[first].shape[0], -1)[-1, 0] = 1e39
+    predict = ["predict", "--json", "--input", "-"]
+    bad = [("stream", ["stream"], b""),
+           (f"no array {names[-1]!r}", predict, npz({k: v for k, v in two.items() if k != names[-1]})),
+           (f"input {first!r} beyond float32", predict, npz(huge))]
+    for t in (manifest.get("signature") or {}).get("inputs") or []:  # the first bounded feature, just outside
+        valid = t.get("valid") or {}
+        bounds = list(zip(valid.get("min") or [], valid.get("max") or []))
+        j = next((j for j, (a, b) in enumerate(bounds) if a is not None or b is not None), None)
+        if j is not None and t["name"] in two:
+            a, b = bounds[j]
+            outside = {k: v.copy() for k, v in two.items()}
+            outside[t["name"]].reshape(outside[t["name"]].shape[0], -1)[0, j] = a - 1 if a is not None else b + 1
+            bad.append((f"input {t['name']!r} outside its valid range", predict, npz(outside)))
+            break
+    return x, npz(x), bad
+
+
+def each(x, f):
+    """``f`` of a batch, or of each batch of a dict of them by input name."""
+    return {k: f(v) for k, v in x.items()} if isinstance(x, dict) else f(x)
 
 
 def origin_of(runner) -> dict | None:
@@ -169,8 +221,17 @@ def main() -> None:
         code_r, _, err_r = cli(runtime_main, ["selfcheck", "--bundle", a.refused])
         refused = {"exit": code_r, "stderr": err_r}
 
-    examples = example_lines(bundle)
-    if examples is None:  # the tutorial's bundle: today's fixed values, stream and timings
+    manifest, golden = read_golden(bundle)
+    named = isinstance(golden.get("inputs"), dict)  # several inputs or outputs, by name
+    examples = None if named else example_lines(manifest, golden)
+    if named:
+        inputs, predict_in, bad = named_inputs(manifest, golden)
+        code_p, out_p, err_p = cli(runtime_main, ["predict", "--json", "--bundle", bundle, "--input", "-"], predict_in)
+        refusals = []
+        for what, args, stdin in bad:
+            code_b, _, err_b = cli(runtime_main, [args[0], "--bundle", bundle, *args[1:]], stdin)
+            refusals.append({"what": what, "exit": code_b, "stderr": err_b})
+    elif examples is None:  # the tutorial's bundle: today's fixed values, stream and timings
         code_p, out_p, err_p = cli(runtime_main, ["predict", "--json", "--bundle", bundle, "--", *VALUES])
         code_s, out_s, err_s = cli(runtime_main, ["stream", "--bundle", bundle], STREAM)
     else:
@@ -180,7 +241,7 @@ def main() -> None:
 
     with Runner.from_bundle(bundle) as r:
         origin = origin_of(r)
-        if examples is None:
+        if examples is None and not named:
             r.predict(1.0)
             n = 2000
             t = time.perf_counter()
@@ -192,17 +253,20 @@ def main() -> None:
             r.predict(x)
             batch = time.perf_counter() - t
             batch_key = "batch_100k_ms"
-        else:  # a batch of one golden example, then 1,000 examples (the golden ones, repeated)
-            x = np.asarray(inputs, dtype=np.float32)
-            x = x.reshape(x.shape[0], -1) if x.ndim == 1 else x
-            one = x[:1]
-            r.predict(one)
+        else:  # a batch of one golden example, then 1,000 examples (the golden ones, repeated); by name
+            if named:
+                x = inputs
+            else:
+                x = np.asarray(inputs, dtype=np.float32)
+                x = x.reshape(x.shape[0], -1) if x.ndim == 1 else x
+            count = len(next(iter(x.values())) if named else x)
+            r.predict(each(x, lambda v: v[:1]))
             n = 200
             t = time.perf_counter()
             for i in range(n):
-                r.predict(x[i % x.shape[0]:][:1])
+                r.predict(each(x, lambda v: v[i % count:][:1]))
             per_call = (time.perf_counter() - t) / n
-            big = np.resize(x, (1000, *x.shape[1:]))
+            big = each(x, lambda v: np.resize(v, (1000, *v.shape[1:])))
             t = time.perf_counter()
             r.predict(big)
             batch = time.perf_counter() - t
@@ -220,7 +284,8 @@ def main() -> None:
         "selfcheck": {"exit": code, "passed": selfcheck.get("passed"), "checks": selfcheck.get("checks"),
                       "stderr": err},
         "predict": {"exit": code_p, "output": json.loads(out_p) if code_p == 0 else None, "stderr": err_p},
-        "stream": {"exit": code_s, "lines": out_s.splitlines(), "stderr": err_s},
+        **({"refusals": refusals} if named else
+           {"stream": {"exit": code_s, "lines": out_s.splitlines(), "stderr": err_s}}),
         "signature": {"origin": origin, "refused": refused, "ssh_keygen": os.environ.get("EDGE_SSH_KEYGEN")},
         "load": load,
         "timings": {

@@ -10,7 +10,10 @@ on the emulated Python's PYTHONPATH, and ``qemu-aarch64-static -cpu cortex-a72``
 the same smoke run done natively here, within the manifest's tolerances. Any bundle: one made
 before issue 25 without a signature (legacy golden {"celsius", "fahrenheit"}) gets fixed celsius
 values, any other, the tutorial's of today included, its golden inputs (every output
-value, flattened, within the golden atol/rtol; a classification's labels equal too).
+value, flattened, within the golden atol/rtol; a classification's labels equal too). A bundle
+of several inputs or outputs gets them as an .npz by input name and is compared output by
+output, by name (compare_named: each output's max diff, its labels, its bad inputs refused as
+on x86); the report names each output.
 
 The signature (runtime/trust.py) is checked the device's way too, by the arm64 ssh-keygen:
 an unsigned tarball is signed with a throwaway key made in the work folder (a signed one is
@@ -416,14 +419,31 @@ def smoke(python: list[str], bundle: Path, env: dict, timeout: float, *args: str
     return json.loads(r.stdout.strip().splitlines()[-1]), wall
 
 
-def compare(guest: dict, host: dict, atol: float, rtol: float) -> tuple[float, list[str]]:
-    """Max |guest - host| over predict outputs; and the problems found (empty when all hold)."""
+def named(host: dict) -> bool:
+    """Whether a smoke run's answers are by output name (a bundle of several inputs or outputs)."""
+    output = host["predict"]["output"] or {}
+    return isinstance(output.get("outputs"), dict)
+
+
+def run_problems(guest: dict) -> list[str]:
+    """A smoke run's failed selfcheck and failed predict, each one line (empty when both held)."""
     problems = []
     if not guest["selfcheck"]["passed"]:
         bad = [c for c in guest["selfcheck"]["checks"] or [] if not c["ok"]]
         problems.append("selfcheck failed: " + (bad[0]["detail"] if bad else guest["selfcheck"]["stderr"].strip()))
     if guest["predict"]["exit"] != 0 or not guest["predict"]["output"]:
         problems.append(f"predict exited {guest['predict']['exit']}: {guest['predict']['stderr'].strip()}")
+    return problems
+
+
+def compare(guest: dict, host: dict, atol: float, rtol: float) -> tuple[float, list[str]]:
+    """Max |guest - host| over predict outputs; and the problems found (empty when all hold).
+    A bundle of several inputs or outputs: the largest of compare_named's, its problems."""
+    if named(host):
+        by_output, problems = compare_named(guest, host, atol, rtol)
+        return max(by_output.values(), default=float("inf")), problems
+    problems = run_problems(guest)
+    if guest["predict"]["exit"] != 0 or not guest["predict"]["output"]:
         return float("inf"), problems
     go, ho = guest["predict"]["output"], host["predict"]["output"]
     if "fahrenheit" in ho:  # the tutorial's answers
@@ -433,19 +453,10 @@ def compare(guest: dict, host: dict, atol: float, rtol: float) -> tuple[float, l
     if len(g) != len(h):
         problems.append(f"predict gave {len(g)} values, x86 {len(h)}")
         return float("inf"), problems
-    diffs = [abs(a - b) for a, b in zip(g, h)]
-    worst = max(diffs, default=0.0)
-    for a, b, d in zip(g, h, diffs):
-        if not d <= atol + rtol * abs(b):
-            problems.append(f"predict differs from x86: {a!r} vs {b!r} (allowed {atol:g} + {rtol:g} * |x86|)")
-            break
+    worst, differ = values_differ(g, h, atol, rtol, "predict")
+    problems += differ
     if "labels" in ho:  # a classification: the same label for every example too
-        gl, hl = go.get("labels") or [], ho["labels"]
-        differ = [i for i, (a, b) in enumerate(zip(gl, hl)) if a != b]
-        if len(gl) != len(hl) or differ:
-            i = differ[0] if differ else min(len(gl), len(hl))
-            problems.append(f"predict labels differ from x86: {len(differ)} of {len(hl)}, first at "
-                            f"input[{i}]: {gl[i] if i < len(gl) else None!r} vs {hl[i] if i < len(hl) else None!r}")
+        problems += labels_differ(go.get("labels") or [], ho["labels"], "predict")
     gs, hs = guest["stream"]["lines"], host["stream"]["lines"]
     if len(gs) != len(hs) or guest["stream"]["exit"] != host["stream"]["exit"]:
         problems.append(f"stream gave {len(gs)} lines (exit {guest['stream']['exit']}), x86 {len(hs)} "
@@ -458,6 +469,62 @@ def compare(guest: dict, host: dict, atol: float, rtol: float) -> tuple[float, l
             elif not line_close(a, b, atol, rtol):
                 problems.append(f"stream differs from x86: {a} vs {b}")
     return worst, problems
+
+
+def compare_named(guest: dict, host: dict, atol: float, rtol: float) -> tuple[dict[str, float], list[str]]:
+    """A bundle of several inputs or outputs: per output, by name, max |guest - host| over its values
+    (inf when the guest gave none or not as many); and the problems found, each naming its output: a
+    value beyond atol + rtol * |x86|, a classification's label not x86's (whatever the manifest's
+    labels_equal), a bad input not refused as x86 refused it, word for word."""
+    problems = run_problems(guest)
+    hy = host["predict"]["output"]["outputs"]
+    by_output = dict.fromkeys(hy, float("inf"))
+    if guest["predict"]["exit"] != 0 or not guest["predict"]["output"]:
+        return by_output, problems
+    gy = guest["predict"]["output"].get("outputs")
+    if not isinstance(gy, dict) or set(gy) != set(hy):
+        problems.append(f"predict gave outputs {sorted(gy) if isinstance(gy, dict) else gy!r}, x86 {sorted(hy)}")
+        return by_output, problems
+    for name in hy:
+        g, h = flatten(gy[name]), flatten(hy[name])
+        if len(g) != len(h):
+            problems.append(f"predict output {name!r} gave {len(g)} values, x86 {len(h)}")
+            continue
+        by_output[name], differ = values_differ(g, h, atol, rtol, f"predict output {name!r}")
+        problems += differ
+    guest_labels = guest["predict"]["output"].get("labels") or {}
+    for name, hl in (host["predict"]["output"].get("labels") or {}).items():
+        problems += labels_differ(guest_labels.get(name) or [], hl, f"predict output {name!r}")
+    got = {r["what"]: r for r in guest.get("refusals") or []}
+    for want in host.get("refusals") or []:
+        r = got.get(want["what"], {"exit": None, "stderr": "(not tried)"})
+        lines = r["stderr"].splitlines()
+        if r["exit"] in (0, None) or len(lines) != 1 or (r["exit"], r["stderr"]) != (want["exit"], want["stderr"]):
+            problems.append(f"bad input ({want['what']}) not refused as x86 refused it: exit {r['exit']}, "
+                            f"{' | '.join(lines) or '(no error line)'!r} vs exit {want['exit']}, "
+                            f"{want['stderr'].strip()!r}")
+    return by_output, problems
+
+
+def values_differ(g: list[float], h: list[float], atol: float, rtol: float, what: str) -> tuple[float, list[str]]:
+    """(max |g - h| over values of equal length; the first beyond atol + rtol * |x86| as a problem
+    line starting with ``what``, or none)."""
+    diffs = [abs(a - b) for a, b in zip(g, h)]
+    for a, b, d in zip(g, h, diffs):
+        if not d <= atol + rtol * abs(b):
+            return max(diffs), [f"{what} differs from x86: {a!r} vs {b!r} (allowed {atol:g} + {rtol:g} * |x86|)"]
+    return max(diffs, default=0.0), []
+
+
+def labels_differ(gl: list[str], hl: list[str], what: str) -> list[str]:
+    """The guest's labels ``gl`` against x86's ``hl``: none, or one problem line starting with ``what``
+    (how many differ, the first)."""
+    differ = [i for i, (a, b) in enumerate(zip(gl, hl)) if a != b]
+    if len(gl) == len(hl) and not differ:
+        return []
+    i = differ[0] if differ else min(len(gl), len(hl))
+    return [f"{what} labels differ from x86: {len(differ)} of {len(hl)}, first at "
+            f"input[{i}]: {gl[i] if i < len(gl) else None!r} vs {hl[i] if i < len(hl) else None!r}"]
 
 
 def flatten(x) -> list[float]:
@@ -501,10 +568,35 @@ def table(rows: list[dict]) -> str:
         t = r["timings"]
         lines.append(
             f"| {r['device']} | {r['qemu_cpu']} | {r['cpu_part']} | {r['onnxruntime']} | {'passed' if r['selfcheck'] else 'FAILED'} | "
-            f"{signature_cell(r)} | {r['max_diff']:.3g} | {t['start_to_imported_s']:.2f} | {t['predict_batch1_us']:.0f} | "
+            f"{signature_cell(r)} | {max_diff_cell(r)} | {t['start_to_imported_s']:.2f} | {t['predict_batch1_us']:.0f} | "
             f"{batch_timing(t)[1]:.1f} | {r['wall_s']:.1f} | {'ok' if not r['problems'] else 'FAIL'} |"
         )
     return "\n".join(lines)
+
+
+def max_diff_cell(row: dict) -> str:
+    """The max diff vs x86: one number, or for a bundle of several outputs each one's by name."""
+    by_output = row.get("max_diff_by_output")
+    if by_output is None:
+        return f"{row['max_diff']:.3g}"
+    return ", ".join(f"{name} {diff:.3g}" for name, diff in by_output.items())
+
+
+def named_report(host: dict, atol: float, rtol: float) -> str:
+    """What results.md says of a bundle of several outputs (empty for one of one): the outputs
+    compared, by name, and the bad inputs refused."""
+    if not named(host):
+        return ""
+    output = host["predict"]["output"]
+    labels = output.get("labels") or {}
+    counts = {name: f"{len(flatten(values))} values" for name, values in output["outputs"].items()}
+    for name, each in labels.items():
+        counts[name] += f", {len(each)} labels"
+    outputs = ", ".join(f"{name} ({count})" for name, count in counts.items())
+    refused = "; ".join(f"{r['what']} (exit {r['exit']})" for r in host.get("refusals") or [])
+    return (f"Outputs compared by name, each value within atol {atol:g} + rtol {rtol:g} * |x86| and each "
+            f"classification's labels equal to x86's: {outputs}. Bad inputs refused with x86's error line, word "
+            f"for word: {refused or '(none)'}.\n\n")
 
 
 def signature_cell(row: dict) -> str:
@@ -594,7 +686,7 @@ def main(argv: list[str] | None = None) -> int:
             host_env = {k: v for k, v in os.environ.items() if k != "EDGE_SSH_KEYGEN"}
             host_env.update(PYTHONPATH="", **trust_env)
             host, host_wall = smoke([sys.executable], bundle, host_env, a.timeout, "--refused", str(altered), *pairs)
-            problems = signature_problems(host, signed["fingerprint"])
+            problems = run_problems(host) + signature_problems(host, signed["fingerprint"])
             if problems:
                 raise PiCheckError(f"x86 reference: {problems[0]}")
             rows = []
@@ -611,14 +703,20 @@ def main(argv: list[str] | None = None) -> int:
                                     "--refused", str(altered), *(pairs if n == 0 else []))
                 if guest["machine"] != "aarch64":
                     raise PiCheckError(f"{name}: the smoke run saw machine {guest['machine']!r}, expected aarch64")
-                worst, problems = compare(guest, host, atol, rtol)
+                if named(host):  # several outputs: each one's max diff, by name
+                    by_output, problems = compare_named(guest, host, atol, rtol)
+                    worst = max(by_output.values(), default=float("inf"))
+                else:
+                    by_output = None
+                    worst, problems = compare(guest, host, atol, rtol)
                 calls = verify_calls(log)
                 sig_problems = signature_problems(guest, signed["fingerprint"]) + arm64_problems(calls, root)
                 problems += sig_problems
                 rows.append({"device": name, "qemu_cpu": device["qemu_cpu"], "cpu_part": guest["cpu_part"],
                              "onnxruntime": guest["onnxruntime"], "numpy": guest["numpy"],
                              "python": guest["python"], "selfcheck": bool(guest["selfcheck"]["passed"]),
-                             "max_diff": worst, "problems": problems, "timings": guest["timings"],
+                             "max_diff": worst, **({"max_diff_by_output": by_output} if by_output is not None else {}),
+                             "problems": problems, "timings": guest["timings"],
                              "wall_s": wall, "signature_ok": not sig_problems, "signature": {
                                  "checked": next((c for c in guest["selfcheck"]["checks"] or []
                                                   if c["name"] == "signature"), None),
@@ -631,6 +729,7 @@ def main(argv: list[str] | None = None) -> int:
             shutil.rmtree(work, ignore_errors=True)
         host_load = load_cost(host.get("load"))
         md = (f"# pi-check: {a.tarball} under QEMU (emulated arm64)\n\n{table(rows)}\n\n"
+              f"{named_report(host, atol, rtol)}"
               f"x86 reference on this machine: onnxruntime {host['onnxruntime']}, "
               f"predict batch 1 {host['timings']['predict_batch1_us']:.1f} us, smoke wall {host_wall:.1f} s.\n\n"
               f"{signature_report(signed, rows, host_load)}\n"

@@ -96,6 +96,132 @@ def test_the_table_names_the_big_batch_it_timed():
     assert "| batch 1k (ms, emulated) |" in picheck.table([row]) and "| 7.0 |" in picheck.table([row])
 
 
+# --- a bundle of several named inputs and outputs (issue 27): compared output by output, by name ---
+
+REFUSALS = [{"what": "stream", "exit": 2, "stderr": "error: stream: model 'tank' has several inputs or outputs; ...\n"},
+            {"what": "no array 'readings'", "exit": 2,
+             "stderr": "error: --input stdin: no array 'readings'; expected one array per input: 'gauge', 'readings'\n"}]
+
+
+def named_result(state, level, labels, refusals=REFUSALS):
+    """A smoke run's result for a bundle of two outputs: 'state' (a classification) and 'level'."""
+    out = {"model": "tank", "outputs": {"state": state, "level": level}, "labels": {"state": labels}}
+    return {"selfcheck": {"passed": True, "checks": [], "stderr": ""},
+            "predict": {"exit": 0, "output": out, "stderr": ""},
+            "refusals": copy.deepcopy(refusals)}
+
+
+HOST = named_result([[2.0, -1.0, 0.5], [-0.5, 0.25, 3.0]], [[1.25], [0.5]], ["draining", "filling"])
+
+
+def test_compare_named_gives_each_outputs_max_diff_and_names_the_one_that_differs():
+    assert picheck.compare_named(copy.deepcopy(HOST), HOST, 1e-5, 1e-4) == ({"state": 0.0, "level": 0.0}, [])
+    guest = named_result([[2.0, -1.0, 0.5], [-0.5, 0.25, 3.0000001]], [[1.25], [0.501]], ["draining", "filling"])
+    by_output, problems = picheck.compare_named(guest, HOST, 1e-5, 1e-4)
+    assert by_output["state"] == pytest.approx(1e-7, rel=0.01) and by_output["level"] == pytest.approx(1e-3)
+    assert problems == ["predict output 'level' differs from x86: 0.501 vs 0.5 (allowed 1e-05 + 0.0001 * |x86|)"]
+    # compare takes such a bundle too (it used to fail on the dicts): the largest diff, the same problems
+    worst, same = picheck.compare(guest, HOST, 1e-5, 1e-4)
+    assert worst == pytest.approx(1e-3) and same == problems
+
+
+def test_compare_named_holds_each_classifications_labels_and_each_refusal_by_name():
+    guest = named_result([[2.0, -1.0, 0.5], [3.5, 0.25, 3.0]], [[1.25], [0.5]], ["draining", "draining"])
+    guest["refusals"][1]["stderr"] = "error: --input stdin: not a readable .npz file (File is not a zip file)\n"
+    by_output, problems = picheck.compare_named(guest, HOST, 5.0, 0.0)  # values within a loose tolerance
+    assert by_output == {"state": 4.0, "level": 0.0}
+    assert problems == [
+        "predict output 'state' labels differ from x86: 1 of 2, first at input[1]: 'draining' vs 'filling'",
+        "bad input (no array 'readings') not refused as x86 refused it: exit 2, 'error: --input stdin: not a "
+        "readable .npz file (File is not a zip file)' vs exit 2, \"error: --input stdin: no array 'readings'; "
+        "expected one array per input: 'gauge', 'readings'\""]
+    accepted = named_result(HOST["predict"]["output"]["outputs"]["state"], [[1.25], [0.5]], ["draining", "filling"],
+                            [REFUSALS[0], {"what": "no array 'readings'", "exit": 0, "stderr": ""}])
+    assert picheck.compare_named(accepted, HOST, 1e-5, 1e-4)[1] == [
+        "bad input (no array 'readings') not refused as x86 refused it: exit 0, '(no error line)' vs exit 2, "
+        "\"error: --input stdin: no array 'readings'; expected one array per input: 'gauge', 'readings'\""]
+
+
+def test_compare_named_when_the_guest_gives_too_little_names_the_output():
+    short = named_result([[2.0, -1.0, 0.5]], [[1.25], [0.5]], ["draining"])
+    by_output, problems = picheck.compare_named(short, HOST, 1e-5, 1e-4)
+    assert by_output == {"state": float("inf"), "level": 0.0}
+    assert problems == ["predict output 'state' gave 3 values, x86 6",
+                        "predict output 'state' labels differ from x86: 0 of 2, first at input[1]: None vs 'filling'"]
+    missing = copy.deepcopy(HOST)
+    del missing["predict"]["output"]["outputs"]["level"]
+    assert picheck.compare_named(missing, HOST, 1e-5, 1e-4) == (
+        {"state": float("inf"), "level": float("inf")}, ["predict gave outputs ['state'], x86 ['level', 'state']"])
+    failed = copy.deepcopy(HOST)
+    failed["predict"] = {"exit": 2, "output": None, "stderr": "error: --input stdin: no array 'gauge'\n"}
+    assert picheck.compare_named(failed, HOST, 1e-5, 1e-4) == (
+        {"state": float("inf"), "level": float("inf")}, ["predict exited 2: error: --input stdin: no array 'gauge'"])
+
+
+def report_row(**extra):
+    return {"device": "Raspberry Pi 4", "qemu_cpu": "cortex-a72", "cpu_part": "0xd08", "onnxruntime": "1.32.0",
+            "selfcheck": True, "max_diff": 0.000123456, "problems": [], "wall_s": 1.0,
+            "timings": {"start_to_imported_s": 1.0, "selfcheck_s": 0.1, "predict_batch1_us": 100.0, "batch_1k_ms": 7.0},
+            **extra}
+
+
+def test_the_report_names_each_output_of_a_named_bundle():
+    row = report_row(max_diff_by_output={"state": 0.000123456, "level": 0.0})
+    assert "| state 0.000123, level 0 | 1.00 |" in picheck.table([row])
+    text = picheck.named_report(HOST, 1e-5, 1e-4)
+    assert text == ("Outputs compared by name, each value within atol 1e-05 + rtol 0.0001 * |x86| and each "
+                    "classification's labels equal to x86's: state (6 values, 2 labels), level (2 values). Bad inputs "
+                    "refused with x86's error line, word for word: stream (exit 2); no array 'readings' (exit 2).\n\n")
+
+
+def test_a_single_output_bundles_comparison_and_report_are_unchanged():
+    """One output: compare's figures and lines as before, the max diff one number, no named part."""
+    host = examples_result([[1.5, -2.25], [0.5, 3.0]], ["0", "1"])
+    assert not picheck.named(host)
+    guest = examples_result([[1.5, -2.25], [0.5, 3.001]], ["0", "1"])
+    worst, problems = picheck.compare(guest, host, 1e-5, 1e-4)
+    assert worst == pytest.approx(1e-3) and problems == [
+        "predict differs from x86: 3.001 vs 3.0 (allowed 1e-05 + 0.0001 * |x86|)"]
+    assert picheck.named_report(host, 1e-5, 1e-4) == ""
+    assert picheck.max_diff_cell(report_row()) == "0.000123"
+    assert "| 0.000123 | 1.00 |" in picheck.table([report_row()])
+
+
+def test_flatten_reads_one_outputs_nested_lists_in_order():
+    assert picheck.flatten([[[1.0], [2.0]], [[3.0], [4.5]]]) == [1.0, 2.0, 3.0, 4.5]
+    assert picheck.flatten(7.0) == [7.0] and picheck.flatten(None) == []
+
+
+def test_the_smoke_run_feeds_a_named_bundle_its_golden_inputs_by_name(tmp_path):
+    """pi_smoke natively (no QEMU) on the hand-built two-input, two-output bundle: predict gets the
+    golden inputs as an .npz by name and answers every output as golden.json does; the bad inputs
+    are refused in one line each; and the result compares with itself as pi-check compares it."""
+    import numpy as np
+
+    from tests.support.bundles import multi_bundle
+
+    bundle = multi_bundle(tmp_path / "bundle")
+    env = {k: v for k, v in os.environ.items() if k not in ("EDGE_TRUSTED_KEYS", "EDGE_SSH_KEYGEN")}
+    r = subprocess.run([sys.executable, str(picheck.SMOKE), str(bundle)], cwd=bundle, capture_output=True, text=True,
+                       env={**env, "PYTHONPATH": ""}, timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+    result = json.loads(r.stdout.splitlines()[-1])
+    assert result["selfcheck"]["passed"] and result["predict"]["exit"] == 0, result["predict"]["stderr"]
+    golden = json.loads((bundle / "golden.json").read_text())
+    answer = result["predict"]["output"]
+    assert sorted(answer["outputs"]) == ["kind", "level"]
+    for name, want in golden["outputs"].items():
+        np.testing.assert_allclose(answer["outputs"][name], want, atol=1e-4, rtol=1e-4)
+    assert answer["labels"]["kind"] == [["a", "b", "c"][i] for i in np.argmax(golden["outputs"]["kind"], axis=1)]
+    assert [b["what"] for b in result["refusals"]] == [
+        "stream", "no array 'readings'", "input 'image' beyond float32", "input 'image' outside its valid range"]
+    assert all(b["exit"] == 2 and len(b["stderr"].splitlines()) == 1 for b in result["refusals"]), result["refusals"]
+    assert result["refusals"][3]["stderr"] == (
+        "error: --input stdin: input 'image'[0]: feature 'image[0,0,0]' = -1: outside the valid range [0, 1]\n")
+    assert "batch_1k_ms" in result["timings"] and "stream" not in result
+    assert picheck.compare_named(result, copy.deepcopy(result), 1e-5, 1e-4) == ({"kind": 0.0, "level": 0.0}, [])
+
+
 @pytest.mark.qemu
 @pytest.mark.parametrize("variant", [None, "onnx-int8-static"])
 def test_pi_check_proves_the_digits_cnn_on_the_emulated_pi_4_and_5(variant, tmp_path, example_build):

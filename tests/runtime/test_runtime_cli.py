@@ -285,6 +285,34 @@ def test_bench_reports_the_promised_metrics(bundle):
     assert doc["cold_start"]["runs"] == 1 and doc["first_inference_s"] > 0
 
 
+def test_bench_times_a_model_of_several_inputs_on_its_golden_inputs_by_name(tmp_path):
+    """A model of two inputs and two outputs: batch 1 cycles through its golden examples by name,
+    the large batch is --large-batch input values in whole examples, the cold start answers one
+    from an .npz. Golden data not by name is refused in one line, before anything is timed."""
+    pytest.importorskip("onnx", reason="builds its bundle with the onnx package, which a device's venv lacks "
+                                       "(make runtime-check)")
+    from tests.support.bundles import multi_bundle
+
+    b = multi_bundle(tmp_path / "multi")
+    r = runtime_cli(b, "bench", "--calls", "300", "--large-batch", "10000", "--cold-runs", "1")
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(r.stdout)
+    assert doc["fed"] == {"from": "golden.json", "golden_examples": 12, "inputs": {"image": [4, 4, 1], "readings": [3]}}
+    assert doc["batch1_latency"]["calls"] == 300
+    assert 0 < doc["batch1_latency"]["p50_us"] <= doc["batch1_latency"]["p99_us"]
+    per_example = 16 + 3
+    assert doc["large_batch"]["batch"] == 10000 // per_example
+    assert doc["large_batch"]["values"] == 10000 // per_example * per_example
+    assert doc["large_batch"]["examples_per_s"] > 0 and doc["first_inference_s"] > 0
+    assert doc["cold_start"]["runs"] == 1 and doc["peak_rss_mb"] > 0
+
+    bad = multi_bundle(tmp_path / "single-form", golden={"inputs": [[1.0]], "outputs": [[2.0]]})
+    r = runtime_cli(bad, "bench", "--calls", "300", "--large-batch", "10000", "--cold-runs", "1")
+    assert r.returncode == 1 and r.stdout == b""
+    assert one_error_line(r) == ("error: golden.json | bench: expected golden inputs by input name "
+                                 "('image', 'readings'): got list")
+
+
 def test_onnxruntime_writes_no_telemetry_under_home(bundle, tmp_path):
     """onnxruntime 1.32 keeps a telemetry database under ~/.cache/Microsoft unless told not to."""
     r = run_module("runtime", "predict", "1", cwd=bundle, env={"PYTHONPATH": "", "HOME": str(tmp_path)})
