@@ -78,7 +78,7 @@ def decode(body: bytes, max_values: int, feature: str | None) -> tuple[str, Any,
     else:
         raise BadRequest({"error": INPUTS_BODY if feature is None else named_body(feature)})
     values = doc[key]
-    count = count_values(values)  # 1 for a dict: a model of several inputs counts its own (serve_http)
+    count = count_values(values)  # 1 for a dict: a model of several inputs counts its own (serve_app)
     if count > max_values:
         raise BadRequest({"error": f"input: {count} values, at most {max_values} per request (--max-values)"})
     return key, values, count
