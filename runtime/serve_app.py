@@ -174,7 +174,8 @@ class App:
         sig = model.signature
         try:
             key, values, count = codec.decode(body, self.limits.max_values,
-                                              sig.features[0] if sig.named_scalar else None)
+                                              sig.features[0] if sig.named_scalar else None,
+                                              sig.input_names if sig.multi else None)
         except codec.BadRequest as e:
             return json_answer(400, e.doc, "/predict")
         try:

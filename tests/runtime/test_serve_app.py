@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from runtime import Runner
+from runtime import codec, Runner
 from runtime.serve_app import Answer, App
 from runtime.serve_http import Limits
 from runtime.serve_metrics import Metrics
@@ -321,6 +321,20 @@ def test_bad_predict_requests_of_several_inputs_are_400_naming_the_input(multi):
     for body, error in bad:
         status, doc = multi.json("POST", "/predict", body)
         assert status == 400 and doc["error"] == error, doc
+
+
+@pytest.mark.parametrize("body", [{"image": [[[0.5]] * 4] * 4, "readings": [1, 2, 3]}, {"celsius": 1}, [1, 2], 5,
+                                  {"input": {}}])
+def test_a_body_without_inputs_on_several_inputs_is_400_naming_them_and_the_form(multi, body):
+    assert multi.json("POST", "/predict", body) == (400, {"error": (
+        'body: expected {"inputs": {"image": [...], "readings": [...]}} (one example or a batch per input, by name)')})
+
+
+def test_the_refusal_of_a_body_without_inputs_on_one_input_of_several_outputs_allows_its_batch_alone():
+    with pytest.raises(codec.BadRequest) as e:
+        codec.decode(b'{"x": [1]}', 10, None, ["x"])
+    assert e.value.doc == {"error": 'body: expected {"inputs": {"x": [...]}} or {"inputs": [...]} (one example or a '
+                                    'batch per input, by name)'}
 
 
 # --- the Open Inference Protocol v2 -------------------------------------------------------------
