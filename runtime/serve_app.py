@@ -101,8 +101,6 @@ class App:
         """The answer to the POST ``head`` sent here (its ``label``), now with its ``body``."""
         if label == "/predict":
             return self._predict(body, snapshot)
-        if snapshot.model.signature.multi:
-            return self._v2_infer_multi(label, headers, body, snapshot.model)
         return self._v2_infer(label, headers, body, snapshot.model)
 
     def _authorized(self, headers) -> bool:
@@ -137,34 +135,24 @@ class App:
         return label  # .../infer: its body next
 
     def _v2_infer(self, label: str, headers, body: bytes, model) -> Answer:
-        """POST .../infer for a model of one input and one output."""
+        """POST .../infer: one tensor per input (a model of several inputs or outputs: by name, any
+        order), one per output asked for (every output when the request names none)."""
         sig = model.signature
+        decode = serve_v2.decode_infer_multi if sig.multi else serve_v2.decode_infer
         try:
-            values, request_id, count, binary = serve_v2.decode_infer(
-                body, sig, self.limits.max_values, headers.get(serve_v2.HEADER_LENGTH))
+            values, request_id, _, outputs = decode(body, sig, self.limits.max_values,
+                                                    headers.get(serve_v2.HEADER_LENGTH))
             x, y, _ = model.runner.answer(values)
         except codec.BadRequest as e:
             return json_answer(400, e.doc, label)
         except InputError as e:
             return json_answer(400, codec.refused(e), label)
-        self._count_outside(model, x)
-        return _infer_answer(label, *serve_v2.encode_infer(sig, model.sha256, y, request_id, binary), x.shape[0])
-
-    def _v2_infer_multi(self, label: str, headers, body: bytes, model) -> Answer:
-        """POST .../infer for a model of several inputs or outputs: one tensor per input by name,
-        one per output asked for (every output when the request names none)."""
-        sig = model.signature
-        try:
-            values, request_id, count, outputs = serve_v2.decode_infer_multi(
-                body, sig, self.limits.max_values, headers.get(serve_v2.HEADER_LENGTH))
-            x, y, _ = model.runner.answer(values)
-        except codec.BadRequest as e:
-            return json_answer(400, e.doc, label)
-        except InputError as e:
-            return json_answer(400, codec.refused(e), label)
-        self._count_outside_multi(model, x)
-        answer, json_length = serve_v2.encode_infer_multi(sig, model.sha256, y, outputs, request_id)
-        return _infer_answer(label, answer, json_length, next(iter(x.values())).shape[0])
+        if sig.multi:  # outputs: (name, as binary data) of each output to answer
+            self._count_outside_multi(model, x)
+            answer = serve_v2.encode_infer_multi(sig, model.sha256, y, outputs, request_id)
+            return _infer_answer(label, *answer, next(iter(x.values())).shape[0])
+        self._count_outside(model, x)  # outputs: whether the one output goes back as binary data
+        return _infer_answer(label, *serve_v2.encode_infer(sig, model.sha256, y, request_id, outputs), x.shape[0])
 
     # --- POST /predict ------------------------------------------------------------------------
 
