@@ -47,6 +47,15 @@ def named_body(feature: str) -> str:
     return f'body: expected {{{key_text(feature)}: number or [numbers]}} or {{"inputs": [...]}}'
 
 
+def inputs_body(names: list[str]) -> str:
+    """The refusal of a body without ``inputs`` for a model of several inputs or outputs, naming
+    its inputs: ``body: expected {"inputs": {"image": [...], "readings": [...]}} (one example or a
+    batch per input, by name)``; a model of one input takes its batch alone too."""
+    by_name = ", ".join(f"{key_text(n)}: [...]" for n in names)
+    alone = ' or {"inputs": [...]}' if len(names) == 1 else ""
+    return f'body: expected {{"inputs": {{{by_name}}}}}{alone} (one example or a batch per input, by name)'
+
+
 @lru_cache(maxsize=16)
 def key_text(name: str) -> str:
     """``name`` as a JSON object key (``"celsius"``), made once per name: the scalar answer's hot path."""
@@ -60,13 +69,16 @@ def parse_json(body: bytes) -> Any:
         raise BadRequest({"error": f"body: not valid JSON ({e})"}) from None
 
 
-def decode(body: bytes, max_values: int, feature: str | None) -> tuple[str, Any, int]:
+def decode(body: bytes, max_values: int, feature: str | None, inputs: list[str] | None = None
+           ) -> tuple[str, Any, int]:
     """(which request it is: ``"inputs"``, or ``feature`` for a named scalar model's own; the
     model input for ``Runner.predict``; how many values it holds) from a request body.
 
     Args:
         feature: the one feature of a named scalar model (``Signature.named_scalar``; "celsius"
             for the tutorial's), whose name is a request too; None: ``{"inputs": ...}`` only.
+        inputs: the input names of a model of several inputs or outputs, for the refusal of a
+            body without ``inputs`` (None: any other model).
 
     Raises BadRequest: not JSON, neither request, more than ``max_values`` values.
     """
@@ -76,9 +88,10 @@ def decode(body: bytes, max_values: int, feature: str | None) -> tuple[str, Any,
     elif isinstance(doc, dict) and feature is not None and feature in doc:
         key = feature
     else:
-        raise BadRequest({"error": INPUTS_BODY if feature is None else named_body(feature)})
+        raise BadRequest({"error": named_body(feature) if feature is not None
+                          else INPUTS_BODY if inputs is None else inputs_body(inputs)})
     values = doc[key]
-    count = count_values(values)  # 1 for a dict: a model of several inputs counts its own (serve_http)
+    count = count_values(values)  # 1 for a dict: a model of several inputs counts its own (serve_app)
     if count > max_values:
         raise BadRequest({"error": f"input: {count} values, at most {max_values} per request (--max-values)"})
     return key, values, count

@@ -15,9 +15,11 @@ unit sets WatchdogSec= a ``Watchdog`` sends WATCHDOG=1 only while the service ca
 
 This module is the entry (``run``: check, listen, signals, drain). The parts, one job each:
 ``serve_state`` (the checked model as one immutable snapshot, reload), ``serve_metrics``
-(counters, Prometheus text), ``serve_http`` (connections, limits, deadlines, endpoints),
-``codec`` (a predict body to the model's input and its output to the answer: the only
-model-specific part), ``serve_v2`` (the v2 protocol's requests and answers) and ``sd`` (systemd's socket activation and sd_notify).
+(counters, Prometheus text), ``serve_http`` (the transport: connections, limits, deadlines,
+reading a request and writing its answer), ``serve_app`` (the endpoints: a request's method,
+path, headers and body to its answer, no sockets), ``codec`` (a predict body to the model's
+input and its output to the answer: the only model-specific part), ``serve_v2`` (the v2
+protocol's requests and answers) and ``sd`` (systemd's socket activation and sd_notify).
 """
 
 from __future__ import annotations

@@ -1,12 +1,12 @@
-"""`serve`'s HTTP/1.1: connections, their limits and deadlines, the endpoints. Stdlib only.
+"""`serve`'s HTTP/1.1 transport: connections, their limits and deadlines. Stdlib only.
 
 One thread per connection (at most --max-connections; the next gets 503 and is closed), one
 deadline per request (--idle-timeout: the whole request, or the wait for the next one on a
 kept-alive connection), bounded heads and bodies, one write per answer. HTTP/1.0 clients get
 keep-alive when they ask for it (``Connection: keep-alive``), and are told so in the answer.
-The predict body is decoded and its answer encoded by ``codec`` (the Open Inference Protocol
-v2's, KServe's and Triton's, by ``serve_v2``); the model comes from one
-``serve_state.Snapshot`` per request.
+Each request goes to the endpoints, ``serve_app.App``, with the one ``serve_state.Snapshot``
+it reads for it: the app answers from the request line and headers, or names the endpoint
+whose body this module then reads (by its Content-Length, within --max-body) and hands over.
 
 Why no web framework: the device keeps two dependencies (numpy, onnxruntime), and every
 bound (body, header, time per request, connections) is a few lines here. TLS and richer
@@ -16,7 +16,6 @@ auth belong in a reverse proxy in front (Caddy, nginx).
 from __future__ import annotations
 
 import io
-import json
 import os
 import socket
 import socketserver
@@ -25,8 +24,6 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-
-import numpy as np
 
 # http.server imports http.client, which imports ssl (OpenSSL: ~4 MB of resident memory)
 # for HTTPS clients. The service never speaks TLS (a reverse proxy does): hide ssl during
@@ -40,14 +37,11 @@ finally:
     if _hide_ssl and sys.modules.get("ssl", 0) is None:
         del sys.modules["ssl"]
 
-from . import codec, sd, serve_v2  # noqa: E402
-from .errors import EXIT_CANNOT_SERVE, InputError, RuntimeFailure  # noqa: E402
+from . import sd  # noqa: E402
+from .errors import EXIT_CANNOT_SERVE, RuntimeFailure  # noqa: E402
+from .serve_app import Answer, App, json_answer  # noqa: E402
 from .serve_metrics import Metrics  # noqa: E402
-from .serve_state import ModelState, Snapshot  # noqa: E402
-
-ENDPOINTS = {"/predict": "POST", "/healthz": "GET", "/info": "GET", "/metrics": "GET"}
-ROUTES = {**ENDPOINTS, **serve_v2.ROUTES}  # every endpoint, by the label /metrics counts it under
-OPEN = ("/healthz", *serve_v2.OPEN)  # answered without a token
+from .serve_state import ModelState  # noqa: E402
 
 
 class ServeError(RuntimeFailure):
@@ -186,7 +180,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
             if head is ...:
                 self.close_connection = True
                 self.requestline, self.request_version, self.command = "", "HTTP/1.1", ""
-                self._json(431, {"error": f"request line and headers larger than {limits.max_header} bytes"}, "?")
+                self._json(431, {"error": f"request line and headers larger than {limits.max_header} bytes"}, "other")
                 return
             real, self.rfile = self.rfile, io.BufferedReader(io.BytesIO(head))
             try:
@@ -221,168 +215,15 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 return b"".join(lines)
 
     def _dispatch(self) -> None:
-        path = self.path.split("?", 1)[0]
-        found = (path, None, None) if path in ENDPOINTS else serve_v2.route(path)
-        if found is None:
-            return self._json(404, {"error": f"no such endpoint {path!r}; endpoints: {', '.join(ROUTES)}"}, "other")
-        label, name, version = found
-        method = ROUTES[label]
-        if self.command != method:
-            return self._json(405, {"error": f"{path} takes {method}, got {self.command}"}, label, {"Allow": method})
-        if label not in OPEN and not self._authorized():
-            self.close_connection = self.close_connection or self.command == "POST"
-            return self._json(401, {"error": "missing or wrong bearer token (Authorization: Bearer ...)"}, label,
-                              {"WWW-Authenticate": "Bearer"})
+        app = self.server.app
         snapshot = self.server.models.snapshot  # one read: this request keeps it whatever a reload swaps in
-        if label == "/predict":
-            return self._predict(snapshot)
-        if label == "/healthz":
-            return self._json(*snapshot.health(), label)
-        if label == "/info":
-            return self._json(200, {**snapshot.model.summary, "limits": vars(self.server.limits)}, label)
-        if label == "/metrics":
-            return self._send(200, self.server.metrics.render(snapshot), label,
-                              "text/plain; version=0.0.4; charset=utf-8")
-        return self._v2(label, name, version, snapshot)
-
-    def _v2(self, label: str, name: str | None, version: str | None, snapshot: Snapshot) -> None:
-        """The Open Inference Protocol v2's endpoints (serve_v2)."""
-        model = snapshot.model
-        sig = model.signature
-        if label == "/v2":
-            return self._json(200, serve_v2.SERVER, label)
-        if label == "/v2/health/live":
-            return self._json(200, {"live": True}, label)
-        if label == "/v2/health/ready":
-            return self._json(200 if snapshot.healthy else 503, {"ready": snapshot.healthy}, label)
-        served = serve_v2.version_of(model.sha256)
-        if name != sig.model_name or version not in (None, served):
-            self.close_connection = self.close_connection or self.command == "POST"  # its body is not read
-            what = f"model {name!r}" + (f" version {version!r}" if version is not None else "")
-            return self._json(404, {"error": f"unknown {what}; this server serves model {sig.model_name!r} "
-                                             f"version {served!r}"}, label)
-        if label == "/v2/models/{model}":
-            return self._json(200, serve_v2.model_metadata(sig, model.sha256), label)
-        if label == "/v2/models/{model}/ready":
-            return self._json(200 if snapshot.healthy else 503, {"name": sig.model_name, "ready": snapshot.healthy},
-                              label)
-        body = self._body(label)
-        if body is None:
-            return
-        if sig.multi:
-            return self._v2_infer_multi(label, model, body)
-        try:
-            values, request_id, count, binary = serve_v2.decode_infer(
-                body, sig, self.server.limits.max_values, self.headers.get(serve_v2.HEADER_LENGTH))
-            x, y, _ = model.runner.answer(values)
-        except codec.BadRequest as e:
-            return self._json(400, e.doc, label)
-        except InputError as e:
-            return self._json(400, codec.refused(e), label)
-        self._count_outside(model, x)
-        self._send_infer(label, *serve_v2.encode_infer(sig, model.sha256, y, request_id, binary), x.shape[0])
-
-    def _v2_infer_multi(self, label: str, model, body: bytes) -> None:
-        """POST .../infer for a model of several inputs or outputs: one tensor per input by name,
-        one per output asked for (every output when the request names none)."""
-        sig = model.signature
-        try:
-            values, request_id, count, outputs = serve_v2.decode_infer_multi(
-                body, sig, self.server.limits.max_values, self.headers.get(serve_v2.HEADER_LENGTH))
-            x, y, _ = model.runner.answer(values)
-        except codec.BadRequest as e:
-            return self._json(400, e.doc, label)
-        except InputError as e:
-            return self._json(400, codec.refused(e), label)
-        self._count_outside_multi(model, x)
-        answer, json_length = serve_v2.encode_infer_multi(sig, model.sha256, y, outputs, request_id)
-        self._send_infer(label, answer, json_length, next(iter(x.values())).shape[0])
-
-    def _send_infer(self, label: str, answer: bytes, json_length, n: int) -> None:
-        """A v2 inference answer of ``n`` examples: JSON, or (``json_length``, the binary tensor data
-        extension) its JSON part followed by the tensors' bytes."""
-        if json_length is None:
-            return self._send(200, answer, label, "application/json", values=n)
-        self._send(200, answer, label, "application/octet-stream", headers={serve_v2.HEADER_LENGTH: json_length},
-                   values=n)
-
-    def _count_outside(self, model, x) -> None:
-        """Count the valid batch ``x``'s values outside the observed range, per feature, in /metrics."""
-        checker = model.checker
-        if checker.obs_lo is None:
-            return
-        counts = checker.outside_observed(x)
-        if counts.any():
-            features = model.signature.features
-            self.server.metrics.outside_observed({features[j]: int(counts[j]) for j in counts.nonzero()[0].tolist()})
-
-    def _count_outside_multi(self, model, x: dict) -> None:
-        """``_count_outside`` for a model of several inputs: ``x`` by input name, each feature
-        counted as ``<input>.<feature>``."""
-        counts = {}
-        for t in model.signature.inputs:
-            checker = model.runner.checkers[t.name]
-            if checker.obs_lo is not None:
-                c = checker.outside_observed(x[t.name])
-                counts.update({f"{t.name}.{t.features[j]}": int(c[j]) for j in c.nonzero()[0].tolist()})
-        if counts:
-            self.server.metrics.outside_observed(counts)
-
-    def _authorized(self) -> bool:
-        token = self.server.token
-        if token is None:
-            return True
-        given = self.headers.get("Authorization", "")
-        scheme, _, value = given.partition(" ")
-        return scheme.lower() == "bearer" and compare_digest(value.strip().encode(), token)
-
-    def _predict(self, snapshot: Snapshot) -> None:
-        body = self._body("/predict")
-        if body is None:
-            return
-        model = snapshot.model
-        runner = model.runner
-        sig = model.signature
-        try:
-            key, values, count = codec.decode(body, self.server.limits.max_values,
-                                              sig.features[0] if sig.named_scalar else None)
-        except codec.BadRequest as e:
-            return self._json(400, e.doc, "/predict")
-        try:
-            if key != "inputs":  # a named scalar model's own request (the tutorial's {"celsius": ...}), on the scalar path
-                y = runner.predict(values)
-                if model.checker.obs_lo is not None:  # valid, so numbers: counted in /metrics
-                    self._count_outside(model, np.asarray(values, dtype=np.float32).reshape(-1, 1))
-                return self._send(200, codec.encode(y, model.sha256, sig.output_names[0]), "/predict",
-                                  "application/json", values=count)
-            if sig.multi:
-                return self._predict_multi(model, values)
-            x, y, single = runner.answer(values)
-        except InputError as e:
-            return self._json(400, codec.refused(e), "/predict")
-        self._count_outside(model, x)
-        labels = runner.labels_of(y) if sig.labels else None
-        self._send(200, codec.encode_outputs(y, single, labels, model.sha256), "/predict", "application/json",
-                   values=x.shape[0])
-
-    def _predict_multi(self, model, values) -> None:
-        """POST /predict for a model of several inputs or outputs: {"inputs": {name: ...}}, the
-        values of every input counted against --max-values."""
-        runner = model.runner
-        if isinstance(values, dict):
-            count = sum(map(codec.count_values, values.values()))
-            limit = self.server.limits.max_values
-            if count > limit:
-                return self._json(400, {"error": f"input: {count} values, at most {limit} per request (--max-values)"},
-                                  "/predict")
-        try:
-            x, y, single = runner.answer(values)
-        except InputError as e:
-            return self._json(400, codec.refused(e), "/predict")
-        self._count_outside_multi(model, x)
-        labels = {t.name: runner.labels_of(y[t.name], t.name) for t in model.signature.outputs if t.labels is not None}
-        self._send(200, codec.encode_multi(y, single, labels, model.sha256), "/predict", "application/json",
-                   values=next(iter(x.values())).shape[0])
+        answer = app.head(self.command, self.path, self.headers, snapshot)
+        if isinstance(answer, str):  # a POST's endpoint: its body next, within the limits
+            body = self._body(answer)
+            if body is None:
+                return
+            answer = app.answer(answer, self.headers, body, snapshot)
+        self._send(answer)
 
     def _body(self, endpoint: str) -> bytes | None:
         """The request's body, read by its Content-Length; None once the refusal is sent."""
@@ -423,17 +264,22 @@ class Handler(http.server.BaseHTTPRequestHandler):
         U+0085, so four words), which no client can read as an answer."""
         self.close_connection = True
         self.request_version = "HTTP/1.1"
-        self._json(code, {"error": message or self.responses.get(code, ("",))[0]}, "?")
+        self._json(code, {"error": message or self.responses.get(code, ("",))[0]}, "other")
 
-    def _json(self, status: int, doc: dict, endpoint: str, headers: dict | None = None) -> None:
-        self._send(status, json.dumps(doc).encode(), endpoint, "application/json", headers=headers)
+    def _json(self, status: int, doc: dict, endpoint: str) -> None:
+        """A refusal of the transport's own (the head, the body's framing) as JSON."""
+        self._send(json_answer(status, doc, endpoint))
 
-    def _send(self, status: int, body: bytes, endpoint: str, ctype: str, headers: dict | None = None,
-              values: int = 0) -> None:
+    def _send(self, answer: Answer) -> None:
         """The whole answer in one write."""
+        status = answer.status
+        body = answer.body
         reason = self.responses.get(status, ("",))[0]
-        lines = [f"HTTP/1.1 {status} {reason}", f"Content-Type: {ctype}", f"Content-Length: {len(body)}"]
-        lines += [f"{k}: {v}" for k, v in (headers or {}).items()]
+        lines = [f"HTTP/1.1 {status} {reason}", f"Content-Type: {answer.ctype}", f"Content-Length: {len(body)}"]
+        if answer.headers:
+            lines += [f"{k}: {v}" for k, v in answer.headers.items()]
+        if answer.close:
+            self.close_connection = True
         if self.close_connection:
             lines.append("Connection: close")
         elif self.request_version == "HTTP/1.0":
@@ -443,8 +289,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
             lines.append("Connection: keep-alive")
         # Counted before it is sent: a client that has read this answer and asks /metrics next
         # (on any connection) must find it counted, not race this thread to the counter.
-        self.server.metrics.observe(endpoint if endpoint in ROUTES else "other", status,
-                                   time.perf_counter() - getattr(self, "t0", time.perf_counter()), values)
+        self.server.metrics.observe(answer.endpoint, status,
+                                    time.perf_counter() - getattr(self, "t0", time.perf_counter()), answer.values)
         try:
             self.wfile.write(("\r\n".join(lines) + "\r\n\r\n").encode() + (b"" if self.command == "HEAD" else body))
         except OSError:
@@ -458,7 +304,8 @@ class Server(socketserver.ThreadingMixIn, socketserver.BaseServer):
     """One thread per connection, at most ``slots`` at once; the excess gets 503 and is closed.
 
     Holds what the connections share: the limits, the model state, the metrics, the token,
-    the stop flag and the set of open connections (which ``drain`` waits for).
+    the endpoints (``app``), the stop flag and the set of open connections (which ``drain``
+    waits for).
     """
 
     daemon_threads = True
@@ -470,6 +317,7 @@ class Server(socketserver.ThreadingMixIn, socketserver.BaseServer):
         super().__init__(sock.getsockname(), Handler)
         self.socket = sock
         self.limits, self.models, self.metrics, self.token = limits, models, metrics, token
+        self.app = App(limits, metrics, token)
         self.stopping = threading.Event()
         self.connections: set[Handler] = set()
         self.starting = 0  # accepted connections whose thread has not registered yet
@@ -555,13 +403,6 @@ def listening_socket(host: str, port: int, unix: str | None) -> tuple[socket.soc
 def describe(sock: socket.socket) -> str:
     name = sock.getsockname()
     return f"unix:{name}" if sock.family == socket.AF_UNIX else f"{name[0]}:{name[1]}"
-
-
-def compare_digest(a: bytes, b: bytes) -> bool:
-    """Constant-time comparison (hmac's), imported only when a token is in use: hmac loads OpenSSL."""
-    import hmac
-
-    return hmac.compare_digest(a, b)
 
 
 def accept_loop(server: Server, cpu: str, poll_interval: float = 0.5) -> None:

@@ -42,7 +42,8 @@ from deploy import wheelhouse
 
 ROOT = Path(__file__).resolve().parents[2]
 REQUIREMENTS = ROOT / "runtime" / "requirements.txt"  # --venv-only without --tarball: the source tree's
-# The tests that need only the runtime (test_runtime_fuzz.py needs hypothesis: not on a device).
+# The tests that need only the runtime (test_runtime_fuzz.py needs hypothesis: not on a device;
+# test_serve_app.py, test_serve_v2.py and test_runtime_multi.py make their bundles with onnx).
 TESTS = ["tests/runtime/test_runtime_api.py", "tests/runtime/test_runtime_cli.py", "tests/runtime/test_runtime_wall.py",
          "tests/runtime/test_runtime_env.py", "tests/runtime/test_serve.py", "tests/runtime/test_serve_traffic.py",
          "tests/runtime/test_serve_state.py", "tests/runtime/test_serve_keepalive.py", "tests/runtime/test_trust.py",

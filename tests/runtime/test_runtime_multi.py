@@ -1,15 +1,13 @@
 """Models of several inputs and outputs, bound by name (issue 27): a hand-made ONNX model of two
 inputs (image (n, 4, 4, 1), readings (n, 3)) and two outputs (kind: a softmax over 3 classes;
 level: a linear function), whose graph lists both in the other order than its signature, in a
-bundle made by tests/support/bundles.py (golden outputs from numpy's own math). Real onnxruntime,
-the real CLI and a real server on 127.0.0.1."""
+bundle made by tests/support/bundles.py (golden outputs from numpy's own math). Real onnxruntime
+and the real CLI."""
 
 from __future__ import annotations
 
 import copy
 import json
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -368,151 +366,8 @@ def test_cli_stream_refuses_a_model_of_several_inputs_at_start(multi):
 
 
 # --- serve: POST /predict and the Open Inference Protocol v2 --------------------------------------
-
-
-def call(server, method: str, path: str, body=None, headers=None):
-    """(status, headers, body bytes) of one request with urllib."""
-    data = body if isinstance(body, bytes) or body is None else json.dumps(body).encode()
-    req = urllib.request.Request(server.url + path, data=data, method=method,
-                                 headers={"Content-Type": "application/json", **(headers or {})})
-    try:
-        with urllib.request.urlopen(req, timeout=60) as r:
-            return r.status, r.headers, r.read()
-    except urllib.error.HTTPError as e:
-        return e.code, e.headers, e.read()
-
-
-def call_json(server, method: str, path: str, body=None):
-    status, _, raw = call(server, method, path, body)
-    return status, json.loads(raw)
-
-
-@pytest.fixture
-def server(serve_bundle, multi):
-    return serve_bundle(multi, "--max-values", "1000")
-
-
-@pytest.mark.slow  # starts a server
-def test_serve_predict_answers_one_output_per_name(server, multi):
-    x = multi_examples(3, seed=5)
-    want = multi_compute(**x)
-    sha = json.loads((multi / "manifest.json").read_text())["files"]["model.onnx"]
-    status, doc = call_json(server, "POST", "/predict", {"inputs": {k: v.tolist() for k, v in x.items()}})
-    assert status == 200 and doc["model"] == sha and list(doc["outputs"]) == ["kind", "level"]
-    with Runner.from_bundle(multi) as r:
-        exact = r.predict(x)
-    for name in ("kind", "level"):
-        np.testing.assert_array_equal(np.float32(doc["outputs"][name]), exact[name])  # %.9g: exact
-        np.testing.assert_allclose(doc["outputs"][name], want[name], **TOL)
-    assert doc["labels"] == {"kind": [MULTI_LABELS[i] for i in want["kind"].argmax(axis=1)]}
-    one = {"image": x["image"][1].tolist(), "readings": x["readings"][1].tolist()}
-    status, doc = call_json(server, "POST", "/predict", {"inputs": one})
-    assert status == 200 and np.shape(doc["outputs"]["kind"]) == (3,) and np.shape(doc["outputs"]["level"]) == (1,)
-    assert doc["labels"] == {"kind": MULTI_LABELS[int(want["kind"][1].argmax())]}
-    bad = [
-        ({"inputs": [1, 2, 3]}, "input: expected a dict of arrays by input name ('image', 'readings'), got list"),
-        ({"inputs": {"image": one["image"]}}, "input 'readings': missing; the model takes 'image', 'readings'"),
-        ({"inputs": {**one, "readings": [1, 1e39, 1]}},
-         "input 'readings'[0]: feature 'p' = 1e+39: outside float32 range (|x| <= 3.4e38)"),
-        ({"inputs": {k: np.zeros((2, 4, 4, 1)).tolist() for k in ("image",)} | {"readings": np.zeros((40, 3)).tolist(),
-                                                                                   "x": np.zeros(1000).tolist()}},
-         "input: 1152 values, at most 1000 per request (--max-values)"),
-    ]
-    for body, error in bad:
-        status, doc = call_json(server, "POST", "/predict", body)
-        assert status == 400 and doc["error"] == error, doc
-    status, doc = call_json(server, "POST", "/predict", {"inputs": {**one, "readings": [-20, 1000, 50]}})
-    assert status == 200  # t = -20: valid (from -50) but outside the observed range (from -10): counted
-    status, _, metrics = call(server, "GET", "/metrics")
-    assert b'edge_inputs_outside_observed_total{feature="readings.t"} 1' in metrics
-    assert b'edge_inputs_outside_observed_total{feature="readings.p"} 0' in metrics
-    status, doc = call_json(server, "GET", "/info")
-    assert [t["name"] for t in doc["signature"]["inputs"]] == ["image", "readings"]
-
-
-def v2_tensor(name: str, arr: np.ndarray, binary: bool = False) -> dict:
-    t = {"name": name, "shape": list(arr.shape), "datatype": "FP32"}
-    if binary:
-        return {**t, "parameters": {"binary_data_size": arr.nbytes}}
-    return {**t, "data": arr.reshape(-1).tolist()}
-
-
-def binary_call(server, path: str, doc: dict, data: bytes = b""):
-    """(status, headers, the JSON part, the binary part) of one infer request with binary data after its JSON."""
-    head = json.dumps(doc).encode()
-    status, headers, raw = call(server, "POST", path, head + data, {
-        "Content-Type": "application/octet-stream", "Inference-Header-Content-Length": str(len(head))})
-    n = int(headers.get("Inference-Header-Content-Length", len(raw)))
-    return status, headers, json.loads(raw[:n]), raw[n:]
-
-
-@pytest.mark.slow  # starts a server
-def test_v2_metadata_and_infer_bind_tensors_by_name_in_json_and_binary(server, multi):
-    status, meta = call_json(server, "GET", "/v2/models/multi")
-    assert status == 200
-    assert meta["inputs"] == [{"name": "image", "datatype": "FP32", "shape": [-1, 4, 4, 1]},
-                              {"name": "readings", "datatype": "FP32", "shape": [-1, 3]}]
-    assert meta["outputs"] == [{"name": "kind", "datatype": "FP32", "shape": [-1, 3]},
-                               {"name": "level", "datatype": "FP32", "shape": [-1, 1]}]
-    assert meta["parameters"]["outputs"]["kind"]["labels"] == MULTI_LABELS
-    x = multi_examples(4, seed=9)
-    with Runner.from_bundle(multi) as r:
-        want = r.predict(x)
-    path = "/v2/models/multi/infer"
-    # JSON, the inputs in the other order, every output
-    status, doc = call_json(server, "POST", path, {"id": "j", "inputs": [v2_tensor("readings", x["readings"]),
-                                                                          v2_tensor("image", x["image"])]})
-    assert status == 200 and doc["id"] == "j" and [o["name"] for o in doc["outputs"]] == ["kind", "level"]
-    for o in doc["outputs"]:
-        assert o["shape"] == list(want[o["name"]].shape)
-        np.testing.assert_array_equal(np.float32(o["data"]).reshape(o["shape"]), want[o["name"]])
-    # one output asked for
-    status, doc = call_json(server, "POST", path, {"inputs": [v2_tensor("image", x["image"]),
-                                                              v2_tensor("readings", x["readings"])],
-                                                   "outputs": [{"name": "level"}]})
-    assert status == 200 and [o["name"] for o in doc["outputs"]] == ["level"]
-    # binary in (both inputs, in the request's order), one output binary and one JSON
-    doc = {"inputs": [v2_tensor("readings", x["readings"], True), v2_tensor("image", x["image"], True)],
-           "outputs": [{"name": "level", "parameters": {"binary_data": True}}, {"name": "kind"}]}
-    status, headers, head, rest = binary_call(server, path, doc, x["readings"].tobytes() + x["image"].tobytes())
-    assert status == 200 and headers["Content-Type"] == "application/octet-stream", head
-    level, kind = head["outputs"]
-    assert level["parameters"] == {"binary_data_size": 16} and len(rest) == 16
-    assert np.frombuffer(rest, "<f4").reshape(4, 1).tobytes() == want["level"].tobytes()
-    np.testing.assert_array_equal(np.float32(kind["data"]).reshape(4, 3), want["kind"])
-    # binary in for one input, JSON for the other, every output binary
-    doc = {"inputs": [v2_tensor("image", x["image"], True), v2_tensor("readings", x["readings"])],
-           "parameters": {"binary_data_output": True}}
-    status, headers, head, rest = binary_call(server, path, doc, x["image"].tobytes())
-    assert status == 200 and [o["parameters"]["binary_data_size"] for o in head["outputs"]] == [48, 16]
-    assert rest == want["kind"].tobytes() + want["level"].tobytes()
-
-
-@pytest.mark.slow  # starts a server
-def test_v2_bad_multi_requests_are_400_naming_the_tensor(server):
-    x = multi_examples(2)
-    img, rd = v2_tensor("image", x["image"]), v2_tensor("readings", x["readings"])
-    cases = [
-        ({"inputs": [img]}, "inputs: no tensor 'readings'; expected one per model input: 'image', 'readings'"),
-        ({"inputs": [img, img]}, "inputs[1].name: 'image' is given twice; expected one tensor per input"),
-        ({"inputs": [img, {**rd, "name": "depth"}]},
-         "inputs[1].name: expected one of the model's inputs ('image', 'readings'), got 'depth'"),
-        ({"inputs": [img, {**rd, "shape": [2, 4]}]}, "inputs[1].shape [2, 4] expected [n, 3] for 'readings'"),
-        ({"inputs": [img, {**rd, "data": [1.0] * 5}]}, "inputs[1].data: expected 6 values for shape [2, 3], got 5"),
-        ({"inputs": [img, v2_tensor("readings", x["readings"][:1])]},
-         "input: expected one batch size for every input, got 'image' 2, 'readings' 1 examples"),
-        ({"inputs": [img, rd], "outputs": [{"name": "depth"}]},
-         "outputs[0].name: expected one of the model's outputs ('kind', 'level'), got 'depth'"),
-    ]
-    for body, error in cases:
-        status, doc = call_json(server, "POST", "/v2/models/multi/infer", body)
-        assert status == 400 and doc["error"] == error, doc
-    doc = {"inputs": [v2_tensor("image", x["image"], True), v2_tensor("readings", x["readings"], True)]}
-    status, _, head, _ = binary_call(server, "/v2/models/multi/infer", doc, x["image"].tobytes())
-    assert status == 400 and head["error"].startswith("body: 128 bytes after the JSON part, fewer than the "
-                                                      "binary_data_size of inputs[1]"), head
-    status, doc = call_json(server, "GET", "/v2/health/live")
-    assert status == 200
+# Its endpoints on this model are tests/runtime/test_serve_app.py's (no socket); the wire, one real
+# server answering as the app does, tests/runtime/test_serve_v2.py's.
 
 
 def test_the_watchdogs_proof_runs_zeros_of_one_example_per_input(runner):
