@@ -86,11 +86,12 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("info", parents=[common],
                    help="bundle, Python/numpy/onnxruntime versions, what the model needs, model I/O, threads")
     be = sub.add_parser("bench", parents=[common], help="cold start, latency, throughput and peak RSS, as JSON",
-                        description="The tutorial's model (one value in, one out) is fed numbers; a model of "
-                                    "several inputs or outputs its golden inputs, by input name.")
+                        description="The tutorial's model (one value in, one out) is fed numbers; any other "
+                                    "model its golden inputs (golden.json), by input name for a model of several "
+                                    "inputs or outputs.")
     be.add_argument("--calls", type=_positive, default=20000, metavar="N", help="batch-1 calls timed (default: 20000)")
     be.add_argument("--large-batch", type=_positive, default=1_000_000, metavar="N",
-                    help="batch size for throughput (default: 1000000; a model of several inputs: that many "
+                    help="batch size for throughput (default: 1000000; a model fed its golden inputs: that many "
                          "input values, in whole examples)")
     be.add_argument("--cold-runs", type=_int_at_least(0), default=5, metavar="N",
                     help="fresh processes timed for cold start; 0 skips (default: 5)")
