@@ -5,10 +5,12 @@ The metrics onnxruntime_perf_test and TFLite's benchmark_model report: cold star
 is created, steady-state latency percentiles at batch 1, throughput at a large batch,
 and peak RSS. Stdlib timers (``time.perf_counter_ns``) and ``resource.getrusage``.
 
-What it feeds: the scalar path (the tutorial's, one value in and one out) numbers; a model
-of several inputs or outputs its golden inputs (golden.json, by input name): batch 1 cycles
-through them one example at a time, the large batch repeats them to ``large_batch`` input
-values in whole examples, and the cold start answers the first one from an .npz.
+What it feeds: the scalar path (one value in and one out) the tutorial's numbers, when the
+model's valid range holds them (the tutorial's model, every bundle made before signatures);
+any other model its golden inputs (golden.json; by input name for a model of several inputs
+or outputs): batch 1 cycles through them one example at a time, the large batch repeats
+them to ``large_batch`` input values in whole examples, and the cold start answers the
+first one from an .npz.
 """
 
 from __future__ import annotations
@@ -57,20 +59,53 @@ def cold_start(bundle: Path, runs: int, threads: int, trusted_keys: str | None =
             "runs": runs, "peak_rss_mb": peak_kb / 1024}
 
 
+# The scalar path's numbers (the tutorial's, in degrees Celsius): the large batch spans them, batch 1
+# cycles through -50..149, the first inference and the cold start answer 100.
+SCALAR_SPAN = (-273.15, 1000.0)
+SCALAR_FIRST = 100.0
+
+
+def _scalar_value(i: int) -> float:
+    return float(i % 200 - 50)
+
+
+def takes_scalar_numbers(runner) -> bool:
+    """Whether ``runner``'s model is fed the scalar path's numbers: one value in and one out, and
+    its valid range holds every number that path feeds (the tutorial's model does)."""
+    if not runner.scalar:
+        return False
+    try:
+        runner.validate(np.float32(SCALAR_SPAN))
+        runner.validate([_scalar_value(0), _scalar_value(199), SCALAR_FIRST])
+    except InputError:
+        return False
+    return True
+
+
 def golden_inputs(runner) -> dict[str, np.ndarray]:
-    """A model of several inputs or outputs: its golden inputs (golden.json, its sha256 checked
-    against the manifest), float32 batches (n, *shape) by input name, checked as ``predict``
-    checks them. Raises BundleError in one line when they are not that."""
+    """The model's golden inputs (golden.json, its sha256 checked against the manifest) as float32
+    batches (n, *shape) by input name, checked as ``predict`` checks them: by input name for a
+    model of several inputs or outputs, a batch for one of one input (``{"celsius": [...]}`` in
+    a bundle made before signatures). Raises BundleError in one line when they are not that."""
     file = runner.manifest["golden"]["file"]
     data = manifest_mod.check_file(runner.bundle, runner.manifest, file)
-    names = ", ".join(map(repr, runner.signature.input_names))
+    if runner.multi:
+        names = ", ".join(map(repr, runner.signature.input_names))
+        expected = f"expected golden inputs by input name ({names})"
+    else:
+        expected = "expected golden inputs as a batch (n, " + ", ".join(map(str, runner.signature.shape)) + ")"
     try:
-        inputs = json.loads(data)["inputs"]
-        if not isinstance(inputs, dict):
+        doc = json.loads(data)
+        inputs = doc["celsius"] if not runner.multi and "inputs" not in doc and "celsius" in doc else doc["inputs"]
+        if runner.multi:
+            if not isinstance(inputs, dict):
+                raise TypeError(f"got {type(inputs).__name__}")
+            return runner.validate(inputs)
+        if not isinstance(inputs, list):
             raise TypeError(f"got {type(inputs).__name__}")
-        return runner.validate(inputs)
+        return {runner.input_name: runner.validate(inputs)}
     except (ValueError, KeyError, TypeError) as e:
-        raise BundleError(f"{file} | bench: expected golden inputs by input name ({names}): {e}") from None
+        raise BundleError(f"{file} | bench: {expected}: {e}") from None
     except InputError as e:
         raise BundleError(f"{file} | bench: golden inputs: {e.message}") from None
 
@@ -78,26 +113,29 @@ def golden_inputs(runner) -> dict[str, np.ndarray]:
 def run(bundle: Path, threads: int = 1, calls: int = 20000, large_batch: int = 1_000_000,
         cold_runs: int = 5, trusted_keys: str | None = None) -> dict:
     """The figures as a JSON-ready dict. ``large_batch``: the scalar path's batch size; for a
-    model of several inputs, the input values of the large batch (in whole golden examples)."""
+    model fed its golden inputs, the input values of the large batch (in whole golden examples)."""
     from .runner import Runner
 
     t0 = time.perf_counter()
     runner = Runner.from_bundle(bundle, threads, trusted_keys)
     load_s = time.perf_counter() - t0
     fed = None
-    if runner.multi:  # its golden inputs, one example at a time, by name
+    if takes_scalar_numbers(runner):
+        ones, first = None, SCALAR_FIRST
+        large = np.linspace(*SCALAR_SPAN, large_batch, dtype=np.float32)
+    else:  # its golden inputs, one example at a time; by name for a model of several inputs
         x = golden_inputs(runner)
         n = next(iter(x.values())).shape[0]
         ones = [{k: np.ascontiguousarray(v[i:i + 1]) for k, v in x.items()} for i in range(n)]
-        first = ones[0]
         per_example = sum(int(np.prod(v.shape[1:])) for v in x.values())
         examples = max(1, large_batch // per_example)
         large = {k: np.resize(v, (examples, *v.shape[1:])) for k, v in x.items()}
         fed = {"from": runner.manifest["golden"]["file"], "golden_examples": n,
                "inputs": {k: list(v.shape[1:]) for k, v in x.items()}}
-    else:
-        ones, first = None, 100.0
-        large = np.linspace(-273.15, 1000.0, large_batch, dtype=np.float32)
+        if not runner.multi:  # a model of one input takes its array alone
+            ones = [one[runner.input_name] for one in ones]
+            large = large[runner.input_name]
+        first = ones[0]
 
     t0 = time.perf_counter()
     runner.predict(first)
@@ -108,7 +146,7 @@ def run(bundle: Path, threads: int = 1, calls: int = 20000, large_batch: int = 1
     clock = time.perf_counter_ns
     ns = []
     for i in range(calls):
-        v = float(i % 200 - 50) if ones is None else ones[i % len(ones)]
+        v = _scalar_value(i) if ones is None else ones[i % len(ones)]
         t = clock()
         runner.predict(v)
         ns.append(clock() - t)
@@ -126,6 +164,7 @@ def run(bundle: Path, threads: int = 1, calls: int = 20000, large_batch: int = 1
     else:
         throughput = {"batch": examples, "values": examples * per_example, "best_s": best,
                       "examples_per_s": examples / best, "values_per_s": examples * per_example / best}
+    cold_first = None if fed is None else (first if runner.multi else {runner.input_name: first})
     return {
         "bundle": str(bundle),
         "machine": {"platform": platform.platform(), "machine": platform.machine(),
@@ -138,13 +177,13 @@ def run(bundle: Path, threads: int = 1, calls: int = 20000, large_batch: int = 1
         "batch1_latency": {"calls": calls, **_percentiles(ns)},
         "large_batch": throughput,
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-        "cold_start": _cold_start(bundle, cold_runs, threads, trusted_keys, first if fed else None),
+        "cold_start": _cold_start(bundle, cold_runs, threads, trusted_keys, cold_first),
     }
 
 
 def _cold_start(bundle: Path, runs: int, threads: int, trusted_keys: str | None, first: dict | None) -> dict | None:
-    """``cold_start`` of `predict 100`, or for a model of several inputs of `predict --input` an
-    .npz of ``first`` (its first golden example by input name, in a temporary folder); None for 0 runs."""
+    """``cold_start`` of `predict 100`, or for a model fed its golden inputs of `predict --input`
+    an .npz of ``first`` (its first golden example by input name, in a temporary folder); None for 0 runs."""
     if not runs:
         return None
     if first is None:

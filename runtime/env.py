@@ -8,7 +8,6 @@ gets here: runtime/__init__.py refuses it.)
 from __future__ import annotations
 
 import importlib
-import shlex
 import sys
 from pathlib import Path
 
@@ -61,6 +60,8 @@ def require(bundle: str | Path | None = None, argv: list[str] | None = None) -> 
 
 def _fix(bundle: str | Path | None, argv: list[str] | None) -> str:
     """The command that gets the runner a Python with its requirements."""
+    import shlex  # only for this message: not in every command's start
+
     try:
         home = manifest_mod.locate(bundle).resolve()
         requirements = home / "requirements.txt"

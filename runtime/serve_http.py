@@ -7,6 +7,8 @@ keep-alive when they ask for it (``Connection: keep-alive``), and are told so in
 Each request goes to the endpoints, ``serve_app.App``, with the one ``serve_state.Snapshot``
 it reads for it: the app answers from the request line and headers, or names the endpoint
 whose body this module then reads (by its Content-Length, within --max-body) and hands over.
+A body the app answered without (404, 405, a GET that has one) is drained, or the connection
+closed: it is never read as the next request (``Handler._discard_body``).
 
 Why no web framework: the device keeps two dependencies (numpy, onnxruntime), and every
 bound (body, header, time per request, connections) is a few lines here. TLS and richer
@@ -223,7 +225,50 @@ class Handler(http.server.BaseHTTPRequestHandler):
             if body is None:
                 return
             answer = app.answer(answer, self.headers, body, snapshot)
+        elif not answer.close:  # answered from the head: a body it came with must not be read as a request
+            self._discard_body()
         self._send(answer)
+
+    def _content_length(self) -> tuple[str | None, int | None]:
+        """(the Content-Length as given: None when absent, several different values joined; its
+        value, None unless it is one plain decimal number)."""
+        lengths = self.headers.get_all("Content-Length") or []
+        length = lengths[0] if len(set(lengths)) == 1 else (", ".join(lengths) or None)  # two values: refused
+        if length is None or not (length.isascii() and length.isdigit()):  # int() would take "+5", " 5", "5_0"
+            return length, None
+        return length, int(length)
+
+    def _discard_body(self) -> None:
+        """Read and drop the body of a request answered without it (404, 405, any GET that
+        comes with a Content-Length), so the connection goes on at the next request.
+
+        Left unread, the body would be parsed as the next request line (a 400 and a close, and
+        a request pipelined behind it lost). HTTP servers either drain it or close; this one
+        drains a body it could have read anyway, framed by a Content-Length within --max-body,
+        under the request's one deadline: so the client's pipelined requests are answered, and
+        a client still sending its body is not reset by a close under it before it reads the
+        answer (Go's net/http and nginx drain too). Anything else (chunked, a bad or too large
+        Content-Length, or the body ending or stalling early) closes the connection after the
+        answer, as the transport's refusals of a body do. The app's own refusals that say
+        ``close`` (401, an unknown v2 model) keep it: a client without the token gets nothing
+        read from it.
+        """
+        if not self.headers.get("Transfer-Encoding") and self.headers.get("Content-Length") is None:
+            return  # no body: every ordinary GET
+        _, n = self._content_length()
+        if self.headers.get("Transfer-Encoding") or n is None or n > self.server.limits.max_body:
+            self.close_connection = True
+            return
+        try:
+            while n:
+                chunk = self.rfile.read(min(n, 1 << 16))
+                if not chunk:
+                    break
+                n -= len(chunk)
+        except (TimeoutError, OSError):
+            pass
+        if n:
+            self.close_connection = True
 
     def _body(self, endpoint: str) -> bytes | None:
         """The request's body, read by its Content-Length; None once the refusal is sent."""
@@ -231,13 +276,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
         if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
             self.close_connection = True
             return self._json(411, {"error": "send the body with a Content-Length, not chunked"}, endpoint)
-        lengths = self.headers.get_all("Content-Length") or []
-        length = lengths[0] if len(set(lengths)) == 1 else (", ".join(lengths) or None)  # two values: 400
-        try:
-            if not (length.isascii() and length.isdigit()):  # int() would take "+5", " 5", "5_0"
-                raise ValueError
-            n = int(length)
-        except (AttributeError, ValueError):
+        length, n = self._content_length()
+        if n is None:
             self.close_connection = True
             return self._json(411 if length is None else 400,
                               {"error": f"expected a Content-Length header with the body's size, got {length!r}"},

@@ -25,14 +25,16 @@ from __future__ import annotations
 import base64
 import binascii
 import os
-import subprocess
-import threading
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .manifest import _sha256
 from .errors import (EXIT_BAD_INPUT, EXIT_BAD_SIGNATURE, EXIT_ENVIRONMENT, EXIT_UNSIGNED, EXIT_UNTRUSTED_KEY,
                      BundleError)
+
+if TYPE_CHECKING:
+    import subprocess
 
 SIGNATURE = "manifest.json.sig"
 NAMESPACE = "edge-bundle"  # ssh-keygen -Y -n: a signature made for another purpose does not verify here
@@ -221,6 +223,12 @@ def _feed(fd: int, data: bytes) -> None:
 def _ssh_keygen_verify(manifest: bytes, sig: bytes, key: Key) -> subprocess.CompletedProcess:
     """``ssh-keygen -Y verify`` of ``manifest`` against ``sig`` with ``key`` as the only allowed
     signer; the allowed-signers file and the signature go through pipes (/dev/fd/N)."""
+    # Imported here, where a signature is verified: every command loads this module, and on a
+    # device that trusts no key (or for an unsigned bundle) nothing runs ssh-keygen; the two
+    # cost ~6 ms of each cold `predict`.
+    import subprocess
+    import threading
+
     allowed = f'{NAMESPACE} namespaces="{NAMESPACE}" {key.line}\n'.encode()
     exe = ssh_keygen()
     fds = [os.pipe(), os.pipe()]

@@ -283,6 +283,63 @@ def test_bench_reports_the_promised_metrics(bundle):
     assert doc["batch1_latency"]["p50_us"] <= doc["batch1_latency"]["p99_us"]
     assert doc["large_batch"]["values_per_s"] > 0 and doc["peak_rss_mb"] > 0
     assert doc["cold_start"]["runs"] == 1 and doc["first_inference_s"] > 0
+    # the tutorial's scalar path: fed numbers, its JSON as it always was
+    assert "fed" not in doc and set(doc["large_batch"]) == {"batch", "best_s", "values_per_s"}
+    assert doc["large_batch"]["batch"] == 10000
+
+
+BENCH_ARGS = ("bench", "--calls", "300", "--large-batch", "10000", "--cold-runs", "1")
+
+
+@pytest.mark.parametrize("kind, shape", [("tabular", [13]), ("image", [8, 8, 1]), ("regression", [4]),
+                                         ("scalar", [1])])
+def test_bench_times_a_model_of_one_input_on_its_golden_inputs(tmp_path, kind, shape):
+    """A model of one input of several values (wine, digits), or of one value whose valid range
+    refuses the tutorial's numbers (volts from 0 up): batch 1 cycles through its golden
+    examples, the large batch is --large-batch input values in whole examples, the cold start
+    answers the first example from an .npz."""
+    pytest.importorskip("onnx", reason="builds its bundle with the onnx package, which a device's venv lacks "
+                                       "(make runtime-check)")
+    from tests.support.bundles import signature_bundle
+
+    b = signature_bundle(tmp_path / kind, kind)
+    r = runtime_cli(b, *BENCH_ARGS)
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(r.stdout)
+    assert doc["fed"] == {"from": "golden.json", "golden_examples": 16, "inputs": {"inputs": shape}}
+    per_example = 1
+    for d in shape:
+        per_example *= d
+    assert doc["large_batch"]["batch"] == 10000 // per_example
+    assert doc["large_batch"]["values"] == 10000 // per_example * per_example
+    assert doc["large_batch"]["examples_per_s"] > 0 and doc["first_inference_s"] > 0
+    assert doc["batch1_latency"]["calls"] == 300
+    assert 0 < doc["batch1_latency"]["p50_us"] <= doc["batch1_latency"]["p99_us"]
+    assert doc["cold_start"]["runs"] == 1 and doc["peak_rss_mb"] > 0
+
+
+def test_bench_feeds_numbers_to_a_one_value_model_that_takes_them_and_refuses_bad_golden_inputs(tmp_path):
+    """A one-value model whose valid range holds the tutorial's numbers is fed them (the scalar
+    path, no golden inputs); golden inputs that are not a batch, or that the model refuses, are
+    one line and exit 1, before anything is timed."""
+    pytest.importorskip("onnx", reason="builds its bundle with the onnx package, which a device's venv lacks "
+                                       "(make runtime-check)")
+    from tests.support.bundles import signature_bundle
+
+    b = signature_bundle(tmp_path / "unbounded", "scalar", valid={"min": [None], "max": [None]})
+    r = runtime_cli(b, *BENCH_ARGS)
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(r.stdout)
+    assert "fed" not in doc and doc["large_batch"]["batch"] == 10000
+
+    bad = signature_bundle(tmp_path / "by-name", "tabular", golden={"inputs": {"inputs": [[1.0] * 13]}, "outputs": []})
+    r = runtime_cli(bad, *BENCH_ARGS)
+    assert r.returncode == 1 and r.stdout == b""
+    assert one_error_line(r) == "error: golden.json | bench: expected golden inputs as a batch (n, 13): got dict"
+    nan = signature_bundle(tmp_path / "nan", "image", golden={"inputs": [[[[float("nan")]] * 8] * 8], "outputs": []})
+    r = runtime_cli(nan, *BENCH_ARGS)
+    assert r.returncode == 1 and r.stdout == b""
+    assert one_error_line(r).startswith("error: golden.json | bench: golden inputs: input[0]: feature 'x[0,0,0]' is NaN")
 
 
 def test_bench_times_a_model_of_several_inputs_on_its_golden_inputs_by_name(tmp_path):

@@ -43,6 +43,24 @@ def test_importing_and_running_the_runtime_loads_none_of_them(bundle):
     assert r.stdout.strip() == "[]"
 
 
+# Modules a cold `predict` on an unsigned bundle has no use for (and a bare onnxruntime script never
+# loads): ssh-keygen's subprocess and its feeder threads (only to verify a signature), shutil (argparse's
+# terminal width, only for help), shlex (only for the missing-package advice), the service and bench.
+NOT_FOR_PREDICT = ("subprocess", "threading", "shutil", "shlex", "socket", "http", "runtime.serve",
+                   "runtime.serve_http", "runtime.serve_app", "runtime.bench", "runtime.examples")
+
+
+def test_a_cold_predict_imports_only_what_it_needs(bundle):
+    """`python -m runtime predict 100` (its cold start is held to a bare onnxruntime script's by
+    `make bench`) loads none of NOT_FOR_PREDICT; a signature check still loads what it needs."""
+    code = ("import sys; from runtime.cli import main; rc = main(['predict', '100']); "
+            f"print(rc, sorted(m for m in {NOT_FOR_PREDICT!r} if m in sys.modules))")
+    r = subprocess.run([sys.executable, "-c", code], cwd=bundle, capture_output=True, text=True,
+                       env={**os.environ, "PYTHONPATH": ""}, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.splitlines()[-1] == "0 []", r.stdout
+
+
 def test_bundle_runtime_is_the_repo_runtime(bundle):
     for path in (ROOT / "runtime").glob("*.py"):
         assert (bundle / "runtime" / path.name).read_bytes() == path.read_bytes(), path.name

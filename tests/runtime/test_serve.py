@@ -21,7 +21,7 @@ import pytest
 from runtime import Runner, manifest
 from tests.support.bundles import shifted_bundle, sig_compute, signature_bundle
 from tests.support.core import FAILSAFE, sha256_file, wait_until
-from tests.support.server import request, Server
+from tests.support.server import read_answer, request, Server
 
 
 def expected(bundle, celsius) -> list[float]:
@@ -166,6 +166,67 @@ def test_unknown_paths_and_methods_are_json_errors(serve):
     assert status == 405 and r.getheader("Allow") == "POST" and doc["error"] == "/predict takes POST, got GET"
     status, _, doc = request(s, "DELETE", "/healthz")
     assert status == 405
+
+
+def _closed_after(sock: socket.socket, left: bytes) -> bytes:
+    """Everything the server still sends until it closes (EOF, or a reset: it closed with bytes
+    of ours unread); read until then, never by waiting a time."""
+    while True:
+        try:
+            data = sock.recv(65536)
+        except ConnectionError:
+            return left
+        if not data:
+            return left
+        left += data
+
+
+def test_a_body_answered_unread_is_never_read_as_the_next_request(serve):
+    """A request answered from its head (404, 405, any GET) whose body is framed by a
+    Content-Length within --max-body: the body is drained and the request pipelined behind it,
+    in the same write, is answered on the same connection. A body it cannot drain (chunked,
+    beyond --max-body, a bad Content-Length): the answer says Connection: close and the server
+    closes, its pipelined request not parsed at all (no 400 for the body's bytes)."""
+    s = serve("--max-body", "100000")
+    good = b'POST /predict HTTP/1.1\r\nHost: t\r\nContent-Length: 16\r\n\r\n{"celsius": [1]}'
+    body = json.dumps({"celsius": [1] * 30000}).encode()  # 90 kB: several reads of the drain
+    assert 65536 < len(body) <= 100000
+
+    def req(line: bytes, headers: bytes, data: bytes = b"") -> bytes:
+        return line + b" HTTP/1.1\r\nHost: t\r\n" + headers + b"\r\n" + data
+
+    cl = b"Content-Length: %d\r\n" % len(body)
+    drained = [
+        (req(b"POST /nope", cl, body), b"404"),
+        (req(b"PUT /predict", cl, body), b"405"),
+        (req(b"GET /healthz", cl, body), b"200"),
+        (req(b"GET /v2/health/live", b"Content-Length: 0\r\n"), b"200"),
+        (req(b"GET /info", b"Content-Length: 3\r\nContent-Length: 3\r\n", b"abc"), b"200"),
+    ]
+    for refused, status in drained:
+        with socket.create_connection((s.host, s.port), timeout=FAILSAFE) as c:
+            c.sendall(refused + good + good)
+            first, headers, _, left = read_answer(c)
+            assert first.split()[1] == status and "connection" not in headers, (refused[:30], first, headers)
+            for _ in range(2):
+                second, headers, answer, left = read_answer(c, left)
+                assert second.split()[1] == b"200", (refused[:30], second, answer)
+                assert json.loads(answer)["fahrenheit"], answer
+            assert left == b""
+    closed = [
+        req(b"GET /healthz", b"Content-Length: 100001\r\n", b"abc"),  # beyond --max-body
+        req(b"POST /nope", b"Transfer-Encoding: chunked\r\n", b"5\r\nhello\r\n0\r\n\r\n"),
+        req(b"DELETE /healthz", b"Content-Length: 0x10\r\n", b"0123456789abcdef"),
+        req(b"GET /healthz", b"Content-Length: 3\r\nContent-Length: 4\r\n", b"abcd"),
+    ]
+    for refused in closed:
+        with socket.create_connection((s.host, s.port), timeout=FAILSAFE) as c:
+            c.sendall(refused + good)
+            first, headers, _, left = read_answer(c)
+            assert first.split()[1] in (b"200", b"404", b"405"), (refused[:30], first)
+            assert headers.get("connection") == "close", (refused[:30], first, headers)
+            assert _closed_after(c, left) == b"", refused[:30]  # nothing more: no 400, no answer to the rest
+    assert request(s, "POST", "/predict", {"celsius": [1]})[0] == 200
 
 
 def test_bearer_token(serve, tmp_path):

@@ -19,26 +19,9 @@ import subprocess
 import pytest
 
 from tests.support.core import FAILSAFE
+from tests.support.server import read_answer
 
 IDLE = "60"  # --idle-timeout: ends a stalled keep-alive on a server that does not say keep-alive
-
-
-def read_answer(sock: socket.socket, buf: bytes = b"") -> tuple[bytes, dict[str, str], bytes, bytes]:
-    """(status line, headers by lower-case name, body, bytes left over) of one answer, read by its
-    Content-Length (never by waiting for a close)."""
-    while b"\r\n\r\n" not in buf:
-        data = sock.recv(65536)
-        assert data, f"closed before a whole head: {buf!r}"
-        buf += data
-    head, _, rest = buf.partition(b"\r\n\r\n")
-    status, *lines = head.decode("latin-1").split("\r\n")
-    headers = {k.strip().lower(): v.strip() for k, _, v in (ln.partition(":") for ln in lines)}
-    n = int(headers["content-length"])
-    while len(rest) < n:
-        data = sock.recv(65536)
-        assert data, f"closed inside a body: {rest!r}"
-        rest += data
-    return status.encode(), headers, rest[:n], rest[n:]
 
 
 def predict_10(body: bytes, keep_alive: bool) -> bytes:

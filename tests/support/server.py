@@ -5,6 +5,7 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -56,3 +57,21 @@ def request(server: Server, method: str, path: str, body=None, headers=None, con
         c.close()
     doc = json.loads(raw) if r.getheader("Content-Type", "").startswith("application/json") else raw.decode()
     return r.status, r, doc
+
+
+def read_answer(sock: socket.socket, buf: bytes = b"") -> tuple[bytes, dict[str, str], bytes, bytes]:
+    """(status line, headers by lower-case name, body, bytes left over) of one answer, read by its
+    Content-Length (never by waiting for a close)."""
+    while b"\r\n\r\n" not in buf:
+        data = sock.recv(65536)
+        assert data, f"closed before a whole head: {buf!r}"
+        buf += data
+    head, _, rest = buf.partition(b"\r\n\r\n")
+    status, *lines = head.decode("latin-1").split("\r\n")
+    headers = {k.strip().lower(): v.strip() for k, _, v in (ln.partition(":") for ln in lines)}
+    n = int(headers["content-length"])
+    while len(rest) < n:
+        data = sock.recv(65536)
+        assert data, f"closed inside a body: {rest!r}"
+        rest += data
+    return status.encode(), headers, rest[:n], rest[n:]
