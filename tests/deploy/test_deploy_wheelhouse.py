@@ -97,6 +97,87 @@ def test_the_release_script_refuses_a_rollback_with_nothing_to_go_back_to(tmp_pa
     assert (root / "current").readlink() == Path("releases/aaa")
 
 
+PROBE_PY = wheelhouse.RELEASE_PY.parent / "probe.py"
+SPEED_TEXT = re.compile(r"p50 [0-9.]+ \u00b5s, p99 [0-9.]+ \u00b5s, [0-9.]+ MB, 1 thread")
+
+
+def bundle_files(folder: Path) -> dict[str, bytes]:
+    return {f"bundle/{p.relative_to(folder)}": p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def probed_speed(root: Path):
+    r = subprocess.run([sys.executable, str(PROBE_PY), str(root)], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    return json.loads(r.stdout)["speed"]
+
+
+def test_the_gate_records_the_releases_speed_and_a_bench_that_fails_refuses_nothing(tmp_path):
+    """release.py install, as the deploy runs it on the device (this venv as the release's): after
+    the selfcheck, `runtime bench` (bounded) is recorded in the release folder and printed; the
+    probe (fleet-status) reads it for the current release. The digits-like image model passes its
+    selfcheck, but bench cannot feed it (exit 2): recorded as not measured, and still deployed."""
+    from tests.support.bundles import multi_bundle, signature_bundle
+
+    root = tmp_path / "root"
+    assert probed_speed(root) is None  # no release: nothing to show
+    for name, folder in (("multi", multi_bundle(tmp_path / "src-multi")),
+                         ("image", signature_bundle(tmp_path / "src-image", "image"))):
+        pyz = release_pyz(tmp_path, bundle_files(folder))
+        r = subprocess.run([sys.executable, str(pyz), "install", str(root), name, sys.prefix, "--lock-timeout", "5"],
+                           capture_output=True, text=True)
+        assert r.returncode == 0, r.stdout + r.stderr
+        doc = json.loads(r.stdout)
+        assert doc["current"] == name, doc
+        recorded = json.loads((root / "releases" / name / ".edge-speed.json").read_text())
+        assert recorded == doc["speed"] and recorded["release"] == name and recorded["emulated"] is False
+        assert 0 < recorded["seconds"] < 60, recorded
+        text = probed_speed(root)["text"]
+        if name == "multi":
+            assert recorded["ok"] is True and recorded["calls"] == 300 and recorded["threads"] == 1, recorded
+            assert 0 < recorded["p50_us"] <= recorded["p99_us"] and recorded["peak_rss_mb"] > 10, recorded
+            assert SPEED_TEXT.fullmatch(text), text
+        else:
+            assert recorded["ok"] is False and recorded["reason"].startswith("bench exit 2: error: "), recorded
+            assert text == "not measured: " + recorded["reason"]
+    assert not [p.name for p in root.rglob(".edge-speed.json.tmp-*")]
+
+
+def test_a_bench_that_hangs_is_killed_and_recorded_and_the_probe_reads_any_record(tmp_path):
+    """release.measure's bound (its timeout, through the launcher as an emulated device runs the
+    venv's Python) and the probe's reading of every kind of record."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("release", wheelhouse.RELEASE_PY)
+    release = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(release)
+    root = tmp_path / "root"
+    (root / "releases" / "r1").mkdir(parents=True)
+    (root / "current").symlink_to("releases/r1")
+    hang = tmp_path / "hang"
+    hang.write_text("#!/bin/sh\nexec sleep 600\n")
+    hang.chmod(0o755)
+    rec = release.measure(str(root), "r1", [str(hang)], timeout=0.5)
+    assert (rec["ok"], rec["reason"], rec["emulated"]) == (False, "bench did not finish within 0.5 s (killed)", True)
+    assert probed_speed(root)["text"] == "not measured: bench did not finish within 0.5 s (killed)"
+
+    record = root / "releases" / "r1" / ".edge-speed.json"
+    good = {"ok": True, "threads": 2, "calls": 300, "p50_us": 9.876, "p99_us": 1234.5, "peak_rss_mb": 57.62}
+    for doc, text in [
+        (good, "p50 9.88 \u00b5s, p99 1234 \u00b5s, 57.6 MB, 2 threads"),
+        ({**good, "threads": 1, "emulated": True}, "p50 9.88 \u00b5s, p99 1234 \u00b5s, 57.6 MB, 1 thread, emulated"),
+        ({**good, "p99_us": None}, "unreadable: .edge-speed.json lacks float() argument must be a string or a real "
+                                   "number, not 'NoneType'"),
+        ({"ok": False}, "not measured: no reason recorded"),
+    ]:
+        record.write_text(json.dumps(doc))
+        assert probed_speed(root)["text"] == text
+    for garbled, why in [(b'{"ok": tr', "unreadable: .edge-speed.json: "), (b"[1, 2]", "unreadable: .edge-speed.json: "
+                                                                              "not a JSON object"), (b"\xff", "unreadable: ")]:
+        record.write_bytes(garbled)
+        got = probed_speed(root)
+        assert got["ok"] is False and got["text"].startswith(why), got
+
+
 def test_pull_modes_ansible_core_is_the_version_the_deploying_machine_pins():
     """deploy/pull-requirements.txt (a device's ansible-pull in pull mode) pins the ansible-core
     of requirements.txt: the role is tested with that one."""

@@ -24,7 +24,8 @@ description: The result of each device's deploy, rollback or status check, as a 
 requirements: [enable in ansible.cfg (callbacks_enabled)]
 """
 
-ORDER = ["arch", "python", "current", "previous", "new", "from", "to", "releases", "trust", "selfcheck", "service", "result"]
+ORDER = ["arch", "python", "current", "previous", "new", "from", "to", "releases", "trust", "selfcheck", "service", "speed",
+         "result"]
 
 
 def _last_line(text) -> str:

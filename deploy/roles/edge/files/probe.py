@@ -11,6 +11,7 @@ import struct
 import sys
 
 root = sys.argv[1]
+SPEED = ".edge-speed.json"
 trust_file = sys.argv[2] if len(sys.argv) > 2 else ""
 
 
@@ -71,6 +72,44 @@ def trust():
     return {"sha256": hashlib.sha256(data).hexdigest(), "count": len([ln for ln in lines if ln and ln[0] != "#"])}
 
 
+def number(v):
+    # A figure as the table shows it: 3 significant digits' worth, never an exponent.
+    return "%.0f" % v if v >= 100 else "%.1f" % v if v >= 10 else "%.2f" % v
+
+
+def speed_text(rec):
+    # One line for fleet-status: "p50 9.89 us, p99 11.7 us, 57.7 MB, 1 thread" (an emulated
+    # device's marked so: its figures are QEMU's), or "not measured: <why>".
+    if rec.get("ok") is not True:
+        return "not measured: %s" % (rec.get("reason") or "no reason recorded")
+    try:
+        threads = int(rec["threads"])
+        text = u"p50 %s \u00b5s, p99 %s \u00b5s, %s MB, %d thread%s" % (
+            number(float(rec["p50_us"])), number(float(rec["p99_us"])), number(float(rec["peak_rss_mb"])),
+            threads, "" if threads == 1 else "s")
+    except (KeyError, TypeError, ValueError) as e:
+        return "unreadable: %s lacks %s" % (SPEED, e)
+    return text + (", emulated" if rec.get("emulated") else "")
+
+
+def speed():
+    # What the deploy's gate measured for the current release (release.py writes SPEED in its
+    # folder), with "text" for the table; None when there is none (a release deployed before the
+    # gate measured). A garbled or unreadable record says so instead of failing the probe.
+    path = os.path.join(root, "current", SPEED)
+    if not os.path.lexists(path):
+        return None
+    try:
+        with open(path, "rb") as f:
+            rec = json.loads(f.read(1 << 16).decode("utf-8"))
+        if not isinstance(rec, dict):
+            raise ValueError("not a JSON object")
+    except (IOError, OSError, ValueError) as e:
+        return {"ok": False, "text": "unreadable: %s: %s" % (SPEED, e)}
+    rec["text"] = speed_text(rec)
+    return rec
+
+
 releases = listdir("releases")
 venvs = [v for v in listdir("venvs") if os.path.exists(os.path.join(root, "venvs", v, ".edge-complete"))]
 print(json.dumps({
@@ -87,6 +126,7 @@ print(json.dumps({
     "releases": releases,
     "venvs": venvs,
     "trust": trust(),
+    "speed": speed(),
     # Pull mode's units, installed by a deploy with edge_pull_url (a deploy without removes them).
     "pull": os.path.exists("/etc/systemd/system/edge-pull.timer"),
     "pull_venvs": [v for v in listdir("pull") if os.path.exists(os.path.join(root, "pull", v, ".edge-complete"))],

@@ -1,4 +1,4 @@
-"""The device side of a release: unpack, gate, switch, prune, in one run (stdlib only).
+"""The device side of a release: unpack, gate, measure, switch, prune, in one run (stdlib only).
 
 Ansible's `script` sends this file to the device and runs it with the device's Python (no
 module, so no Ansible code is sent along: a model-only update costs the bundle's bytes).
@@ -28,6 +28,11 @@ changes nothing and prints "unchanged": true, and the role restarts nothing. Wit
 --trust-changed (the role staged new trusted keys) that release is gated under them, as
 `gate` does.
 
+install measures the release once its gate passed, before the switch: `runtime bench`, bounded
+(a few hundred batch-1 calls, no cold-start processes, 60 s at most), its p50, p99, peak RSS and
+threads written to releases/<release>/.edge-speed.json (atomically) and printed as "speed". A
+bench that fails is recorded as such, with why, and the release goes on: timing never refuses.
+
 TRUST: --trusted-keys FILE (the gate's selfcheck verifies the bundle's signature against
 it; without it the selfcheck gets no trusted keys from the deploy, and $EDGE_TRUSTED_KEYS is
 not passed on) and --ssh-keygen PATH (the selfcheck's $EDGE_SSH_KEYGEN).
@@ -53,6 +58,11 @@ import zipfile
 
 LOCK = ".deploy.lock"
 BUSY = 3
+# The gate's speed record, in the release folder (docs/deploy.md, "Each device's own speed"):
+# what `runtime bench` measured there, bounded by these options and a timeout.
+SPEED = ".edge-speed.json"
+BENCH_ARGS = ["bench", "--calls", "300", "--large-batch", "1", "--cold-runs", "0"]
+BENCH_TIMEOUT = 60
 
 
 def bundle_bytes():
@@ -140,7 +150,7 @@ def clean_temporaries(root):
             shutil.rmtree(path, ignore_errors=True)
         elif os.path.isdir(path) and not os.path.islink(path):
             for m in os.listdir(path):
-                if m.startswith(".venv.new"):
+                if m.startswith((".venv.new", SPEED + ".tmp-")):
                     os.unlink(os.path.join(path, m))
     for n in os.listdir(root):
         if n.startswith(("current.new-", "previous.new-")):
@@ -209,15 +219,23 @@ def unpack(root, release, venv):
     return True
 
 
-def gate(root, release, launcher, trusted_keys="", ssh_keygen="", what="selfcheck of %s failed"):
-    """The release's selfcheck in its own venv, against the trusted keys given (none: none from
-    the deploy); Refused with its last stderr line."""
-    folder = os.path.join(root, "releases", release)
-    cmd = launcher + [os.path.join(folder, ".venv", "bin", "python"), "-m", "runtime", "selfcheck"]
+def runtime_cmd(folder, launcher, args, trusted_keys="", ssh_keygen=""):
+    """`python -m runtime ARGS` in the release's own venv (through the launcher), against the
+    trusted keys given (none: none from the deploy, and $EDGE_TRUSTED_KEYS is not passed on):
+    (argv, environment)."""
+    cmd = launcher + [os.path.join(folder, ".venv", "bin", "python"), "-m", "runtime"] + args
     cmd += ["--trusted-keys", trusted_keys] if trusted_keys else []
     env = {k: v for k, v in os.environ.items() if k != "EDGE_TRUSTED_KEYS"}
     if ssh_keygen:
         env["EDGE_SSH_KEYGEN"] = ssh_keygen
+    return cmd, env
+
+
+def gate(root, release, launcher, trusted_keys="", ssh_keygen="", what="selfcheck of %s failed"):
+    """The release's selfcheck in its own venv, against the trusted keys given (none: none from
+    the deploy); Refused with its last stderr line."""
+    folder = os.path.join(root, "releases", release)
+    cmd, env = runtime_cmd(folder, launcher, ["selfcheck"], trusted_keys, ssh_keygen)
     r = subprocess.run(cmd, cwd=folder, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                        universal_newlines=True)
     if r.returncode != 0:
@@ -226,6 +244,59 @@ def gate(root, release, launcher, trusted_keys="", ssh_keygen="", what="selfchec
         if trusted_keys and "unrecognized arguments" in line and "--trusted-keys" in line:
             line += " (its runtime predates signed bundles: it cannot check a signature)"
         raise Refused("%s (exit %d): %s" % (what % release, r.returncode, line))
+
+
+def bench_record(doc):
+    """The figures the speed record keeps from `runtime bench`'s JSON; ValueError when it lacks them."""
+    try:
+        lat = doc["batch1_latency"]
+        rec = {"threads": int(doc["threads"]), "calls": int(lat["calls"]), "p50_us": float(lat["p50_us"]),
+               "p99_us": float(lat["p99_us"]), "peak_rss_mb": float(doc["peak_rss_mb"]),
+               "machine": str(doc["machine"]["machine"]), "onnxruntime": str(doc["onnxruntime"])}
+    except (KeyError, TypeError, ValueError) as e:
+        raise ValueError("bench printed no figures (%s: %s)" % (type(e).__name__, e))
+    return rec
+
+
+def measure(root, release, launcher, trusted_keys="", ssh_keygen="", timeout=BENCH_TIMEOUT):
+    """The release's own speed on this device, once its gate passed: `runtime bench` in its venv,
+    bounded (BENCH_ARGS: a few hundred batch-1 calls after bench's own warm-up, a batch of one
+    for its throughput figure, no cold-start processes; killed after `timeout` seconds), at the
+    runtime's default threads, which the deploy's service runs with. Recorded in the release
+    folder (SPEED, written atomically) whatever happened: a bench that fails, is killed or prints
+    no figures is recorded with why, and never refuses the release (the selfcheck is the gate).
+    Returns the record."""
+    folder = os.path.join(root, "releases", release)
+    cmd, env = runtime_cmd(folder, launcher, BENCH_ARGS, trusted_keys, ssh_keygen)
+    rec = {"release": release, "emulated": bool(launcher),
+           "measured": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    t0 = time.monotonic()
+    try:
+        r = subprocess.run(cmd, cwd=folder, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                           universal_newlines=True, timeout=timeout)
+        if r.returncode != 0:
+            lines = (r.stderr or r.stdout).strip().splitlines() or ["(no output)"]
+            raise ValueError("bench exit %d: %s" % (r.returncode, lines[-1]))
+        try:
+            doc = json.loads(r.stdout)
+        except ValueError:
+            raise ValueError("bench printed no JSON: %s" % ((r.stdout.strip().splitlines() or ["(no output)"])[-1]))
+        rec.update(bench_record(doc), ok=True)
+    except subprocess.TimeoutExpired:
+        rec.update(ok=False, reason="bench did not finish within %g s (killed)" % timeout)
+    except (OSError, ValueError) as e:
+        rec.update(ok=False, reason=str(e)[:500])
+    rec["seconds"] = round(time.monotonic() - t0, 3)
+    path = os.path.join(folder, SPEED)
+    tmp = "%s.tmp-%d" % (path, os.getpid())
+    try:
+        with open(tmp, "w") as f:
+            json.dump(rec, f, sort_keys=True)
+            f.write("\n")
+        os.replace(tmp, path)
+    except OSError as e:  # a record that cannot be written refuses nothing either
+        rec.update(ok=False, reason="not recorded: %s" % e)
+    return rec
 
 
 def prune(root, keep, pinned):
@@ -315,6 +386,7 @@ def locked(mode, root, argv, launcher, trust, taken):
                 if out["unpacked"]:  # refused: not kept as a release (it was never switched to)
                     shutil.rmtree(os.path.join(root, "releases", release), ignore_errors=True)
                 raise
+            out["speed"] = measure(root, release, launcher, **trust)
             old = before["current"]
             previous = old if old and old != release else before["previous"]
             switch(root, release, previous)
