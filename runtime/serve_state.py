@@ -8,6 +8,7 @@ a reload does meanwhile.
 
 from __future__ import annotations
 
+import json
 import sys
 import threading
 from dataclasses import dataclass
@@ -52,6 +53,27 @@ class Snapshot:
         return (200 if self.healthy else 503), doc
 
 
+SPEED = ".edge-speed.json"  # written by the deploy's gate into the release folder (deploy/roles/edge/files/release.py)
+
+
+def device_speed(release: Path) -> dict[str, Any] | None:
+    """What the deploy's gate measured for this release on this device (its ``SPEED`` record:
+    batch-1 p50 and p99, peak RSS, threads), as recorded; None without one (a release deployed
+    by hand, or before the gate measured). A record that cannot be read or is not a JSON object
+    gives ``{"ok": false, "reason": "unreadable: ..."}``: GET /info never fails for it."""
+    path = release / SPEED
+    try:
+        with open(path, "rb") as f:
+            rec = json.loads(f.read(1 << 16))
+        if not isinstance(rec, dict):
+            raise ValueError(f"expected a JSON object, got {type(rec).__name__}")
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as e:
+        return {"ok": False, "reason": f"unreadable: {SPEED}: {e}"}
+    return rec
+
+
 Loader = Callable[..., "tuple[Model | None, list[dict[str, Any]]]"]
 
 
@@ -90,6 +112,7 @@ def check_and_load(bundle: Path, threads: int, trusted_keys: str | None = None
                      "onnxruntime": onnxruntime.__version__},
         "tools": m.get("tools"),
         "origin": runner.origin.summary(),
+        "device_speed": device_speed(release),
     }
     return Model(runner, sha, release, summary, runner.signature, runner.checker), checks
 

@@ -171,6 +171,28 @@ def test_health_info_and_metrics(snapshots, bundles):
     assert got['edge_inputs_outside_observed_total{feature="alcohol"}'] == 0
 
 
+def test_info_shows_the_speed_the_deploys_gate_recorded_for_the_release(snapshots, bundles, tmp_path):
+    """GET /info's device_speed: the release folder's .edge-speed.json as the deploy's gate wrote it
+    (deploy/roles/edge/files/release.py), read at load; null without one; a garbled one says so."""
+    assert Client(snapshots["scalar"]).json("GET", "/info")[1]["device_speed"] is None
+    import shutil
+
+    release = tmp_path / "release"
+    shutil.copytree(bundles["scalar"], release)
+    record = {"ok": True, "release": "r1", "threads": 1, "calls": 300, "p50_us": 12.5, "p99_us": 40.25,
+              "peak_rss_mb": 57.5, "machine": "x86_64", "onnxruntime": "1.23.2", "emulated": False}
+    (release / ".edge-speed.json").write_text(json.dumps(record))
+    status, info = Client(snapshot_of(release)).json("GET", "/info")
+    assert status == 200 and info["device_speed"] == record
+    for garbled, why in [(b'{"ok": tr', "unreadable: .edge-speed.json: "),
+                         (b"[1]", "unreadable: .edge-speed.json: expected a JSON object, got list"),
+                         (b"\xff\xfe", "unreadable: .edge-speed.json: ")]:
+        (release / ".edge-speed.json").write_bytes(garbled)
+        status, info = Client(snapshot_of(release)).json("GET", "/info")
+        assert status == 200 and info["device_speed"]["ok"] is False, info["device_speed"]
+        assert info["device_speed"]["reason"].startswith(why), info["device_speed"]
+
+
 def test_an_unhealthy_snapshot_is_503_on_health_and_readiness_and_still_answers(snapshots):
     snap = snapshots["tabular"]
     failed = ({"name": "golden", "ok": False, "detail": "golden.json | sha256 mismatch"},)
