@@ -23,7 +23,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.fleet import answers_close, fleet_cmd, make_fleet, predict, pyenv_python, sha12, shifted_models, state, tar_bundle
+from tests.support.fleet import (answers_close, fleet_cmd, make_fleet, predict, pyenv_python, sha12, shifted_models,
+                                 SPEED_TEXT, speed_record, state, tar_bundle)
 
 # SSH test hosts (sshd as root): `make test` only, not test-fast.
 pytestmark = [pytest.mark.slow, pytest.mark.ssh, pytest.mark.root]
@@ -74,11 +75,14 @@ def test_first_deploy(hosts, inventory, models, answers, tmp, capsys):
         assert s["current"] == f"releases/{one}" and s["previous"] is None, s
         assert s["releases"] == [one] and len(s["venvs"]) == 1 and s["other"] == [], s  # wheels/ deleted
         assert answers_close(predict(h), answers["one"], h)
+    # Each device measured the release at its gate (runtime bench, bounded), and printed it.
+    speeds = {h.name: speed_record(h.edge_root, one) for h in hosts}
     assert r.report["deb311"]["arch"] == "x86_64" and state(hosts[1])["venvs"][0].startswith("cp311-x86_64-")
     assert state(hosts[1])["venvs"] == state(hosts[0])["venvs"]  # the seed is the venv the canary's install made
     assert "| table" not in r.out and re.search(r"^host\s+arch\s+python\s+previous\s+new\s+result$", r.out, re.M)
     with capsys.disabled():
-        print(f"\n  first deploy to 3 hosts (serial 1 / 25% / rest): {r.seconds:.1f} s")
+        print(f"\n  first deploy to 3 hosts (serial 1 / 25% / rest): {r.seconds:.1f} s; the gate's bench: "
+              + ", ".join(f"{n} {s['seconds']:.2f} s (p50 {s['p50_us']:.1f} us)" for n, s in speeds.items()))
     test_first_deploy.seconds = r.seconds
 
 
@@ -130,13 +134,21 @@ def test_second_model_then_rollback(hosts, inventory, models, answers, tmp, caps
         print(f"\n  model-only update to 3 hosts: {seconds:.1f} s; rollback: {r.seconds:.1f} s")
 
 
-def test_fleet_status(hosts, inventory, models, built, tmp):
+def test_fleet_status(hosts, inventory, models, built, tmp, capsys):
     r = make_fleet("fleet-status", inventory, built, tmp)
     assert r.rc == 0, r.out[-3000:]
     for h in hosts:
         row = r.report[h.name]
         assert (row["current"], row["previous"], row["selfcheck"], row["result"]) == (
             sha12(models["one"]), sha12(models["two"]), "passed", "healthy"), row
+        # The speed the first deploy's gate measured for the current release (rollback kept it).
+        rec = speed_record(h.edge_root, row["current"])
+        assert SPEED_TEXT.fullmatch(row["speed"]), row
+        mb = float(re.search(r"([0-9.]+) MB", row["speed"]).group(1))
+        assert abs(mb - rec["peak_rss_mb"]) <= 0.5, (row, rec)
+    table = r.out[r.out.index("\nhost "):].strip()
+    with capsys.disabled():
+        print("\n" + table)
 
 
 def test_canary_gate_failure_rolls_back_and_stops_the_rollout(hosts, inventory, models, tmp):

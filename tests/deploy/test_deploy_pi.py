@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 
 from tests.support.core import ROOT
-from tests.support.fleet import answers_close, fleet_cmd, predict, state
+from tests.support.fleet import answers_close, fleet_cmd, predict, sha12, speed_record, state
 
 # SSH test hosts (sshd as root) and QEMU: `make test` only, not test-fast.
 pytestmark = [pytest.mark.slow, pytest.mark.ssh, pytest.mark.root, pytest.mark.qemu]
@@ -34,5 +34,9 @@ def test_an_emulated_pi_4_canary_installs_the_aarch64_wheels_offline_and_answers
     [venv] = state(hosts[0])["venvs"]
     assert venv.startswith("cp311-aarch64-"), venv
     assert answers_close(predict(hosts[0]), answers["one"], hosts[0])
+    # The gate's bench ran under the launcher too, and says so: QEMU's figures, not a Pi's.
+    pi_speed, x86_speed = (speed_record(h.edge_root, sha12(models["one"])) for h in hosts)
+    assert (pi_speed["emulated"], pi_speed["machine"], x86_speed["emulated"]) == (True, "aarch64", False), pi_speed
     with capsys.disabled():
-        print(f"\n  first deploy to an emulated Pi 4 (canary) and a native host: {r.seconds:.1f} s")
+        print(f"\n  first deploy to an emulated Pi 4 (canary) and a native host: {r.seconds:.1f} s; the gate's bench "
+              f"{pi_speed['seconds']:.2f} s emulated, {x86_speed['seconds']:.2f} s native")

@@ -27,7 +27,7 @@ import pytest
 
 from tests.support.core import FAILSAFE, ROOT, wait_until
 from tests.support.device_lock import HeldLock
-from tests.support.fleet import ask, f32, fleet_cmd, overlay_state, sha12
+from tests.support.fleet import ask, f32, fleet_cmd, overlay_state, sha12, SPEED_TEXT, speed_record
 
 pytestmark = [pytest.mark.slow, pytest.mark.ssh, pytest.mark.root]
 
@@ -253,6 +253,22 @@ def test_first_deploy_creates_edge_root_installs_the_units_and_serves_on_systemd
     model, f = ask(host)
     assert f32(f) == f32(answers["one"])
     timed("first deploy (edge_root created, units installed)", r.seconds, capsys)
+    # The gate measured the release on the device; the service (as edge-model) shows that record
+    # in GET /info, and fleet-status (one run: no deploy) in its speed column.
+    rec = speed_record(host.path(host.edge_root), one)
+    c = http.client.HTTPConnection("127.0.0.1", host.service_port, timeout=FAILSAFE)
+    try:
+        c.request("GET", "/info")
+        a = c.getresponse()
+        assert a.status == 200 and json.loads(a.read())["device_speed"] == rec
+    finally:
+        c.close()
+    s = fleet_cmd("status", inventory, tmp=tmp)
+    assert s.rc == 0 and s.result(host) == "healthy", s.out[-3000:]
+    row = s.report[host.name]
+    assert SPEED_TEXT.fullmatch(row["speed"]) and row["service"] == f"200 {model[:12]}", row
+    with capsys.disabled():
+        print("\n" + s.out[s.out.index("\nhost "):].strip())
     with capsys.disabled():
         print(f"  systemd host: booted (overlay, nspawn, systemd running, ssh and sudo) in {host.boot_seconds:.1f} s")
 

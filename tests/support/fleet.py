@@ -127,6 +127,21 @@ def predict(host, value: str = "100") -> float:
 
 # --- the systemd test host (tests/support/systemd_host.py) ---
 
+# fleet-status's speed column for a release the gate measured (deploy/roles/edge/files/probe.py).
+SPEED_TEXT = re.compile(r"p50 [0-9.]+ \u00b5s, p99 [0-9.]+ \u00b5s, [0-9.]+ MB, 1 thread")
+
+
+def speed_record(root: Path, release: str) -> dict:
+    """The speed record the deploy's gate wrote for ``release`` under the edge_root ``root``
+    (release.py: releases/<release>/.edge-speed.json), checked as a measured one: the bench ran at
+    the service's one thread, its 300 calls, p50 <= p99."""
+    rec = json.loads((root / "releases" / release / ".edge-speed.json").read_text())
+    assert rec["ok"] is True and rec["release"] == release, rec
+    assert (rec["threads"], rec["calls"]) == (1, 300) and 0 < rec["p50_us"] <= rec["p99_us"], rec
+    assert rec["peak_rss_mb"] > 10 and rec["seconds"] > 0, rec
+    return rec
+
+
 def overlay_state(host) -> dict:
     """The systemd host's links and releases, read through the overlay's mount point."""
     s = edge_root_state(host.path(host.edge_root))
