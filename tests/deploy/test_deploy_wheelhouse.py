@@ -114,30 +114,35 @@ def probed_speed(root: Path):
 def test_the_gate_records_the_releases_speed_and_a_bench_that_fails_refuses_nothing(tmp_path):
     """release.py install, as the deploy runs it on the device (this venv as the release's): after
     the selfcheck, `runtime bench` (bounded) is recorded in the release folder and printed; the
-    probe (fleet-status) reads it for the current release. The digits-like image model passes its
-    selfcheck, but bench cannot feed it (exit 2): recorded as not measured, and still deployed."""
+    probe (fleet-status) reads it for the current release. Then a release whose bench fails (a
+    launcher that runs the selfcheck but refuses the bench, exit 2) is recorded as not measured,
+    with the bench's last line, and still deployed."""
     from tests.support.bundles import multi_bundle, signature_bundle
 
     root = tmp_path / "root"
     assert probed_speed(root) is None  # no release: nothing to show
-    for name, folder in (("multi", multi_bundle(tmp_path / "src-multi")),
-                         ("image", signature_bundle(tmp_path / "src-image", "image"))):
+    refuse = tmp_path / "refuse-bench"
+    refuse.write_text('#!/bin/sh\ncase "$*" in *" -m runtime bench "*) echo "error: no bench here" >&2; exit 2;; esac\n'
+                      'exec "$@"\n')
+    refuse.chmod(0o755)
+    for name, folder, launcher in (("multi", multi_bundle(tmp_path / "src-multi"), ""),
+                                   ("image", signature_bundle(tmp_path / "src-image", "image"), str(refuse))):
         pyz = release_pyz(tmp_path, bundle_files(folder))
-        r = subprocess.run([sys.executable, str(pyz), "install", str(root), name, sys.prefix, "--lock-timeout", "5"],
-                           capture_output=True, text=True)
+        r = subprocess.run([sys.executable, str(pyz), "install", str(root), name, sys.prefix, "--launcher", launcher,
+                            "--lock-timeout", "5"], capture_output=True, text=True)
         assert r.returncode == 0, r.stdout + r.stderr
         doc = json.loads(r.stdout)
         assert doc["current"] == name, doc
         recorded = json.loads((root / "releases" / name / ".edge-speed.json").read_text())
-        assert recorded == doc["speed"] and recorded["release"] == name and recorded["emulated"] is False
+        assert recorded == doc["speed"] and recorded["release"] == name and recorded["emulated"] is bool(launcher)
         assert 0 < recorded["seconds"] < 60, recorded
         text = probed_speed(root)["text"]
         if name == "multi":
             assert speed_record(root, name) == recorded
             assert SPEED_TEXT.fullmatch(text), text
         else:
-            assert recorded["ok"] is False and recorded["reason"].startswith("bench exit 2: error: "), recorded
-            assert text == "not measured: " + recorded["reason"]
+            assert (recorded["ok"], recorded["reason"]) == (False, "bench exit 2: error: no bench here"), recorded
+            assert text == "not measured: bench exit 2: error: no bench here"
     assert not [p.name for p in root.rglob(".edge-speed.json.tmp-*")]
 
 
