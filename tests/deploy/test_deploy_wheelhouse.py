@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from deploy import wheelhouse
-from tests.support.core import ROOT, sha256_bytes
+from tests.support.core import ROOT, sha256_bytes, wait_until
 from tests.support.fleet import SPEED_TEXT, speed_record
 
 REQUIREMENTS = (ROOT / "runtime" / "requirements.txt").read_text()
@@ -157,11 +157,20 @@ def test_a_bench_that_hangs_is_killed_and_recorded_and_the_probe_reads_any_recor
     root = tmp_path / "root"
     (root / "releases" / "r1").mkdir(parents=True)
     (root / "current").symlink_to("releases/r1")
-    hang = tmp_path / "hang"
-    hang.write_text("#!/bin/sh\nexec sleep 600\n")
+    hang = tmp_path / "hang"  # a launcher that forks what hangs, and waits for it
+    hang.write_text(f"#!/bin/sh\nsleep 600 &\necho $! > {tmp_path / 'child'}\nwait\n")
     hang.chmod(0o755)
     rec = release.measure(str(root), "r1", [str(hang)], timeout=0.5)
     assert (rec["ok"], rec["reason"], rec["emulated"]) == (False, "bench did not finish within 0.5 s (killed)", True)
+    child = int((tmp_path / "child").read_text())
+
+    def child_gone() -> bool:  # killed with the launcher: no bench left running on the device
+        try:
+            return Path(f"/proc/{child}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+        except OSError:
+            return True
+
+    wait_until("the hung bench's child killed", child_gone)
     assert probed_speed(root)["text"] == "not measured: bench did not finish within 0.5 s (killed)"
 
     record = root / "releases" / "r1" / ".edge-speed.json"

@@ -50,6 +50,7 @@ import io
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tarfile
@@ -272,15 +273,23 @@ def measure(root, release, launcher, trusted_keys="", ssh_keygen="", timeout=BEN
            "measured": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     t0 = time.monotonic()
     try:
-        r = subprocess.run(cmd, cwd=folder, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                           universal_newlines=True, timeout=timeout)
-        if r.returncode != 0:
-            lines = (r.stderr or r.stdout).strip().splitlines() or ["(no output)"]
-            raise ValueError("bench exit %d: %s" % (r.returncode, lines[-1]))
+        # A session of its own: at the timeout the whole of it is killed (a launcher that forks
+        # the venv's Python included), and nothing it started keeps the pipes open.
+        p = subprocess.Popen(cmd, cwd=folder, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             universal_newlines=True, start_new_session=True)
         try:
-            doc = json.loads(r.stdout)
+            out, err = p.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(p.pid, signal.SIGKILL)
+            p.communicate()
+            raise
+        if p.returncode != 0:
+            lines = (err or out).strip().splitlines() or ["(no output)"]
+            raise ValueError("bench exit %d: %s" % (p.returncode, lines[-1]))
+        try:
+            doc = json.loads(out)
         except ValueError:
-            raise ValueError("bench printed no JSON: %s" % ((r.stdout.strip().splitlines() or ["(no output)"])[-1]))
+            raise ValueError("bench printed no JSON: %s" % ((out.strip().splitlines() or ["(no output)"])[-1]))
         rec.update(bench_record(doc), ok=True)
     except subprocess.TimeoutExpired:
         rec.update(ok=False, reason="bench did not finish within %g s (killed)" % timeout)
