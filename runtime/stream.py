@@ -3,7 +3,10 @@
 A model of one value in and one out (the tutorial's: one Celsius value a line, one Fahrenheit
 value answered) takes one number a line; any other model one example a line, a CSV row of
 its features or a JSON array, and answers its outputs as a CSV row (a classification: the
-label first; ``format_answers``).
+label first; ``format_answers``). A model of several inputs or outputs takes one JSON object a
+line, one example per input by name (``{"gauge": [[...]], "readings": [...]}``), and answers as
+``predict --input FILE.npz`` does: each output as ``name=values`` (a classification's label
+first), space-separated (``_Named``).
 
 Lines are read as they arrive (``read1``: no waiting for a full batch when the source is
 slow), run through the model in micro-batches of up to ``batch`` lines, written, and
@@ -14,6 +17,7 @@ partial line are held at a time, whatever the length of the stream.
 
 from __future__ import annotations
 
+import json
 import math
 from typing import BinaryIO
 
@@ -169,16 +173,68 @@ class _Examples:
         return ("\n".join(out) + "\n").encode(), n_bad
 
 
-def stream(runner: Runner, fin: BinaryIO, fout: BinaryIO, batch: int = 4096) -> int:
-    """Serve ``fin`` to ``fout`` until EOF; return the number of bad lines.
+class _Named:
+    """Parse, validate, run and format one batch of lines for a model of several inputs or
+    outputs: each line one JSON object, one example per input by name."""
 
-    Raises InputError before reading anything for a model of several inputs or outputs.
-    """
+    def __init__(self, runner: Runner):
+        self.runner = runner
+        self.sig = runner.signature
+        self.form = "{" + ", ".join(f'"{n}": [...]' for n in self.sig.input_names) + "}"
+        # room for every value's digits, and the names and brackets around them
+        self.max_line = max(MAX_LINE, sum(48 * t.size + 16 * (len(t.shape) + 1) + len(t.name) for t in self.sig.inputs))
+
+    def example(self, line: bytes) -> dict[str, np.ndarray]:
+        """One line's example as float32 batches of one by input name; ValueError saying why not."""
+        if len(line) > self.max_line:
+            raise ValueError(f"line longer than {self.max_line} bytes, expected one example as {self.form}")
+        if not line.strip():
+            raise ValueError(f"empty line, expected one example as {self.form}")
+        try:
+            doc = json.loads(line)
+        except ValueError:
+            raise ValueError(f"{_describe(line)}: not JSON, expected one example as {self.form}") from None
+        if not isinstance(doc, dict):
+            raise ValueError(f"expected a JSON object, one example per input: {self.form}")
+        try:
+            x, single = self.runner.examples(doc)
+        except InputError as e:
+            raise ValueError(e.message) from None
+        if not single:
+            n = next(iter(x.values())).shape[0]
+            raise ValueError(f"a batch of {n} examples, expected one example a line")
+        return x
+
+    def run(self, lines: list[bytes], first_line_no: int) -> tuple[bytes, int]:
+        out = [""] * len(lines)
+        good, examples, n_bad = [], [], 0
+        for i, line in enumerate(lines):
+            try:
+                examples.append(self.example(line))
+                good.append(i)
+            except ValueError as e:
+                out[i] = f"error: line {first_line_no + i}: {e}"
+                n_bad += 1
+        if good:
+            x = {name: np.concatenate([e[name] for e in examples]) for name in self.sig.input_names}
+            y = self.runner.predict_unchecked(x)
+            columns = []
+            for t in self.sig.outputs:
+                yt = y[t.name].reshape(len(good), *t.shape)
+                labels = self.runner.labels_of(yt, t.name) if t.labels is not None else None
+                columns.append([f"{t.name}={row}" for row in format_answer_rows(yt, labels)])
+            for i, cells in zip(good, zip(*columns)):
+                out[i] = " ".join(cells)
+        return ("\n".join(out) + "\n").encode(), n_bad
+
+
+def stream(runner: Runner, fin: BinaryIO, fout: BinaryIO, batch: int = 4096) -> int:
+    """Serve ``fin`` to ``fout`` until EOF; return the number of bad lines."""
     if runner.multi:
-        raise InputError(f"stream: model {runner.name!r} has several inputs or outputs; stream takes a model of one "
-                         "input and one output (use predict --input FILE.npz, POST /predict or /v2 instead)")
-    worker = _Batch(runner) if runner.scalar else _Examples(runner)
-    max_line = MAX_LINE if runner.scalar else worker.max_line
+        worker = _Named(runner)
+    else:
+        worker = _Batch(runner) if runner.scalar else _Examples(runner)
+    max_line = MAX_LINE if runner.scalar and not runner.multi else worker.max_line
     read = getattr(fin, "read1", fin.read)
     pending = b""
     skipping = False  # inside an over-long line: drop bytes until its newline

@@ -13,9 +13,10 @@ gets its own golden inputs, as JSON lines through `predict --json --input -`, an
 of a few of them with bad lines (not a number, empty, wrong length, outside the valid range).
 A bundle of several inputs or outputs (golden.json {"inputs": {name: batch}, "outputs": {name:
 batch}}) gets its golden inputs as an .npz, one array per input by name, through
-`predict --json --input -`, and bad inputs instead of a stream (which takes no such model):
-`stream` itself, an .npz lacking an input, one with a value beyond float32 and, when an input
-has a valid range, one with a value just outside it; each must be refused (exit, error line).
+`predict --json --input -`, a stream of a few of them as JSON objects by input name with bad
+lines (not JSON, empty, an input missing), and bad inputs: an .npz lacking an input, one with a
+value beyond float32 and, when an input has a valid range, one with a value just outside it;
+each must be refused (exit, error line).
 
 Signed bundles: the trusted keys come from the environment ($EDGE_TRUSTED_KEYS, and under
 emulation $EDGE_SSH_KEYGEN, the arm64 ssh-keygen's wrapper), as for any runtime process.
@@ -110,21 +111,25 @@ def npz(arrays: dict) -> bytes:
     return buf.getvalue()
 
 
-def named_inputs(manifest: dict, golden: dict) -> tuple[dict, bytes, list[tuple[str, list[str], bytes]]]:
+def named_inputs(manifest: dict, golden: dict) -> tuple[dict, bytes, bytes, list[tuple[str, list[str], bytes]]]:
     """A bundle of several inputs or outputs: (its golden inputs, float32 arrays by input name;
-    them as an .npz for `predict --input -`; the bad inputs, each (what it is, the command's
-    arguments before --bundle, its stdin), which must be refused as x86 refuses them)."""
+    them as an .npz for `predict --input -`; a short stream of some of them, a JSON object by
+    input name a line, with bad lines; the bad inputs, each (what it is, the command's arguments
+    before --bundle, its stdin), which must be refused as x86 refuses them)."""
     import numpy as np
 
     x = {k: np.asarray(v, dtype=np.float32) for k, v in golden["inputs"].items()}
     names = list(x)
+    lines = [json.dumps({k: v[i].tolist() for k, v in golden["inputs"].items() for v in [np.asarray(v)]}).encode()
+             for i in range(min(4, len(x[names[0]])))]
+    no_last = json.dumps({k: np.asarray(v)[0].tolist() for k, v in golden["inputs"].items() if k != names[-1]})
+    stream = lines[:2] + [b"not json", b""] + lines[2:3] + [no_last.encode()] + lines[3:4]
     two = {k: v[:2].astype(np.float64) for k, v in x.items()}  # float64: room for a value beyond float32
     first = names[0]
     huge = {k: v.copy() for k, v in two.items()}
     huge[first].reshape(huge[first].shape[0], -1)[-1, 0] = 1e39
     predict = ["predict", "--json", "--input", "-"]
-    bad = [("stream", ["stream"], b""),
-           (f"no array {names[-1]!r}", predict, npz({k: v for k, v in two.items() if k != names[-1]})),
+    bad = [(f"no array {names[-1]!r}", predict, npz({k: v for k, v in two.items() if k != names[-1]})),
            (f"input {first!r} beyond float32", predict, npz(huge))]
     for t in (manifest.get("signature") or {}).get("inputs") or []:  # the first bounded feature, just outside
         valid = t.get("valid") or {}
@@ -136,7 +141,7 @@ def named_inputs(manifest: dict, golden: dict) -> tuple[dict, bytes, list[tuple[
             outside[t["name"]].reshape(outside[t["name"]].shape[0], -1)[0, j] = a - 1 if a is not None else b + 1
             bad.append((f"input {t['name']!r} outside its valid range", predict, npz(outside)))
             break
-    return x, npz(x), bad
+    return x, npz(x), b"\n".join(stream) + b"\n", bad
 
 
 def each(x, f):
@@ -225,8 +230,9 @@ def main() -> None:
     named = isinstance(golden.get("inputs"), dict)  # several inputs or outputs, by name
     examples = None if named else example_lines(manifest, golden)
     if named:
-        inputs, predict_in, bad = named_inputs(manifest, golden)
+        inputs, predict_in, stream_in, bad = named_inputs(manifest, golden)
         code_p, out_p, err_p = cli(runtime_main, ["predict", "--json", "--bundle", bundle, "--input", "-"], predict_in)
+        code_s, out_s, err_s = cli(runtime_main, ["stream", "--bundle", bundle], stream_in)
         refusals = []
         for what, args, stdin in bad:
             code_b, _, err_b = cli(runtime_main, [args[0], "--bundle", bundle, *args[1:]], stdin)
@@ -284,8 +290,8 @@ def main() -> None:
         "selfcheck": {"exit": code, "passed": selfcheck.get("passed"), "checks": selfcheck.get("checks"),
                       "stderr": err},
         "predict": {"exit": code_p, "output": json.loads(out_p) if code_p == 0 else None, "stderr": err_p},
-        **({"refusals": refusals} if named else
-           {"stream": {"exit": code_s, "lines": out_s.splitlines(), "stderr": err_s}}),
+        **({"refusals": refusals} if named else {}),
+        "stream": {"exit": code_s, "lines": out_s.splitlines(), "stderr": err_s},
         "signature": {"origin": origin, "refused": refused, "ssh_keygen": os.environ.get("EDGE_SSH_KEYGEN")},
         "load": load,
         "timings": {

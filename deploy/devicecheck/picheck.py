@@ -457,6 +457,13 @@ def compare(guest: dict, host: dict, atol: float, rtol: float) -> tuple[float, l
     problems += differ
     if "labels" in ho:  # a classification: the same label for every example too
         problems += labels_differ(go.get("labels") or [], ho["labels"], "predict")
+    return worst, problems + stream_problems(guest, host, atol, rtol)
+
+
+def stream_problems(guest: dict, host: dict, atol: float, rtol: float) -> list[str]:
+    """The guest's `stream` against x86's: as many lines and the same exit, each error line word
+    for word, each answer within tolerance (``line_close``)."""
+    problems = []
     gs, hs = guest["stream"]["lines"], host["stream"]["lines"]
     if len(gs) != len(hs) or guest["stream"]["exit"] != host["stream"]["exit"]:
         problems.append(f"stream gave {len(gs)} lines (exit {guest['stream']['exit']}), x86 {len(hs)} "
@@ -468,7 +475,7 @@ def compare(guest: dict, host: dict, atol: float, rtol: float) -> tuple[float, l
                     problems.append(f"stream error lines differ: {a!r} vs {b!r}")
             elif not line_close(a, b, atol, rtol):
                 problems.append(f"stream differs from x86: {a} vs {b}")
-    return worst, problems
+    return problems
 
 
 def compare_named(guest: dict, host: dict, atol: float, rtol: float) -> tuple[dict[str, float], list[str]]:
@@ -503,6 +510,8 @@ def compare_named(guest: dict, host: dict, atol: float, rtol: float) -> tuple[di
             problems.append(f"bad input ({want['what']}) not refused as x86 refused it: exit {r['exit']}, "
                             f"{' | '.join(lines) or '(no error line)'!r} vs exit {want['exit']}, "
                             f"{want['stderr'].strip()!r}")
+    if "stream" in host:
+        problems += stream_problems(guest, host, atol, rtol)
     return by_output, problems
 
 
@@ -536,8 +545,9 @@ def flatten(x) -> list[float]:
 
 def line_close(a: str, b: str, atol: float, rtol: float) -> bool:
     """Two answer lines of `stream` agree: the same cells, numbers within tolerance, any other
-    cell (a classification's label) equal."""
-    ca, cb = a.split(","), b.split(",")
+    cell (a classification's label, an output's name) equal. Cells: comma-separated values, and
+    for a model of several outputs ``name=values`` cells separated by spaces."""
+    ca, cb = re.split(r"[ ,=]", a), re.split(r"[ ,=]", b)
     if len(ca) != len(cb):
         return False
     for x, y in zip(ca, cb):

@@ -98,8 +98,7 @@ def test_the_table_names_the_big_batch_it_timed():
 
 # --- a bundle of several named inputs and outputs (issue 27): compared output by output, by name ---
 
-REFUSALS = [{"what": "stream", "exit": 2, "stderr": "error: stream: model 'tank' has several inputs or outputs; ...\n"},
-            {"what": "no array 'readings'", "exit": 2,
+REFUSALS = [{"what": "no array 'readings'", "exit": 2,
              "stderr": "error: --input stdin: no array 'readings'; expected one array per input: 'gauge', 'readings'\n"}]
 
 
@@ -127,7 +126,7 @@ def test_compare_named_gives_each_outputs_max_diff_and_names_the_one_that_differ
 
 def test_compare_named_holds_each_classifications_labels_and_each_refusal_by_name():
     guest = named_result([[2.0, -1.0, 0.5], [3.5, 0.25, 3.0]], [[1.25], [0.5]], ["draining", "draining"])
-    guest["refusals"][1]["stderr"] = "error: --input stdin: not a readable .npz file (File is not a zip file)\n"
+    guest["refusals"][0]["stderr"] = "error: --input stdin: not a readable .npz file (File is not a zip file)\n"
     by_output, problems = picheck.compare_named(guest, HOST, 5.0, 0.0)  # values within a loose tolerance
     assert by_output == {"state": 4.0, "level": 0.0}
     assert problems == [
@@ -171,7 +170,7 @@ def test_the_report_names_each_output_of_a_named_bundle():
     text = picheck.named_report(HOST, 1e-5, 1e-4)
     assert text == ("Outputs compared by name, each value within atol 1e-05 + rtol 0.0001 * |x86| and each "
                     "classification's labels equal to x86's: state (6 values, 2 labels), level (2 values). Bad inputs "
-                    "refused with x86's error line, word for word: stream (exit 2); no array 'readings' (exit 2).\n\n")
+                    "refused with x86's error line, word for word: no array 'readings' (exit 2).\n\n")
 
 
 def test_a_single_output_bundles_comparison_and_report_are_unchanged():
@@ -214,12 +213,25 @@ def test_the_smoke_run_feeds_a_named_bundle_its_golden_inputs_by_name(tmp_path):
         np.testing.assert_allclose(answer["outputs"][name], want, atol=1e-4, rtol=1e-4)
     assert answer["labels"]["kind"] == [["a", "b", "c"][i] for i in np.argmax(golden["outputs"]["kind"], axis=1)]
     assert [b["what"] for b in result["refusals"]] == [
-        "stream", "no array 'readings'", "input 'image' beyond float32", "input 'image' outside its valid range"]
+        "no array 'readings'", "input 'image' beyond float32", "input 'image' outside its valid range"]
     assert all(b["exit"] == 2 and len(b["stderr"].splitlines()) == 1 for b in result["refusals"]), result["refusals"]
-    assert result["refusals"][3]["stderr"] == (
+    assert result["refusals"][2]["stderr"] == (
         "error: --input stdin: input 'image'[0]: feature 'image[0,0,0]' = -1: outside the valid range [0, 1]\n")
-    assert "batch_1k_ms" in result["timings"] and "stream" not in result
+    assert "batch_1k_ms" in result["timings"]
+    # The stream: golden examples as JSON objects by name, answered in place; three bad lines.
+    lines = result["stream"]["lines"]
+    assert result["stream"]["exit"] == 2 and len(lines) == 7, result["stream"]
+    assert [ln.startswith("error: ") for ln in lines] == [False, False, True, True, False, True, False], lines
+    kind, level = lines[0].split(" ")
+    assert kind.split(",")[0] == "kind=" + answer["labels"]["kind"][0]
+    assert float(level.removeprefix("level=")) == pytest.approx(golden["outputs"]["level"][0][0], abs=1e-4)
     assert picheck.compare_named(result, copy.deepcopy(result), 1e-5, 1e-4) == ({"kind": 0.0, "level": 0.0}, [])
+    # A stream answer off by more than the tolerance, on one output, is found.
+    guest = copy.deepcopy(result)
+    kind, level = guest["stream"]["lines"][4].split(" ")
+    guest["stream"]["lines"][4] = f"{kind} level={float(level.removeprefix('level=')) + 0.01:.9g}"
+    assert picheck.compare_named(guest, result, 1e-5, 1e-4)[1] == [
+        f"stream differs from x86: {guest['stream']['lines'][4]} vs {result['stream']['lines'][4]}"]
 
 
 @pytest.mark.qemu

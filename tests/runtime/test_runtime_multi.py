@@ -357,12 +357,29 @@ def test_cli_info_lists_every_tensor(multi):
     assert sorted(t["name"] for t in doc["model_inputs"]) == ["image", "readings"]
 
 
-def test_cli_stream_refuses_a_model_of_several_inputs_at_start(multi):
-    r = runtime_cli(multi, "stream", stdin=b"1,2,3\n")
-    assert r.returncode == 2 and r.stdout == b""
-    assert one_error_line(r) == ("error: stream: model 'multi' has several inputs or outputs; stream takes a model "
-                                 "of one input and one output (use predict --input FILE.npz, POST /predict or /v2 "
-                                 "instead)")
+def test_cli_stream_takes_a_json_object_a_line_by_input_name_and_answers_as_predict_does(multi, tmp_path):
+    """One example a line, its inputs by name in any order; each answer the line `predict --input
+    FILE.npz` gives for that example; a bad line gets its error line in place and the stream goes on."""
+    x = multi_examples(3)
+    rows = [json.dumps({"readings": x["readings"][i].tolist(), "image": x["image"][i].tolist()}) for i in range(3)]
+    missing = json.dumps({"image": x["image"][0].tolist()})
+    batch = json.dumps({k: v[:2].tolist() for k, v in x.items()})
+    stdin = "\n".join([rows[0], "not json", rows[1], missing, "", "[1, 2]", batch, rows[2]]) + "\n"
+    r = runtime_cli(multi, "stream", stdin=stdin.encode())
+    assert r.returncode == 2, r.stderr
+    assert one_error_line(r) == "error: stream: 5 bad line(s); each got an 'error:' line in its place"
+    out = r.stdout.decode().splitlines()
+    np.savez(tmp_path / "x.npz", **x)
+    want = runtime_cli(multi, "predict", "--input", str(tmp_path / "x.npz")).stdout.decode().splitlines()
+    assert len(want) == 3 and [out[0], out[2], out[7]] == want, (out, want)
+    level = multi_compute(x["image"], x["readings"])["level"]
+    assert float(out[0].split("level=")[1]) == pytest.approx(float(level[0, 0]), rel=1e-5)
+    form = '{"image": [...], "readings": [...]}'
+    assert out[1] == f"error: line 2: 'not json': not JSON, expected one example as {form}"
+    assert out[3] == "error: line 4: input 'readings': missing; the model takes 'image', 'readings'"
+    assert out[4] == f"error: line 5: empty line, expected one example as {form}"
+    assert out[5] == f"error: line 6: expected a JSON object, one example per input: {form}"
+    assert out[6] == "error: line 7: a batch of 2 examples, expected one example a line"
 
 
 # --- serve: POST /predict and the Open Inference Protocol v2 --------------------------------------
