@@ -107,6 +107,17 @@ def test_the_bundle_answers_what_keras_answered_by_name_on_a_runtime_only_venv(t
     for o in OUTPUTS:
         close_to_keras(api[o], keras_y[o])
 
+    # stream: one JSON object a line by input name (not the model's order); each answer
+    # "state=<label>,<3 values> level=<value>"
+    lines = "".join(json.dumps({k: x[k][i].tolist() for k in reversed(list(x))}) + "\n" for i in range(len(labels)))
+    r = subprocess.run([device_python, "-m", "runtime", "stream"], cwd=bundle, input=lines, capture_output=True,
+                       text=True, env=ENV)
+    assert r.returncode == 0, r.stderr
+    answers = [dict(cell.split("=", 1) for cell in line.split(" ")) for line in r.stdout.splitlines()]
+    assert len(answers) == len(labels) and [a["state"].split(",")[0] for a in answers] == labels
+    close_to_keras([[float(v) for v in a["state"].split(",")[1:]] for a in answers], keras_y["state"])
+    close_to_keras([[float(a["level"])] for a in answers], keras_y["level"].reshape(len(labels), -1))
+
     s = Server(bundle, "--port", "0")
     try:
         body = json.dumps({"inputs": {k: v.tolist() for k, v in reversed(x.items())}}).encode()
