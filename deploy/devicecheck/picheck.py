@@ -604,9 +604,13 @@ def named_report(host: dict, atol: float, rtol: float) -> str:
         counts[name] += f", {len(each)} labels"
     outputs = ", ".join(f"{name} ({count})" for name, count in counts.items())
     refused = "; ".join(f"{r['what']} (exit {r['exit']})" for r in host.get("refusals") or [])
+    lines = (host.get("stream") or {}).get("lines")
+    stream = "" if lines is None else (
+        f" A stream of {len(lines)} lines (JSON objects by input name, {sum(ln.startswith('error:') for ln in lines)} "
+        "of them bad) answered as x86 answered it, line by line.")
     return (f"Outputs compared by name, each value within atol {atol:g} + rtol {rtol:g} * |x86| and each "
             f"classification's labels equal to x86's: {outputs}. Bad inputs refused with x86's error line, word "
-            f"for word: {refused or '(none)'}.\n\n")
+            f"for word: {refused or '(none)'}.{stream}\n\n")
 
 
 def signature_cell(row: dict) -> str:

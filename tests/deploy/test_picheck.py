@@ -226,6 +226,8 @@ def test_the_smoke_run_feeds_a_named_bundle_its_golden_inputs_by_name(tmp_path):
     assert kind.split(",")[0] == "kind=" + answer["labels"]["kind"][0]
     assert float(level.removeprefix("level=")) == pytest.approx(golden["outputs"]["level"][0][0], abs=1e-4)
     assert picheck.compare_named(result, copy.deepcopy(result), 1e-5, 1e-4) == ({"kind": 0.0, "level": 0.0}, [])
+    assert picheck.named_report(result, 1e-5, 1e-4).endswith(
+        " A stream of 7 lines (JSON objects by input name, 3 of them bad) answered as x86 answered it, line by line.\n\n")
     # A stream answer off by more than the tolerance, on one output, is found.
     guest = copy.deepcopy(result)
     kind, level = guest["stream"]["lines"][4].split(" ")
