@@ -27,7 +27,6 @@ SECONDS = {
     "tests/deploy/test_deploy_refusals.py": 132,
     "tests/pipeline/test_faults.py": 109,
     "tests/deploy/test_deploy_pi.py": 101,
-    "tests/runtime/test_serve_v2.py": 95,
     "tests/runtime/test_runtime_fuzz.py": 90,
     "tests/pipeline/test_train.py": 75,
     "tests/pipeline/test_make.py": 75,
