@@ -31,8 +31,9 @@ for _name in ("SIGNING_KEY", "EDGE_TRUSTED_KEYS", "EDGE_SSH_KEYGEN"):
 def pytest_collection(session):
     """Let pytest keep the test modules it rewrites (its assert rewriting costs each process
     about 7 s of CPU) as bytecode even where PYTHONDONTWRITEBYTECODE is set, as on CI: the next
-    run's collection reads them back. Only while collecting; the processes the tests start get the
-    environment as it is."""
+    run's collection reads them back. The modules they import while collecting get theirs too, in
+    __pycache__ beside their sources (ignored by git), as on any machine that writes bytecode. Only
+    while collecting; the processes the tests start get the environment as it is."""
     saved, sys.dont_write_bytecode = sys.dont_write_bytecode, False
     try:
         yield
