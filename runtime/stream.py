@@ -192,7 +192,7 @@ class _Named:
             raise ValueError(f"empty line, expected one example as {self.form}")
         try:
             doc = json.loads(line)
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: nested too deep
             raise ValueError(f"{_describe(line)}: not JSON, expected one example as {self.form}") from None
         if not isinstance(doc, dict):
             raise ValueError(f"expected a JSON object, one example per input: {self.form}")
@@ -200,6 +200,8 @@ class _Named:
             x, single = self.runner.examples(doc)
         except InputError as e:
             raise ValueError(e.message) from None
+        except RecursionError:  # a value nested too deep for numpy to read
+            raise ValueError(f"an input nested too deeply, expected one example as {self.form}") from None
         if not single:
             n = next(iter(x.values())).shape[0]
             raise ValueError(f"a batch of {n} examples, expected one example a line")

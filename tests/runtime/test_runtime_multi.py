@@ -364,10 +364,11 @@ def test_cli_stream_takes_a_json_object_a_line_by_input_name_and_answers_as_pred
     rows = [json.dumps({"readings": x["readings"][i].tolist(), "image": x["image"][i].tolist()}) for i in range(3)]
     missing = json.dumps({"image": x["image"][0].tolist()})
     batch = json.dumps({k: v[:2].tolist() for k, v in x.items()})
-    stdin = "\n".join([rows[0], "not json", rows[1], missing, "", "[1, 2]", batch, rows[2]]) + "\n"
+    deep = '{"image": ' + "[" * 1000 + "}"  # nested past the JSON decoder's recursion limit
+    stdin = "\n".join([rows[0], "not json", rows[1], missing, "", "[1, 2]", batch, rows[2], deep, "[" * 1000]) + "\n"
     r = runtime_cli(multi, "stream", stdin=stdin.encode())
     assert r.returncode == 2, r.stderr
-    assert one_error_line(r) == "error: stream: 5 bad line(s); each got an 'error:' line in its place"
+    assert one_error_line(r) == "error: stream: 7 bad line(s); each got an 'error:' line in its place"
     out = r.stdout.decode().splitlines()
     np.savez(tmp_path / "x.npz", **x)
     want = runtime_cli(multi, "predict", "--input", str(tmp_path / "x.npz")).stdout.decode().splitlines()
@@ -380,6 +381,7 @@ def test_cli_stream_takes_a_json_object_a_line_by_input_name_and_answers_as_pred
     assert out[4] == f"error: line 5: empty line, expected one example as {form}"
     assert out[5] == f"error: line 6: expected a JSON object, one example per input: {form}"
     assert out[6] == "error: line 7: a batch of 2 examples, expected one example a line"
+    assert out[8].startswith("error: line 9: ") and out[9].startswith("error: line 10: ") and len(out) == 10, out[8:]
 
 
 # --- serve: POST /predict and the Open Inference Protocol v2 --------------------------------------
