@@ -341,7 +341,7 @@ def _predict_npz(runner, data: bytes, name: str, as_json: bool) -> int:
     named as the input; one line per example (each output as ``name=values``, a classification's
     label first), or one JSON object with a key per output."""
     from .examples import read_npz
-    from .stream import format_answer_rows
+    from .stream import format_named_answers
 
     sig = runner.signature
     arrays = read_npz(data, name, sig.input_names)
@@ -349,8 +349,8 @@ def _predict_npz(runner, data: bytes, name: str, as_json: bool) -> int:
         x, y, _ = runner.answer(arrays)
     except InputError as e:
         raise InputError(f"--input {name}: {e.message}") from None
-    labels = {t.name: runner.labels_of(y[t.name], t.name) for t in sig.outputs if t.labels is not None}
     if as_json:
+        labels = {t.name: runner.labels_of(y[t.name], t.name) for t in sig.outputs if t.labels is not None}
         doc = {"model": runner.name, "outputs": {k: v.tolist() for k, v in y.items()}}
         if labels:
             doc["labels"] = labels
@@ -360,8 +360,7 @@ def _predict_npz(runner, data: bytes, name: str, as_json: bool) -> int:
             doc["outside_observed"] = outside
         print(json.dumps(doc))
         return 0
-    columns = [[f"{t.name}={row}" for row in format_answer_rows(y[t.name], labels.get(t.name))] for t in sig.outputs]
-    sys.stdout.write("".join(" ".join(cells) + "\n" for cells in zip(*columns)))
+    sys.stdout.write("".join(line + "\n" for line in format_named_answers(runner, y)))
     return 0
 
 

@@ -71,6 +71,17 @@ def format_answer_rows(y: np.ndarray, labels: list[str] | None) -> list[str]:
     return lines
 
 
+def format_named_answers(runner: Runner, y: dict[str, np.ndarray]) -> list[str]:
+    """One line per example of a model of several outputs' answers ``y`` ({output name: (n, *shape)}):
+    each output as ``name=values`` (``format_answer_rows``: a classification's label first), in the
+    signature's order, space-separated."""
+    columns = []
+    for t in runner.signature.outputs:
+        labels = runner.labels_of(y[t.name], t.name) if t.labels is not None else None
+        columns.append([f"{t.name}={row}" for row in format_answer_rows(y[t.name], labels)])
+    return [" ".join(cells) for cells in zip(*columns)]
+
+
 def _describe(line: bytes, limit: int = 40) -> str:
     text = line.decode("utf-8", "backslashreplace")
     return repr(text if len(text) <= limit else text[:limit] + "...")
@@ -220,13 +231,9 @@ class _Named:
         if good:
             x = {name: np.concatenate([e[name] for e in examples]) for name in self.sig.input_names}
             y = self.runner.predict_unchecked(x)
-            columns = []
-            for t in self.sig.outputs:
-                yt = y[t.name].reshape(len(good), *t.shape)
-                labels = self.runner.labels_of(yt, t.name) if t.labels is not None else None
-                columns.append([f"{t.name}={row}" for row in format_answer_rows(yt, labels)])
-            for i, cells in zip(good, zip(*columns)):
-                out[i] = " ".join(cells)
+            y = {t.name: y[t.name].reshape(len(good), *t.shape) for t in self.sig.outputs}
+            for i, line in zip(good, format_named_answers(self.runner, y)):
+                out[i] = line
         return ("\n".join(out) + "\n").encode(), n_bad
 
 

@@ -120,10 +120,9 @@ def named_inputs(manifest: dict, golden: dict) -> tuple[dict, bytes, bytes, list
 
     x = {k: np.asarray(v, dtype=np.float32) for k, v in golden["inputs"].items()}
     names = list(x)
-    lines = [json.dumps({k: v[i].tolist() for k, v in golden["inputs"].items() for v in [np.asarray(v)]}).encode()
-             for i in range(min(4, len(x[names[0]])))]
-    no_last = json.dumps({k: np.asarray(v)[0].tolist() for k, v in golden["inputs"].items() if k != names[-1]})
-    stream = lines[:2] + [b"not json", b""] + lines[2:3] + [no_last.encode()] + lines[3:4]
+    lines = [json.dumps({k: v[i].tolist() for k, v in x.items()}).encode() for i in range(min(4, len(x[names[0]])))]
+    no_last = json.dumps({k: v[0].tolist() for k, v in x.items() if k != names[-1]}).encode()
+    stream = lines[:2] + [b"not json", b""] + lines[2:3] + [no_last] + lines[3:4]
     two = {k: v[:2].astype(np.float64) for k, v in x.items()}  # float64: room for a value beyond float32
     first = names[0]
     huge = {k: v.copy() for k, v in two.items()}
