@@ -56,12 +56,12 @@ def weight(path: str, markers: set[str]) -> float:
 def longest_first(items: list, root) -> None:
     """Sort pytest's ``items`` in place: the files by weight, heaviest first; a file's own tests
     keep their order (a deploy file takes its hosts through states one test after another)."""
+    paths = {id(item): item.path.relative_to(root).as_posix() for item in items}
     first: dict[str, int] = {}
     heaviest: dict[str, float] = {}
     for i, item in enumerate(items):
-        path = item.path.relative_to(root).as_posix()
+        path = paths[id(item)]
         first.setdefault(path, i)
         marks = {m.name for m in item.iter_markers()}
         heaviest[path] = max(heaviest.get(path, 0), weight(path, marks))
-    items.sort(key=lambda item: (-heaviest[item.path.relative_to(root).as_posix()],
-                                 first[item.path.relative_to(root).as_posix()]))
+    items.sort(key=lambda item: (-heaviest[paths[id(item)]], first[paths[id(item)]]))
