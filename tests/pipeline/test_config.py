@@ -12,7 +12,8 @@ import pytest
 from export.formats import VARIANTS
 from pipeline import config
 from pipeline.errors import ConfigError
-from tests.support.core import MINIMAL, pipeline, preset_with, PRESETS
+from tests.support import forkrun
+from tests.support.core import MINIMAL, pipeline, preset_with, PRESETS, ROOT
 
 
 def preset(name: str = "default") -> dict:
@@ -162,12 +163,7 @@ def test_cli_refuses_bad_config_in_one_line_without_loading_tensorflow(tmp_path)
 
 
 def pipeline_code(code: str):
-    import subprocess
-    import sys
-
-    from tests.support.core import ROOT
-
-    return subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, timeout=120)
+    return forkrun.python("-c", code, cwd=ROOT, timeout=120)
 
 
 def test_unknown_stage_is_a_usage_error():

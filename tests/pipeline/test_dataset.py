@@ -11,7 +11,6 @@ import io
 import json
 import re
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +19,7 @@ import pytest
 from pipeline import config, dataset, userfile
 from pipeline.__main__ import copy_config
 from pipeline.errors import ConfigError, DataError
+from tests.support import forkrun
 from tests.support.core import MINIMAL, pipeline, ROOT, runtime_cli
 
 # A small CSV classifier: 3 classes with string labels, 10 rows each.
@@ -65,7 +65,7 @@ def run_config_stage(cfg: Path, build: Path) -> subprocess.CompletedProcess:
         f"{str(build / 'config.toml')!r}]); "
         "print('imported:', 'tensorflow' in sys.modules, 'keras' in sys.modules); sys.exit(rc)"
     )
-    return subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, timeout=120)
+    return forkrun.python("-c", code, cwd=ROOT, timeout=120)
 
 
 # --- good data ---
@@ -704,7 +704,7 @@ def test_every_stage_checks_the_data_before_anything_else(tmp_path):
         f"rc = main(['train', '--config', {str(cfg)!r}, '--build', {str(build)!r}, '--dist', "
         f"{str(tmp_path / 'dist')!r}]); print('tensorflow' in sys.modules); sys.exit(rc)"
     )
-    r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, timeout=120)
+    r = forkrun.python("-c", code, cwd=ROOT, timeout=120)
     assert r.returncode == 2
     assert r.stderr.decode().splitlines() == [f"error: data error: {d}/data.csv: row 4, column 'b': empty cell "
                                               "(expected a number)"]

@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests.support import forkrun
 from tests.support.builds import Built
 from tests.support.core import ROOT, sha256_file
 
@@ -119,7 +120,7 @@ def test_a_writer_killed_at_each_phase_of_its_atomic_write_leaves_the_previous_f
         dest.parent.mkdir()
         dest.write_text(before)
     new = "the new file, " * 1000
-    r = subprocess.run([sys.executable, "-c", WRITE, str(dest), new], cwd=ROOT, capture_output=True, timeout=120,
+    r = forkrun.python("-c", WRITE, str(dest), new, cwd=ROOT, timeout=120,
                        env={**os.environ, "PIPELINE_KILL_AT": f"report.json:{phase}"})
     assert r.returncode == -signal.SIGKILL, r.stderr.decode()
     if phase == "renamed":

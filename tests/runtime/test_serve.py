@@ -13,12 +13,12 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 
 import numpy as np
 import pytest
 
 from runtime import Runner, manifest
+from tests.support import forkrun
 from tests.support.bundles import shifted_bundle, sig_compute, signature_bundle
 from tests.support.core import FAILSAFE, sha256_file, wait_until
 from tests.support.server import read_answer, request, Server
@@ -242,8 +242,8 @@ def test_bearer_token(serve, tmp_path):
 
 
 def start_failing(bundle, *args) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "runtime", "serve", "--bundle", str(bundle), *args],
-                          cwd=bundle, capture_output=True, timeout=120, env={**os.environ, "PYTHONPATH": ""})
+    return forkrun.python("-m", "runtime", "serve", "--bundle", str(bundle), *args, cwd=bundle, timeout=120,
+                          env={**os.environ, "PYTHONPATH": ""})
 
 
 def test_an_unreadable_token_file_and_a_taken_port_are_one_line_exit_3(bundle, tmp_path):

@@ -15,13 +15,13 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from runtime import Runner, selfcheck, trust
 from runtime.errors import EXIT_BAD_INPUT, EXIT_BAD_SIGNATURE, EXIT_ENVIRONMENT, EXIT_UNSIGNED, EXIT_UNTRUSTED_KEY
+from tests.support import forkrun
 from tests.support.bundles import keypair, resign, shifted_bundle, sign, trusted_keys
 from tests.support.core import one_error_line, ROOT, run_module
 
@@ -203,9 +203,8 @@ def start_serve(bundle: Path, *args: str, env: dict | None = None):
 
 def test_serve_refuses_to_start_on_each_refusal_with_its_exit_code(bundle, trusting, keys):
     sign(bundle, keys["stranger"])
-    r = subprocess.run([sys.executable, "-m", "runtime", "serve", "--bundle", str(bundle), "--port", "0",
-                        "--trusted-keys", str(trusting)], capture_output=True, timeout=120,
-                       env={**os.environ, "PYTHONPATH": str(ROOT)})
+    r = forkrun.python("-m", "runtime", "serve", "--bundle", str(bundle), "--port", "0",
+                       "--trusted-keys", str(trusting), cwd=ROOT, timeout=120, env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert r.returncode == EXIT_UNTRUSTED_KEY
     assert one_error_line(r).startswith("error: serve: selfcheck signature: manifest.json.sig | signed by SHA256:")
 

@@ -9,9 +9,9 @@ import fcntl
 import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
+from tests.support import forkrun
 from tests.support.core import pipeline, ROOT
 
 
@@ -65,9 +65,8 @@ class Checkout:
 
         shutil.copytree(built.build, dest / "build")
         env = {k: v for k, v in os.environ.items() if k != "SOURCE_DATE_EPOCH"}
-        r = subprocess.run([sys.executable, "-m", "pipeline", "bundle", "--config", str(built.config),
-                            "--build", str(dest / "build"), "--dist", str(dest / "dist")],
-                           cwd=self.src, capture_output=True, env={**env, "PYTHONPATH": str(self.src)}, timeout=600)
+        r = forkrun.python("-m", "pipeline", "bundle", "--config", str(built.config), "--build", str(dest / "build"),
+                           "--dist", str(dest / "dist"), cwd=self.src, env={**env, "PYTHONPATH": str(self.src)})
         assert r.returncode == 0, r.stderr.decode()
         return dest / "dist" / "bundle.tar.gz"
 

@@ -8,10 +8,10 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import sys
 import time
 from pathlib import Path
 
+from tests.support import forkrun
 from runtime.manifest import sha256_bytes, sha256_file  # noqa: F401 - the tests' one sha256
 
 ROOT = Path(__file__).resolve().parent.parent.parent
@@ -70,14 +70,12 @@ def preset_with(dest: Path, *pairs: tuple[str, str], preset: str = "default") ->
 
 def run_module(module: str, *args: str, cwd: Path = ROOT, stdin: bytes | None = None, env=None,
                timeout: float = 600) -> subprocess.CompletedProcess:
-    """Run ``python -m module args`` (bytes out) with the repo on the path."""
+    """Run ``python -m module args`` (bytes out) with the repo on the path: forked from a process
+    with numpy and onnxruntime imported (tests/support/forkrun.py)."""
     e = dict(os.environ)
     e["PYTHONPATH"] = str(ROOT) + os.pathsep + e.get("PYTHONPATH", "")
     e.update(env or {})
-    return subprocess.run(
-        [sys.executable, "-m", module, *args], cwd=cwd, input=stdin, capture_output=True,
-        env=e, timeout=timeout,
-    )
+    return forkrun.python("-m", module, *args, cwd=cwd, env=e, input=stdin, timeout=timeout)
 
 
 def pipeline(*args: str, **kw) -> subprocess.CompletedProcess:

@@ -10,16 +10,23 @@ import subprocess
 import sys
 from pathlib import Path
 
+from tests.support import forkrun
+
 
 class Server:
-    """A real `python -m runtime serve` process; ``url`` once it said where it listens."""
+    """A real `python -m runtime serve` process (forked as tests/support/forkrun.py says, unless
+    it is handed descriptors); ``url`` once it said where it listens."""
 
     def __init__(self, bundle: Path, *args: str, env: dict | None = None, pass_fds=(), cwd: Path | None = None):
         e = {**os.environ, "PYTHONPATH": "", **(env or {})}
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "runtime", "serve", "--bundle", str(bundle), *args],
-            cwd=cwd or bundle, env=e, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, pass_fds=pass_fds,
-        )
+        if not pass_fds and forkrun.eligible(e):
+            self.proc = forkrun.Forked(["-m", "runtime", "serve", "--bundle", str(bundle), *args], cwd or bundle, e,
+                                       stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        else:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "runtime", "serve", "--bundle", str(bundle), *args],
+                cwd=cwd or bundle, env=e, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, pass_fds=pass_fds,
+            )
         self.log: list[str] = []
         self.where = self.wait_for("serving model ").rsplit(" on ", 1)[1].split(" (")[0]
         host, _, port = self.where.rpartition(":")

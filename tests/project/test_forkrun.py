@@ -1,0 +1,79 @@
+"""tests/support/forkrun.py: a forked `python -m`/`python -c` is what a new interpreter would be,
+for everything the tests look at: output, exit status, argv, path, directory, environment,
+stdin, an uncaught exception, a signal, atexit."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+
+import pytest
+
+from tests.support import forkrun
+from tests.support.core import ROOT, wait_until
+
+SHOW = """
+import atexit, json, os, sys
+atexit.register(lambda: print("atexit ran"))
+print(json.dumps({"argv": sys.argv, "path0": sys.path[0], "cwd": os.getcwd(), "env": os.environ.get("FORK_TEST"),
+                  "stdin": sys.stdin.read(), "main": sorted(k for k in vars(sys.modules["__main__"]) if not k.startswith("__")),
+                  "bytecode": sys.dont_write_bytecode}))
+sys.stderr.write("to stderr\\n")
+sys.exit(int(sys.argv[1]))
+"""
+
+
+def both(*args, cwd, env=None, input=None):
+    """(a new interpreter's result, the forked one's), each as (returncode, stdout, stderr)."""
+    env = {**os.environ, **(env or {})}
+    fresh = subprocess.run([sys.executable, *args], cwd=cwd, env=env, input=input, capture_output=True, timeout=120)
+    forked = forkrun.python(*args, cwd=cwd, env=env, input=input)
+    assert forkrun.eligible(env)
+    return [(r.returncode, r.stdout, r.stderr) for r in (fresh, forked)]
+
+
+@pytest.mark.parametrize("code", ["0", "3"])
+def test_c_code_sees_what_a_new_interpreter_sees(tmp_path, code):
+    fresh, forked = both("-c", SHOW, code, "two words", cwd=tmp_path, env={"FORK_TEST": "é"}, input=b"in\n")
+    assert forked == fresh
+    assert forked[0] == int(code) and b'"stdin": "in\\n"' in forked[1] and forked[1].endswith(b"atexit ran\n")
+
+
+def test_a_module_sees_what_a_new_interpreter_sees(tmp_path):
+    (tmp_path / "mod").mkdir()
+    (tmp_path / "mod" / "__init__.py").write_text("")
+    (tmp_path / "mod" / "__main__.py").write_text(SHOW.replace("sys.argv[1]", "sys.argv[2]"))
+    fresh, forked = both("-m", "mod", "x", "0", cwd=tmp_path, env={"PYTHONPATH": str(ROOT)})
+    assert forked == fresh
+    assert str(tmp_path / "mod" / "__main__.py").encode() in forked[1]
+
+
+def test_an_uncaught_exception_an_exit_message_a_ctrl_c_and_a_broken_stdout_end_as_in_a_new_interpreter(tmp_path):
+    fresh, forked = both("-c", "import sys\nprint('partial')\nraise KeyError('x')", cwd=tmp_path)
+    assert forked == fresh and forked[0] == 1 and forked[2].startswith(b"Traceback") and b"KeyError: 'x'" in forked[2]
+    # stdout buffered whatever PYTHONUNBUFFERED says, then its descriptor closed: the flush at exit fails
+    closed = "import io, os, sys\nsys.stdout = open(os.dup(1), 'w')\nprint('held in the buffer')\nos.close(sys.stdout.fileno())"
+    fresh, forked = both("-c", closed, cwd=tmp_path)
+    assert forked == fresh and forked[0] == 120 and b"Exception ignored" in forked[2]
+    fresh, forked = both("-c", "import sys\nsys.exit('a message')", cwd=tmp_path)
+    assert forked == fresh == (1, b"", b"a message\n")
+    fresh, forked = both("-c", "raise KeyboardInterrupt", cwd=tmp_path)
+    assert forked == fresh and forked[0] == -signal.SIGINT
+
+
+def test_a_signal_reaches_the_command_and_its_status_says_so(tmp_path):
+    p = forkrun.Forked(["-c", "import sys, time\nprint('up', flush=True)\ntime.sleep(600)"], tmp_path, dict(os.environ),
+                       stdout=subprocess.PIPE)
+    assert p.stdout.readline() == b"up\n"
+    assert p.poll() is None
+    p.send_signal(signal.SIGKILL)
+    assert p.wait(timeout=120) == -signal.SIGKILL
+    wait_until("the command's pid gone", lambda: not os.path.exists(f"/proc/{p.pid}"))
+
+
+def test_what_python_reads_at_start_up_gets_a_new_interpreter():
+    assert not forkrun.eligible({**os.environ, "PYTHONWARNINGS": "error"})
+    assert not forkrun.eligible({k: v for k, v in os.environ.items() if k not in ("LANG", "LC_ALL")} | {"LANG": "xx"})
+    assert forkrun.eligible({**os.environ, "PYTHONPATH": "/elsewhere", "ANYTHING": "1"})

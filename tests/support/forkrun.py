@@ -1,0 +1,244 @@
+"""`python -m runtime ...` (and other `python -m` or `python -c` commands) for the tests, forked
+from a process that has numpy and onnxruntime imported already (tests/support/forkserver.py),
+instead of a new interpreter each time.
+
+Why: the fast tier runs `python -m runtime` some 250 times, the whole suite some 500, and a new
+interpreter spends about 0.25 s of CPU importing numpy and onnxruntime before the command does
+anything; on two cores that was a third of `make test-fast`.
+
+What stays real: each command is its own process, with its own pid, stdin, stdout and stderr
+(pipes, as subprocess gives), working directory, environment, exit status and signals; it
+imports the runtime (the bundle's own copy, from its working directory, as `python -m` does) and
+runs it as ``__main__``; a pipeline command imports TensorFlow itself. What differs: numpy and
+onnxruntime are imported before the command starts, and the interpreter's start-up options are
+the server's. So a command runs here only
+when its environment asks for nothing that is read at start-up (``eligible``); the tests of the
+runtime's imports and start (test_runtime_wall, test_runtime_env) start real interpreters, and
+``EDGE_TEST_FORK=0`` makes every command a new interpreter again.
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import os
+import select
+import selectors
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+SERVER = Path(__file__).with_name("forkserver.py")
+HEAD = struct.Struct("!I")
+# Start-up settings the server's interpreter has read once; a command asking for other values
+# runs as a new interpreter. PYTHONPATH and PYTHONDONTWRITEBYTECODE the child sets itself.
+# numpy's BLAS reads its thread settings when numpy is imported.
+_READ_AT_START = ("PYTHONHOME", "PYTHONNOUSERSITE", "PYTHONSAFEPATH", "PYTHONWARNINGS", "PYTHONHASHSEED",
+                  "PYTHONIOENCODING", "PYTHONUNBUFFERED", "PYTHONUTF8", "PYTHONOPTIMIZE", "PYTHONDEVMODE",
+                  "PYTHONMALLOC", "PYTHONFAULTHANDLER", "PYTHONUSERBASE", "LANG", "LC_ALL", "LC_CTYPE",
+                  "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+
+_server: dict = {}
+
+
+def enabled() -> bool:
+    return os.environ.get("EDGE_TEST_FORK", "1") != "0"
+
+
+def _start():
+    """This test process's fork server (started once): (its socket path, its environment)."""
+    if _server.get("pid") == os.getpid():
+        return _server["path"], _server["env"]
+    folder = tempfile.mkdtemp(prefix="edge-fork-")
+    path = os.path.join(folder, "s")
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    proc = subprocess.Popen([sys.executable, str(SERVER), path], stdin=subprocess.PIPE, env=env,
+                            stdout=subprocess.PIPE, cwd=folder)
+    # Ready when it says so (observed, not a guessed wait); an exit before that is a failure.
+    if proc.stdout.readline() != b"ready\n":
+        raise RuntimeError(f"the tests' fork server did not start (exit {proc.wait(timeout=60)})")
+
+    def stop():
+        proc.stdin.close()
+        proc.wait(timeout=60)
+
+    atexit.register(stop)
+    _server.update(pid=os.getpid(), path=path, env=env, proc=proc)
+    return path, env
+
+
+def eligible(env: dict) -> bool:
+    """Whether a command with environment ``env`` runs the same forked as started afresh."""
+    if not enabled():
+        return False
+    here = _server["env"] if _server.get("pid") == os.getpid() else os.environ
+    return all(env.get(k) == here.get(k) for k in _READ_AT_START)
+
+
+class Forked:
+    """A forked `python -m MODULE ARGS`, with subprocess.Popen's ways for what the tests use:
+    ``pid``, ``stdin``/``stdout``/``stderr`` (pipes when asked for with subprocess.PIPE),
+    ``poll``, ``wait``, ``send_signal``, ``terminate``, ``kill``, ``communicate``, ``returncode``."""
+
+    def __init__(self, args, cwd, env: dict, stdin=None, stdout=None, stderr=None,
+                 start_new_session: bool = False):
+        """``args``: the interpreter's arguments, ``["-m", module, ...]`` or ``["-c", code, ...]``."""
+        path, _ = _start()
+        self.args = [sys.executable, *map(str, args)]
+        if self.args[1] not in ("-m", "-c") or len(self.args) < 3:
+            raise ValueError(f"forkrun runs `python -m MODULE` or `python -c CODE`, not {self.args[1:]}")
+        self.returncode = None
+        self.stdin = self.stdout = self.stderr = None
+        ours, theirs = [], []
+
+        def end(spec, reading: bool, default):
+            if spec == subprocess.PIPE:
+                r, w = os.pipe()
+                mine, child = (r, w) if reading else (w, r)
+                ours.append(mine)
+                theirs.append(child)
+                return os.fdopen(mine, "rb" if reading else "wb", buffering=0 if not reading else -1)
+            if spec == subprocess.DEVNULL:
+                fd = os.open(os.devnull, os.O_RDWR)
+                theirs.append(fd)
+                return None
+            fd = spec if isinstance(spec, int) else (spec.fileno() if spec is not None else default)
+            theirs.append(os.dup(fd))
+            return None
+
+        self.stdin = end(stdin, False, 0)
+        self.stdout = end(stdout, True, 1)
+        self.stderr = end(stderr, True, 2)
+        head = json.dumps({"argv": self.args[1:], "cwd": str(cwd), "env": env,
+                           "new_session": start_new_session}).encode()
+        self._conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            self._conn.connect(path)
+            socket.send_fds(self._conn, [HEAD.pack(len(head)) + head], theirs)
+        finally:
+            for fd in theirs:
+                os.close(fd)
+        self._buf = b""
+        first = json.loads(self._line(None) or b"{}")
+        if "pid" not in first:
+            raise RuntimeError(f"the tests' fork server refused a command: {first}")
+        self.pid = first["pid"]
+
+    def _line(self, timeout) -> bytes | None:
+        """The server's next line about this command; None if none came within ``timeout`` s
+        (None: wait); b"" if the server closed the connection first."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while b"\n" not in self._buf:
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            if not select.select([self._conn], [], [], left)[0]:
+                return None
+            chunk = self._conn.recv(4096)
+            if not chunk:
+                return b""
+            self._buf += chunk
+        line, _, self._buf = self._buf.partition(b"\n")
+        return line
+
+    def _status(self, timeout):
+        if self.returncode is not None:
+            return self.returncode
+        line = self._line(timeout)
+        if line is None:
+            return None
+        if not line:
+            raise RuntimeError("the tests' fork server ended before the command")
+        self.returncode = json.loads(line)["returncode"]
+        self._conn.close()
+        return self.returncode
+
+    def poll(self):
+        return self._status(0)
+
+    def wait(self, timeout=None):
+        code = self._status(timeout)
+        if code is None:
+            raise subprocess.TimeoutExpired(self.args, timeout)
+        return code
+
+    def send_signal(self, sig):
+        if self.returncode is None:
+            try:
+                os.kill(self.pid, sig)
+            except ProcessLookupError:
+                pass
+
+    def terminate(self):
+        self.send_signal(signal.SIGTERM)
+
+    def kill(self):
+        self.send_signal(signal.SIGKILL)
+
+    def communicate(self, input: bytes | None = None, timeout=None):
+        """(stdout bytes or None, stderr bytes or None), feeding ``input`` to stdin; then waits."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        out = {self.stdout: [], self.stderr: []}
+        sel = selectors.DefaultSelector()
+        for f in (self.stdout, self.stderr):
+            if f is not None:
+                sel.register(f, selectors.EVENT_READ)
+        pending = memoryview(input or b"")
+        if self.stdin is not None:
+            if pending:
+                os.set_blocking(self.stdin.fileno(), False)
+                sel.register(self.stdin, selectors.EVENT_WRITE)
+            else:
+                self.stdin.close()
+        while sel.get_map():
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                raise subprocess.TimeoutExpired(self.args, timeout)
+            for key, _ in sel.select(left):
+                f = key.fileobj
+                if f is self.stdin:
+                    try:
+                        n = os.write(f.fileno(), pending[:65536])
+                    except BrokenPipeError:
+                        n = len(pending)
+                    pending = pending[n:]
+                    if not pending:
+                        sel.unregister(f)
+                        f.close()
+                else:
+                    data = os.read(f.fileno(), 65536)
+                    if data:
+                        out[f].append(data)
+                    else:
+                        sel.unregister(f)
+                        f.close()
+        left = None if deadline is None else max(0.0, deadline - time.monotonic())
+        self.wait(left)
+        return (b"".join(out[self.stdout]) if self.stdout is not None else None,
+                b"".join(out[self.stderr]) if self.stderr is not None else None)
+
+
+def python(*args, cwd, env: dict | None = None, input: bytes | None = None, timeout: float = 600,
+           text: bool = False) -> subprocess.CompletedProcess:
+    """``subprocess.run([sys.executable, *args], capture_output=True, ...)``: forked when
+    ``env`` (the whole environment; None: this process's) allows it, else a new interpreter.
+    ``args`` begin with ``-m MODULE`` or ``-c CODE``; ``text``: str out, as subprocess's."""
+    env = dict(os.environ) if env is None else env
+    if not eligible(env):
+        return subprocess.run([sys.executable, *args], cwd=cwd, env=env, input=input, capture_output=True,
+                              timeout=timeout, text=text)
+    if text and input is not None:
+        input = input.encode()
+    p = Forked(args, cwd, env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        out, err = p.communicate(input, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        p.kill()
+        p.wait()
+        raise
+    if text:
+        out, err = out.decode(), err.decode()
+    return subprocess.CompletedProcess(p.args, p.returncode, out, err)
