@@ -171,7 +171,8 @@ def build_onnx(name: str, model, calibration: np.ndarray | dict[str, np.ndarray]
 
     - The graph goes through onnxruntime's pre-processing first (``quant_pre_process``: its
       basic graph optimizer, then ONNX shape inference; no symbolic shape inference, which needs
-      sympy and serves models of symbolic shapes). It folds what onnxruntime fuses itself when it
+      sympy and serves models of symbolic shapes); where the quantizer refuses the result (the
+      sensor_gru example's unrolled GRU, whose steps share their weights), the graph as exported. It folds what onnxruntime fuses itself when it
       loads a float32 model (a batch normalization's Mul and Add into the convolution before it,
       a Pad into it, MatMul and Add into Gemm), which the Q/DQ pairs between them would
       otherwise stop: each would run as a QLinearMul or QLinearAdd of its own (MobileNetV3Small:
@@ -227,11 +228,19 @@ def build_onnx(name: str, model, calibration: np.ndarray | dict[str, np.ndarray]
                     src, pre = Path(tmp) / "float.onnx", Path(tmp) / "pre.onnx"
                     src.write_bytes(model.SerializeToString())
                     quant_pre_process(src, pre, skip_symbolic_shape=True)
-                    model = onnx.load_model_from_string(pre.read_bytes())
-                    quantize_static(model, dest, Reader(), quant_format=QuantFormat.QDQ,
-                                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                                    calibrate_method=CalibrationMethod.MinMax, per_channel=False,
-                                    nodes_to_exclude=input_arithmetic(model.graph), reduce_range=True)
+
+                    def quantize(m):
+                        quantize_static(m, dest, Reader(), quant_format=QuantFormat.QDQ,
+                                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                                        calibrate_method=CalibrationMethod.MinMax, per_channel=False,
+                                        nodes_to_exclude=input_arithmetic(m.graph), reduce_range=True)
+
+                    try:
+                        quantize(onnx.load_model_from_string(pre.read_bytes()))
+                    except Exception:  # noqa: BLE001 - the quantizer refuses some pre-processed graphs
+                        # (an unrolled GRU's 24 Gemms sharing one weight: "shared mode is not supported
+                        # for weight"): then the graph as exported, unfolded, as before pre-processing.
+                        quantize(model)
                 else:
                     raise VariantNotBuilt(f"unknown ONNX variant {name!r}")
                 out = onnx.load_model_from_string(dest.read_bytes())
