@@ -44,6 +44,10 @@ def test_every_variant_builds_loads_and_is_measured(built):
         assert set(r["parity"]["batches"]) == {"batch_1", "batch_65536"}
         assert r["parity"]["range"]["rows"] == report["probes"]["range_rows"] > 0
         assert r["accuracy"]["rows"] == r["accuracy"]["oracle_rows"] == 2000, name  # the oracle's rows
+        # Time against the format's float32 model (its own is 1 by definition); never judged.
+        rel = r["speed"]["vs_fp32"]
+        assert set(rel) == {"batch_1", "batch_32"} and all(x > 0 for x in rel.values()), (name, rel)
+        assert name not in ("onnx-fp32", "tflite-fp32") or rel == {"batch_1": 1.0, "batch_32": 1.0}, (name, rel)
     # What the default config must show plainly: fp16 within 0.1 degF over the working range;
     # full integer calibrated on the training inputs clamps everything outside -40..38 degC
     # (about 1730 degF off at 1000), already one value at a time (batch 1: the grid's group).
@@ -63,6 +67,8 @@ def test_every_variant_builds_loads_and_is_measured(built):
     md = (built.build / "verify" / "report.md").read_text()
     assert "## Models and reduced-precision variants" in md
     assert "| FAIL: parity 1730 > 1 (at input 1000); MAE 33.61 > 0.5; " in md
+    assert "| time vs float32 (batch 1 / 32) |" in md and "Time against float32 (the same format's" in md
+    assert report["cpu"]["machine"] and isinstance(report["cpu"]["dot_product"], list)
     for png in ("validation.png", "accuracy-vs-size.png"):
         assert (built.build / "verify" / png).stat().st_size > 1000, png
 
