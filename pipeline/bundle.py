@@ -10,7 +10,7 @@ requirements and config give the same tarball, byte for byte. Its files carry th
 of the newest commit that touched a file the bundle copies from the source (runtime/),
 not the checkout's last commit, so a README-only commit changes nothing a device sees;
 SOURCE_DATE_EPOCH overrides it. One choice is not reproducible by nature:
-``[bundle] model = "auto"`` picks by a timing that verify measured (the manifest's
+``[bundle] model = "auto"`` (``prefer = "speed"``) picks by a timing that verify measured (the manifest's
 ``model.chosen_by`` says so), so two builds may bundle different variants.
 
 Which model that is, and which bundle a failed verify removes, are this stage's rules,

@@ -46,6 +46,7 @@ INPUTS_MK_NAME = "inputs.mk"  # beside it too: INPUT_FILES := the files outside 
 # which onnxruntime releases can load the file, so the range stops at 10.
 OPSET_MIN_IR = {13: 7, 14: 7, 15: 8, 16: 8, 17: 8, 18: 8}
 BUNDLE_MODELS = ("onnx-fp32", "auto") + tuple(v for v in VARIANTS if v.startswith("onnx-"))
+BUNDLE_PREFER = ("speed", "size")  # bundle.prefer: the priority bundle.model = "auto" chooses by
 
 # Keys of the schema before issue 25, and where each went (named in the "unknown key" line;
 # docs/configuration.md has the whole table).
@@ -120,7 +121,8 @@ SCHEMA: dict[str, dict[str, Any]] = {
     },
     "variants": {"calibration": (choice(*CALIBRATIONS), "training"),
                  "calibration_count": (integer(1, 1_000_000), 300)},  # plus one budget table per variant
-    "bundle": {"model": (choice(*BUNDLE_MODELS), "onnx-fp32"), "name": (bundle_name, None)},
+    "bundle": {"model": (choice(*BUNDLE_MODELS), "onnx-fp32"), "name": (bundle_name, None),
+               "prefer": (choice(*BUNDLE_PREFER), "speed")},  # what model = "auto" chooses by
     "runtime": {"valid_min": (number_or_inf, -math.inf), "valid_max": (number_or_inf, math.inf),
                 "valid": (per_feature, {}), "golden_count": (integer(1, 100_000), 64)},
 }
@@ -367,6 +369,9 @@ def validate(raw: dict[str, Any], path=None, base: str | Path | None = None) -> 
     if cfg["bundle"]["name"] is None:
         cfg["bundle"]["name"] = _default_bundle_name(base)
     _relations(cfg, path)
+    if "prefer" in (raw.get("bundle") or {}) and cfg["bundle"]["model"] != "auto":
+        raise ConfigError(path, "bundle.prefer", 'expected only with bundle.model = "auto" (it says what auto '
+                          f"chooses by), got bundle.model = {cfg['bundle']['model']!r}")
     return cfg
 
 

@@ -55,6 +55,50 @@ def batch_1_p50_us(call) -> float:
     return float(np.median(times) * 1e6)
 
 
+# Each model's time against its format's float32 model, in the same runtime and process: blocks of
+# calls alternating between the models (the order rotating), the ratio taken block by block, its
+# median reported. Short and bounded (about SPEED_BLOCKS * SPEED_BLOCK_S per model and batch): an
+# estimate for the report and for bundle.model = "auto", never a pass/fail check.
+SPEED_BATCHES = (1, 32)
+SPEED_BLOCKS, SPEED_BLOCK_S = 7, 0.004
+
+
+def relative_speed(calls: dict[str, Any], base: str) -> dict[str, float]:
+    """name -> the median over alternating blocks of (its time per call / ``base``'s), for the
+    zero-argument callables ``calls`` (``base`` among them): below 1 is faster than ``base``.
+    Each block calls one model for SPEED_BLOCK_S (at least once)."""
+    names = list(calls)
+    for f in calls.values():
+        f()  # warm up: first calls pay for allocations and caches
+    times: dict[str, list[float]] = {n: [] for n in names}
+    for b in range(SPEED_BLOCKS):
+        for n in names[b % len(names):] + names[:b % len(names)]:
+            f, k, start = calls[n], 0, time.perf_counter()
+            while True:
+                f()
+                k += 1
+                spent = time.perf_counter() - start
+                if spent >= SPEED_BLOCK_S:
+                    break
+            times[n].append(spent / k)
+    return {n: float(np.median([a / c for a, c in zip(times[n], times[base])])) for n in names}
+
+
+def speed_vs_float32(runs: dict[str, Any], base: str, x: Any, large: int) -> dict[str, dict[str, float]]:
+    """name -> {"batch_1": ratio, "batch_32": ratio}: each model's time against ``base`` (its
+    format's float32 model) at each of SPEED_BATCHES (at most ``large`` rows), ``relative_speed``.
+
+    ``runs``: name -> a function of the input rows; ``x``: the probe rows (an array, or a dict of
+    arrays by input name), tiled to each batch."""
+    out: dict[str, dict[str, float]] = {n: {} for n in runs}
+    for batch in sorted({min(b, large) for b in SPEED_BATCHES}):
+        xb = {k: tiled(v, batch) for k, v in x.items()} if isinstance(x, dict) else tiled(x, batch)
+        ratios = relative_speed({n: (lambda f=f: f(xb)) for n, f in runs.items()}, base)
+        for n, r in ratios.items():
+            out[n][f"batch_{batch}"] = round(r, 3)
+    return out
+
+
 def run_model(name: str, runner, x: np.ndarray, large: int) -> Outputs:
     """Run ``runner`` once over the probe rows ``x``: one row at a time, then tiled to ``large`` rows."""
     x_large = tiled(x, large)

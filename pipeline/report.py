@@ -21,8 +21,9 @@ NOTES = {
     "onnx-fp16": "float16 weights, float32 input and output",
     "tflite-fp16": "float16 weights (TFLite's float16 quantization)",
     "onnx-int8-dynamic": "int8 weights; inputs quantized at run time with one scale per batch",
-    "onnx-int8-static": "int8 weights and activations (QDQ), calibrated; the input's own arithmetic "
-                        "(standardization) kept in float32, 7-bit weights (x86's int8 dot products cannot overflow)",
+    "onnx-int8-static": "uint8 activations and int8 weights (QDQ, U8S8) after onnxruntime's pre-processing, "
+                        "calibrated; the input's own arithmetic (standardization) kept in float32, 7-bit weights "
+                        "(x86's int8 dot products without VNNI cannot saturate)",
     "tflite-int8-dynamic": "dynamic-range quantization (int8 weights; for tensors this small, the converter keeps float32)",
     "tflite-int8-full": "full integer: int8 input, output, weights and activations, calibrated",
 }
@@ -147,6 +148,48 @@ def graph_pass_lines(gp: dict[str, Any] | None) -> list[str]:
     return lines
 
 
+# CPU flags of integer dot-product instructions, where int8 kernels gain over float32: x86's
+# VNNI (AVX-512 or AVX) and ARM's dot product (the Pi 5's Cortex-A76 has it, the Pi 4's A72 not).
+DOT_PRODUCT_FLAGS = ("avx512_vnni", "avx_vnni", "asimddp")
+
+
+def cpu(cpuinfo: str = "/proc/cpuinfo") -> dict[str, Any]:
+    """The machine verify timed on: its architecture and which integer dot-product flags it has."""
+    try:
+        with open(cpuinfo, encoding="utf-8", errors="replace") as f:
+            words = set(f.read().split())
+    except OSError:
+        words = set()
+    return {"machine": platform.machine(), "dot_product": [f for f in DOT_PRODUCT_FLAGS if f in words]}
+
+
+SLOWER = 1.10  # a time ratio above this is slower, not timing noise (bundle_model.AUTO_TIE's margin)
+
+
+def _ratio(v: float | None) -> str:
+    return "-" if v is None else f"{v:.2f}x"
+
+
+def speed_lines(r: dict[str, Any]) -> list[str]:
+    """What the time-against-float32 column means on this machine, and the verdict for int8."""
+    c = r.get("cpu") or {}
+    dot = c.get("dot_product")
+    has = (f"with integer dot-product instructions ({', '.join(dot)})" if dot else
+           "without integer dot-product instructions (no VNNI, no asimddp)") if dot is not None else "of unknown flags"
+    lines = ["", f"Time against float32 (the same format's float32 model, in the same runtime and process, blocks "
+             f"of calls alternating; below 1x is faster) was measured on this machine, {c.get('machine', '?')} {has}: "
+             "an estimate, not a check."]
+    slower = sorted(n for n, v in r["variants"].items() if "int8" in n and (v.get("speed") or {}).get("vs_fp32")
+                    and min(v["speed"]["vs_fp32"].values()) > SLOWER)
+    if slower:
+        lines[-1] += (f" More than {SLOWER - 1:.0%} slower than float32 here at every batch measured: "
+                      f"{', '.join(slower)}.")
+    lines[-1] += (" int8 pays on CPUs with integer dot-product instructions (x86 VNNI; the Raspberry Pi 5's "
+                  "Cortex-A76) on models whose arithmetic outweighs the quantize and dequantize steps, and often "
+                  "does not on a Cortex-A72 (Raspberry Pi 4): measure on the device (`python -m runtime bench`).")
+    return lines
+
+
 def _head(r: dict[str, Any]) -> list[str]:
     """The title, the result, each failure and warning, and whether the model came trained."""
     lines = ["# Verification report", "", f"**Result: {'PASSED' if r['passed'] else 'FAILED'}**", ""]
@@ -262,11 +305,11 @@ def _figures(r: dict[str, Any]) -> list[str]:
               "Python call included); parity is the largest |model - Keras| over the working range.", "",
               "| model | bytes | " + ("accuracy | drop (points) | top-1 agreement" if classifier
                                     else "MAE | max error | parity vs Keras")
-              + " | SNR | batch 1 p50 (us) | budget | result |",
-              "|---|---|---|---|---|---|---|---|---|"]
+              + " | SNR | batch 1 p50 (us) | time vs float32 (batch 1 / 32) | budget | result |",
+              "|---|---|---|---|---|---|---|---|---|---|"]
     for name, v in sorted(r["variants"].items(), key=lambda nv: (nv[1].get("size_bytes", 1 << 62), nv[0])):
         if not v.get("built", True):
-            lines.append(f"| {name} | - | - | - | - | - | - | "
+            lines.append(f"| {name} | - | - | - | - | - | - | - | "
                          f"{_budget(v.get('budget'), classifier, k)} | {v['reason']} |")
             continue
         a, p = v["accuracy"], v["parity"]
@@ -275,10 +318,12 @@ def _figures(r: dict[str, Any]) -> list[str]:
                     f"{p['top1_agreement']:.2%}")
         else:
             figs = f"{a['mae']:.4g} | {a['max_err']:.4g} | {p['range']['max_abs_err']:.3g}"
+        rel = v["speed"].get("vs_fp32") or {}
         lines.append(f"| {name} | {v['size_bytes']:,} | {figs} | {snr(p['range']['snr_db'])} | "
-                     f"{v['speed']['p50_batch_1_us']:.1f} | {_budget(v.get('budget'), classifier, k)} | "
-                     f"{_result(v)} |")
-    return lines
+                     f"{v['speed']['p50_batch_1_us']:.1f} | {_ratio(rel.get('batch_1'))} / "
+                     f"{_ratio(max((x for b, x in rel.items() if b != 'batch_1'), default=None))} | "
+                     f"{_budget(v.get('budget'), classifier, k)} | {_result(v)} |")
+    return lines + (speed_lines(r) if r.get("plots", True) else [])  # once: a model of several outputs' first
 
 
 def _tail(r: dict[str, Any]) -> list[str]:

@@ -28,7 +28,7 @@ from runtime.manifest import sha256_file
 from . import bundle_model, fsutil, reference
 from . import report as report_mod
 from .config import config_hash
-from .engine import Judge, run_model
+from .engine import Judge, run_model, speed_vs_float32
 from .errors import StageInputError, VerificationFailed
 from .layout import Layout
 from .runners import open_runner
@@ -54,6 +54,17 @@ def models(cfg: dict[str, Any], layout: Layout) -> list[tuple[str, str, Any, dic
     return out
 
 
+def add_speed_vs_float32(results: dict[str, Any], runs: dict[str, Any], x, large: int) -> None:
+    """``results[name]["speed"]["vs_fp32"]``: each model's time against its format's float32
+    model in the same runtime, {"batch_1": ratio, "batch_32": ratio} (below 1: faster;
+    engine.speed_vs_float32). ``runs``: name -> the model's function of the input rows."""
+    for fmt in FORMATS:
+        group = {n: f for n, f in runs.items() if V.fmt(n) == fmt}
+        if f"{fmt}-fp32" in group:
+            for n, ratios in speed_vs_float32(group, f"{fmt}-fp32", x, large).items():
+                results[n]["speed"]["vs_fp32"] = ratios
+
+
 def run(cfg: dict[str, Any], layout: Layout) -> dict[str, Any]:
     """Verify, write the report, and raise VerificationFailed (after writing it) on any breach.
 
@@ -65,12 +76,15 @@ def run(cfg: dict[str, Any], layout: Layout) -> dict[str, Any]:
         return verify_tensors.run(cfg, layout)
     judge = Judge(cfg, ref)
     results: dict[str, Any] = {}
+    runs = {}
     val_outputs = {"keras": judge.keras.batch_1[judge.val]}
     for name, fmt, path, tol, budget in models(cfg, layout):
         if isinstance(path, str):
             results[name] = {"built": False, "passed": False, "reason": f"not built: {path}", "budget": budget}
             continue
-        o = run_model(name, open_runner(fmt, path), ref["x"], judge.large)
+        runner = open_runner(fmt, path)
+        runs[name] = runner.run
+        o = run_model(name, runner, ref["x"], judge.large)
         m = {"built": True, "size_bytes": path.stat().st_size, "parity": judge.parity(o, tol),
              "accuracy": judge.accuracy(o), "speed": o.speed, "budget": budget}
         if budget is None:
@@ -80,6 +94,7 @@ def run(cfg: dict[str, Any], layout: Layout) -> dict[str, Any]:
             m["passed"], m["reason"] = not reasons, "; ".join(reasons)
         results[name] = m
         val_outputs[name] = o.batch_1[judge.val]
+    add_speed_vs_float32(results, runs, ref["x"], judge.large)
     accuracy = {"keras": judge.keras_accuracy, **{f"{f}-fp32": results[f"{f}-fp32"]["accuracy"] for f in FORMATS}}
     failures = [line for f in FORMATS for line in judge.parity_failures(f, results[f"{f}-fp32"]["parity"])]
     failures += [line for name, acc in accuracy.items() if (line := judge.accuracy_failure(name, acc))]
@@ -124,6 +139,7 @@ def shared_report(cfg: dict[str, Any], layout: Layout, ref: dict[str, np.ndarray
         "keras_sha256": str(ref["keras_sha256"]),
         "config_sha256": config_hash(cfg),
         "versions": report_mod.versions(),
+        "cpu": report_mod.cpu(),  # where the speeds were measured
     }
 
 

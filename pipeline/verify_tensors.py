@@ -23,7 +23,7 @@ from .engine import Judge, Outputs, batch_1_p50_us
 from .layout import Layout
 from .numerics import tiled
 from .runners import open_runner
-from .verify import FORMATS, finish, models, plot_data, shared_report
+from .verify import FORMATS, add_speed_vs_float32, finish, models, plot_data, shared_report
 
 
 def output_cfg(cfg: dict[str, Any], ref: dict[str, np.ndarray], name: str) -> dict[str, Any]:
@@ -53,13 +53,16 @@ def run(cfg: dict[str, Any], layout: Layout) -> dict[str, Any]:
     large = cfg["verify"]["large_batch"]
     feeds = {i: ref[f"x/{i}"] for i in ins}
     results: dict[str, Any] = {}
+    runs = {}
     first = judges[outs[0]]  # the plots draw the first output's figures
     val_outputs = {"keras": first.keras.batch_1[first.val]}
     for name, fmt, path, tol, budget in models(cfg, layout):
         if isinstance(path, str):
             results[name] = {"built": False, "passed": False, "reason": f"not built: {path}", "budget": budget}
             continue
-        got, speed = run_feeds(name, open_runner(fmt, path), feeds, large)
+        runner = open_runner(fmt, path)
+        runs[name] = runner.infer
+        got, speed = run_feeds(name, runner, feeds, large)
         m = {"built": True, "size_bytes": path.stat().st_size, "speed": speed, "budget": budget,
              "parity": {}, "accuracy": {}}
         reasons = []
@@ -77,6 +80,7 @@ def run(cfg: dict[str, Any], layout: Layout) -> dict[str, Any]:
             m["passed"], m["reason"] = not reasons, "; ".join(reasons)
         results[name] = m
         val_outputs[name] = got[outs[0]].batch_1[first.val]
+    add_speed_vs_float32(results, runs, feeds, large)
     failures, warnings, sections = [], [], {}
     training = report_mod.training(layout)
     for o, j in judges.items():
@@ -115,6 +119,7 @@ def run(cfg: dict[str, Any], layout: Layout) -> dict[str, Any]:
     for o, section in sections.items():  # what a one-output report's renderer reads beside its own figures
         section["probes"] = {**report["probes"], "range": None}
         section["plots"] = o == outs[0]
+        section["cpu"] = report["cpu"]
     return finish(layout, report)
 
 

@@ -162,6 +162,14 @@ def test_cli_refuses_bad_config_in_one_line_without_loading_tensorflow(tmp_path)
     assert not (tmp_path / "b").exists()
 
 
+def test_cli_refuses_a_bad_bundle_priority_in_one_line(tmp_path):
+    bad = preset_with(tmp_path / "bad.toml", ('model = "onnx-fp32"', 'model = "auto"\nprefer = "fastest"'))
+    r = pipeline("config", "--config", str(bad), "--build", str(tmp_path / "b"))
+    assert r.returncode == 2  # docs/exit-codes.md: bad config
+    assert r.stderr.decode().splitlines() == [
+        f"error: config error: {bad}: bundle.prefer: expected one of 'speed', 'size', got 'fastest'"]
+
+
 def pipeline_code(code: str):
     return forkrun.python("-c", code, cwd=ROOT, timeout=120)
 
@@ -237,7 +245,7 @@ def test_the_issues_minimal_config_is_complete(tmp_path):
                        "baseline": "fail", "baseline_margin": 0.1,
                    "onnx": {"atol": 1e-5, "rtol": 1e-4}, "tflite": {"atol": 1e-5, "rtol": 1e-4}},
         "variants": {"calibration": "training", "calibration_count": 300, **{v: budget for v in VARIANTS}},
-        "bundle": {"model": "onnx-fp32", "name": tmp_path.name},
+        "bundle": {"model": "onnx-fp32", "name": tmp_path.name, "prefer": "speed"},
         "runtime": {"valid_min": -math.inf, "valid_max": math.inf, "valid": {}, "golden_count": 64},
     }
     assert config.input_files(cfg) == [str(tmp_path / "data.csv"), str(tmp_path / "model.py")]
@@ -251,7 +259,13 @@ def test_regression_defaults_and_variant_budgets(tmp_path):
     cfg = config.load(minimal(tmp_path, text))
     assert cfg["variants"] == {"calibration": "training", "calibration_count": 300,
                                "onnx-int8-static": {"max_mae": None, "max_err": None, "parity": 0.5}}
-    assert cfg["bundle"] == {"model": "onnx-fp32", "name": "wine-1"}
+    assert cfg["bundle"] == {"model": "onnx-fp32", "name": "wine-1", "prefer": "speed"}
+
+
+def test_auto_takes_the_priority_it_is_given(tmp_path):
+    for prefer in ("speed", "size"):
+        cfg = config.load(minimal(tmp_path, MINIMAL + f"[bundle]\nmodel = 'auto'\nprefer = '{prefer}'\n"))
+        assert cfg["bundle"]["model"] == "auto" and cfg["bundle"]["prefer"] == prefer
 
 
 @pytest.mark.parametrize("extra, message", [
@@ -270,6 +284,10 @@ def test_regression_defaults_and_variant_budgets(tmp_path):
     ("[bundle]\nname = 'a b'\n", r"bundle\.name: expected a name of letters"),
     ("[bundle]\nmodel = 'onnx-fp16'\n[variants.onnx-int8-static]\n", r"bundle\.model: expected a variant that is "
                                                                       r"built"),
+    ("[bundle]\nmodel = 'auto'\nprefer = 'fast'\n", r"bundle\.prefer: expected one of 'speed', 'size', got 'fast'$"),
+    ("[bundle]\nmodel = 'auto'\nprefer = 1\n", r"bundle\.prefer: expected one of 'speed', 'size', got 1$"),
+    ("[bundle]\nprefer = 'size'\n", r"bundle\.prefer: expected only with bundle\.model = \"auto\" \(it says what "
+                                    r"auto chooses by\), got bundle\.model = 'onnx-fp32'$"),
     ("[runtime]\nvalid = { a = [1, 0] }\n", r"runtime\.valid: expected a table of feature name = \[lo, hi\]"),
     ("[task]\nlabels = ['x']\n", r"task: unknown key|task\.labels: expected a list of at least 2"),
     ("[data]\nstandardize = 1\n", r"data\.standardize: expected true or false, got 1"),

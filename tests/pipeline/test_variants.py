@@ -44,6 +44,10 @@ def test_every_variant_builds_loads_and_is_measured(built):
         assert set(r["parity"]["batches"]) == {"batch_1", "batch_65536"}
         assert r["parity"]["range"]["rows"] == report["probes"]["range_rows"] > 0
         assert r["accuracy"]["rows"] == r["accuracy"]["oracle_rows"] == 2000, name  # the oracle's rows
+        # Time against the format's float32 model (its own is 1 by definition); never judged.
+        rel = r["speed"]["vs_fp32"]
+        assert set(rel) == {"batch_1", "batch_32"} and all(x > 0 for x in rel.values()), (name, rel)
+        assert name not in ("onnx-fp32", "tflite-fp32") or rel == {"batch_1": 1.0, "batch_32": 1.0}, (name, rel)
     # What the default config must show plainly: fp16 within 0.1 degF over the working range;
     # full integer calibrated on the training inputs clamps everything outside -40..38 degC
     # (about 1730 degF off at 1000), already one value at a time (batch 1: the grid's group).
@@ -63,6 +67,8 @@ def test_every_variant_builds_loads_and_is_measured(built):
     md = (built.build / "verify" / "report.md").read_text()
     assert "## Models and reduced-precision variants" in md
     assert "| FAIL: parity 1730 > 1 (at input 1000); MAE 33.61 > 0.5; " in md
+    assert "| time vs float32 (batch 1 / 32) |" in md and "Time against float32 (the same format's" in md
+    assert report["cpu"]["machine"] and isinstance(report["cpu"]["dot_product"], list)
     for png in ("validation.png", "accuracy-vs-size.png"):
         assert (built.build / "verify" / png).stat().st_size > 1000, png
 
@@ -119,16 +125,58 @@ def test_auto_picks_only_a_model_within_budget(built, tmp_path):
     b = copy_build(built, tmp_path / "b", cfg)
     assert b.run("verify").returncode == 0
     chosen = json.loads((b.build / "verify" / "report.json").read_text())["bundle"]
-    assert chosen["model"] == "onnx-fp32" and chosen["why"].startswith("auto: among the ONNX models within budget (onnx-fp32)")
+    assert chosen["model"] == "onnx-fp32"
+    assert chosen["why"].startswith("auto, prefer speed: among the ONNX models within budget (onnx-fp32)")
     # With the default budgets: fp16 and fp32 qualify; the pick is one of them, by the stated rule.
     preset_with(cfg, ('model = "onnx-fp32"', 'model = "auto"'))
     assert b.run("verify").returncode == 0
     report = json.loads((b.build / "verify" / "report.json").read_text())
     ok = {n: v for n, v in report["variants"].items() if n.startswith("onnx-") and v.get("passed", True)}
     assert set(ok) == {"onnx-fp32", "onnx-fp16"}
-    fastest = min(v["speed"]["p50_batch_1_us"] for v in ok.values())
-    ties = [n for n, v in ok.items() if v["speed"]["p50_batch_1_us"] <= fastest * 1.10]
-    assert report["bundle"]["model"] == min(ties, key=lambda n: (ok[n]["size_bytes"], n))
+    rel = {n: v["speed"]["vs_fp32"]["batch_1"] for n, v in ok.items()}
+    fast = {n: r for n, r in rel.items() if r <= 1.0}
+    ties = [n for n, r in fast.items() if r <= min(fast.values()) * 1.10]
+    assert report["bundle"]["model"] == min(ties, key=lambda n: (ok[n]["size_bytes"], n)), rel
+    # prefer = "size": the smaller file of the two, whatever the timing.
+    preset_with(cfg, ('model = "onnx-fp32"', 'model = "auto"\nprefer = "size"'))
+    assert b.run("verify").returncode == 0
+    chosen = json.loads((b.build / "verify" / "report.json").read_text())["bundle"]
+    assert chosen["model"] == min(ok, key=lambda n: ok[n]["size_bytes"]), chosen
+    assert chosen["why"].startswith("auto, prefer size: ")
+
+
+def measured(size: int, vs_fp32: float | None, passed: bool = True) -> dict:
+    """A model's entry in verify's results, as bundle_model.choose reads it."""
+    speed = {"p50_batch_1_us": 10.0 * (vs_fp32 or 1.0)}
+    if vs_fp32 is not None:
+        speed["vs_fp32"] = {"batch_1": vs_fp32, "batch_32": vs_fp32}
+    return {"parity": {"passed": True}, "budget": {}, "passed": passed, "size_bytes": size, "speed": speed,
+            "accuracy": {}}
+
+
+@pytest.mark.parametrize("prefer, int8_vs_fp32, fp16_vs_fp32, want", [
+    ("speed", 1.30, 1.02, "onnx-fp32"),        # both slower than float32: never shipped for speed
+    ("speed", 0.60, 1.02, "onnx-int8-static"),  # int8 faster: the fastest
+    ("speed", 0.95, 0.97, "onnx-int8-static"),  # within 10 % of each other and of fp32: the smallest file
+    ("speed", 1.01, 0.50, "onnx-fp16"),
+    ("size", 1.30, 1.02, "onnx-int8-static"),   # the smallest, slower or not
+])
+def test_auto_chooses_by_the_stated_priority_never_slower_than_float32_for_speed(
+        tmp_path, prefer, int8_vs_fp32, fp16_vs_fp32, want):
+    from pipeline import bundle_model
+    from pipeline.layout import Layout
+
+    results = {"onnx-fp32": {**measured(4000, 1.0), "budget": None},
+               "onnx-fp16": measured(2000, fp16_vs_fp32), "onnx-int8-static": measured(1000, int8_vs_fp32),
+               "onnx-int8-dynamic": measured(900, 0.1, passed=False),  # over budget: never
+               "tflite-int8-full": measured(800, 0.1)}  # not ONNX: never
+    cfg = {"bundle": {"model": "auto", "prefer": prefer}}
+    chosen, problem = bundle_model.choose(cfg, results, Layout(tmp_path))
+    assert problem == "" and chosen["model"] == want, chosen["why"]
+    if prefer == "speed":
+        slower = [n for n, r in (("onnx-fp16", fp16_vs_fp32), ("onnx-int8-static", int8_vs_fp32)) if r > 1]
+        assert (f"leaving out those measured slower than onnx-fp32 at batch 1 ({', '.join(slower)})"
+                in chosen["why"]) == bool(slower), chosen["why"]
 
 
 @pytest.fixture(scope="module")

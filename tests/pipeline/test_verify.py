@@ -72,6 +72,37 @@ def test_error_at_the_outputs_scale_means_something_near_zero():
     assert big["snr_db"] == pytest.approx(10 * np.log10((50**2 + 10**2) / 1e-6), abs=0.1)
 
 
+def test_relative_speed_is_the_median_of_each_blocks_ratio_to_the_base(monkeypatch):
+    """On a clock only the calls move: the base costs 2 units a call; the other 3 for the first
+    four blocks, then 1 (ratios 1.5 and 0.5 by block: the median 1.5, where a mean would say
+    about 1.07); each block stops once SPEED_BLOCK_S has passed, so the whole is bounded."""
+    from pipeline import engine
+
+    assert engine.SPEED_BLOCKS == 7  # the counts below
+    now, calls = [0.0], {"base": 0}
+    monkeypatch.setattr(engine.time, "perf_counter", lambda: now[0])
+
+    def call(name):
+        calls[name] = calls.get(name, 0) + 1
+        # The base's blocks take 2 calls (4 units >= SPEED_BLOCK_S): 4 blocks are 8 calls, +1 warm-up.
+        now[0] += engine.SPEED_BLOCK_S / 2 * (1 if name == "base" else 1.5 if calls["base"] <= 9 else 0.5)
+    ratios = engine.relative_speed({"base": lambda: call("base"), "other": lambda: call("other")}, "base")
+    assert ratios == {"base": 1.0, "other": pytest.approx(1.5)}
+    assert now[0] < 2 * engine.SPEED_BLOCKS * engine.SPEED_BLOCK_S * 1.6
+
+
+def test_the_cpu_record_names_the_dot_product_flags_found(tmp_path):
+    from pipeline.report import cpu
+
+    (tmp_path / "x86").write_text("flags\t\t: fpu sse avx2 avx512f avx512_vnni\n")
+    (tmp_path / "a72").write_text("Features\t: fp asimd evtstrm crc32 cpuid\n")
+    (tmp_path / "a76").write_text("Features\t: fp asimd atomics asimdrdm lrcpc dcpop asimddp\n")
+    assert cpu(str(tmp_path / "x86"))["dot_product"] == ["avx512_vnni"]
+    assert cpu(str(tmp_path / "a72"))["dot_product"] == []
+    assert cpu(str(tmp_path / "a76"))["dot_product"] == ["asimddp"]
+    assert cpu(str(tmp_path / "missing"))["dot_product"] == []
+
+
 def test_report_has_the_promised_keys_and_passes(built):
     r = json.loads((built.build / "verify" / "report.json").read_text())
     assert r["passed"] is True and r["failures"] == [] and r["task"] == "regression"
