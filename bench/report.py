@@ -107,8 +107,12 @@ def digits_markdown(d: dict) -> list[str]:
           "", "On the bundle that run built, one onnxruntime thread everywhere:", "",
           "| what | measured | bare session.run | ratio |", "|---|---|---|---|",
           f"| Runner.predict, batch 1 ({o['calls_per_block']:,} calls a block, blocks alternating) | "
-          f"{s(o['runner_us'], '{:.1f}')} us | {s(o['raw_us'], '{:.1f}')} us | {s(o['ratio'], '{:.3f}')}x |",
-          f"| stream, {st['lines']:,} JSON lines, process start to exit | {s(st['examples_per_s'], '{:,.0f}')} "
+          f"{s(o['runner_us'], '{:.1f}')} us | {s(o['raw_us'], '{:.1f}')} us | {s(o['ratio'], '{:.3f}')}x |"]
+    if "one_example_ratio" in o:  # results from before it: no row
+        L.append(f"| Runner.predict, the same example without the batch dimension (8, 8, 1) | "
+                 f"{s(o['one_example_us'], '{:.1f}')} us | {s(o['one_example_raw_us'], '{:.1f}')} us (batch 1) | "
+                 f"{s(o['one_example_ratio'], '{:.3f}')}x |")
+    L += [f"| stream, {st['lines']:,} JSON lines, process start to exit | {s(st['examples_per_s'], '{:,.0f}')} "
           f"examples/s | {d['bare'][str(st['bare_batch'])]:,.0f} examples/s at batch {st['bare_batch']:,} | "
           f"{st['vs_bare']:.3f}x |",
           f"| serve, POST /predict of {sv['batch']} examples, {sv['clients']} clients, {sv['requests']:,} requests"

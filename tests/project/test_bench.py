@@ -216,6 +216,12 @@ def test_the_digits_section_and_an_unmeasured_target_render():
     assert "plain script: total" not in text
     assert [report.met(v) for v in (True, False, None)] == ["yes", "NO", "-"]
     assert "v2 infer" not in text  # a results.json from before the v2 rows: rendered without them
+    assert "without the batch dimension" not in text  # nor the one-example row
+
+    d["predict_overhead"].update(one_example_us=st(36.0), one_example_raw_us=st(40.0), one_example_ratio=st(0.9))
+    text = "\n".join(report.digits_markdown(d))
+    assert ("| Runner.predict, the same example without the batch dimension (8, 8, 1) | 36.0 [32.4, 39.6] us | "
+            "40.0 [36.0, 44.0] us (batch 1) | 0.900 [0.810, 0.990]x |") in text
 
     d["serve_v2"] = {"v2-binary": {**d["serve"], "examples_per_s": st(48_000.0), "vs_bare": 0.24, "vs_predict": 3.0}}
     text = "\n".join(report.digits_markdown(d))
@@ -259,3 +265,4 @@ def test_targets_carry_the_digits_rows_and_the_plain_way_row_in_quick_mode():
     digits = [t for t in rows if t["target"].startswith("digits:")]
     assert [(t["goal"], t["met"]) for t in digits] == [("<= 1.0x", False), ("<= 1.15x", False)]
     assert all(isinstance(t["met"], bool) for t in rows if t is not plain)
+
