@@ -90,6 +90,8 @@ def markdown(r: dict) -> str:
         L += serve_markdown(r["serve"])
     if "digits" in r:
         L += digits_markdown(r["digits"])
+    if "device_speed" in r:
+        L += device_speed_markdown(r["device_speed"])
     return "\n".join(L) + "\n"
 
 
@@ -133,6 +135,37 @@ def digits_markdown(d: dict) -> list[str]:
         x = i8[f"batch{b}"]
         L.append(f"| batch {b} latency, us | {s(x['int8_us'], '{:.1f}')} | {s(x['fp32_us'], '{:.1f}')} | "
                  f"{s(x['ratio'], '{:.3f}')}x |")
+    return L
+
+
+def device_speed_markdown(ds: dict) -> list[str]:
+    """The device-speed section (issue 28): per model, the runner, bare onnxruntime and LiteRT at
+    batch 1 and 32, and each variant against float32 in its own runtime."""
+    L = ["", "## Device speed: runner, onnxruntime, LiteRT (1 thread)", "",
+         f"Per model, in one process, blocks of calls alternating ({ds['blocks']} blocks a figure, the order "
+         "rotating), ratios block by block; the bundle's golden inputs. The runner is `Runner.predict` (checks "
+         "included), onnxruntime a bare `session.run` on build/model.onnx, LiteRT the interpreter (XNNPACK) on "
+         "build/model.tflite.", ""]
+    if not ds["models"]:
+        return L + ["No model measured in this run."]
+    L += ["| model | graph pass, nodes | batch | runner us | onnxruntime us | LiteRT us | runner / onnxruntime | "
+          "runner / LiteRT | onnxruntime / LiteRT |", "|---|---|---|---|---|---|---|---|---|"]
+    for name, m in ds["models"].items():
+        g = m["graph_pass"]
+        nodes = f"{g['nodes_before']} -> {g['nodes_after']}" if g.get("nodes_before") is not None else "-"
+        for b, e in m["engines"].items():
+            L.append(f"| {name} | {nodes} | {b} | {s(e['runner_us'], '{:,.1f}')} | {s(e['onnxruntime_us'], '{:,.1f}')} | "
+                     f"{s(e['litert_us'], '{:,.1f}')} | {s(e['runner_vs_onnxruntime'], '{:.3f}')}x | "
+                     f"{s(e['runner_vs_litert'], '{:.2f}')}x | {s(e['onnxruntime_vs_litert'], '{:.2f}')}x |")
+    L += ["", "Each variant verify built against float32 in the same runtime (ONNX in onnxruntime against "
+              "model.onnx, TFLite in LiteRT against model.tflite), through the pipeline's runners:", "",
+          "| model | variant | bytes | vs fp32 | batch 1 us | vs fp32 | batch 32 us | vs fp32 |",
+          "|---|---|---|---|---|---|---|---|"]
+    for name, m in ds["models"].items():
+        for v, row in m["variants"].items():
+            L.append(f"| {name} | {v} | {row['bytes']:,} | {row['bytes_vs_fp32']:.3f}x | "
+                     + " | ".join(f"{row[b]['variant_us']['median']:,.1f} | {s(row[b]['ratio'], '{:.2f}')}x"
+                                  for b in ("1", "32")) + " |")
     return L
 
 
