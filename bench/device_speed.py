@@ -30,7 +30,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from bench import mobilenet, proc
+from bench import mobilenet, overhead, proc
 from bench.measure_pipeline import make
 from bench.proc import PY, ROOT
 from bench.stats import stats
@@ -81,17 +81,10 @@ def measure(build: Path, bundle: Path, n_blocks: int) -> dict:
 # --- the child ---
 
 def _engines(build: Path, bundle: Path) -> dict:
-    import onnxruntime as ort
-
     from bench.graph_pass import Lite
 
-    sys.path.insert(0, str(bundle))
-    from runtime import Runner
-
-    runner = Runner.from_bundle(bundle, threads=1)
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = 1
-    bare = ort.InferenceSession(str(build / "model.onnx"), opts, providers=["CPUExecutionProvider"])
+    runner = overhead.bundle_runner(bundle)
+    bare = overhead.bare_session(build / "model.onnx")
     name = bare.get_inputs()[0].name
     return {"runner": runner.predict, "onnxruntime": lambda x: bare.run(None, {name: x}),
             "litert": Lite(build / "model.tflite")}

@@ -176,15 +176,8 @@ def bench_serve(bundle: Path, work: Path, n: dict, kind: str = "predict") -> dic
 
 def child(build: Path, bundle: Path, blocks: int, calls: int, int8_blocks: int) -> dict:
     import numpy as np
-    import onnxruntime as ort
-
-    def session(path: Path):
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = 1
-        return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-
     out = overhead.measure(bundle, blocks, calls)  # Runner.predict against a bare session.run, batch 1
-    raw = session(bundle / "model.onnx")
+    raw = overhead.bare_session(bundle / "model.onnx")
     name = raw.get_inputs()[0].name
 
     # Bare session.run examples/s at the batches stream and serve run the model at.
@@ -198,7 +191,7 @@ def child(build: Path, bundle: Path, blocks: int, calls: int, int8_blocks: int) 
     out["bare"] = bare
 
     fp32_path, int8_path = build / "model.onnx", build / "variants" / f"{INT8}.onnx"
-    fp32, int8 = session(fp32_path), session(int8_path)
+    fp32, int8 = overhead.bare_session(fp32_path), overhead.bare_session(int8_path)
     i8 = {"fp32_bytes": fp32_path.stat().st_size, "int8_bytes": int8_path.stat().st_size}
     i8["bytes_ratio"] = i8["int8_bytes"] / i8["fp32_bytes"]
     for batch, n_calls in ((1, calls), (256, max(5, calls // 100))):

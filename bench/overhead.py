@@ -33,18 +33,29 @@ def alternate(a, b, blocks: int, calls: int) -> tuple[list[float], list[float]]:
     return ta, tb
 
 
-def measure(bundle: Path, blocks: int, calls: int) -> dict:
-    """The runner of ``bundle`` (its own runtime/, imported from it) against a bare session."""
-    import numpy as np
+def bare_session(model: Path):
+    """An onnxruntime session as a user opens one: one intra-op thread, the CPU provider, nothing else set."""
     import onnxruntime as ort
 
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = 1
+    return ort.InferenceSession(str(model), opts, providers=["CPUExecutionProvider"])
+
+
+def bundle_runner(bundle: Path):
+    """``Runner.from_bundle(bundle, threads=1)`` of the runtime/ the bundle carries (imported from it)."""
     sys.path.insert(0, str(bundle))
     from runtime import Runner
 
-    runner = Runner.from_bundle(bundle, threads=1)
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = 1
-    raw = ort.InferenceSession(str(bundle / "model.onnx"), opts, providers=["CPUExecutionProvider"])
+    return Runner.from_bundle(bundle, threads=1)
+
+
+def measure(bundle: Path, blocks: int, calls: int) -> dict:
+    """The runner of ``bundle`` (its own runtime/, imported from it) against a bare session."""
+    import numpy as np
+
+    runner = bundle_runner(bundle)
+    raw = bare_session(bundle / "model.onnx")
     name = raw.get_inputs()[0].name
     if runner.scalar:
         x, value = np.array([[100.0]], np.float32), 100.0
