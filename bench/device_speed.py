@@ -12,9 +12,9 @@ For each model, on a pipeline build folder and the bundle it made (installed as 
 - the ONNX graph pass's nodes before and after (build/variants/index.json).
 
 Blocks of calls alternate in one process (bench/graph_pass.py's ``time_blocks``: the order
-rotates, the calls per block are set so that a block takes about 50 ms); each figure is the
-median over blocks of the mean time per call, ratios block by block. The inputs are the
-bundle's golden inputs (inside the valid range the runner holds them to), tiled to the batch.
+rotates; a block is about 20 ms of calls, at least 3); each figure is the median over blocks
+of the mean time per call, ratios block by block. The inputs are the bundle's golden inputs
+(inside the valid range the runner holds them to), tiled to the batch.
 
 The models: the digits example (the build `measure_digits` made) and Keras Applications'
 MobileNetV3Small (bench/mobilenet.py), built here by `make all`, about two minutes: full
@@ -40,8 +40,11 @@ ENGINES = ("runner", "onnxruntime", "litert")
 RATIOS = (("runner", "onnxruntime"), ("runner", "litert"), ("onnxruntime", "litert"))
 
 
+BLOCK_S = 0.02  # a block's length: short, so that the blocks a ratio pairs run close together (2 shared cores)
+
+
 def blocks(quick: bool) -> int:
-    return 6 if quick else 20
+    return 8 if quick else 40
 
 
 def bench_device_speed(work: Path, quick: bool, digits: Path | None) -> dict:
@@ -101,7 +104,7 @@ def child(build: Path, bundle: Path, n_blocks: int) -> dict:
     engines = _engines(build, bundle)
     out: dict = {"engines": {}, "variants": {}}
     for b, x in xs.items():
-        t = time_blocks(engines, x, n_blocks)
+        t = time_blocks(engines, x, n_blocks, BLOCK_S)
         row = {f"{e}_us": stats([v * 1e6 for v in t[e]]) for e in ENGINES}
         for a, c in RATIOS:
             row[f"{a}_vs_{c}"] = stats([p / q for p, q in zip(t[a], t[c])])
@@ -117,7 +120,7 @@ def child(build: Path, bundle: Path, n_blocks: int) -> dict:
         variant = open_runner(fmt, build / "variants" / v["file"])
         row = {"format": fmt, "bytes": v["bytes"], "bytes_vs_fp32": v["bytes"] / fp32[fmt].stat().st_size}
         for b, x in xs.items():
-            t = time_blocks({"variant": variant.run, "fp32": refs[fmt].run}, x, n_blocks)
+            t = time_blocks({"variant": variant.run, "fp32": refs[fmt].run}, x, n_blocks, BLOCK_S)
             row[str(b)] = {"variant_us": stats([q * 1e6 for q in t["variant"]]),
                            "fp32_us": stats([q * 1e6 for q in t["fp32"]]),
                            "ratio": stats([p / q for p, q in zip(t["variant"], t["fp32"])])}
