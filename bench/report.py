@@ -157,6 +157,9 @@ def device_speed_markdown(ds: dict) -> list[str]:
             L.append(f"| {name} | {nodes} | {b} | {s(e['runner_us'], '{:,.1f}')} | {s(e['onnxruntime_us'], '{:,.1f}')} | "
                      f"{s(e['litert_us'], '{:,.1f}')} | {s(e['runner_vs_onnxruntime'], '{:.3f}')}x | "
                      f"{s(e['runner_vs_litert'], '{:.2f}')}x | {s(e['onnxruntime_vs_litert'], '{:.2f}')}x |")
+    built = [f"{name} {m['make_all_s']:.0f} s" for name, m in ds["models"].items() if "make_all_s" in m]
+    if built:
+        L += ["", f"Built here by `make all` from empty: {', '.join(built)}."]
     L += ["", "Each variant verify built against float32 in the same runtime (ONNX in onnxruntime against "
               "model.onnx, TFLite in LiteRT against model.tflite), through the pipeline's runners:", "",
           "| model | variant | bytes | vs fp32 | batch 1 us | vs fp32 | batch 32 us | vs fp32 |",

@@ -309,6 +309,9 @@ def test_the_device_speed_section_renders_every_model_and_variant():
             "3,200.0 [2,880.0, 3,520.0] | 1.050 [0.945, 1.155]x | 1.99 [1.80, 2.19]x | 1.90 [1.71, 2.09]x |") in text
     assert "| digits | 21 -> 15 | 1 |" in text
     assert "| digits | onnx-int8-static | 1,000 | 0.250x | 100.0 | 2.00 [1.80, 2.20]x | 75.0 | 1.50 [1.35, 1.65]x |" in text
+    assert "Built here" not in text
+    ds["models"]["mobilenet_v3_small"]["make_all_s"] = 191.2
+    assert "Built here by `make all` from empty: mobilenet_v3_small 191 s." in "\n".join(report.device_speed_markdown(ds))
     assert "No model measured" in "\n".join(report.device_speed_markdown({**ds, "models": {}}))
 
 
