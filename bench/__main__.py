@@ -17,14 +17,14 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench import measure_digits, measure_env, measure_inference, measure_pipeline, measure_serve, report, scalar
+from bench import device_speed, measure_digits, measure_env, measure_inference, measure_pipeline, measure_serve, report, scalar
 from bench.proc import ROOT, installed
 from bench.targets import targets
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
-    p.add_argument("--quick", action="store_true", help="fewer runs, smaller batches, no plain-way or Keras predict")
+    p.add_argument("--quick", action="store_true", help="fewer runs, smaller batches, no plain-way, Keras predict or MobileNetV3Small")
     p.add_argument("--build", type=Path, default=ROOT / "build")
     p.add_argument("--dist", type=Path, default=ROOT / "dist")
     a = p.parse_args(argv)
@@ -59,6 +59,9 @@ def measure(a: argparse.Namespace, bundle: Path, work: Path) -> dict:
     r["serve"] = measure_serve.run(bundle.resolve(), work, a.quick, a.model)
     step("the digits example (make all against a plain script, predict, stream, serve, int8)")
     r["digits"] = measure_digits.bench_digits(work, a.quick)
+    step("device speed: the runner, onnxruntime and LiteRT, and the variants"
+         + (" (digits; MobileNetV3Small in the full run only)" if a.quick else " (digits, MobileNetV3Small)"))
+    r["device_speed"] = device_speed.bench_device_speed(work, a.quick, work / "digits")
     r["sizes"] = measure_env.sizes(a.build, a.dist)
     r["targets"] = targets(r)
     r["seconds"] = time.perf_counter() - t0

@@ -3,7 +3,8 @@
 - `make all` of the example from an empty build folder against bench/plain_digits.py (fit,
   TFLite, tf2onnx and nothing else), alternating, ratio pair by pair;
 - on the bundle that run built: ``Runner.predict`` against a bare ``session.run`` at batch 1 on
-  one example (blocks of calls alternating, ratio block by block), examples/s through `stream`
+  one example (bench/overhead.py: blocks of calls alternating, ratio block by block; the example
+  given as a batch of one, then alone), examples/s through `stream`
   (one JSON array per line) and through `serve` (POST /predict {"inputs": [64 examples]}, a few
   keep-alive clients, a bounded number of requests; then the v2 protocol's infer with JSON data
   and with binary data), each beside a bare ``session.run`` at the same batch, and the static
@@ -23,7 +24,7 @@ import sys
 import timeit
 from pathlib import Path
 
-from bench import proc
+from bench import overhead, proc
 from bench.measure_pipeline import make
 from bench.measure_serve import Server, client_procs, cpu_plan
 from bench.proc import PY, ROOT
@@ -74,7 +75,10 @@ def bench_digits(work: Path, quick: bool) -> dict:
     c = child.json()
     out["predict_overhead"] = {"runner_us": stats([v * 1e6 for v in c["runner_s"]]),
                                "raw_us": stats([v * 1e6 for v in c["raw_s"]]),
-                               "ratio": stats(c["ratios"]), "calls_per_block": c["calls_per_block"]}
+                               "ratio": stats(c["ratios"]), "calls_per_block": c["calls_per_block"],
+                               "one_example_us": stats([v * 1e6 for v in c["one_example_s"]]),
+                               "one_example_raw_us": stats([v * 1e6 for v in c["one_example_raw_s"]]),
+                               "one_example_ratio": stats(c["one_example_ratios"])}
     out["bare"] = c["bare"]
     out["int8"] = c["int8"]
     out["stream"] = bench_stream(bundle, work, n["stream_lines"], n["stream_runs"])
@@ -170,39 +174,11 @@ def bench_serve(bundle: Path, work: Path, n: dict, kind: str = "predict") -> dic
 
 # --- the child: in-process timings on the bundle and the build ---
 
-def _alternate(a, b, blocks: int, calls: int) -> tuple[list[float], list[float]]:
-    """Per-call seconds of ``a`` and ``b`` over ``blocks`` alternating blocks of ``calls`` calls."""
-    for f in (a, b):
-        timeit.timeit(f, number=max(10, calls // 5))  # warm-up
-    ta, tb = [], []
-    for k in range(blocks):
-        first, second = (a, b) if k % 2 == 0 else (b, a)  # who goes first flips every block
-        t1 = timeit.timeit(first, number=calls) / calls
-        t2 = timeit.timeit(second, number=calls) / calls
-        ta.append(t1 if first is a else t2)
-        tb.append(t2 if first is a else t1)
-    return ta, tb
-
-
 def child(build: Path, bundle: Path, blocks: int, calls: int, int8_blocks: int) -> dict:
     import numpy as np
-    import onnxruntime as ort
-
-    sys.path.insert(0, str(bundle))
-    from runtime import Runner
-
-    def session(path: Path):
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = 1
-        return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-
-    runner = Runner.from_bundle(bundle, threads=1)
-    raw = session(bundle / "model.onnx")
+    out = overhead.measure(bundle, blocks, calls)  # Runner.predict against a bare session.run, batch 1
+    raw = overhead.bare_session(bundle / "model.onnx")
     name = raw.get_inputs()[0].name
-    x1 = _examples(1)
-    ours, theirs = _alternate(lambda: runner.predict(x1), lambda: raw.run(None, {name: x1}), blocks, calls)
-    out = {"runner_s": ours, "raw_s": theirs, "ratios": [p / q for p, q in zip(ours, theirs)],
-           "calls_per_block": calls}
 
     # Bare session.run examples/s at the batches stream and serve run the model at.
     bare = {}
@@ -215,12 +191,12 @@ def child(build: Path, bundle: Path, blocks: int, calls: int, int8_blocks: int) 
     out["bare"] = bare
 
     fp32_path, int8_path = build / "model.onnx", build / "variants" / f"{INT8}.onnx"
-    fp32, int8 = session(fp32_path), session(int8_path)
+    fp32, int8 = overhead.bare_session(fp32_path), overhead.bare_session(int8_path)
     i8 = {"fp32_bytes": fp32_path.stat().st_size, "int8_bytes": int8_path.stat().st_size}
     i8["bytes_ratio"] = i8["int8_bytes"] / i8["fp32_bytes"]
     for batch, n_calls in ((1, calls), (256, max(5, calls // 100))):
         xb = _examples(batch)
-        tq, tf = _alternate(lambda: int8.run(None, {name: xb}), lambda: fp32.run(None, {name: xb}),
+        tq, tf = overhead.alternate(lambda: int8.run(None, {name: xb}), lambda: fp32.run(None, {name: xb}),
                             int8_blocks, n_calls)
         i8[f"batch{batch}"] = {"int8_us": stats([v * 1e6 for v in tq]), "fp32_us": stats([v * 1e6 for v in tf]),
                                "ratio": stats([q / f for q, f in zip(tq, tf)]), "calls_per_block": n_calls}

@@ -90,6 +90,8 @@ def markdown(r: dict) -> str:
         L += serve_markdown(r["serve"])
     if "digits" in r:
         L += digits_markdown(r["digits"])
+    if "device_speed" in r:
+        L += device_speed_markdown(r["device_speed"])
     return "\n".join(L) + "\n"
 
 
@@ -107,8 +109,12 @@ def digits_markdown(d: dict) -> list[str]:
           "", "On the bundle that run built, one onnxruntime thread everywhere:", "",
           "| what | measured | bare session.run | ratio |", "|---|---|---|---|",
           f"| Runner.predict, batch 1 ({o['calls_per_block']:,} calls a block, blocks alternating) | "
-          f"{s(o['runner_us'], '{:.1f}')} us | {s(o['raw_us'], '{:.1f}')} us | {s(o['ratio'], '{:.3f}')}x |",
-          f"| stream, {st['lines']:,} JSON lines, process start to exit | {s(st['examples_per_s'], '{:,.0f}')} "
+          f"{s(o['runner_us'], '{:.1f}')} us | {s(o['raw_us'], '{:.1f}')} us | {s(o['ratio'], '{:.3f}')}x |"]
+    if "one_example_ratio" in o:  # results from before it: no row
+        L.append(f"| Runner.predict, the same example without the batch dimension (8, 8, 1) | "
+                 f"{s(o['one_example_us'], '{:.1f}')} us | {s(o['one_example_raw_us'], '{:.1f}')} us (batch 1) | "
+                 f"{s(o['one_example_ratio'], '{:.3f}')}x |")
+    L += [f"| stream, {st['lines']:,} JSON lines, process start to exit | {s(st['examples_per_s'], '{:,.0f}')} "
           f"examples/s | {d['bare'][str(st['bare_batch'])]:,.0f} examples/s at batch {st['bare_batch']:,} | "
           f"{st['vs_bare']:.3f}x |",
           f"| serve, POST /predict of {sv['batch']} examples, {sv['clients']} clients, {sv['requests']:,} requests"
@@ -129,6 +135,40 @@ def digits_markdown(d: dict) -> list[str]:
         x = i8[f"batch{b}"]
         L.append(f"| batch {b} latency, us | {s(x['int8_us'], '{:.1f}')} | {s(x['fp32_us'], '{:.1f}')} | "
                  f"{s(x['ratio'], '{:.3f}')}x |")
+    return L
+
+
+def device_speed_markdown(ds: dict) -> list[str]:
+    """The device-speed section (issue 28): per model, the runner, bare onnxruntime and LiteRT at
+    batch 1 and 32, and each variant against float32 in its own runtime."""
+    L = ["", "## Device speed: runner, onnxruntime, LiteRT (1 thread)", "",
+         f"Per model, in one process, blocks of calls alternating ({ds['blocks']} blocks a figure, the order "
+         "rotating), ratios block by block; the bundle's golden inputs. The runner is `Runner.predict` (checks "
+         "included), onnxruntime a bare `session.run` on build/model.onnx, LiteRT the interpreter (XNNPACK) on "
+         "build/model.tflite.", ""]
+    if not ds["models"]:
+        return L + ["No model measured in this run."]
+    L += ["| model | graph pass, nodes | batch | runner us | onnxruntime us | LiteRT us | runner / onnxruntime | "
+          "runner / LiteRT | onnxruntime / LiteRT |", "|---|---|---|---|---|---|---|---|---|"]
+    for name, m in ds["models"].items():
+        g = m["graph_pass"]
+        nodes = f"{g['nodes_before']} -> {g['nodes_after']}" if g.get("nodes_before") is not None else "-"
+        for b, e in m["engines"].items():
+            L.append(f"| {name} | {nodes} | {b} | {s(e['runner_us'], '{:,.1f}')} | {s(e['onnxruntime_us'], '{:,.1f}')} | "
+                     f"{s(e['litert_us'], '{:,.1f}')} | {s(e['runner_vs_onnxruntime'], '{:.3f}')}x | "
+                     f"{s(e['runner_vs_litert'], '{:.2f}')}x | {s(e['onnxruntime_vs_litert'], '{:.2f}')}x |")
+    built = [f"{name} {m['make_all_s']:.0f} s" for name, m in ds["models"].items() if "make_all_s" in m]
+    if built:
+        L += ["", f"Built here by `make all` from empty: {', '.join(built)}."]
+    L += ["", "Each variant verify built against float32 in the same runtime (ONNX in onnxruntime against "
+              "model.onnx, TFLite in LiteRT against model.tflite), through the pipeline's runners:", "",
+          "| model | variant | bytes | vs fp32 | batch 1 us | vs fp32 | batch 32 us | vs fp32 |",
+          "|---|---|---|---|---|---|---|---|"]
+    for name, m in ds["models"].items():
+        for v, row in m["variants"].items():
+            L.append(f"| {name} | {v} | {row['bytes']:,} | {row['bytes_vs_fp32']:.3f}x | "
+                     + " | ".join(f"{row[b]['variant_us']['median']:,.1f} | {s(row[b]['ratio'], '{:.2f}')}x"
+                                  for b in ("1", "32")) + " |")
     return L
 
 

@@ -35,6 +35,8 @@ def targets(r: dict) -> list[dict]:
         rows += serve_targets(r["serve"])
     if "digits" in r:
         rows += digits_targets(r["digits"])
+    if "device_speed" in r:
+        rows += device_speed_targets(r["device_speed"])
     # met None: not measured in this run (the row keeps the goal in the table)
     return [{"target": t, "goal": g, "measured": text, "met": None if v is None else bool(ok(v))}
             for t, g, v, ok, text in rows]
@@ -64,6 +66,24 @@ def digits_targets(d: dict) -> list[tuple]:
                               f"({d['predict_overhead']['runner_us']['median']:.1f} vs "
                               f"{d['predict_overhead']['raw_us']['median']:.1f} us)"),
     ]
+
+
+def device_speed_targets(ds: dict) -> list[tuple]:
+    """Issue 28's goal: MobileNetV3Small in onnxruntime (the graph after the pass) within 2x of LiteRT,
+    at batch 1 and at batch 32 (a dash when this run did not build it: --quick)."""
+    m = ds["models"].get("mobilenet_v3_small")
+    rows = []
+    for b in ("1", "32"):
+        what = f"MobileNetV3Small: onnxruntime (after the graph pass) vs LiteRT, batch {b}, alternating blocks"
+        if m is None:
+            rows.append((what, "<= 2x", None, None, "not measured (--quick)"))
+            continue
+        e = m["engines"][b]
+        x = e["onnxruntime_vs_litert"]
+        rows.append((what, "<= 2x", x["median"], lambda v: v <= 2,
+                     f"{x['median']:.2f}x [{x['min']:.2f}, {x['max']:.2f}] ({e['onnxruntime_us']['median']:,.0f} vs "
+                     f"{e['litert_us']['median']:,.0f} us)"))
+    return rows
 
 
 def serve_targets(sv: dict) -> list[tuple]:

@@ -216,6 +216,12 @@ def test_the_digits_section_and_an_unmeasured_target_render():
     assert "plain script: total" not in text
     assert [report.met(v) for v in (True, False, None)] == ["yes", "NO", "-"]
     assert "v2 infer" not in text  # a results.json from before the v2 rows: rendered without them
+    assert "without the batch dimension" not in text  # nor the one-example row
+
+    d["predict_overhead"].update(one_example_us=st(36.0), one_example_raw_us=st(40.0), one_example_ratio=st(0.9))
+    text = "\n".join(report.digits_markdown(d))
+    assert ("| Runner.predict, the same example without the batch dimension (8, 8, 1) | 36.0 [32.4, 39.6] us | "
+            "40.0 [36.0, 44.0] us (batch 1) | 0.900 [0.810, 0.990]x |") in text
 
     d["serve_v2"] = {"v2-binary": {**d["serve"], "examples_per_s": st(48_000.0), "vs_bare": 0.24, "vs_predict": 3.0}}
     text = "\n".join(report.digits_markdown(d))
@@ -259,3 +265,64 @@ def test_targets_carry_the_digits_rows_and_the_plain_way_row_in_quick_mode():
     digits = [t for t in rows if t["target"].startswith("digits:")]
     assert [(t["goal"], t["met"]) for t in digits] == [("<= 1.0x", False), ("<= 1.15x", False)]
     assert all(isinstance(t["met"], bool) for t in rows if t is not plain)
+
+
+# --- the device-speed section (issue 28): MobileNetV3Small's config, rendering and verdicts ---
+
+def test_the_mobilenet_config_and_data_are_valid_for_the_pipeline(tmp_path):
+    """What bench writes for MobileNetV3Small passes `python -m pipeline config` (no TensorFlow):
+    the keys, the data's shape and classes, the builder's file."""
+    from bench import mobilenet
+
+    config = mobilenet.write(tmp_path / "mobilenet")
+    r = subprocess.run([sys.executable, "-m", "pipeline", "--build", str(tmp_path / "build"), "config",
+                        "--config", str(config)], cwd=ROOT, capture_output=True, text=True, timeout=FAILSAFE)
+    assert r.returncode == 0, r.stderr
+    assert "320 examples of 3072 features (32x32x3)" in r.stdout and "into 4 classes" in r.stdout
+
+
+def fake_model(ort_vs_litert: float, nodes: tuple[int, int] = (252, 151)) -> dict:
+    def engines(b: int) -> dict:
+        lite = 100.0 * b
+        return {"runner_us": st(lite * ort_vs_litert * 1.05), "onnxruntime_us": st(lite * ort_vs_litert),
+                "litert_us": st(lite), "runner_vs_onnxruntime": st(1.05), "runner_vs_litert": st(ort_vs_litert * 1.05),
+                "onnxruntime_vs_litert": st(ort_vs_litert)}
+
+    def timed(ratio: float) -> dict:
+        return {"variant_us": st(50.0 * ratio), "fp32_us": st(50.0), "ratio": st(ratio)}
+
+    return {"engines": {"1": engines(1), "32": engines(32)},
+            "variants": {"onnx-int8-static": {"format": "onnx", "bytes": 1_000, "bytes_vs_fp32": 0.25,
+                                              "1": timed(2.0), "32": timed(1.5)}},
+            "graph_pass": {"nodes_before": nodes[0], "nodes_after": nodes[1], "rewrites": {}},
+            "file_bytes": {"onnx": 4_000, "tflite": 4_100}}
+
+
+def test_the_device_speed_section_renders_every_model_and_variant():
+    from bench import report
+
+    ds = {"blocks": 20, "batches": [1, 32],
+          "models": {"digits": fake_model(2.5, (21, 15)), "mobilenet_v3_small": fake_model(1.9)}}
+    text = "\n".join(report.device_speed_markdown(ds))
+    assert "## Device speed: runner, onnxruntime, LiteRT (1 thread)" in text
+    assert ("| mobilenet_v3_small | 252 -> 151 | 32 | 6,384.0 [5,745.6, 7,022.4] | 6,080.0 [5,472.0, 6,688.0] | "
+            "3,200.0 [2,880.0, 3,520.0] | 1.050 [0.945, 1.155]x | 1.99 [1.80, 2.19]x | 1.90 [1.71, 2.09]x |") in text
+    assert "| digits | 21 -> 15 | 1 |" in text
+    assert "| digits | onnx-int8-static | 1,000 | 0.250x | 100.0 | 2.00 [1.80, 2.20]x | 75.0 | 1.50 [1.35, 1.65]x |" in text
+    assert "Built here" not in text
+    ds["models"]["mobilenet_v3_small"]["make_all_s"] = 191.2
+    assert "Built here by `make all` from empty: mobilenet_v3_small 191 s." in "\n".join(report.device_speed_markdown(ds))
+    assert "No model measured" in "\n".join(report.device_speed_markdown({**ds, "models": {}}))
+
+
+def test_the_device_speed_targets_hold_onnxruntime_to_twice_litert_and_show_a_dash_in_quick_mode():
+    from bench.targets import device_speed_targets
+
+    def verdicts(ds):
+        return [None if ok is None else ok(v) for _, _, v, ok, _ in device_speed_targets(ds)]
+
+    assert verdicts({"models": {"mobilenet_v3_small": fake_model(1.9)}}) == [True, True]
+    assert verdicts({"models": {"mobilenet_v3_small": fake_model(2.2)}}) == [False, False]
+    quick = device_speed_targets({"models": {"digits": fake_model(2.5)}})
+    assert [(goal, v, text) for _, goal, v, _, text in quick] == [("<= 2x", None, "not measured (--quick)")] * 2
+    assert "1.90x [1.71, 2.09] (190 vs 100 us)" in device_speed_targets({"models": {"mobilenet_v3_small": fake_model(1.9)}})[0][4]

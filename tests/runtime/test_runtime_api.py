@@ -78,6 +78,34 @@ def test_context_manager_releases_the_session(bundle):
     assert r.session is None
 
 
+class Counting:
+    """A session wrapper that counts the model calls made through it (as serve's watchdog test wraps one)."""
+
+    def __init__(self, session):
+        self.inner, self.calls = session, 0
+
+    def run(self, *args):
+        self.calls += 1
+        return self.inner.run(*args)
+
+
+@pytest.mark.parametrize("kind", ["tutorial", "image"])
+def test_the_runner_calls_onnxruntime_beneath_its_wrapper_and_a_session_set_later_through_its_own(
+        bundle, image_bundle, kind):
+    b = bundle if kind == "tutorial" else image_bundle
+    x = np.asarray(golden(b)["inputs"], np.float32)[:1]
+    with Runner.from_bundle(b) as r:
+        session = r.session
+        assert r._session_run == session._sess.run  # onnxruntime's checks before each call are the runner's own
+        want = session.run(None, {r.input_name: x})[0]
+        np.testing.assert_array_equal(r.predict_unchecked(x), want.reshape(r.predict_unchecked(x).shape))
+        np.testing.assert_array_equal(r.predict(x).reshape(-1), want.reshape(-1))
+        r.session = counting = Counting(session)
+        r.predict(x), r.predict_unchecked(x), r.answer(x)
+        assert counting.calls == 3
+    assert r.session is None and r._session_run is None
+
+
 def test_an_old_onnxruntime_is_named_with_the_version_needed():
     model = {"file": "model.onnx", "opset": 17, "ir_version": 8, "min_onnxruntime": "1.12"}
     check_onnxruntime("1.12.0", model)

@@ -132,6 +132,56 @@ def test_image_refuses_a_pixel_outside_its_valid_range_naming_example_and_featur
         assert r.predict(x).shape == (4, 10)
 
 
+@pytest.mark.parametrize("at", [(0, 0, 0), (3, 4, 0), (7, 7, 0)])
+@pytest.mark.parametrize("bad, problem", [(np.nan, "is NaN"), (np.inf, "= inf: expected a finite number"),
+                                          (-np.inf, "= -inf: expected a finite number"),
+                                          (17, "= 17: outside the valid range [0, 16]"),
+                                          (-0.5, "= -0.5: outside the valid range [0, 16]")])
+def test_one_float32_example_is_refused_as_a_batch_is(image_bundle, at, bad, problem):
+    """The fast path of one small float32 example (alone or as a batch of one) refuses what the
+    batch path refuses, with its message, wherever the bad value is, and leaves the input as it was."""
+    x = golden_inputs(image_bundle)[:1].copy()
+    x[(0, *at)] = bad
+    before = x.copy()
+    feature = f"feature 'x[{at[0]},{at[1]},{at[2]}]' {problem}"
+    with Runner.from_bundle(image_bundle) as r:
+        for given in (x, x[0]):
+            with pytest.raises(InputError) as e:
+                r.predict(given)
+            assert e.value.message == f"input[0]: {feature}"
+        with pytest.raises(InputError) as e:  # the same example second in a batch: the batch path
+            r.predict(np.concatenate([golden_inputs(image_bundle)[:1], x]))
+        assert e.value.message == f"input[1]: {feature}"
+    np.testing.assert_array_equal(x, before)
+
+
+@pytest.mark.parametrize("first, second, message", [
+    (np.inf, -np.inf, "feature 'x[0,0,0]' = inf: expected a finite number"),  # they sum to NaN
+    (17, np.nan, "feature 'x[0,0,0]' = 17: outside the valid range [0, 16]"),
+    (np.nan, -1, "feature 'x[0,0,0]' is NaN"),
+])
+def test_one_float32_example_with_two_bad_values_names_the_first(image_bundle, first, second, message):
+    x = golden_inputs(image_bundle)[:1].copy()
+    x[0, 0, 0, 0], x[0, 7, 7, 0] = first, second
+    with Runner.from_bundle(image_bundle) as r:
+        for given in (x, x[0]):
+            with pytest.raises(InputError) as e:
+                r.predict(given)
+            assert e.value.message == f"input[0]: {message}"
+
+
+def test_one_float32_example_is_answered_as_given_not_as_checked(image_bundle):
+    """The check sorts a copy of the values: the model still sees the example as given."""
+    x = golden_inputs(image_bundle)[:2]
+    want = sig_compute("image")(x)
+    with Runner.from_bundle(image_bundle) as r:
+        for i in range(2):
+            given = x[i:i + 1].copy()
+            np.testing.assert_allclose(r.predict(given), want[i:i + 1], rtol=1e-5, atol=1e-5)
+            np.testing.assert_allclose(r.predict(given[0]), want[i], rtol=1e-5, atol=1e-5)
+            np.testing.assert_array_equal(given, x[i:i + 1])
+
+
 def test_float32_input_is_held_to_the_bounds_rounded_to_float32(tabular_bundle):
     """As the tutorial's -273.15: a bound typed as float32 is accepted."""
     signature_bundle(tabular_bundle, "tabular", valid={"min": [0.1] + [None] * 12, "max": [99.9] + [None] * 12})
