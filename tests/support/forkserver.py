@@ -12,8 +12,8 @@ descriptors as 0, 1 and 2, the directory, the environment, ``sys.argv`` and ``sy
 python would have given it, and runs the module (``runpy``, as ``-m`` does) or the code as
 ``__main__`` at the top level of this script, and ends as python ends (``_finish``): an
 uncaught exception, SystemExit, threads, atexit and the flush of stdout at exit work as in any
-Python process. The server answers the
-child's pid at once and its exit status (as subprocess's returncode) when it ends.
+Python process. The server answers the child's pid at once and its exit status (as
+subprocess's returncode) when it ends.
 """
 
 import json
@@ -30,8 +30,9 @@ import warnings
 import numpy  # noqa: F401
 import onnxruntime  # noqa: F401
 
-# Python 3.12+ warns on fork in a process with threads (numpy's BLAS starts some); BLAS
-# re-makes its threads in the child (pthread_atfork), as under multiprocessing's fork.
+# Python 3.12+ warns on fork in a process with threads (numpy's BLAS and onnxruntime start some
+# at import). BLAS makes its threads again in the child (pthread_atfork), as under
+# multiprocessing's fork; onnxruntime's are why a child ends without the C exit handlers (_finish).
 warnings.filterwarnings("ignore", message=r".*use of fork\(\) may lead to deadlocks", category=DeprecationWarning)
 
 HEAD = struct.Struct("!I")
