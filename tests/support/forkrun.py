@@ -94,13 +94,12 @@ class Forked:
             raise ValueError(f"forkrun runs `python -m MODULE` or `python -c CODE`, not {self.args[1:]}")
         self.returncode = None
         self.stdin = self.stdout = self.stderr = None
-        ours, theirs = [], []
+        theirs = []  # the child's ends, sent to the server and closed here
 
         def end(spec, reading: bool, default):
             if spec == subprocess.PIPE:
                 r, w = os.pipe()
                 mine, child = (r, w) if reading else (w, r)
-                ours.append(mine)
                 theirs.append(child)
                 return os.fdopen(mine, "rb" if reading else "wb", buffering=0 if not reading else -1)
             if spec == subprocess.DEVNULL:
