@@ -51,9 +51,9 @@ def enabled() -> bool:
 
 
 def _start():
-    """This test process's fork server (started once): (its socket path, its environment)."""
+    """This test process's fork server (started once): its socket's path."""
     if _server.get("pid") == os.getpid():
-        return _server["path"], _server["env"]
+        return _server["path"]
     folder = tempfile.mkdtemp(prefix="edge-fork-")
     path = os.path.join(folder, "s")
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
@@ -69,7 +69,7 @@ def _start():
 
     atexit.register(stop)
     _server.update(pid=os.getpid(), path=path, env=env, proc=proc)
-    return path, env
+    return path
 
 
 def eligible(env: dict) -> bool:
@@ -88,7 +88,7 @@ class Forked:
     def __init__(self, args, cwd, env: dict, stdin=None, stdout=None, stderr=None,
                  start_new_session: bool = False):
         """``args``: the interpreter's arguments, ``["-m", module, ...]`` or ``["-c", code, ...]``."""
-        path, _ = _start()
+        path = _start()
         self.args = [sys.executable, *map(str, args)]
         if self.args[1] not in ("-m", "-c") or len(self.args) < 3:
             raise ValueError(f"forkrun runs `python -m MODULE` or `python -c CODE`, not {self.args[1:]}")
