@@ -12,6 +12,7 @@ import platform
 from typing import Any
 
 from . import fsutil
+from .bundle_model import AUTO_TIE
 from .engine import MAE_SLACK
 from .layout import Layout
 
@@ -163,7 +164,7 @@ def cpu(cpuinfo: str = "/proc/cpuinfo") -> dict[str, Any]:
     return {"machine": platform.machine(), "dot_product": [f for f in DOT_PRODUCT_FLAGS if f in words]}
 
 
-SLOWER = 1.10  # a time ratio above this is slower, not timing noise (bundle_model.AUTO_TIE's margin)
+SLOWER = AUTO_TIE  # a time ratio above this is slower, not timing noise: the margin auto's ties use
 
 
 def _ratio(v: float | None) -> str:
