@@ -9,7 +9,9 @@ the calibration rows, the variants' names, a folder inside export's temporary fo
 on with TFLite float32, ONNX and the ONNX variants; then it collects the worker's files.
 
 Nothing depends on the worker: where it cannot start, fails or dies, export builds the same
-variants itself (``Worker.result`` returns None). It is not started on a machine with one core.
+variants itself (``Worker.result`` returns None). It is not started on a machine with one core,
+nor where the environment sets ``PIPELINE_TFLITE_WORKER=0`` (one TensorFlow process instead of
+two: for a machine short of memory, or one whose cores are already busy, as the test suite's are).
 The worker reads its one job from stdin and exits when stdin closes (its parent died).
 """
 
@@ -94,9 +96,9 @@ def variants(cfg) -> list[str]:
 
 
 def start(cfg) -> Worker | None:
-    """A worker if the config builds any TFLite variant, this machine has a second core and this
-    process has not imported TensorFlow yet."""
-    wanted = bool(variants(cfg))
+    """A worker if the config builds any TFLite variant, this machine has a second core, this
+    process has not imported TensorFlow yet and PIPELINE_TFLITE_WORKER is not "0"."""
+    wanted = bool(variants(cfg)) and os.environ.get("PIPELINE_TFLITE_WORKER") != "0"
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     if not wanted or cores < 2 or "tensorflow" in sys.modules:  # too late: its import would not overlap ours
         return None

@@ -25,6 +25,10 @@ from tests.support.server import Server
 # pass them explicitly.
 for _name in ("SIGNING_KEY", "EDGE_TRUSTED_KEYS", "EDGE_SSH_KEYGEN"):
     os.environ.pop(_name, None)
+# Export converts the TFLite variants in its own process: the worker's second TensorFlow import
+# (4-5 s of CPU a build) buys nothing where the test workers keep both cores busy. The worker's
+# own tests (tests/pipeline/test_tflite_worker.py) turn it back on.
+os.environ["PIPELINE_TFLITE_WORKER"] = "0"
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -41,6 +45,7 @@ def pytest_collection(session):
         sys.dont_write_bytecode = saved
 
 
+@pytest.hookimpl(trylast=True)  # after -m's deselection: the weights depend on what runs
 def pytest_collection_modifyitems(config, items):
     """The longest test files first (tests/support/schedule.py): pytest-xdist hands the files out
     in this order (the Makefile turns its own reordering off)."""

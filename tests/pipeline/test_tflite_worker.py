@@ -1,6 +1,7 @@
 """Export's TFLite worker (pipeline/tflite_worker.py): the second core converts the TFLite
 variants while the first exports the rest; the bytes are the same as built in one process, and
-a worker that dies costs nothing but time."""
+a worker that dies costs nothing but time. (The suite turns the worker off, PIPELINE_TFLITE_WORKER=0
+in tests/conftest.py; these tests turn it on.)"""
 
 from __future__ import annotations
 
@@ -22,27 +23,32 @@ def variant_shas(build) -> dict[str, str]:
     return {name: v["sha256"] for name, v in index.items()}
 
 
+def with_worker() -> dict[str, str]:
+    """The environment without the suite's PIPELINE_TFLITE_WORKER=0: export starts its worker."""
+    return {k: v for k, v in os.environ.items() if k != "PIPELINE_TFLITE_WORKER"}
+
+
 @pytest.mark.slow  # exports twice: make test, not test-fast
 def test_the_worker_builds_the_same_bytes_as_one_process(built, tmp_path):
     if len(os.sched_getaffinity(0)) < 2:
         pytest.skip("one core here: export never starts the worker")
-    one = Built(tmp_path / "one", built.config)
-    shutil.copytree(built.build, one.build)
-    for d in (one.build / "variants",):
+    two = Built(tmp_path / "two", built.config)
+    shutil.copytree(built.build, two.build)
+    for d in (two.build / "variants",):
         shutil.rmtree(d)
-    one_core = {min(os.sched_getaffinity(0))}
-    r = subprocess.run([sys.executable, "-m", "pipeline", *one.args("export")], cwd=ROOT, capture_output=True,
-                       timeout=600, preexec_fn=lambda: os.sched_setaffinity(0, one_core))
+    r = subprocess.run([sys.executable, "-m", "pipeline", *two.args("export")], cwd=ROOT, capture_output=True,
+                       timeout=600, env=with_worker())
     assert r.returncode == 0, r.stderr.decode()
-    shas = variant_shas(one.build)
+    shas = variant_shas(two.build)
     assert sorted(shas) == sorted(n for n in config.load(PRESETS / "default.toml")["variants"] if "-" in n)
-    assert shas == variant_shas(built.build)  # the session's build used the worker (two cores)
-    assert [p.name for p in one.build.iterdir() if p.name.startswith(".")] in ([], [".lock"])
+    assert shas == variant_shas(built.build)  # the session's build: one process (PIPELINE_TFLITE_WORKER=0)
+    assert [p.name for p in two.build.iterdir() if p.name.startswith(".")] in ([], [".lock"])
 
 
 # In a process of its own: the worker only starts before its parent imports TensorFlow, and a
 # pytest worker may have imported it for another test.
 DIES = """
+import os
 import sys
 from pathlib import Path
 
@@ -50,6 +56,9 @@ import numpy as np
 
 from pipeline import config, tflite_worker
 
+os.environ["PIPELINE_TFLITE_WORKER"] = "0"
+assert tflite_worker.start(config.load(Path(sys.argv[1]))) is None, "a worker started, turned off"
+del os.environ["PIPELINE_TFLITE_WORKER"]
 w = tflite_worker.start(config.load(Path(sys.argv[1])))
 assert w is not None, "no worker started"
 w.proc.kill()
@@ -63,15 +72,16 @@ print("ok")
 """
 
 
-def test_a_worker_that_dies_gives_no_result_and_is_not_waited_for(tmp_path):
+def test_a_worker_turned_off_is_not_started_and_one_that_dies_gives_no_result_and_is_not_waited_for(tmp_path):
     if len(os.sched_getaffinity(0)) < 2:
         pytest.skip("the worker only starts on two cores")
     r = subprocess.run([sys.executable, "-c", DIES, str(PRESETS / "default.toml"), str(tmp_path)], cwd=ROOT,
-                       capture_output=True, text=True, timeout=600)
+                       capture_output=True, text=True, timeout=600, env=with_worker())
     assert r.returncode == 0 and r.stdout == "ok\n", r.stderr[-3000:]
 
 
 def test_no_worker_without_tflite_variants_or_a_second_core(tmp_path, monkeypatch):
+    monkeypatch.delenv("PIPELINE_TFLITE_WORKER", raising=False)
     cfg = config.load(PRESETS / "default.toml")
     cfg["variants"] = {k: v for k, v in cfg["variants"].items() if not k.startswith("tflite-")}
     assert tflite_worker.start(cfg) is None
