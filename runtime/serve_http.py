@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import io
 import os
+import selectors
 import socket
 import socketserver
 import sys
@@ -364,12 +365,47 @@ class Server(socketserver.ThreadingMixIn, socketserver.BaseServer):
         self.conn_lock = threading.Lock()
         self.slots = threading.BoundedSemaphore(limits.max_connections)
         self.turned = time.monotonic()  # when the accept loop last went round (the watchdog reads it)
+        # serve_forever's own stop: a flag, and a socket that wakes its wait at once
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_w.setblocking(False)
+        self._stop_loop = False
+        self._loop_done = threading.Event()
 
     def service_actions(self) -> None:
         # serve_forever calls this once per turn of the accept loop: after each accept, and
         # after each poll_interval without one. A loop that stops turning is wedged.
         super().service_actions()
         self.turned = time.monotonic()
+
+    def serve_forever(self, poll_interval: float = 0.5) -> None:
+        """socketserver's accept loop, stopped by ``shutdown`` at once: socketserver's own notices
+        a shutdown only when its wait ends, up to ``poll_interval`` later (0.5 s added to every
+        stop, each restart by systemd or a deploy among them). It still goes round at least every
+        ``poll_interval`` seconds (``service_actions``)."""
+        self._loop_done.clear()
+        try:
+            with selectors.DefaultSelector() as selector:
+                selector.register(self, selectors.EVENT_READ)
+                selector.register(self._wake_r, selectors.EVENT_READ)
+                while not self._stop_loop:
+                    ready = selector.select(poll_interval)
+                    if self._stop_loop:
+                        break
+                    if any(key.fileobj is self for key, _ in ready):
+                        self._handle_request_noblock()
+                    self.service_actions()
+        finally:
+            self._stop_loop = False
+            self._loop_done.set()
+
+    def shutdown(self) -> None:
+        """Stop serve_forever and wait until it has (call it from another thread, as socketserver's)."""
+        self._stop_loop = True
+        try:
+            self._wake_w.send(b"\0")
+        except OSError:  # its buffer is full: it is awake already
+            pass
+        self._loop_done.wait()
 
     def fileno(self) -> int:
         return self.socket.fileno()
@@ -414,6 +450,8 @@ class Server(socketserver.ThreadingMixIn, socketserver.BaseServer):
 
     def server_close(self) -> None:
         self.socket.close()
+        self._wake_r.close()
+        self._wake_w.close()
 
 
 def listening_socket(host: str, port: int, unix: str | None) -> tuple[socket.socket, str]:

@@ -275,3 +275,28 @@ def test_a_start_or_reload_reads_and_loads_the_model_once(bundle, monkeypatch):
     assert reads["model.onnx"] == 1 and reads["golden.json"] == 1, dict(reads)
     assert reads["manifest.json"] == 1 and reads["manifest.json.sha256"] == 1, dict(reads)
     assert len(sessions) == 1, f"{len(sessions)} onnxruntime sessions for one start"
+
+
+def test_shutdown_stops_the_accept_loop_at_once_not_at_its_next_poll(bundle):
+    """The accept loop waits for a connection at most ``poll_interval`` at a time; socketserver's
+    own loop noticed a shutdown only when that wait ended (0.5 s added to every stop). Here the
+    wait is longer than the failsafe: the loop ends within it only if shutdown wakes it."""
+    model, checks = check_and_load(bundle, 1)
+    metrics = Metrics()
+    sock = socket.socket()
+    sock.bind((HOST, 0))
+    sock.listen(8)
+    server = Server(sock, Limits(idle_timeout=FAILSAFE), ModelState(bundle, 1, model, checks, metrics), metrics)
+    loop = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 10 * FAILSAFE}, daemon=True)
+    loop.start()
+    try:
+        assert get(sock.getsockname()[1], "/healthz")[0] == 200  # it serves
+        stopper = threading.Thread(target=server.shutdown, daemon=True)
+        stopper.start()
+        stopper.join(FAILSAFE)
+        loop.join(FAILSAFE)
+        assert not stopper.is_alive() and not loop.is_alive(), "shutdown waited for the loop's poll"
+    finally:
+        server.stopping.set()
+        server.server_close()
+        drain(server, FAILSAFE)
