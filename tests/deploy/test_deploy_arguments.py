@@ -65,10 +65,25 @@ CASES = [  # (command, -e value, the row's exact result, or a pattern for Ansibl
 IDS = ["deploy-int", "rollback-bool", "status-choices", "deploy-list", "deploy-keys-a-string", "deploy-command-manager"]
 
 
-@pytest.mark.parametrize("command, value, expected", CASES, ids=IDS)
-def test_a_wrong_variable_is_refused_naming_it_before_the_device_is_reached(inventory, bundle, tmp_path, command,
-                                                                            value, expected):
-    r = fleet_cmd(command, inventory, "-e", value, tmp=tmp_path, bundle=bundle if command == "deploy" else None)
+@pytest.fixture(scope="module")
+def runs(inventory, bundle, tmp_path_factory) -> dict:
+    """Each case's run (by its id), and "defaults": fleet-status with nothing set. Started together:
+    each is an ansible-playbook that ends before any device, a second or two of one core, so they
+    overlap instead of queuing one behind another."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    jobs = {name: (command, ("-e", value), bundle if command == "deploy" else None)
+            for name, (command, value, _) in zip(IDS, CASES, strict=True)}
+    jobs["defaults"] = ("status", (), None)
+    with ThreadPoolExecutor(len(jobs)) as pool:
+        futures = {name: pool.submit(fleet_cmd, command, inventory, *args, tmp=tmp_path_factory.mktemp(name), bundle=b)
+                   for name, (command, args, b) in jobs.items()}
+    return {name: f.result() for name, f in futures.items()}
+
+
+@pytest.mark.parametrize("case, expected", [(name, expected) for name, (_, _, expected) in zip(IDS, CASES)], ids=IDS)
+def test_a_wrong_variable_is_refused_naming_it_before_the_device_is_reached(runs, case, expected):
+    r = runs[case]
     assert r.rc == 2, r.out[-3000:] + r.err[-2000:]
     result = r.result(Host)
     if isinstance(expected, str):
@@ -79,10 +94,10 @@ def test_a_wrong_variable_is_refused_naming_it_before_the_device_is_reached(inve
     assert r.recap(Host)["unreachable"] == 0 and "UNREACHABLE" not in r.out, r.out[-3000:]  # never connected
 
 
-def test_the_defaults_pass_and_the_run_goes_on_to_the_device(inventory, tmp_path):
+def test_the_defaults_pass_and_the_run_goes_on_to_the_device(runs):
     """The role's defaults (templated ones included) pass every check: fleet-status goes on to
     the probe, which cannot reach the device."""
-    r = fleet_cmd("status", inventory, tmp=tmp_path)
+    r = runs["defaults"]
     assert r.rc == 4, r.out[-3000:]
     assert r.result(Host).startswith("unreachable:"), r.report
     assert "Validating arguments against arg spec 'status'" in r.out  # it did run, and passed
