@@ -14,42 +14,67 @@ verdict: a file not listed weighs by its markers, below every listed one.
 from __future__ import annotations
 
 SECONDS = {
-    "tests/pipeline/test_your_model.py": 270,
-    "tests/deploy/test_deploy.py": 317,
-    "tests/deploy/test_pull_systemd.py": 288,
-    "tests/pipeline/test_examples.py": 249,
-    "tests/deploy/test_deploy_systemd.py": 232,
-    "tests/pipeline/test_baseline.py": 175,
-    "tests/deploy/test_picheck.py": 147,
-    "tests/deploy/test_deploy_service.py": 144,
-    "tests/deploy/test_deploy_lock.py": 139,
-    "tests/deploy/test_deploy_signing.py": 135,
-    "tests/deploy/test_deploy_refusals.py": 132,
-    "tests/pipeline/test_faults.py": 109,
-    "tests/deploy/test_deploy_pi.py": 101,
-    "tests/runtime/test_runtime_fuzz.py": 90,
-    "tests/pipeline/test_train.py": 75,
-    "tests/pipeline/test_make.py": 75,
-    "tests/pipeline/test_dataset.py": 68,
-    "tests/runtime/test_runtime_signature.py": 64,
-    "tests/pipeline/test_bundle.py": 62,
-    "tests/pipeline/test_pipeline_cli.py": 53,
-    "tests/pipeline/test_example_tank.py": 53,
-    "tests/pipeline/test_export_multi.py": 51,
-    "tests/deploy/test_devicecheck.py": 49,
-    "tests/runtime/test_serve_traffic.py": 40,
-    "tests/pipeline/test_signing_build.py": 39,
-    "tests/runtime/test_runtime_cli.py": 39,
+    "tests/deploy/test_deploy.py": 222,
+    "tests/deploy/test_pull_systemd.py": 207,
+    "tests/pipeline/test_examples.py": 189,
+    "tests/deploy/test_deploy_systemd.py": 167,
+    "tests/pipeline/test_your_model.py": 139,
+    "tests/pipeline/test_faults.py": 105,
+    "tests/deploy/test_deploy_pi.py": 99,
+    "tests/deploy/test_deploy_signing.py": 98,
+    "tests/deploy/test_deploy_service.py": 85,
+    "tests/deploy/test_picheck.py": 75,
+    "tests/deploy/test_deploy_refusals.py": 72,
+    "tests/pipeline/test_train.py": 66,
+    "tests/pipeline/test_baseline.py": 62,
+    "tests/deploy/test_deploy_lock.py": 59,
+    "tests/pipeline/test_export_multi.py": 40,
+    "tests/runtime/test_runtime_fuzz.py": 40,
+    "tests/deploy/test_devicecheck.py": 40,
+    "tests/pipeline/test_example_tank.py": 34,
+    "tests/pipeline/test_make.py": 29,
+    "tests/pipeline/test_pipeline_cli.py": 28,
+    "tests/runtime/test_serve_traffic.py": 25,
+    "tests/runtime/test_serve.py": 19,
+    "tests/pipeline/test_export.py": 19,
+    "tests/pipeline/test_dataset.py": 18,
+    "tests/pipeline/test_signing_build.py": 16,
+    "tests/runtime/test_runtime_cli.py": 14,
 }
+
+# The same for `make test-fast` (no slow, ssh, qemu or root test selected), where most long files
+# above are left out: each file's time in one run of it (3 workers, 2 cores).
+FAST_SECONDS = {
+    "tests/runtime/test_runtime_signature.py": 21,
+    "tests/runtime/test_runtime_cli.py": 17,
+    "tests/pipeline/test_variants.py": 15,
+    "tests/pipeline/test_train.py": 12,
+    "tests/runtime/test_serve_watchdog.py": 10,
+    "tests/deploy/test_devicecheck.py": 10,
+    "tests/pipeline/test_bundle.py": 8,
+    "tests/runtime/test_runtime_env.py": 6,
+    "tests/runtime/test_serve.py": 6,
+    "tests/pipeline/test_dataset.py": 5,
+    "tests/deploy/test_deploy_arguments.py": 5,
+    "tests/pipeline/test_signing_build.py": 5,
+    "tests/pipeline/test_verify.py": 4,
+    "tests/runtime/test_trust.py": 3,
+    "tests/deploy/test_deploy_wheelhouse.py": 3,
+    "tests/runtime/test_runtime_multi.py": 3,
+}
+
+FAST_OUT = {"slow", "ssh", "qemu", "root"}  # the markers test-fast leaves out (the Makefile's FAST)
 
 # A file not listed: by its heaviest marker (seconds, below every listed file).
 _BY_MARKER = (("qemu", 15), ("ssh", 12), ("root", 10), ("slow", 8))
 
 
-def weight(path: str, markers: set[str]) -> float:
-    """The scheduling weight of the test file at ``path`` (relative to the repository, with /)."""
-    if path in SECONDS:
-        return SECONDS[path]
+def weight(path: str, markers: set[str], fast: bool = False) -> float:
+    """The scheduling weight of the test file at ``path`` (relative to the repository, with /);
+    ``fast``: in a run of test-fast's tests alone."""
+    table = FAST_SECONDS if fast else SECONDS
+    if path in table:
+        return table[path]
     return next((w for name, w in _BY_MARKER if name in markers), 0)
 
 
@@ -57,11 +82,12 @@ def longest_first(items: list, root) -> None:
     """Sort pytest's ``items`` in place: the files by weight, heaviest first; a file's own tests
     keep their order (a deploy file takes its hosts through states one test after another)."""
     paths = {id(item): item.path.relative_to(root).as_posix() for item in items}
+    marks = {id(item): {m.name for m in item.iter_markers()} for item in items}
+    fast = not any(marks[id(item)] & FAST_OUT for item in items)
     first: dict[str, int] = {}
     heaviest: dict[str, float] = {}
     for i, item in enumerate(items):
         path = paths[id(item)]
         first.setdefault(path, i)
-        marks = {m.name for m in item.iter_markers()}
-        heaviest[path] = max(heaviest.get(path, 0), weight(path, marks))
+        heaviest[path] = max(heaviest.get(path, 0), weight(path, marks[id(item)], fast))
     items.sort(key=lambda item: (-heaviest[paths[id(item)]], first[paths[id(item)]]))
