@@ -3,10 +3,11 @@ real SSH to test hosts on 127.0.0.1 (tests/support/sshfleet.py: an sshd per host
 edge_root).
 
 Three hosts, canary first: Debian's /usr/bin/python3 twice (3.11, no numpy: a fresh Raspberry Pi
-OS) and a Python 3.10 (the requirements' other pins). The canary and the Python 3.10 are not
-seeded: the first deploy installs their venvs (one per Python and its pins). deb311 starts with
-the run's template venv for its Python (the one a real deploy of the same wheels made), so the
-first deploy finds it complete and installs nothing there. The second model is the default one with its output bias moved by +1 degF,
+OS) and a Python 3.10 (the requirements' other pins). The Python 3.10 is not seeded: the first
+deploy installs its venv (its own pins), the proof of the install from nothing here. The two
+3.11 hosts start with the run's template venv for their Python, the one a real first deploy of
+the same wheels made (tests/deploy/conftest.py, venv_templates), so the first deploy finds it
+complete and installs nothing there. The second model is the default one with its output bias moved by +1 degF,
 re-signed throughout (tests/support/bundles.shifted_bundle): known answers, no second training
 run. The tests run in order on one fleet, each asserting the device state it leaves (symlinks,
 releases, venvs, what `predict 100` answers on the device). The other deploy tests are in the
@@ -51,8 +52,8 @@ def hosts(fleet, tmp_path_factory):
     Python 3.10. The emulated Pi 4 has a test of its own (test_an_emulated_pi_4_canary_...)."""
     py310 = pyenv_python("10") or "/usr/bin/python3"
     return [
-        fleet.add("canary", python="/usr/bin/python3", seed=False),  # the first deploy installs its venv
-        fleet.add("deb311", python="/usr/bin/python3"),  # the canary's venv, from the run's template
+        fleet.add("canary", python="/usr/bin/python3"),  # the run's template venv (a first deploy's install)
+        fleet.add("deb311", python="/usr/bin/python3"),  # the same
         fleet.add("py310", python=py310, seed=False),  # its own pins: its own install
     ]
 
@@ -78,7 +79,7 @@ def test_first_deploy(hosts, inventory, models, answers, tmp, capsys):
     # Each device measured the release at its gate (runtime bench, bounded), and printed it.
     speeds = {h.name: speed_record(h.edge_root, one) for h in hosts}
     assert r.report["deb311"]["arch"] == "x86_64" and state(hosts[1])["venvs"][0].startswith("cp311-x86_64-")
-    assert state(hosts[1])["venvs"] == state(hosts[0])["venvs"]  # the seed is the venv the canary's install made
+    assert state(hosts[1])["venvs"] == state(hosts[0])["venvs"]  # the template: no second install of the same wheels
     assert "| table" not in r.out and re.search(r"^host\s+arch\s+python\s+previous\s+new\s+result$", r.out, re.M)
     with capsys.disabled():
         print(f"\n  first deploy to 3 hosts (serial 1 / 25% / rest): {r.seconds:.1f} s; the gate's bench: "
