@@ -367,6 +367,7 @@ class Server(socketserver.ThreadingMixIn, socketserver.BaseServer):
         self.turned = time.monotonic()  # when the accept loop last went round (the watchdog reads it)
         # serve_forever's own stop: a flag, and a socket that wakes its wait at once
         self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
         self._stop_loop = False
         self._loop_done = threading.Event()
@@ -383,6 +384,11 @@ class Server(socketserver.ThreadingMixIn, socketserver.BaseServer):
         stop, each restart by systemd or a deploy among them). It still goes round at least every
         ``poll_interval`` seconds (``service_actions``)."""
         self._loop_done.clear()
+        try:
+            while self._wake_r.recv(4096):  # a wake left by an earlier stop: not this loop's
+                pass
+        except BlockingIOError:
+            pass
         try:
             with selectors.DefaultSelector() as selector:
                 selector.register(self, selectors.EVENT_READ)

@@ -287,15 +287,17 @@ def test_shutdown_stops_the_accept_loop_at_once_not_at_its_next_poll(bundle):
     sock.bind((HOST, 0))
     sock.listen(8)
     server = Server(sock, Limits(idle_timeout=FAILSAFE), ModelState(bundle, 1, model, checks, metrics), metrics)
-    loop = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 10 * FAILSAFE}, daemon=True)
-    loop.start()
     try:
-        assert get(sock.getsockname()[1], "/healthz")[0] == 200  # it serves
-        stopper = threading.Thread(target=server.shutdown, daemon=True)
-        stopper.start()
-        stopper.join(FAILSAFE)
-        loop.join(FAILSAFE)
-        assert not stopper.is_alive() and not loop.is_alive(), "shutdown waited for the loop's poll"
+        for _ in range(2):  # and once more: a loop started again serves until its own shutdown
+            loop = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 10 * FAILSAFE}, daemon=True)
+            loop.start()
+            assert get(sock.getsockname()[1], "/healthz")[0] == 200  # it serves
+            assert loop.is_alive()
+            stopper = threading.Thread(target=server.shutdown, daemon=True)
+            stopper.start()
+            stopper.join(FAILSAFE)
+            loop.join(FAILSAFE)
+            assert not stopper.is_alive() and not loop.is_alive(), "shutdown waited for the loop's poll"
     finally:
         server.stopping.set()
         server.server_close()
