@@ -206,5 +206,10 @@ def run(bundle: str | None, threads: int, host: str, port: int, unix: str | None
         server.shutdown()  # no more accepts; queued connections stay in the kernel for the next server
         server.server_close()
         left = drain(server, limits.drain_timeout)
+        # Signals from here on (a second SIGTERM while the process exits) are ignored and written
+        # nowhere: the wakeup socket closes, and its descriptor's number may be another file's next.
+        signal.set_wakeup_fd(-1)
+        wake_r.close()
+        wake_w.close()
         log("stopped" if not left else f"stopped; {left} connection(s) cut after {limits.drain_timeout:g} s")
     return 0
