@@ -37,17 +37,22 @@ def sha_of(bundle: Path) -> str:
     return json.loads((bundle / "manifest.json").read_text())["files"]["model.onnx"]
 
 
-@contextlib.contextmanager
-def serving(models: ModelState, metrics: Metrics, limits: Limits | None = None):
-    """The real HTTP server on ``models`` in this process (accept loop on a thread); its port."""
+def listening(models: ModelState, metrics: Metrics, limits: Limits | None = None) -> Server:
+    """The real HTTP server on ``models``, listening on 127.0.0.1 (an ephemeral port); no accept loop yet."""
     sock = socket.socket()
     sock.bind((HOST, 0))
     sock.listen(64)
-    server = Server(sock, limits or Limits(idle_timeout=FAILSAFE), models, metrics)
+    return Server(sock, limits or Limits(idle_timeout=FAILSAFE), models, metrics)
+
+
+@contextlib.contextmanager
+def serving(models: ModelState, metrics: Metrics, limits: Limits | None = None):
+    """The real HTTP server on ``models`` in this process (accept loop on a thread); its port."""
+    server = listening(models, metrics, limits)
     loop = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     loop.start()
     try:
-        yield server, sock.getsockname()[1]
+        yield server, server.socket.getsockname()[1]
     finally:
         server.stopping.set()
         server.shutdown()
@@ -283,15 +288,12 @@ def test_shutdown_stops_the_accept_loop_at_once_not_at_its_next_poll(bundle):
     wait is longer than the failsafe: the loop ends within it only if shutdown wakes it."""
     model, checks = check_and_load(bundle, 1)
     metrics = Metrics()
-    sock = socket.socket()
-    sock.bind((HOST, 0))
-    sock.listen(8)
-    server = Server(sock, Limits(idle_timeout=FAILSAFE), ModelState(bundle, 1, model, checks, metrics), metrics)
+    server = listening(ModelState(bundle, 1, model, checks, metrics), metrics)
     try:
         for _ in range(2):  # and once more: a loop started again serves until its own shutdown
             loop = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 10 * FAILSAFE}, daemon=True)
             loop.start()
-            assert get(sock.getsockname()[1], "/healthz")[0] == 200  # it serves
+            assert get(server.socket.getsockname()[1], "/healthz")[0] == 200  # it serves
             assert loop.is_alive()
             stopper = threading.Thread(target=server.shutdown, daemon=True)
             stopper.start()
