@@ -11,12 +11,16 @@ import os
 import sys
 
 
+# What the import reads, unless the environment says otherwise: TensorFlow's C++ logging
+# silenced; Keras on TensorFlow; and since Keras imports matplotlib.pyplot when it is installed,
+# never a GUI backend for it.
+DEFAULTS = {"TF_CPP_MIN_LOG_LEVEL": "3", "KERAS_BACKEND": "tensorflow", "MPLBACKEND": "Agg"}
+
+
 def tensorflow():
     """Import and return ``(tf, keras)`` with TensorFlow's C++ and Python logging silenced."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    os.environ.setdefault("KERAS_BACKEND", "tensorflow")
-    # Keras imports matplotlib.pyplot when it is installed; never let it pick a GUI backend.
-    os.environ.setdefault("MPLBACKEND", "Agg")
+    for name, value in DEFAULTS.items():
+        os.environ.setdefault(name, value)
     import absl.logging
 
     absl.logging.set_verbosity(absl.logging.ERROR)

@@ -77,3 +77,22 @@ def test_what_python_reads_at_start_up_gets_a_new_interpreter():
     assert not forkrun.eligible({**os.environ, "PYTHONWARNINGS": "error"})
     assert not forkrun.eligible({k: v for k, v in os.environ.items() if k not in ("LANG", "LC_ALL")} | {"LANG": "xx"})
     assert forkrun.eligible({**os.environ, "PYTHONPATH": "/elsewhere", "ANYTHING": "1"})
+
+
+@pytest.mark.slow  # starts the server that imports TensorFlow: make test, not test-fast
+def test_a_pipeline_stage_that_imports_tensorflow_forks_from_the_server_that_has_it_unless_its_settings_differ():
+    """Train, export and all fork from the server with TensorFlow imported; the other stages and
+    `-c` code from the plain one; a command that sets what TensorFlow's import reads otherwise
+    than the server had it starts without it. (That a stage forked from it builds the bundle a
+    new interpreter builds, byte for byte: test_pipeline_cli's stage run by hand against make.)"""
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    for stage in ("train", "export", "all"):
+        assert forkrun._kind(["-m", "pipeline", "--config", "c.toml", stage], env) == "tensorflow"
+    assert forkrun._servers["tensorflow"]["preloaded"] == {"TF_CPP_MIN_LOG_LEVEL": "3", "KERAS_BACKEND": "tensorflow",
+                                                           "MPLBACKEND": "Agg"}
+    assert forkrun._kind(["-m", "pipeline", "train"], {**env, "TF_CPP_MIN_LOG_LEVEL": "3"}) == "tensorflow"
+    for args, e in ((["-m", "pipeline", "verify"], env), (["-m", "pipeline", "bundle"], env), (["-m", "runtime", "all"], env),
+                    (["-m", "pipeline", "train", "--help"], env),
+                    (["-c", "import pipeline", "train"], env), (["-m", "pipeline", "train"], {**env, "TF_CPP_MIN_LOG_LEVEL": "0"}),
+                    (["-m", "pipeline", "all"], {**env, "TF_ENABLE_ONEDNN_OPTS": "0"})):
+        assert forkrun._kind(args, e) == "plain", (args, e.get("TF_CPP_MIN_LOG_LEVEL"))

@@ -9,12 +9,18 @@ anything; on two cores that was a third of `make test-fast`.
 What stays real: each command is its own process, with its own pid, stdin, stdout and stderr
 (pipes, as subprocess gives), working directory, environment, exit status and signals; it
 imports the runtime (the bundle's own copy, from its working directory, as `python -m` does) and
-runs it as ``__main__``; a pipeline command imports TensorFlow itself. What differs: numpy and
-onnxruntime are imported before the command starts, and the interpreter's start-up options are
-the server's. So a command runs here only
+runs it as ``__main__``. What differs: numpy and onnxruntime are imported before the command
+starts, and the interpreter's start-up options are the server's. So a command runs here only
 when its environment asks for nothing that is read at start-up (``eligible``); the tests of the
 runtime's imports and start (test_runtime_wall, test_runtime_env) start real interpreters, and
 ``EDGE_TEST_FORK=0`` makes every command a new interpreter again.
+
+A pipeline stage that trains or exports (`python -m pipeline train|export|all ...`) is forked
+from a second server, which has also imported TensorFlow and Keras as the pipeline itself does
+(export/tfenv.py): about 4 s of CPU a command, some 20 commands a run. Its children train and
+convert as any pipeline process does; only the import is shared. A command whose environment
+sets what that import reads (TF_*, KERAS_*, ...) otherwise than the server had it starts
+without TensorFlow imported, as before.
 """
 
 from __future__ import annotations
@@ -43,24 +49,33 @@ _READ_AT_START = ("PYTHONHOME", "PYTHONNOUSERSITE", "PYTHONSAFEPATH", "PYTHONWAR
                   "PYTHONMALLOC", "PYTHONFAULTHANDLER", "PYTHONUSERBASE", "LANG", "LC_ALL", "LC_CTYPE",
                   "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 
-_server: dict = {}
+# What importing TensorFlow and Keras reads from the environment (their settings, and those of
+# what they load: oneDNN, OpenMP, XLA, matplotlib's backend), by name prefix.
+_READ_BY_TENSORFLOW = ("TF_", "TF2ONNX", "KERAS_", "CUDA_", "XLA_", "ONEDNN_", "DNNL_", "KMP_", "OMP_", "MPL")
+# The pipeline's stages that import TensorFlow: forked from the server that has it imported.
+_TENSORFLOW_STAGES = frozenset({"train", "export", "all"})
+
+_servers: dict[str, dict] = {}  # "plain" or "tensorflow": that server of this test process
 
 
 def enabled() -> bool:
     return os.environ.get("EDGE_TEST_FORK", "1") != "0"
 
 
-def _start():
-    """This test process's fork server (started once): its socket's path."""
-    if _server.get("pid") == os.getpid():
-        return _server["path"]
+def _start(kind: str = "plain"):
+    """This test process's fork server of ``kind`` (started once): its socket's path."""
+    server = _servers.get(kind)
+    if server and server["pid"] == os.getpid():
+        return server["path"]
     folder = tempfile.mkdtemp(prefix="edge-fork-")
     path = os.path.join(folder, "s")
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    proc = subprocess.Popen([sys.executable, str(SERVER), path], stdin=subprocess.PIPE, env=env,
+    preload = [str(Path(__file__).resolve().parents[2])] if kind == "tensorflow" else []
+    proc = subprocess.Popen([sys.executable, str(SERVER), path, *preload], stdin=subprocess.PIPE, env=env,
                             stdout=subprocess.PIPE, cwd=folder)
     # Ready when it says so (observed, not a guessed wait); an exit before that is a failure.
-    if proc.stdout.readline() != b"ready\n":
+    word, _, preloaded = proc.stdout.readline().partition(b" ")
+    if word != b"ready":
         raise RuntimeError(f"the tests' fork server did not start (exit {proc.wait(timeout=60)})")
 
     def stop():
@@ -68,7 +83,7 @@ def _start():
         proc.wait(timeout=60)
 
     atexit.register(stop)
-    _server.update(pid=os.getpid(), path=path, env=env, proc=proc)
+    _servers[kind] = dict(pid=os.getpid(), path=path, env=env, preloaded=json.loads(preloaded), proc=proc)
     return path
 
 
@@ -76,8 +91,24 @@ def eligible(env: dict) -> bool:
     """Whether a command with environment ``env`` runs the same forked as started afresh."""
     if not enabled():
         return False
-    here = _server["env"] if _server.get("pid") == os.getpid() else os.environ
+    server = _servers.get("plain")
+    here = server["env"] if server and server["pid"] == os.getpid() else os.environ
     return all(env.get(k) == here.get(k) for k in _READ_AT_START)
+
+
+def _kind(args, env: dict) -> str:
+    """The server a command ``args`` with environment ``env`` forks from: "tensorflow" for a
+    pipeline stage that imports it, when its import would read what the server's read (where
+    neither environment sets a variable, tfenv's default); else "plain"."""
+    args = list(map(str, args))
+    if args[:2] != ["-m", "pipeline"] or not _TENSORFLOW_STAGES & set(args[2:]) or {"-h", "--help"} & set(args):
+        return "plain"
+    _start("tensorflow")
+    server = _servers["tensorflow"]
+    defaults = server["preloaded"]
+    had = {**defaults, **server["env"]}
+    reads = {k for k in (*env, *had) if k.startswith(_READ_BY_TENSORFLOW)}
+    return "tensorflow" if all(env.get(k, defaults.get(k)) == had.get(k) for k in reads) else "plain"
 
 
 class Forked:
@@ -88,7 +119,7 @@ class Forked:
     def __init__(self, args, cwd, env: dict, stdin=None, stdout=None, stderr=None,
                  start_new_session: bool = False):
         """``args``: the interpreter's arguments, ``["-m", module, ...]`` or ``["-c", code, ...]``."""
-        path = _start()
+        path = _start(_kind(args, env))
         self.args = [sys.executable, *map(str, args)]
         if self.args[1] not in ("-m", "-c") or len(self.args) < 3:
             raise ValueError(f"forkrun runs `python -m MODULE` or `python -c CODE`, not {self.args[1:]}")

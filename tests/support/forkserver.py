@@ -1,9 +1,11 @@
 """The fork server behind tests/support/forkrun.py: one Python process with numpy and onnxruntime
 imported, forking a child for each `python -m MODULE ARGS` the tests run.
 
-Run as a script (``python forkserver.py SOCKET``) by forkrun, never imported by a test. It prints
-``ready`` once it listens. Its stdin is a pipe from the test process: when that closes (the test
-process ended), the server ends.
+Run as a script (``python forkserver.py SOCKET [ROOT]``) by forkrun, never imported by a test.
+With ROOT (the repository), it also imports TensorFlow and Keras as the pipeline does
+(ROOT/export/tfenv.py), for the pipeline stages that train or export. It prints ``ready`` and
+the settings that import has by default (tfenv's, JSON) once it listens. Its stdin is a pipe from the
+test process: when that closes (the test process ended), the server ends.
 
 Each request is one connection on the Unix socket: a JSON head (the interpreter's arguments,
 ``-m MODULE ...`` or ``-c CODE ...``; cwd; env; whether to start a new session) with the child's
@@ -36,6 +38,23 @@ import onnxruntime  # noqa: F401
 warnings.filterwarnings("ignore", message=r".*use of fork\(\) may lead to deadlocks", category=DeprecationWarning)
 
 HEAD = struct.Struct("!I")
+
+
+def _preload_tensorflow(root: str) -> dict:
+    """Import TensorFlow and Keras as every pipeline process does (export/tfenv.py's
+    ``tensorflow()``: its settings, the modules it hides during the import), then forget the
+    repository's own modules, so that a child imports its own copy from its own path, as a new
+    interpreter would. Returns the settings tfenv gives the import where the environment has none."""
+    sys.path.insert(0, root)
+    try:
+        from export.tfenv import DEFAULTS, tensorflow
+
+        tensorflow()
+    finally:
+        sys.path.remove(root)
+        for name in [m for m in sys.modules if m == "export" or m.startswith("export.")]:
+            del sys.modules[name]
+    return DEFAULTS
 
 
 def _recv_exact(conn, n: int, first: bytes = b"") -> bytes:
@@ -82,8 +101,9 @@ def _child(request: dict, fds, base_path: list) -> str:
     return sys.argv[1]
 
 
-def serve(path: str):
-    """Answer requests until stdin closes; returns only in a forked child (what it runs)."""
+def serve(path: str, preloaded: dict):
+    """Answer requests until stdin closes; returns only in a forked child (what it runs).
+    ``preloaded``: the default settings of what was preloaded, for the ready line."""
     base_path = sys.path[1:]  # what follows the script's own folder: the standard library, site-packages
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     listener.bind(path)
@@ -98,7 +118,7 @@ def serve(path: str):
     sel.register(wake_r, selectors.EVENT_READ, "child")
     sel.register(sys.stdin, selectors.EVENT_READ, "parent")
     waiting: dict[int, socket.socket] = {}
-    print("ready", flush=True)
+    print("ready", json.dumps(preloaded), flush=True)
     while True:
         for key, _ in sel.select():
             if key.data == "parent":
@@ -187,7 +207,7 @@ def _finish(status: int, interrupted: bool) -> None:
 
 
 if __name__ == "__main__":
-    _what = serve(sys.argv[1])
+    _what = serve(sys.argv[1], _preload_tensorflow(sys.argv[2]) if len(sys.argv) > 2 else {})
     if _what is not None:
         import runpy
 
