@@ -17,6 +17,7 @@ test_deploy_service.py, test_deploy_signing.py, test_deploy_lint.py.
 
 from __future__ import annotations
 
+import glob
 import os
 import re
 import shutil
@@ -80,6 +81,12 @@ def test_first_deploy(hosts, inventory, models, answers, tmp, capsys):
     speeds = {h.name: speed_record(h.edge_root, one) for h in hosts}
     assert r.report["deb311"]["arch"] == "x86_64" and state(hosts[1])["venvs"][0].startswith("cp311-x86_64-")
     assert state(hosts[1])["venvs"] == state(hosts[0])["venvs"]  # the template: no second install of the same wheels
+    # pip compiled nothing; the import check and the gate left the bytecode of what the runtime imports
+    site = glob.glob(f"{hosts[2].edge_root}/venvs/*/lib/python3.*/site-packages")
+    assert len(site) == 1, site
+    cached = {str(Path(p).relative_to(site[0])).split("/__pycache__/")[0] for p in glob.glob(f"{site[0]}/**/*.pyc", recursive=True)}
+    assert {"numpy", "numpy/_core", "onnxruntime", "onnxruntime/capi"} <= cached, sorted(cached)
+    assert not {d for d in cached if d.startswith(("onnxruntime/quantization", "onnxruntime/transformers", "numpy/f2py"))}, cached
     assert "| table" not in r.out and re.search(r"^host\s+arch\s+python\s+previous\s+new\s+result$", r.out, re.M)
     with capsys.disabled():
         print(f"\n  first deploy to 3 hosts (serial 1 / 25% / rest): {r.seconds:.1f} s; the gate's bench: "
