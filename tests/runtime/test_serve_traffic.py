@@ -173,10 +173,15 @@ def proc_status(pid: int, field: str) -> int:
 
 
 def other_threads_taking(pid: int, sig: int) -> int:
-    """How many threads of ``pid`` besides the main one do not block ``sig``."""
+    """How many threads of ``pid`` besides the main one do not block ``sig``. A thread that ends
+    while they are read (the accept loop's, once a SIGTERM stops it) can take nothing: not counted."""
     bit, n = 1 << (sig - 1), 0
     for t in os.listdir(f"/proc/{pid}/task"):
-        if int(t) != pid and not proc_status_text(f"/proc/{pid}/task/{t}/status", "SigBlk", 16) & bit:
+        try:
+            blocked = proc_status_text(f"/proc/{pid}/task/{t}/status", "SigBlk", 16)
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+        if int(t) != pid and not blocked & bit:
             n += 1
     return n
 
