@@ -94,5 +94,6 @@ def test_a_pipeline_stage_that_imports_tensorflow_forks_from_the_server_that_has
     for args, e in ((["-m", "pipeline", "verify"], env), (["-m", "pipeline", "bundle"], env), (["-m", "runtime", "all"], env),
                     (["-m", "pipeline", "train", "--help"], env),
                     (["-c", "import pipeline", "train"], env), (["-m", "pipeline", "train"], {**env, "TF_CPP_MIN_LOG_LEVEL": "0"}),
-                    (["-m", "pipeline", "all"], {**env, "TF_ENABLE_ONEDNN_OPTS": "0"})):
+                    (["-m", "pipeline", "all"], {**env, "TF_ENABLE_ONEDNN_OPTS": "0"}),
+                    (["-m", "pipeline", "all"], {**env, "PYTHONHASHSEED": "7"})):
         assert forkrun._kind(args, e) == "plain", (args, e.get("TF_CPP_MIN_LOG_LEVEL"))

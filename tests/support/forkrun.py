@@ -108,7 +108,8 @@ def _kind(args, env: dict) -> str:
     defaults = server["preloaded"]
     had = {**defaults, **server["env"]}
     reads = {k for k in (*env, *had) if k.startswith(_READ_BY_TENSORFLOW)}
-    return "tensorflow" if all(env.get(k, defaults.get(k)) == had.get(k) for k in reads) else "plain"
+    same = all(env.get(k, defaults.get(k)) == had.get(k) for k in reads)
+    return "tensorflow" if same and all(env.get(k) == server["env"].get(k) for k in _READ_AT_START) else "plain"
 
 
 class Forked:
