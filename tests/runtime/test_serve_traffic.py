@@ -165,11 +165,7 @@ def check_good(port: int, runner: Runner, values=GOOD) -> None:
 
 def proc_status(pid: int, field: str) -> int:
     """A number from /proc/<pid>/status (VmRSS in KiB, Threads)."""
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    raise AssertionError(f"no {field} in /proc/{pid}/status")
+    return proc_status_text(f"/proc/{pid}/status", field)
 
 
 def other_threads_taking(pid: int, sig: int) -> int:
@@ -177,11 +173,13 @@ def other_threads_taking(pid: int, sig: int) -> int:
     while they are read (the accept loop's, once a SIGTERM stops it) can take nothing: not counted."""
     bit, n = 1 << (sig - 1), 0
     for t in os.listdir(f"/proc/{pid}/task"):
+        if int(t) == pid:
+            continue
         try:
             blocked = proc_status_text(f"/proc/{pid}/task/{t}/status", "SigBlk", 16)
         except (FileNotFoundError, ProcessLookupError):
             continue
-        if int(t) != pid and not blocked & bit:
+        if not blocked & bit:
             n += 1
     return n
 

@@ -92,7 +92,11 @@ def eligible(env: dict) -> bool:
     if not enabled():
         return False
     server = _servers.get("plain")
-    here = server["env"] if server and server["pid"] == os.getpid() else os.environ
+    return _starts_alike(env, server["env"] if server and server["pid"] == os.getpid() else os.environ)
+
+
+def _starts_alike(env: dict, here) -> bool:
+    """Whether ``env`` sets what Python reads at start-up as ``here`` (a server's environment) does."""
     return all(env.get(k) == here.get(k) for k in _READ_AT_START)
 
 
@@ -109,7 +113,7 @@ def _kind(args, env: dict) -> str:
     had = {**defaults, **server["env"]}
     reads = {k for k in (*env, *had) if k.startswith(_READ_BY_TENSORFLOW)}
     same = all(env.get(k, defaults.get(k)) == had.get(k) for k in reads)
-    return "tensorflow" if same and all(env.get(k) == server["env"].get(k) for k in _READ_AT_START) else "plain"
+    return "tensorflow" if same and _starts_alike(env, server["env"]) else "plain"
 
 
 class Forked:
