@@ -266,19 +266,44 @@ def test_config_refuses_a_bundle_model_that_is_not_built(tmp_path):
     assert r.returncode == 2 and "bundle.model: expected one of 'onnx-fp32', 'auto', 'onnx-fp16'" in r.stderr.decode()
 
 
-def linear_onnx(w: float = 1.8, b: float = 32.0):
-    """A one-Dense-layer float32 model (celsius [batch, 1] -> fahrenheit), made by hand: no export needed."""
+def linear_onnx(w: float = 1.8, b: float = 32.0, batch: str | int = "batch"):
+    """A one-Dense-layer float32 model (celsius [batch, 1] -> fahrenheit), made by hand: no export
+    needed. ``batch``: the first dimension, symbolic (a name) or fixed (a number)."""
     import numpy as np
     from onnx import TensorProto, helper, numpy_helper
 
     graph = helper.make_graph(
         [helper.make_node("MatMul", ["celsius", "w"], ["xw"]), helper.make_node("Add", ["xw", "b"], ["fahrenheit"])],
         "linear",
-        [helper.make_tensor_value_info("celsius", TensorProto.FLOAT, ["batch", 1])],
-        [helper.make_tensor_value_info("fahrenheit", TensorProto.FLOAT, ["batch", 1])],
+        [helper.make_tensor_value_info("celsius", TensorProto.FLOAT, [batch, 1])],
+        [helper.make_tensor_value_info("fahrenheit", TensorProto.FLOAT, [batch, 1])],
         [numpy_helper.from_array(np.float32([[w]]), "w"), numpy_helper.from_array(np.float32([b]), "b")],
     )
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], ir_version=8)
+
+
+def test_static_int8_calibrates_in_batches_where_the_model_takes_them_with_the_same_result(monkeypatch):
+    """MinMax calibration keeps each tensor's extremes over every run: 130 examples in runs of 64
+    give the model that runs of one give. A model of a fixed batch of 1 is calibrated an example
+    at a time (in runs of 64 onnxruntime would refuse its input's shape)."""
+    import numpy as np
+
+    from export import variants
+
+    rows = np.linspace(-40.0, 100.0, 130, dtype=np.float32)
+    built = {}
+    for step in (1, 64):
+        monkeypatch.setattr(variants, "CALIBRATION_BATCH", step)
+        built[step] = variants.build_onnx("onnx-int8-static", linear_onnx(), rows, "celsius").SerializeToString()
+    assert built[1] == built[64]
+    fixed = linear_onnx(batch=1)
+    assert variants.batch_is_free(linear_onnx().graph) and not variants.batch_is_free(fixed.graph)
+    import onnx
+
+    def weights(model: bytes) -> dict:  # the scales, zero points and quantized weights
+        return {t.name: t.SerializeToString() for t in onnx.load_model_from_string(model).graph.initializer}
+
+    assert weights(variants.build_onnx("onnx-int8-static", fixed, rows, "celsius").SerializeToString()) == weights(built[1])
 
 
 def test_building_a_variant_leaves_the_root_logger_as_it_was(caplog):
