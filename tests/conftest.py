@@ -49,7 +49,7 @@ def pytest_collection(session):
 def pytest_collection_modifyitems(config, items):
     """The longest test files first (tests/support/schedule.py): pytest-xdist hands the files out
     in this order (the Makefile turns its own reordering off)."""
-    longest_first(items, ROOT)
+    longest_first(items, ROOT, getattr(config, "workerinput", {}).get("workercount", 1))
 
 
 # --- builds, once per test run --------------------------------------------------------------

@@ -78,9 +78,19 @@ def weight(path: str, markers: set[str], fast: bool = False) -> float:
     return next((w for name, w in _BY_MARKER if name in markers), 0)
 
 
-def longest_first(items: list, root) -> None:
+# The fixtures of the default config's build (tests/conftest.py), made once per run by the first
+# worker that asks: until it is made (~10 s of one core), every other worker that asks waits.
+DEFAULT_BUILD = {"built", "bundle_tarball"}
+
+
+def longest_first(items: list, root, workers: int = 1) -> None:
     """Sort pytest's ``items`` in place: the files by weight, heaviest first; a file's own tests
-    keep their order (a deploy file takes its hosts through states one test after another)."""
+    keep their order (a deploy file takes its hosts through states one test after another).
+
+    ``workers``: pytest-xdist's, which start on the first ``workers`` files in this order. If
+    each of those needs the default build, one worker builds it on one core while the others
+    wait and the second core idles (test-fast's first 8 s); so the heaviest file that does not
+    need it takes the last of those places."""
     paths = {id(item): item.path.relative_to(root).as_posix() for item in items}
     marks = {id(item): {m.name for m in item.iter_markers()} for item in items}
     fast = not any(marks[id(item)] & FAST_OUT for item in items)
@@ -90,4 +100,11 @@ def longest_first(items: list, root) -> None:
         path = paths[id(item)]
         first.setdefault(path, i)
         heaviest[path] = max(heaviest.get(path, 0), weight(path, marks[id(item)], fast))
-    items.sort(key=lambda item: (-heaviest[paths[id(item)]], first[paths[id(item)]]))
+    files = sorted(first, key=lambda path: (-heaviest[path], first[path]))
+    needs = {paths[id(item)] for item in items if DEFAULT_BUILD & set(item.fixturenames)}
+    free = [path for path in files if path not in needs]
+    if 1 < workers < len(files) and free and not set(files[:workers]) - needs:
+        files.remove(free[0])
+        files.insert(workers - 1, free[0])
+    rank = {path: i for i, path in enumerate(files)}
+    items.sort(key=lambda item: rank[paths[id(item)]])
