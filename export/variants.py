@@ -105,9 +105,7 @@ def batch_is_free(graph) -> bool:
     consts = {t.name for t in graph.initializer}  # listed as inputs too by older IR versions
     for i in graph.input:
         dims = i.type.tensor_type.shape.dim
-        if i.name in consts:
-            continue
-        if dims and dims[0].HasField("dim_value"):
+        if i.name not in consts and dims and dims[0].HasField("dim_value"):
             return False
     return True
 
