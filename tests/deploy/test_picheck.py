@@ -1,6 +1,7 @@
 """pi-check's own logic, without QEMU (`make pi-check` is the emulated run itself); and, marked
-qemu, pi-check on a non-tutorial bundle: the digits CNN, fp32 and static int8, on the emulated Pi 4 and 5;
-and a signed bundle verified by the emulated Pi's arm64 ssh-keygen, an altered copy refused."""
+qemu, pi-check on a non-tutorial bundle: the digits CNN, fp32 and static int8, on the emulated Pi 4 and 5,
+the fp32 one signed as `make bundle SIGNING_KEY=...` signs it and verified by the emulated Pi's arm64
+ssh-keygen, an altered copy refused."""
 
 from __future__ import annotations
 
@@ -241,9 +242,10 @@ def test_the_smoke_run_feeds_a_named_bundle_its_golden_inputs_by_name(tmp_path):
 def test_pi_check_proves_the_digits_cnn_on_the_emulated_pi_4_and_5(variant, tmp_path, example_build):
     """A non-tutorial bundle (8x8x1 images in, 10 logits out): pi-check predicts its golden
     inputs under QEMU and holds every output value within the manifest's tolerance of x86's,
-    and every label equal; the fp32 bundle and the static int8 one (aarch64's int8 kernels)."""
+    and every label equal; the fp32 bundle and the static int8 one (aarch64's int8 kernels).
+    The fp32 one is signed as `make bundle SIGNING_KEY=...` signs it, its key trusted: the
+    emulated Pis verify it with their arm64 ssh-keygen (signed_checks, below)."""
     build, dist = example_build("digits")
-    tarball = dist / "bundle.tar.gz"
     if variant:  # the same build, verify and bundle again with the variant chosen
         build, dist = copied_build((build, dist), tmp_path, f'[bundle]\nmodel = "{variant}"\n')
         for stage in ("verify", "bundle"):
@@ -252,11 +254,21 @@ def test_pi_check_proves_the_digits_cnn_on_the_emulated_pi_4_and_5(variant, tmp_
             assert r.returncode == 0, r.stderr[-2000:]
         tarball = dist / "bundle.tar.gz"
         assert json.loads((dist / "bundle" / "manifest.json").read_text())["model"]["variant"] == variant
+        extra = ["--load-pairs", "0"]  # load times: make pi-check's, and the signed run's below
+    else:
+        key = keypair(tmp_path / "keys", "release", "release key")
+        with tarfile.open(dist / "bundle.tar.gz") as tar:
+            tar.extractall(tmp_path / "signed", filter="data")
+        sign(tmp_path / "signed" / "bundle", key)
+        tarball = tmp_path / "signed.tar.gz"
+        with tarfile.open(tarball, "w:gz") as tar:
+            tar.add(tmp_path / "signed" / "bundle", arcname="bundle")
+        keys = trusted_keys(tmp_path / "trusted_keys", key)
+        extra = ["--trusted-keys", str(keys), "--load-pairs", "1"]
     out = tmp_path / "pi-check"
     r = subprocess.run([sys.executable, "-m", "deploy.devicecheck.picheck", "--tarball", str(tarball),
-                        "--cache", str(ROOT / ".cache" / "pi"), "--out", str(out),
-                        "--load-pairs", "0"], cwd=ROOT, capture_output=True,  # load times: make pi-check's
-                       text=True, timeout=900)
+                        "--cache", str(ROOT / ".cache" / "pi"), "--out", str(out), *extra],
+                       cwd=ROOT, capture_output=True, text=True, timeout=900)
     assert r.returncode == 0, r.stderr[-2000:]
     results = json.loads((out / "results.json").read_text())
     rows, host = results["rows"], results["host"]
@@ -270,6 +282,8 @@ def test_pi_check_proves_the_digits_cnn_on_the_emulated_pi_4_and_5(variant, tmp_
     predicted = host["predict"]["output"]
     assert len(predicted["outputs"]) == len(predicted["labels"]) == 64 and len(predicted["outputs"][0]) == 10
     assert "| batch 1k (ms, emulated) |" in (out / "results.md").read_text()
+    if variant is None:
+        signed_checks(results, key, keys, out)
 
 
 def output_step(model_path) -> float:
@@ -397,24 +411,11 @@ def test_load_cost_is_medians_and_the_pairwise_ratio():
     assert "| x86 | 2.0 | 14.0 | 10.00x [6.00, 14.00] | +13.0 | 11.0 |" == picheck.load_row("x86", cost)
 
 
-@pytest.mark.qemu
-def test_the_emulated_pi_verifies_a_signed_bundle_with_its_arm64_ssh_keygen(bundle, tmp_path):
-    """A bundle signed as `make bundle SIGNING_KEY=...` signs it, checked by pi-check against that
-    key: on the emulated Pi 4 and 5 the selfcheck verifies the signature with the userland's arm64
-    ssh-keygen (its wrapper's log: the AArch64 program, exit 0) and refuses the copy with one model
-    byte changed and every hash recomputed, in one line with exit 8, as x86 does."""
-    key = keypair(tmp_path / "keys", "release", "release key")
-    sign(bundle, key)
-    tarball = tmp_path / "signed.tar.gz"
-    with tarfile.open(tarball, "w:gz") as tar:
-        tar.add(bundle, arcname="bundle")
-    keys = trusted_keys(tmp_path / "trusted_keys", key)
-    out = tmp_path / "pi-check"
-    r = subprocess.run([sys.executable, "-m", "deploy.devicecheck.picheck", "--tarball", str(tarball),
-                        "--trusted-keys", str(keys), "--load-pairs", "1", "--cache", str(ROOT / ".cache" / "pi"),
-                        "--out", str(out)], cwd=ROOT, capture_output=True, text=True, timeout=900)
-    assert r.returncode == 0, r.stderr[-2000:]
-    results = json.loads((out / "results.json").read_text())
+def signed_checks(results: dict, key: Path, keys: Path, out: Path) -> None:
+    """pi-check's results for a bundle signed with ``key``, ``keys`` trusted: on the emulated
+    Pi 4 and 5 the selfcheck verifies the signature with the userland's arm64 ssh-keygen (its
+    wrapper's log: the AArch64 program, exit 0) and refuses the copy with one model byte changed
+    and every hash recomputed, in one line with exit 8, as x86 does."""
     fingerprint = subprocess.run(["ssh-keygen", "-l", "-f", f"{key}.pub"], capture_output=True,
                                  text=True).stdout.split()[1]
     assert results["signing"] == {"trusted_keys": str(keys), "fingerprint": fingerprint,
