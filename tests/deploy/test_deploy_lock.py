@@ -16,7 +16,6 @@ import re
 import signal
 import subprocess
 import sys
-import tarfile
 import time
 from pathlib import Path
 
@@ -24,6 +23,7 @@ import pytest
 
 from tests.support.core import FAILSAFE, ROOT, wait_until
 from tests.support.device_lock import HeldLock, openers
+from tests.support.fleet import tar_bundle
 
 RELEASE_PY = ROOT / "deploy" / "roles" / "edge" / "files" / "release.py"
 TRUSTED_KEYS_PY = ROOT / "deploy" / "roles" / "edge" / "files" / "trusted_keys.py"
@@ -141,9 +141,7 @@ def fake_release_script(tmp_path: Path, name: str) -> Path:
     folder = tmp_path / f"src-{name}" / "bundle"
     folder.mkdir(parents=True)
     (folder / "manifest.json").write_text(json.dumps({"model": {"file": "m"}, "files": {"m": name * 4}, "n": name}))
-    tarball = tmp_path / f"{name}.tar.gz"
-    with tarfile.open(tarball, "w:gz") as tar:
-        tar.add(folder, arcname="bundle")
+    tarball = tar_bundle(folder, tmp_path / f"{name}.tar.gz")
     return wheelhouse.release_script(tarball, name * 12, tmp_path / "cache")
 
 
@@ -245,8 +243,7 @@ def test_an_install_byte_compiles_the_runtime_with_the_venvs_python_checked_by_h
     (folder / "runtime").mkdir(parents=True)
     (folder / "manifest.json").write_text(json.dumps({"model": {"file": "m"}, "files": {"m": "dddd" * 4}}))
     (folder / "runtime" / "__init__.py").write_text("ANSWER = 42\n")
-    with tarfile.open(tmp_path / "d.tar.gz", "w:gz") as tar:
-        tar.add(folder, arcname="bundle")
+    tar_bundle(folder, tmp_path / "d.tar.gz")
     from deploy import wheelhouse
 
     script = wheelhouse.release_script(tmp_path / "d.tar.gz", "dddd" * 3, tmp_path / "cache")

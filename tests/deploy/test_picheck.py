@@ -20,6 +20,7 @@ from deploy.devicecheck import picheck
 from tests.support.builds import copied_build
 from tests.support.bundles import keypair, sign, trusted_keys
 from tests.support.core import ROOT
+from tests.support.fleet import tar_bundle
 
 
 def test_cpuinfo_describes_the_pi_cores_onnxruntime_looks_for():
@@ -260,9 +261,7 @@ def test_pi_check_proves_the_digits_cnn_on_the_emulated_pi_4_and_5(variant, tmp_
         with tarfile.open(dist / "bundle.tar.gz") as tar:
             tar.extractall(tmp_path / "signed", filter="data")
         sign(tmp_path / "signed" / "bundle", key)
-        tarball = tmp_path / "signed.tar.gz"
-        with tarfile.open(tarball, "w:gz") as tar:
-            tar.add(tmp_path / "signed" / "bundle", arcname="bundle")
+        tarball = tar_bundle(tmp_path / "signed" / "bundle", tmp_path / "signed.tar.gz")
         keys = trusted_keys(tmp_path / "trusted_keys", key)
         extra = ["--trusted-keys", str(keys), "--load-pairs", "1"]
     out = tmp_path / "pi-check"
