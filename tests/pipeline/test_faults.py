@@ -7,6 +7,8 @@ The writer itself (pipeline/fsutil.py, which every output goes through) is kille
 of an atomic write in a process of its own, without TensorFlow; the real `make all` runs, killed
 at every stage's write points and at observed moments, build tests/support/tiny.toml (the
 default config's model, a fraction of its work): they prove make's recovery, not accuracy.
+Their training and export fork from the TensorFlow server (tests/support/makepy.py), except
+where the test SIGKILLs make's whole process group: there every stage is a new interpreter.
 """
 
 from __future__ import annotations
@@ -52,15 +54,18 @@ KILL_POINTS = [
 ]
 
 
-def make_all(tmp: Path, config: Path, env: dict | None = None, **kw) -> subprocess.Popen:
+def make_all(tmp: Path, config: Path, env: dict | None = None, fork: bool = True, **kw) -> subprocess.Popen:
+    """`make all` into ``tmp``, in a session of its own; its training and export forked from the
+    TensorFlow server (forkrun.make_vars), or with ``fork=False`` all of it new interpreters, as
+    a user's make runs them: a SIGKILL of make's process group then reaches every stage."""
     venv = Path(sys.prefix)
     if not (venv / ".installed").exists():
         pytest.skip("run through `make test` (needs the Makefile's .venv)")
+    env = {**os.environ, **(env or {})}
     return subprocess.Popen(
         ["make", "--no-print-directory", "-C", str(ROOT), f"VENV={venv}", f"CONFIG={config}", f"BUILD={tmp}/build",
-         f"DIST={tmp}/dist", "all"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})},
-        start_new_session=True, **kw,
+         f"DIST={tmp}/dist", *(forkrun.make_vars(env) if fork else []), "all"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, start_new_session=True, **kw,
     )
 
 
@@ -190,12 +195,12 @@ def test_sigkill_at_observed_moments_then_make_all_recovers(tmp_path, tiny, refe
     rounds = rng.sample(MOMENTS, len(MOMENTS))  # each moment once, in a seeded order
     for name, seen, force in rounds:
         (tmp_path / force).unlink(missing_ok=True)  # missing: an earlier round's kill left that work undone
-        p = make_all(tmp_path, tiny.config)
+        p = make_all(tmp_path, tiny.config, fork=False)  # the group's SIGKILL must reach the stage too
         out = kill_when(p, seen)
         # Killed, not finished: make itself died of the SIGKILL, so the round cut real work.
         assert p.returncode == -signal.SIGKILL, f"{name}: make ended by itself:\n" + "\n".join(out)
         check_no_partial_files(tmp_path)
-    p = make_all(tmp_path, tiny.config)
+    p = make_all(tmp_path, tiny.config, fork=False)  # new interpreters throughout: the forked build's bundle
     out = p.communicate(timeout=300)[0].decode()
     assert p.returncode == 0, out
     assert sha256_file(tmp_path / "dist" / "bundle.tar.gz") == reference_sha

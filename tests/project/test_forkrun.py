@@ -97,3 +97,41 @@ def test_a_pipeline_stage_that_imports_tensorflow_forks_from_the_server_that_has
                     (["-m", "pipeline", "all"], {**env, "TF_ENABLE_ONEDNN_OPTS": "0"}),
                     (["-m", "pipeline", "all"], {**env, "PYTHONHASHSEED": "7"})):
         assert forkrun._kind(args, e) == "plain", (args, e.get("TF_CPP_MIN_LOG_LEVEL"))
+
+
+@pytest.mark.slow  # starts the server that imports TensorFlow: make test, not test-fast
+def test_makes_py_forks_a_stage_that_imports_tensorflow_and_passes_on_its_end_and_signals(tmp_path, tiny):
+    """tests/support/makepy.py, make's PY in the tests' `make all`: `python -m pipeline all` (a
+    stage that imports TensorFlow) is forked (the writer's pid, in its temporary's name, is not
+    makepy's), its SIGKILL of itself ends makepy by SIGKILL as make would see it, and a SIGTERM sent
+    to makepy reaches it; any other command becomes the interpreter itself (the same pid)."""
+    [py] = forkrun.make_vars(dict(os.environ))
+    cmd = py.removeprefix("PY=").split()
+
+    def stage(tag: str, hook: str) -> subprocess.Popen:
+        args = ["-m", "pipeline", "all", "--config", str(tiny.config), "--build", str(tmp_path / tag / "build"),
+                "--dist", str(tmp_path / tag / "dist")]
+        return subprocess.Popen([*cmd, *args], cwd=ROOT, env={**os.environ, **hook}, stderr=subprocess.PIPE)
+
+    def writer(tag: str) -> int:
+        [tmp] = (tmp_path / tag / "build").glob(".config.toml.pid*")
+        return int(tmp.name.split(".pid")[1].split(".")[0])
+
+    p = stage("killed", {"PIPELINE_KILL_AT": "config.toml:written"})
+    assert p.wait(timeout=300) == -signal.SIGKILL, p.stderr.read()
+    assert writer("killed") != p.pid
+
+    p = stage("stopped", {"PIPELINE_STOP_AT": "config.toml:written"})
+    wait_until("the stage stopped at its write", lambda: list((tmp_path / "stopped" / "build").glob(".config.toml.pid*"))
+               and open(f"/proc/{writer('stopped')}/stat").read().rsplit(")", 1)[1].split()[0] == "T")
+    child = writer("stopped")
+    assert child != p.pid
+    p.send_signal(signal.SIGTERM)  # to makepy, which passes it on: pending in the stopped stage until it goes on
+    os.kill(child, signal.SIGCONT)
+    assert p.wait(timeout=300) == -signal.SIGTERM, p.stderr.read()
+    wait_until("the stage gone", lambda: not os.path.exists(f"/proc/{child}"))
+
+    p = subprocess.Popen([*cmd, "-c", "import os, sys; print(os.getpid(), sys.flags.no_site); sys.exit(3)"],
+                         stdout=subprocess.PIPE, text=True)
+    out = p.communicate(timeout=120)[0]
+    assert p.returncode == 3 and out.split() == [str(p.pid), "0"], out  # the interpreter itself, with its site

@@ -20,7 +20,8 @@ from a second server, which has also imported TensorFlow and Keras as the pipeli
 (export/tfenv.py): about 4 s of CPU a command, some 20 commands a run. Its children train and
 convert as any pipeline process does; only the import is shared. A command whose environment
 sets what that import reads (TF_*, KERAS_*, ...) otherwise than the server had it starts
-without TensorFlow imported, as before.
+without TensorFlow imported, as before. The tests that run `make all` give make a ``PY``
+(``make_vars``) that does the same for the stages make starts: tests/support/makepy.py.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ import time
 from pathlib import Path
 
 SERVER = Path(__file__).with_name("forkserver.py")
+MAKEPY = Path(__file__).with_name("makepy.py")
 HEAD = struct.Struct("!I")
 # Start-up settings the server's interpreter has read once; a command asking for other values
 # runs as a new interpreter. PYTHONPATH and PYTHONDONTWRITEBYTECODE the child sets itself.
@@ -114,6 +116,15 @@ def _kind(args, env: dict) -> str:
     reads = {k for k in (*env, *had) if k.startswith(_READ_BY_TENSORFLOW)}
     same = all(env.get(k, defaults.get(k)) == had.get(k) for k in reads)
     return "tensorflow" if same and _starts_alike(env, server["env"]) else "plain"
+
+
+def make_vars(env: dict) -> list[str]:
+    """The variables to give `make all` on its command line, started with environment ``env``, so
+    that its stages that train or export fork from this process's TensorFlow server
+    (tests/support/makepy.py as make's ``PY``): none when that stage would not fork here."""
+    if not enabled() or _kind(["-m", "pipeline", "all"], env) != "tensorflow":
+        return []
+    return [f"PY={sys.executable} -S {MAKEPY} {_servers['tensorflow']['path']}"]
 
 
 class Forked:

@@ -5,24 +5,28 @@ Shared by tests/pipeline/test_make.py and tests/pipeline/test_pipeline_cli.py.
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from tests.support import forkrun
 from tests.support.core import ROOT
 
 STAGES = ("train", "export", "verify", "bundle")
 
 
-def make(tmp: Path, *args: str) -> tuple[int, str, set[str]]:
+def make(tmp: Path, *args: str, fork: bool = True) -> tuple[int, str, set[str]]:
+    """make ``args`` into ``tmp``: (exit status, its output, the stages it ran). Its training and
+    export fork from the TensorFlow server (forkrun.make_vars); ``fork=False``: new interpreters."""
     venv = Path(sys.prefix)
     if not (venv / ".installed").exists():
         pytest.skip("run through `make test` (needs the Makefile's .venv)")
     r = subprocess.run(
         ["make", "--no-print-directory", "-C", str(ROOT), f"VENV={venv}", f"BUILD={tmp}/build",
-         f"DIST={tmp}/dist", *args],
+         f"DIST={tmp}/dist", *(forkrun.make_vars(dict(os.environ)) if fork else []), *args],
         capture_output=True, text=True, timeout=600,
     )
     ran = {s for s in STAGES if f" --dist {tmp}/dist {s}" in r.stdout}
