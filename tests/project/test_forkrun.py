@@ -104,7 +104,9 @@ def test_makes_py_forks_a_stage_that_imports_tensorflow_and_passes_on_its_end_an
     """tests/support/makepy.py, make's PY in the tests' `make all`: `python -m pipeline all` (a
     stage that imports TensorFlow) is forked (the writer's pid, in its temporary's name, is not
     makepy's), its SIGKILL of itself ends makepy by SIGKILL as make would see it, and a SIGTERM sent
-    to makepy reaches it; any other command becomes the interpreter itself (the same pid)."""
+    to makepy reaches it; another of the pipeline's commands is forked too (from the server without
+    TensorFlow), with its output and exit status; anything else becomes the interpreter itself
+    (the same pid)."""
     [py] = forkrun.make_vars(dict(os.environ))
     cmd = py.removeprefix("PY=").split()
 
@@ -130,6 +132,12 @@ def test_makes_py_forks_a_stage_that_imports_tensorflow_and_passes_on_its_end_an
     os.kill(child, signal.SIGCONT)
     assert p.wait(timeout=300) == -signal.SIGTERM, p.stderr.read()
     wait_until("the stage gone", lambda: not os.path.exists(f"/proc/{child}"))
+
+    fresh = subprocess.run([sys.executable, "-m", "pipeline", "verify", "--config", str(tmp_path / "none.toml")],
+                           cwd=ROOT, capture_output=True, timeout=120)
+    forked = subprocess.run([*cmd, "-m", "pipeline", "verify", "--config", str(tmp_path / "none.toml")],
+                            cwd=ROOT, capture_output=True, timeout=120)
+    assert (forked.returncode, forked.stdout, forked.stderr) == (fresh.returncode, fresh.stdout, fresh.stderr) != (0, b"", b"")
 
     p = subprocess.Popen([*cmd, "-c", "import os, sys; print(os.getpid(), sys.flags.no_site); sys.exit(3)"],
                          stdout=subprocess.PIPE, text=True)

@@ -120,11 +120,11 @@ def _kind(args, env: dict) -> str:
 
 def make_vars(env: dict) -> list[str]:
     """The variables to give `make all` on its command line, started with environment ``env``, so
-    that its stages that train or export fork from this process's TensorFlow server
-    (tests/support/makepy.py as make's ``PY``): none when that stage would not fork here."""
-    if not enabled() or _kind(["-m", "pipeline", "all"], env) != "tensorflow":
+    that the pipeline's commands it runs fork from this process's servers as ``python`` does here
+    (tests/support/makepy.py as make's ``PY``): none when a stage would not fork here."""
+    if not enabled() or _kind(["-m", "pipeline", "all"], env) != "tensorflow" or not eligible(env):
         return []
-    return [f"PY={sys.executable} -S {MAKEPY} {_servers['tensorflow']['path']}"]
+    return [f"PY={sys.executable} -S {MAKEPY} {_servers['tensorflow']['path']} {_start('plain')}"]
 
 
 class Forked:

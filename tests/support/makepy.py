@@ -1,16 +1,18 @@
-"""make's ``PY`` in the tests that run `make all` (forkrun.make_vars): a pipeline stage that
-imports TensorFlow (train, export, all) is forked from the test process's TensorFlow fork server
-(tests/support/forkserver.py) instead of a new interpreter importing it afresh (about 4 s of CPU
-each); every other command make runs with ``$(PY)`` (config, plot, verify, bundle, signing)
-becomes the real interpreter, exec'd in this process's place.
+"""make's ``PY`` in the tests that run `make all` (forkrun.make_vars): the pipeline's commands
+are forked from the test process's fork servers (tests/support/forkserver.py) instead of new
+interpreters: a stage that imports TensorFlow (train, export, all) from the one that has it
+imported (about 4 s of CPU a command saved), the others (config, plot, verify, bundle,
+signing) from the one with numpy and onnxruntime (about 0.25 s). Anything else make runs with
+``$(PY)`` becomes the real interpreter, exec'd in this process's place.
 
-Run as ``python -S makepy.py SOCKET ARGS...``: no site, the standard library only, so it starts
-in a few milliseconds. make sees what a stage run by a new interpreter gives it: the same stdin,
-stdout and stderr (passed to the stage), the stage's exit status, and death by the same signal
-(a stage that SIGKILLs itself, pipeline/fsutil.py's test hook, ends this process by SIGKILL too).
-SIGTERM, SIGINT and SIGHUP sent to this process are passed on to the stage. What it cannot pass
-on is its own SIGKILL: the stage is the server's child, not in make's process group, so a test
-that SIGKILLs make's whole group (test_faults.py's observed moments) runs make without it.
+Run as ``python -S makepy.py TENSORFLOW_SOCKET PLAIN_SOCKET ARGS...``: no site, the standard
+library only, so it starts in a few milliseconds. make sees what a command run by a new
+interpreter gives it: the same stdin, stdout and stderr (passed to the command), its exit
+status, and death by the same signal (a stage that SIGKILLs itself, pipeline/fsutil.py's test
+hook, ends this process by SIGKILL too). SIGTERM, SIGINT and SIGHUP sent to this process are
+passed on to the command. What it cannot pass on is its own SIGKILL: the command is the
+server's child, not in make's process group, so a test that SIGKILLs make's whole group
+(test_faults.py's observed moments) runs make without it.
 """
 
 import json
@@ -41,9 +43,12 @@ def lines(conn: socket.socket):
         buf += chunk
 
 
-def main(path: str, args: list) -> int:
-    if args[:2] != ["-m", "pipeline"] or not TENSORFLOW_STAGES & set(args[2:]) or {"-h", "--help"} & set(args):
+def main(tensorflow: str, plain: str, args: list) -> int:
+    module = args[1] if args[:1] == ["-m"] and len(args) > 1 else ""
+    if module != "pipeline" and not module.startswith("pipeline."):
         real(args)
+    imports_tensorflow = module == "pipeline" and TENSORFLOW_STAGES & set(args[2:]) and not {"-h", "--help"} & set(args)
+    path = tensorflow if imports_tensorflow else plain
     head = json.dumps({"argv": args, "cwd": os.getcwd(), "env": dict(os.environ), "new_session": False}).encode()
     conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
@@ -54,15 +59,15 @@ def main(path: str, args: list) -> int:
     answers = lines(conn)
     first = next(answers, {})
     if "pid" not in first:
-        sys.stderr.write(f"makepy: the tests' fork server refused the stage: {first}\n")
+        sys.stderr.write(f"makepy: the tests' fork server refused the command: {first}\n")
         return 1
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(sig, lambda s, _f: os.kill(first["pid"], s))
     code = next(answers, {}).get("returncode")
     if code is None:
-        sys.stderr.write("makepy: the tests' fork server ended before the stage\n")
+        sys.stderr.write("makepy: the tests' fork server ended before the command\n")
         return 1
-    if code < 0:  # killed by a signal: so is this process, as make would have seen the stage
+    if code < 0:  # killed by a signal: so is this process, as make would have seen the command
         if -code not in (signal.SIGKILL, signal.SIGSTOP):
             signal.signal(-code, signal.SIG_DFL)
         os.kill(os.getpid(), -code)
@@ -70,4 +75,4 @@ def main(path: str, args: list) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1], sys.argv[2:]))
+    sys.exit(main(sys.argv[1], sys.argv[2], sys.argv[3:]))
