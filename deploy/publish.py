@@ -107,14 +107,20 @@ def publish(repo: Path, bundle: Path, targets: list[str], branch: str) -> dict:
             repo.mkdir(parents=True, exist_ok=True)
             git("init", "--quiet", "--bare", f"--initial-branch={branch}", str(repo), env=env)
         git("init", "--quiet", f"--initial-branch={branch}", cwd=work, env=env)
-        has_branch = git("--git-dir", str(repo), "rev-parse", "--verify", "--quiet", f"refs/heads/{branch}", env=env,
-                         check=False) is not None
+        head = git("--git-dir", str(repo), "rev-parse", "--verify", "--quiet", f"refs/heads/{branch}^{{commit}}",
+                   env=env, check=False)
+        # The repository's objects borrowed (objects/info/alternates), not fetched: `git add` then
+        # writes only what the repository has not got (a release's files, not the wheels it holds
+        # already, tens of MB), nothing is packed to come here, and the push sends only the new.
+        info_dir = work / ".git" / "objects" / "info"
+        info_dir.mkdir(parents=True, exist_ok=True)
+        (info_dir / "alternates").write_text(f"{(repo / 'objects').resolve()}\n")
         git("add", "--all", cwd=work, env=env)
-        if has_branch:
-            git("fetch", "--quiet", str(repo.resolve()), branch, cwd=work, env=env)
-            git("reset", "--soft", "FETCH_HEAD", cwd=work, env=env)
+        if head is not None:
+            head = head.strip()
+            git("reset", "--soft", head, cwd=work, env=env)
             if not git("status", "--porcelain", cwd=work, env=env).strip():
-                return {**info, "commit": git("rev-parse", "FETCH_HEAD", cwd=work, env=env).strip(), "changed": False}
+                return {**info, "commit": head, "changed": False}
         git(*IDENTITY, "commit", "--quiet", "-m", f"release {info['bundle']['release']}", cwd=work, env=env)
         git("push", "--quiet", str(repo.resolve()), f"HEAD:refs/heads/{branch}", cwd=work, env=env)
         return {**info, "commit": git("rev-parse", "HEAD", cwd=work, env=env).strip(), "changed": True}
