@@ -7,8 +7,8 @@ The writer itself (pipeline/fsutil.py, which every output goes through) is kille
 of an atomic write in a process of its own, without TensorFlow; the real `make all` runs, killed
 at every stage's write points and at observed moments, build tests/support/tiny.toml (the
 default config's model, a fraction of its work): they prove make's recovery, not accuracy.
-Their training and export fork from the TensorFlow server (tests/support/makepy.py), except
-where the test SIGKILLs make's whole process group: there every stage is a new interpreter.
+Their stages fork from the test process's fork servers (tests/support/makepy.py), except where
+the test SIGKILLs make's whole process group: there every stage is a new interpreter.
 """
 
 from __future__ import annotations
@@ -55,9 +55,9 @@ KILL_POINTS = [
 
 
 def make_all(tmp: Path, config: Path, env: dict | None = None, fork: bool = True, **kw) -> subprocess.Popen:
-    """`make all` into ``tmp``, in a session of its own; its training and export forked from the
-    TensorFlow server (forkrun.make_vars), or with ``fork=False`` all of it new interpreters, as
-    a user's make runs them: a SIGKILL of make's process group then reaches every stage."""
+    """`make all` into ``tmp``, in a session of its own; its stages forked from the test process's
+    fork servers (forkrun.make_vars), or with ``fork=False`` new interpreters, as a user's make
+    runs them: a SIGKILL of make's process group then reaches every stage."""
     venv = Path(sys.prefix)
     if not (venv / ".installed").exists():
         pytest.skip("run through `make test` (needs the Makefile's .venv)")

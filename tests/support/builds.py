@@ -122,8 +122,8 @@ def shared(tmp_path_factory, name: str, make) -> Path:
 
 
 def make_all(config: Path, build: Path, dist: Path, *args: str, timeout: float = 1800) -> subprocess.CompletedProcess:
-    """`make all CONFIG=config BUILD=build DIST=dist`, as a user runs it (text out), its training
-    and export forked from the TensorFlow server (forkrun.make_vars)."""
+    """`make all CONFIG=config BUILD=build DIST=dist`, as a user runs it (text out), the pipeline's
+    commands forked from this process's fork servers (forkrun.make_vars)."""
     return subprocess.run(["make", "--no-print-directory", "all", f"CONFIG={config}", f"BUILD={build}",
                            f"DIST={dist}", *forkrun.make_vars(dict(os.environ)), *args], cwd=ROOT,
                           capture_output=True, text=True, timeout=timeout)

@@ -26,9 +26,9 @@ def wait_until(what: str, predicate, poll: float = 0.01, failsafe: float = FAILS
 
     ``what`` names the state in the failure, raised only if ``failsafe`` seconds pass first
     (a hang, never a slow machine's verdict). Between two looks it sleeps ``poll`` seconds, or
-    four times as long as the last look took if that is longer: a predicate that starts a
-    process (systemctl, journalctl) then costs at most a fifth of a core while it waits,
-    instead of one that ran back to back through a 20 s wait.
+    four times as long as the last look took (up to 1 s) if that is longer: a predicate that
+    starts a process (systemctl, journalctl) then costs at most a fifth of a core while it
+    waits, instead of one that ran back to back through a 20 s wait.
     """
     deadline = time.monotonic() + failsafe
     while True:
@@ -39,7 +39,7 @@ def wait_until(what: str, predicate, poll: float = 0.01, failsafe: float = FAILS
         now = time.monotonic()
         if now > deadline:
             raise AssertionError(f"failsafe: still waiting for {what} after {failsafe:g} s")
-        time.sleep(max(poll, 4 * (now - t)))
+        time.sleep(max(poll, min(4 * (now - t), 1.0)))
 
 
 def edited(text: str, *pairs: tuple[str, str]) -> str:

@@ -21,7 +21,8 @@ from a second server, which has also imported TensorFlow and Keras as the pipeli
 convert as any pipeline process does; only the import is shared. A command whose environment
 sets what that import reads (TF_*, KERAS_*, ...) otherwise than the server had it starts
 without TensorFlow imported, as before. The tests that run `make all` give make a ``PY``
-(``make_vars``) that does the same for the stages make starts: tests/support/makepy.py.
+(``make_vars``) that does the same for the pipeline's commands make starts:
+tests/support/makepy.py.
 """
 
 from __future__ import annotations

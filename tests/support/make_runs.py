@@ -19,8 +19,9 @@ STAGES = ("train", "export", "verify", "bundle")
 
 
 def make(tmp: Path, *args: str, fork: bool = True) -> tuple[int, str, set[str]]:
-    """make ``args`` into ``tmp``: (exit status, its output, the stages it ran). Its training and
-    export fork from the TensorFlow server (forkrun.make_vars); ``fork=False``: new interpreters."""
+    """make ``args`` into ``tmp``: (exit status, its output, the stages it ran). The pipeline's
+    commands fork from this process's fork servers (forkrun.make_vars); ``fork=False``: new
+    interpreters."""
     venv = Path(sys.prefix)
     if not (venv / ".installed").exists():
         pytest.skip("run through `make test` (needs the Makefile's .venv)")
