@@ -110,7 +110,7 @@ def test_makes_py_forks_a_stage_that_imports_tensorflow_and_passes_on_its_end_an
     [py] = forkrun.make_vars(dict(os.environ))
     cmd = py.removeprefix("PY=").split()
 
-    def stage(tag: str, hook: str) -> subprocess.Popen:
+    def stage(tag: str, hook: dict) -> subprocess.Popen:
         args = ["-m", "pipeline", "all", "--config", str(tiny.config), "--build", str(tmp_path / tag / "build"),
                 "--dist", str(tmp_path / tag / "dist")]
         return subprocess.Popen([*cmd, *args], cwd=ROOT, env={**os.environ, **hook}, stderr=subprocess.PIPE)

@@ -49,11 +49,24 @@ def main(tensorflow: str, plain: str, args: list) -> int:
         real(args)
     imports_tensorflow = module == "pipeline" and TENSORFLOW_STAGES & set(args[2:]) and not {"-h", "--help"} & set(args)
     path = tensorflow if imports_tensorflow else plain
+    child, early = {}, []
+
+    def forward(sig, _frame):  # to the command once its pid is known; kept until then
+        if "pid" in child:
+            os.kill(child["pid"], sig)
+        else:
+            early.append(sig)
+
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, forward)
     head = json.dumps({"argv": args, "cwd": os.getcwd(), "env": dict(os.environ), "new_session": False}).encode()
     conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         conn.connect(path)
     except OSError:  # the test process and its server are gone: run it as make would have
+        for sig in early[:1]:  # unless make was told to stop meanwhile
+            signal.signal(sig, signal.SIG_DFL)
+            os.kill(os.getpid(), sig)
         real(args)
     socket.send_fds(conn, [HEAD.pack(len(head)) + head], [0, 1, 2])
     answers = lines(conn)
@@ -61,8 +74,9 @@ def main(tensorflow: str, plain: str, args: list) -> int:
     if "pid" not in first:
         sys.stderr.write(f"makepy: the tests' fork server refused the command: {first}\n")
         return 1
-    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-        signal.signal(sig, lambda s, _f: os.kill(first["pid"], s))
+    child["pid"] = first["pid"]
+    for sig in early:
+        os.kill(child["pid"], sig)
     code = next(answers, {}).get("returncode")
     if code is None:
         sys.stderr.write("makepy: the tests' fork server ended before the command\n")
