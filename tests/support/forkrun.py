@@ -33,17 +33,16 @@ import os
 import select
 import selectors
 import signal
-import socket
-import struct
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+from tests.support import forkproto
+
 SERVER = Path(__file__).with_name("forkserver.py")
 MAKEPY = Path(__file__).with_name("makepy.py")
-HEAD = struct.Struct("!I")
 # Start-up settings the server's interpreter has read once; a command asking for other values
 # runs as a new interpreter. PYTHONPATH and PYTHONDONTWRITEBYTECODE the child sets itself.
 # numpy's BLAS reads its thread settings when numpy is imported.
@@ -55,8 +54,6 @@ _READ_AT_START = ("PYTHONHOME", "PYTHONNOUSERSITE", "PYTHONSAFEPATH", "PYTHONWAR
 # What importing TensorFlow and Keras reads from the environment (their settings, and those of
 # what they load: oneDNN, OpenMP, XLA, matplotlib's backend), by name prefix.
 _READ_BY_TENSORFLOW = ("TF_", "TF2ONNX", "KERAS_", "CUDA_", "XLA_", "ONEDNN_", "DNNL_", "KMP_", "OMP_", "MPL")
-# The pipeline's stages that import TensorFlow: forked from the server that has it imported.
-_TENSORFLOW_STAGES = frozenset({"train", "export", "all"})
 
 _servers: dict[str, dict] = {}  # "plain" or "tensorflow": that server of this test process
 
@@ -107,8 +104,7 @@ def _kind(args, env: dict) -> str:
     """The server a command ``args`` with environment ``env`` forks from: "tensorflow" for a
     pipeline stage that imports it, when its import would read what the server's read (where
     neither environment sets a variable, tfenv's default); else "plain"."""
-    args = list(map(str, args))
-    if args[:2] != ["-m", "pipeline"] or not _TENSORFLOW_STAGES & set(args[2:]) or {"-h", "--help"} & set(args):
+    if not forkproto.imports_tensorflow(args):
         return "plain"
     _start("tensorflow")
     server = _servers["tensorflow"]
@@ -161,12 +157,8 @@ class Forked:
         self.stdin = end(stdin, False, 0)
         self.stdout = end(stdout, True, 1)
         self.stderr = end(stderr, True, 2)
-        head = json.dumps({"argv": self.args[1:], "cwd": str(cwd), "env": env,
-                           "new_session": start_new_session}).encode()
-        self._conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
-            self._conn.connect(path)
-            socket.send_fds(self._conn, [HEAD.pack(len(head)) + head], theirs)
+            self._conn = forkproto.request(path, self.args[1:], str(cwd), env, start_new_session, theirs)
         finally:
             for fd in theirs:
                 os.close(fd)

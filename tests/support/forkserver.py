@@ -23,10 +23,11 @@ import os
 import selectors
 import signal
 import socket
-import struct
 import sys
 import types
 import warnings
+
+from forkproto import HEAD  # beside this script: its folder is sys.path[0]
 
 # What a test's `python -m runtime` spends most of its start on (about 0.25 s of CPU), done once.
 import numpy  # noqa: F401
@@ -36,8 +37,6 @@ import onnxruntime  # noqa: F401
 # at import). BLAS makes its threads again in the child (pthread_atfork), as under
 # multiprocessing's fork; onnxruntime's are why a child ends without the C exit handlers (_finish).
 warnings.filterwarnings("ignore", message=r".*use of fork\(\) may lead to deadlocks", category=DeprecationWarning)
-
-HEAD = struct.Struct("!I")
 
 
 def _preload_tensorflow(root: str) -> dict:

@@ -19,11 +19,9 @@ import json
 import os
 import signal
 import socket
-import struct
 import sys
 
-HEAD = struct.Struct("!I")  # as tests/support/forkrun.py frames a request
-TENSORFLOW_STAGES = frozenset({"train", "export", "all"})  # forkrun._TENSORFLOW_STAGES
+from forkproto import imports_tensorflow, request  # beside this script: its folder is sys.path[0]
 
 
 def real(args: list) -> None:
@@ -47,8 +45,7 @@ def main(tensorflow: str, plain: str, args: list) -> int:
     module = args[1] if args[:1] == ["-m"] and len(args) > 1 else ""
     if module != "pipeline" and not module.startswith("pipeline."):
         real(args)
-    imports_tensorflow = module == "pipeline" and TENSORFLOW_STAGES & set(args[2:]) and not {"-h", "--help"} & set(args)
-    path = tensorflow if imports_tensorflow else plain
+    path = tensorflow if imports_tensorflow(args) else plain
     child, early = {}, []
 
     def forward(sig, _frame):  # to the command once its pid is known; kept until then
@@ -59,16 +56,13 @@ def main(tensorflow: str, plain: str, args: list) -> int:
 
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(sig, forward)
-    head = json.dumps({"argv": args, "cwd": os.getcwd(), "env": dict(os.environ), "new_session": False}).encode()
-    conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
-        conn.connect(path)
+        conn = request(path, args, os.getcwd(), dict(os.environ), False, [0, 1, 2])
     except OSError:  # the test process and its server are gone: run it as make would have
         for sig in early[:1]:  # unless make was told to stop meanwhile
             signal.signal(sig, signal.SIG_DFL)
             os.kill(os.getpid(), sig)
         real(args)
-    socket.send_fds(conn, [HEAD.pack(len(head)) + head], [0, 1, 2])
     answers = lines(conn)
     first = next(answers, {})
     if "pid" not in first:
