@@ -20,7 +20,6 @@ import random
 import shutil
 import signal
 import subprocess
-import sys
 import tarfile
 import threading
 import time
@@ -33,6 +32,7 @@ import pytest
 from tests.support import forkrun
 from tests.support.builds import Built
 from tests.support.core import ROOT, sha256_file
+from tests.support.make_runs import make_argv
 
 # Points at which a real run SIGKILLs itself (pipeline/fsutil.py's test hook): the file
 # being written, the phase of its atomic write, and the output to delete first so that
@@ -55,18 +55,12 @@ KILL_POINTS = [
 
 
 def make_all(tmp: Path, config: Path, env: dict | None = None, fork: bool = True, **kw) -> subprocess.Popen:
-    """`make all` into ``tmp``, in a session of its own; its stages forked from the test process's
-    fork servers (forkrun.make_vars), or with ``fork=False`` new interpreters, as a user's make
-    runs them: a SIGKILL of make's process group then reaches every stage."""
-    venv = Path(sys.prefix)
-    if not (venv / ".installed").exists():
-        pytest.skip("run through `make test` (needs the Makefile's .venv)")
+    """`make all` into ``tmp``, in a session of its own (make_argv); with ``fork=False`` its stages
+    are new interpreters, as a user's make runs them: a SIGKILL of make's process group then
+    reaches every stage."""
     env = {**os.environ, **(env or {})}
-    return subprocess.Popen(
-        ["make", "--no-print-directory", "-C", str(ROOT), f"VENV={venv}", f"CONFIG={config}", f"BUILD={tmp}/build",
-         f"DIST={tmp}/dist", *(forkrun.make_vars(env) if fork else []), "all"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, start_new_session=True, **kw,
-    )
+    return subprocess.Popen(make_argv(tmp, f"CONFIG={config}", "all", env=env, fork=fork), stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, env=env, start_new_session=True, **kw)
 
 
 def check_no_partial_files(tmp: Path) -> int:
