@@ -4,6 +4,7 @@ stdin, an uncaught exception, a signal, atexit."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -77,6 +78,42 @@ def test_what_python_reads_at_start_up_gets_a_new_interpreter():
     assert not forkrun.eligible({**os.environ, "PYTHONWARNINGS": "error"})
     assert not forkrun.eligible({k: v for k, v in os.environ.items() if k not in ("LANG", "LC_ALL")} | {"LANG": "xx"})
     assert forkrun.eligible({**os.environ, "PYTHONPATH": "/elsewhere", "ANYTHING": "1"})
+
+
+WORKER = """
+import json, os
+from tests.support import forkrun
+r = forkrun.python("-c", "import os; print(os.getppid())", cwd=".")
+print(json.dumps({"path": forkrun._start("plain"), "server": int(r.stdout), "me": os.getpid()}))
+"""
+
+CONTROLLER = """
+import json, subprocess, sys
+from tests.support import forkrun
+forkrun.share()
+workers = [subprocess.run([sys.executable, "-c", sys.argv[1]], capture_output=True, text=True, check=True)
+           for _ in range(2)]
+print(json.dumps([json.loads(w.stdout) for w in workers]))
+try:
+    forkrun._ask(forkrun.os.environ[forkrun.SHARED].partition(":")[2], "other")
+except RuntimeError as e:
+    print(e)
+"""
+
+
+def test_the_processes_a_sharing_process_starts_fork_from_its_servers(tmp_path):
+    """What pytest-xdist's controller does for its workers (tests/conftest.py): two processes it
+    starts after ``share`` get its one plain server, not each their own; an unknown kind is an
+    error naming it."""
+    env = {k: v for k, v in os.environ.items() if k != forkrun.SHARED} | {"PYTHONPATH": str(ROOT)}
+    r = subprocess.run([sys.executable, "-c", CONTROLLER, WORKER], cwd=tmp_path, env=env, capture_output=True,
+                       text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    first, second = json.loads(r.stdout.splitlines()[0])
+    assert first["path"] == second["path"] and first["server"] == second["server"]
+    assert first["me"] != second["me"] and first["server"] not in (first["me"], second["me"])
+    assert r.stdout.splitlines()[1] == ("the tests' shared fork server did not start: "
+                                        "ValueError: no server of kind 'other'")
 
 
 @pytest.mark.slow  # starts the server that imports TensorFlow: make test, not test-fast

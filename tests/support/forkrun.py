@@ -23,6 +23,10 @@ sets what that import reads (TF_*, KERAS_*, ...) otherwise than the server had i
 without TensorFlow imported, as before. The tests that run `make all` give make a ``PY``
 (``make_vars``) that does the same for the pipeline's commands make starts:
 tests/support/makepy.py.
+
+Under pytest-xdist, the workers share one server of each kind: the controller process starts
+each when a worker first asks for it (``share``, from tests/conftest.py), so that a run imports
+TensorFlow once instead of once per worker (about 4 s of CPU each).
 """
 
 from __future__ import annotations
@@ -32,10 +36,13 @@ import json
 import os
 import select
 import selectors
+import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -56,6 +63,9 @@ _READ_AT_START = ("PYTHONHOME", "PYTHONNOUSERSITE", "PYTHONSAFEPATH", "PYTHONWAR
 _READ_BY_TENSORFLOW = ("TF_", "TF2ONNX", "KERAS_", "CUDA_", "XLA_", "ONEDNN_", "DNNL_", "KMP_", "OMP_", "MPL")
 
 _servers: dict[str, dict] = {}  # "plain" or "tensorflow": that server of this test process
+_starting = {"plain": threading.Lock(), "tensorflow": threading.Lock()}
+# "PID:PATH": the process that shares its servers (share) and the Unix socket it answers on.
+SHARED = "EDGE_TEST_FORK_SHARED"
 
 
 def enabled() -> bool:
@@ -63,10 +73,66 @@ def enabled() -> bool:
 
 
 def _start(kind: str = "plain"):
-    """This test process's fork server of ``kind`` (started once): its socket's path."""
-    server = _servers.get(kind)
-    if server and server["pid"] == os.getpid():
+    """This test process's fork server of ``kind`` (started once, or asked of the process that
+    shares its own): its socket's path."""
+    with _starting[kind]:
+        server = _servers.get(kind)
+        if server and server["pid"] == os.getpid():
+            return server["path"]
+        owner, _, shared = os.environ.get(SHARED, "").partition(":")
+        server = _ask(shared, kind) if shared and owner != str(os.getpid()) else _new(kind)
+        _servers[kind] = dict(server, pid=os.getpid())
         return server["path"]
+
+
+def _ask(shared: str, kind: str) -> dict:
+    """The server of ``kind`` of the process that shares them, asked on its socket ``shared``."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
+        conn.connect(shared)
+        conn.sendall(kind.encode() + b"\n")
+        answer = json.loads(conn.makefile("rb").readline() or b'{"error": "no answer"}')
+    if "error" in answer:
+        raise RuntimeError(f"the tests' shared fork server did not start: {answer['error']}")
+    return answer
+
+
+def share() -> None:
+    """Share this process's fork servers with the processes it starts (pytest-xdist's workers,
+    started after this): they ask for a server on a Unix socket (``SHARED`` in the environment),
+    and this process starts it the first time, then answers with its path. The servers end with
+    this process, as its own do."""
+    if not enabled() or os.environ.get(SHARED):
+        return
+    folder = tempfile.mkdtemp(prefix="edge-fork-")
+    path = os.path.join(folder, "shared")
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(path)
+    listener.listen(64)
+
+    def answer(conn):
+        with conn:
+            try:
+                kind = conn.makefile("rb").readline().decode().strip()
+                if kind not in _starting:
+                    raise ValueError(f"no server of kind {kind!r}")
+                _start(kind)
+                reply = {k: _servers[kind][k] for k in ("path", "env", "preloaded")}
+            except Exception as e:  # noqa: BLE001 - the asking worker raises it, naming it
+                reply = {"error": f"{type(e).__name__}: {e}"}
+            conn.sendall(json.dumps(reply).encode() + b"\n")
+
+    def serve():
+        while True:
+            conn, _ = listener.accept()
+            threading.Thread(target=answer, args=(conn,), daemon=True).start()
+
+    threading.Thread(target=serve, daemon=True).start()
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    os.environ[SHARED] = f"{os.getpid()}:{path}"
+
+
+def _new(kind: str) -> dict:
+    """Start a fork server of ``kind``, stopped when this process ends."""
     folder = tempfile.mkdtemp(prefix="edge-fork-")
     path = os.path.join(folder, "s")
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
@@ -81,10 +147,10 @@ def _start(kind: str = "plain"):
     def stop():
         proc.stdin.close()
         proc.wait(timeout=60)
+        shutil.rmtree(folder, ignore_errors=True)
 
     atexit.register(stop)
-    _servers[kind] = dict(pid=os.getpid(), path=path, env=env, preloaded=json.loads(preloaded), proc=proc)
-    return path
+    return dict(path=path, env=env, preloaded=json.loads(preloaded))
 
 
 def eligible(env: dict) -> bool:
