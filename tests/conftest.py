@@ -14,10 +14,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.builds import Built, make_all, shared
-from tests.support.bundles import signature_bundle
+from tests.support import forkrun
+from tests.support.builds import begin_shared, Built, make_all, shared
+from tests.support.bundles import precompile, signature_bundle
 from tests.support.core import preset_with, PRESETS, ROOT
-from tests.support.schedule import longest_first
+from tests.support.schedule import longest_first, needs_default_build
 from tests.support.server import Server
 
 # The suite runs as a fresh machine would, whatever the caller's shell holds: no signing key
@@ -29,6 +30,13 @@ for _name in ("SIGNING_KEY", "EDGE_TRUSTED_KEYS", "EDGE_SSH_KEYGEN"):
 # (4-5 s of CPU a build) buys nothing where the test workers keep both cores busy. The worker's
 # own tests (tests/pipeline/test_tflite_worker.py) turn it back on.
 os.environ["PIPELINE_TFLITE_WORKER"] = "0"
+
+
+def pytest_configure(config):
+    """pytest-xdist's controller, before it starts its workers: they share its fork servers
+    (tests/support/forkrun.py), one TensorFlow import a run instead of one per worker."""
+    if not hasattr(config, "workerinput") and getattr(config.option, "numprocesses", None):
+        forkrun.share()
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -52,23 +60,44 @@ def pytest_collection_modifyitems(config, items):
     longest_first(items, ROOT, getattr(config, "workerinput", {}).get("workercount", 1))
 
 
+def pytest_collection_finish(session):
+    """Begin the default config's build (``built``) once the tests are collected, when one of them
+    will ask for it: the tests that do not need it run meanwhile (tests/support/schedule.py hands
+    them out first), instead of a worker waiting for it with a core idle. Under pytest-xdist each
+    worker collects: the first to get here makes it, in a thread of its own."""
+    config = session.config
+    if config.option.collectonly or os.environ.get("RUNTIME_TEST_BUNDLE"):
+        return
+    if any(needs_default_build(item) for item in session.items):
+        begin_shared(config._tmp_path_factory, "default", _maker(_default_config))
+
+
 # --- builds, once per test run --------------------------------------------------------------
 
-def build_all(tmp_path_factory, name: str, config) -> Built:
-    """A config through all four stages, made once per test run into the shared folder ``name``;
-    ``config(folder)`` gives the config's path (it may write it into the folder first)."""
+def _maker(config):
+    """What makes a config's build in a shared folder: ``config(folder)`` gives the config's path
+    (it may write it into the folder first)."""
     def make(folder: Path) -> None:
         r = Built(folder, config(folder)).run("all")
         assert r.returncode == 0, r.stderr.decode()[-3000:]
 
-    folder = shared(tmp_path_factory, name, make)
+    return make
+
+
+def build_all(tmp_path_factory, name: str, config) -> Built:
+    """A config through all four stages, made once per test run into the shared folder ``name``."""
+    folder = shared(tmp_path_factory, name, _maker(config))
     return Built(folder, config(folder))
+
+
+def _default_config(folder: Path) -> Path:
+    return PRESETS / "default.toml"
 
 
 @pytest.fixture(scope="session")
 def built(tmp_path_factory) -> Built:
     """The default config through all four stages (train, export, verify, bundle): read only."""
-    return build_all(tmp_path_factory, "default", lambda folder: PRESETS / "default.toml")
+    return build_all(tmp_path_factory, "default", _default_config)
 
 
 @pytest.fixture(scope="session")
@@ -108,10 +137,11 @@ def bundle_tarball(request) -> Path:
 
 @pytest.fixture
 def bundle(tmp_path, bundle_tarball) -> Path:
-    """A freshly unpacked copy of the bundle (tests may damage it)."""
+    """A freshly unpacked copy of the bundle (tests may damage it), its runtime/ byte-compiled as
+    the device's install does it (``precompile``)."""
     with tarfile.open(bundle_tarball) as tar:
         tar.extractall(tmp_path, filter="data")
-    return tmp_path / "bundle"
+    return precompile(tmp_path / "bundle")
 
 
 @pytest.fixture

@@ -102,7 +102,9 @@ PROBE_PY = wheelhouse.RELEASE_PY.parent / "probe.py"
 
 
 def bundle_files(folder: Path) -> dict[str, bytes]:
-    return {f"bundle/{p.relative_to(folder)}": p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+    """The files of an unpacked bundle, as its tarball holds them (not the .pyc it was given)."""
+    return {f"bundle/{p.relative_to(folder)}": p.read_bytes() for p in sorted(folder.rglob("*"))
+            if p.is_file() and "__pycache__" not in p.parts}
 
 
 def probed_speed(root: Path):

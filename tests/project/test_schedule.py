@@ -26,25 +26,30 @@ def test_the_heaviest_files_go_first_and_a_files_tests_keep_their_order():
     assert order(items) == ["test_runtime_cli.py::b", "test_serve.py::a", "test_serve.py::c", "test_unlisted.py::d"]
 
 
-def test_a_worker_starts_on_a_file_that_does_not_wait_for_the_default_build():
-    """test-fast's three heaviest files all need the default build: the heaviest file that does
-    not takes the third worker's first place, and with one worker the order is by weight alone."""
+def test_every_worker_starts_on_a_file_that_does_not_wait_for_the_default_build():
+    """test-fast's heaviest files need the default build, which is being made in the background
+    when the workers start: the heaviest files that do not need it take the workers' first
+    places, then the rest by weight; a run that does not need it is by weight alone."""
     def fast_items():
         return [item("tests/runtime/test_runtime_signature.py", "sig", ["bundle_tarball"]),
                 item("tests/runtime/test_runtime_cli.py", "cli", ["bundle", "bundle_tarball"]),
                 item("tests/pipeline/test_variants.py", "var", ["built"]),
                 item("tests/pipeline/test_train.py", "train", ["built", "tutorial"]),
+                item("tests/runtime/test_serve_watchdog.py", "dog"),
                 item("tests/deploy/test_devicecheck.py", "dev"),
                 item("tests/pipeline/test_dataset.py", "data")]
 
     items = fast_items()
     longest_first(items, ROOT, workers=3)
-    assert order(items) == ["test_runtime_signature.py::sig", "test_runtime_cli.py::cli", "test_devicecheck.py::dev",
-                            "test_variants.py::var", "test_train.py::train", "test_dataset.py::data"]
+    assert [i.name for i in items] == ["dog", "dev", "data", "sig", "cli", "var", "train"]
     items = fast_items()
     longest_first(items, ROOT, workers=1)
-    assert [i.name for i in items] == ["sig", "cli", "var", "train", "dev", "data"]
-    # One of the first places is free of the build already: nothing moves.
-    items = fast_items()[1:]
-    longest_first(items, ROOT, workers=4)
-    assert [i.name for i in items] == ["cli", "var", "train", "dev", "data"]
+    assert [i.name for i in items] == ["dog", "sig", "cli", "var", "train", "dev", "data"]
+    # Fewer free files than workers: all of them first.
+    items = [i for i in fast_items() if i.name != "dog" and i.name != "data"]
+    longest_first(items, ROOT, workers=3)
+    assert [i.name for i in items] == ["dev", "sig", "cli", "var", "train"]
+    # Nothing needs the build: by weight alone.
+    items = [i for i in fast_items() if not {"built", "bundle_tarball"} & set(i.fixturenames)]
+    longest_first(items, ROOT, workers=3)
+    assert [i.name for i in items] == ["dog", "dev", "data"]

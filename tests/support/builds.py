@@ -1,6 +1,7 @@
 """Pipeline builds the tests share: a build's paths (``Built``), a checkout to commit in
 (``Checkout``), copies of builds, and ``shared``: a folder made once per test run, whichever
-pytest-xdist worker asks for it first (the others wait for it, then reuse it)."""
+pytest-xdist worker asks for it first (the others wait for it, then reuse it), or begun in the
+background before any test asks (``begin_shared``)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import fcntl
 import os
 import shutil
 import subprocess
+import threading
 from pathlib import Path
 
 from tests.support import forkrun
@@ -84,12 +86,17 @@ def copied_build(source: tuple[Path, Path], dest: Path, extra_config: str = "") 
 
 
 @contextlib.contextmanager
-def _held(lock: Path):
-    """An exclusive flock on ``lock`` for the block (the kernel frees it if the holder dies)."""
+def _held(lock: Path, wait: bool = True):
+    """An exclusive flock on ``lock`` for the block (the kernel frees it if the holder dies); True,
+    or without ``wait`` False at once if another holds it."""
     fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            yield False
+        else:
+            yield True
     finally:
         os.close(fd)
 
@@ -101,14 +108,17 @@ def run_root(tmp_path_factory) -> Path:
     return base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
 
 
-def shared(tmp_path_factory, name: str, make) -> Path:
+def shared(tmp_path_factory, name: str, make, wait: bool = True) -> Path | None:
     """The folder ``name``, made by ``make(folder)`` once per test run and reused by every test and
     every xdist worker after that (they wait while it is being made). A ``make`` that fails leaves
-    nothing behind, so the next test to ask tries again and reports its own failure."""
+    nothing behind, so the next test to ask tries again and reports its own failure. Without
+    ``wait``: None at once if another process or thread is making it."""
     root = run_root(tmp_path_factory) / "shared"
     root.mkdir(exist_ok=True)
     out, done = root / name, root / f"{name}.done"
-    with _held(root / f"{name}.lock"):
+    with _held(root / f"{name}.lock", wait) as mine:
+        if not mine:
+            return None
         if not done.exists():
             shutil.rmtree(out, ignore_errors=True)
             out.mkdir()
@@ -119,6 +129,26 @@ def shared(tmp_path_factory, name: str, make) -> Path:
                 raise
             done.touch()
     return out
+
+
+def begin_shared(tmp_path_factory, name: str, make) -> threading.Thread:
+    """Begin making the shared folder ``name`` (``shared``) in a thread of this process, unless it
+    is made or being made already, so that it is ready, or nearer, when a test asks for it.
+
+    The thread is not a daemon: the process waits for it before it ends, rather than leave a
+    half-made folder for another worker to make again beside a build still running. If the make
+    fails, the thread says nothing: the first test to ask makes it again and reports the failure."""
+    run_root(tmp_path_factory)  # pytest's base folder, made here rather than raced for by the thread
+
+    def begin():
+        try:
+            shared(tmp_path_factory, name, make, wait=False)
+        except BaseException:  # noqa: BLE001, S110 - reported by the test that asks for it next
+            pass
+
+    thread = threading.Thread(target=begin, name=f"shared-{name}")
+    thread.start()
+    return thread
 
 
 def make_all(config: Path, build: Path, dist: Path, *args: str, timeout: float = 1800) -> subprocess.CompletedProcess:

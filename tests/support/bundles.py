@@ -1,13 +1,43 @@
 """Bundles made or changed by hand, without the pipeline: re-signed files, a one-neuron model
 shifted by a known amount, signing keys, and the signature bundles (small ONNX models made with
-onnx.helper for every kind of signature)."""
+onnx.helper for every kind of signature); and the byte-compiled runtime/ a device's install
+gives an unpacked bundle (``precompile``)."""
 
 from __future__ import annotations
 
+import hashlib
 import subprocess
 from pathlib import Path
 
 from tests.support.core import ROOT, sha256_bytes
+
+_compiled: dict[bytes, dict[str, bytes]] = {}  # the runtime/ sources' digest: their .pyc files, by name
+
+
+def precompile(bundle: Path) -> Path:
+    """Byte-compile the unpacked ``bundle``'s runtime/ as the device's install does
+    (deploy/roles/edge/files/release.py's ``precompile``: checked-hash .pyc files in
+    runtime/__pycache__, which Python uses only while their source's hash matches, so that an
+    edited source is compiled afresh). Compiled once per process for each runtime/ and copied
+    after that: each command a test starts then begins as it does on the device, instead of
+    compiling the runtime first (~40 ms of CPU, half of a `python -m runtime predict`). A file
+    that does not compile is left without its .pyc: importing it reports the error, as before.
+    Returns ``bundle``."""
+    import compileall
+    import py_compile
+
+    folder = bundle / "runtime"
+    sources = sorted(folder.glob("*.py"))
+    digest = hashlib.sha256(b"".join(p.name.encode() + b"\0" + p.read_bytes() + b"\0" for p in sources)).digest()
+    cache = folder / "__pycache__"
+    if digest not in _compiled:
+        compileall.compile_dir(folder, maxlevels=0, quiet=2, invalidation_mode=py_compile.PycInvalidationMode.CHECKED_HASH)
+        _compiled[digest] = {p.name: p.read_bytes() for p in cache.glob("*.pyc")} if cache.is_dir() else {}
+        return bundle
+    cache.mkdir(exist_ok=True)
+    for name, data in _compiled[digest].items():
+        (cache / name).write_bytes(data)
+    return bundle
 
 
 def resign(bundle: Path, name: str, data: bytes) -> None:
@@ -202,6 +232,7 @@ def signature_bundle(dest: Path, kind: str, **changes) -> Path:
     for n, d in files.items():
         (dest / n).parent.mkdir(parents=True, exist_ok=True)
         (dest / n).write_bytes(d)
+    precompile(dest)
     shutil.copystat(ROOT / "runtime", dest / "runtime")
     return dest
 
@@ -351,5 +382,6 @@ def multi_bundle(dest: Path, model: bytes | None = None, **changes) -> Path:
     for n, d in files.items():
         (dest / n).parent.mkdir(parents=True, exist_ok=True)
         (dest / n).write_bytes(d)
+    precompile(dest)
     shutil.copystat(ROOT / "runtime", dest / "runtime")
     return dest

@@ -78,19 +78,24 @@ def weight(path: str, markers: set[str], fast: bool = False) -> float:
     return next((w for name, w in _BY_MARKER if name in markers), 0)
 
 
-# The fixtures of the default config's build (tests/conftest.py), made once per run by the first
-# worker that asks: until it is made (~10 s of one core), every other worker that asks waits.
+# The fixtures of the default config's build (tests/conftest.py), made once per run: it starts in
+# the background as soon as the tests are collected (~10 s of one core), and a test that asks for
+# it before then waits.
 DEFAULT_BUILD = {"built", "bundle_tarball"}
+
+
+def needs_default_build(item) -> bool:
+    return bool(DEFAULT_BUILD & set(item.fixturenames))
 
 
 def longest_first(items: list, root, workers: int = 1) -> None:
     """Sort pytest's ``items`` in place: the files by weight, heaviest first; a file's own tests
     keep their order (a deploy file takes its hosts through states one test after another).
 
-    ``workers``: pytest-xdist's, which start on the first ``workers`` files in this order. If
-    each of those needs the default build, one worker builds it on one core while the others
-    wait and the second core idles (test-fast's first 8 s); so the heaviest file that does not
-    need it takes the last of those places."""
+    ``workers``: pytest-xdist's, which start on the first ``workers`` files in this order. Those
+    places go to the heaviest files that do not need the default build, so that every worker has
+    work while it is made (a worker that started on a file that needs it would wait, and on two
+    cores the second one would idle: test-fast's first 10-20 s)."""
     paths = {id(item): item.path.relative_to(root).as_posix() for item in items}
     marks = {id(item): {m.name for m in item.iter_markers()} for item in items}
     fast = not any(marks[id(item)] & FAST_OUT for item in items)
@@ -101,10 +106,9 @@ def longest_first(items: list, root, workers: int = 1) -> None:
         first.setdefault(path, i)
         heaviest[path] = max(heaviest.get(path, 0), weight(path, marks[id(item)], fast))
     files = sorted(first, key=lambda path: (-heaviest[path], first[path]))
-    needs = {paths[id(item)] for item in items if DEFAULT_BUILD & set(item.fixturenames)}
-    free = [path for path in files if path not in needs]
-    if 1 < workers < len(files) and free and not set(files[:workers]) - needs:
-        files.remove(free[0])
-        files.insert(workers - 1, free[0])
+    needs = {paths[id(item)] for item in items if needs_default_build(item)}
+    if needs:
+        free = [path for path in files if path not in needs][:workers]
+        files = free + [path for path in files if path not in free]
     rank = {path: i for i, path in enumerate(files)}
     items.sort(key=lambda item: rank[paths[id(item)]])
