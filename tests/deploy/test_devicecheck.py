@@ -7,6 +7,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -47,9 +48,19 @@ def flip_a_byte(tar_path: Path, prefix: str) -> str:
     return member.name
 
 
-def test_install_puts_the_wheelhouse_in_a_venv_offline(tmp_path):
+@pytest.fixture(scope="module")
+def x86_wheelhouse(tmp_path_factory) -> Path:
+    """A cache holding six's x86_64 wheelhouse (one `pip download`), for the tests that install
+    from it to copy."""
+    cache = tmp_path_factory.mktemp("wh")
+    wheelhouse.build(SIX, "x86_64:3.11:2.36", cache)
+    return cache
+
+
+def test_install_puts_the_wheelhouse_in_a_venv_offline(tmp_path, x86_wheelhouse):
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)  # as on the device
+    shutil.copytree(x86_wheelhouse, tmp_path / "wh")
     out = wheelhouse.install(SIX, "x86_64:3.11:2.36", tmp_path / "wh", into=venv / "bin" / "python")
     assert out["wheels"] == ["six-1.17.0-py2.py3-none-any.whl"] and out["installed"] == str(venv / "bin" / "python")
     r = subprocess.run([str(venv / "bin" / "python"), "-c", "import six; print(six.__version__)"],
@@ -71,10 +82,12 @@ def test_install_refuses_a_wheel_whose_hash_changed(tmp_path):
     assert not [p for p in cache.iterdir() if p.name.startswith(".install.")]
 
 
-def test_install_refuses_a_pip_wheel_whose_hash_changed(tmp_path):
+def test_install_refuses_a_pip_wheel_whose_hash_changed(tmp_path, x86_wheelhouse):
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
-    house = wheelhouse.build(SIX, "x86_64:3.11:2.36", tmp_path / "wh")
+    shutil.copytree(x86_wheelhouse, tmp_path / "wh")
+    house = wheelhouse.build(SIX, "x86_64:3.11:2.36", tmp_path / "wh")  # the copy's: no download
+    assert Path(house["tar"]).is_relative_to(tmp_path)
     flip_a_byte(Path(house["tar"]), "pip-")
     with pytest.raises(wheelhouse.WheelhouseError, match=r"^x86_64:3\.11:2\.36: pip-26\.3-py3-none-any\.whl: "
                                                          r"sha256 mismatch: expected [0-9a-f]{64}, got [0-9a-f]{64}$"):
