@@ -6,37 +6,51 @@ gives an unpacked bundle (``precompile``)."""
 from __future__ import annotations
 
 import hashlib
+import os
 import subprocess
 from pathlib import Path
 
 from tests.support.core import ROOT, sha256_bytes
 
-_compiled: dict[bytes, dict[str, bytes]] = {}  # the runtime/ sources' digest: their .pyc files, by name
+_compiled: dict[bytes, Path] = {}  # the runtime/ sources' digest: a folder of their .pyc files
 
 
 def precompile(bundle: Path) -> Path:
     """Byte-compile the unpacked ``bundle``'s runtime/ as the device's install does
     (deploy/roles/edge/files/release.py's ``precompile``: checked-hash .pyc files in
     runtime/__pycache__, which Python uses only while their source's hash matches, so that an
-    edited source is compiled afresh). Compiled once per process for each runtime/ and copied
-    after that: each command a test starts then begins as it does on the device, instead of
-    compiling the runtime first (~40 ms of CPU, half of a `python -m runtime predict`). A file
-    that does not compile is left without its .pyc: importing it reports the error, as before.
-    Returns ``bundle``."""
+    edited source is compiled afresh). Compiled once per process for each runtime/, kept in a
+    folder of this process's, and hard-linked from there after that (nothing to write: a test
+    that edits a source makes Python compile it, never write into the .pyc). Each command a test
+    starts then begins as it does on the device, instead of compiling the runtime first (~40 ms
+    of CPU, half of a `python -m runtime predict`). A file that does not compile is left without
+    its .pyc: importing it reports the error, as before. Returns ``bundle``."""
+    import atexit
     import compileall
     import py_compile
+    import shutil
+    import tempfile
 
     folder = bundle / "runtime"
     sources = sorted(folder.glob("*.py"))
     digest = hashlib.sha256(b"".join(p.name.encode() + b"\0" + p.read_bytes() + b"\0" for p in sources)).digest()
     cache = folder / "__pycache__"
-    if digest not in _compiled:
+    kept = _compiled.get(digest)
+    if kept is None:
         compileall.compile_dir(folder, maxlevels=0, quiet=2, invalidation_mode=py_compile.PycInvalidationMode.CHECKED_HASH)
-        _compiled[digest] = {p.name: p.read_bytes() for p in cache.glob("*.pyc")} if cache.is_dir() else {}
+        kept = Path(tempfile.mkdtemp(prefix="edge-pyc-"))
+        atexit.register(shutil.rmtree, kept, ignore_errors=True)
+        for pyc in cache.glob("*.pyc") if cache.is_dir() else ():
+            shutil.copyfile(pyc, kept / pyc.name)
+        _compiled[digest] = kept
         return bundle
     cache.mkdir(exist_ok=True)
-    for name, data in _compiled[digest].items():
-        (cache / name).write_bytes(data)
+    for pyc in kept.iterdir():
+        (cache / pyc.name).unlink(missing_ok=True)  # a bundle made again in place: never write into a link
+        try:
+            os.link(pyc, cache / pyc.name)
+        except OSError:  # another file system
+            shutil.copyfile(pyc, cache / pyc.name)
     return bundle
 
 
