@@ -57,6 +57,7 @@ def x86_wheelhouse(tmp_path_factory) -> Path:
     return cache
 
 
+@pytest.mark.slow  # downloads wheels (pip download) and installs them: make test, not test-fast
 def test_install_puts_the_wheelhouse_in_a_venv_offline(tmp_path, x86_wheelhouse):
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)  # as on the device
@@ -68,6 +69,7 @@ def test_install_puts_the_wheelhouse_in_a_venv_offline(tmp_path, x86_wheelhouse)
     assert r.stdout.strip() == "1.17.0", r.stderr
 
 
+@pytest.mark.slow  # downloads wheels (pip download) and installs them: make test, not test-fast
 def test_install_refuses_a_wheel_whose_hash_changed(tmp_path):
     """One byte of a wheel changed in the cached wheelhouse: pip's hash check refuses it, as
     on the device, and the site folder is not made (nor reused later)."""
@@ -82,6 +84,7 @@ def test_install_refuses_a_wheel_whose_hash_changed(tmp_path):
     assert not [p for p in cache.iterdir() if p.name.startswith(".install.")]
 
 
+@pytest.mark.slow  # downloads wheels (pip download) and installs them: make test, not test-fast
 def test_install_refuses_a_pip_wheel_whose_hash_changed(tmp_path, x86_wheelhouse):
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)

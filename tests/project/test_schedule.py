@@ -41,10 +41,10 @@ def test_every_worker_starts_on_a_file_that_does_not_wait_for_the_default_build(
 
     items = fast_items()
     longest_first(items, ROOT, workers=3)
-    assert [i.name for i in items] == ["dog", "dev", "data", "sig", "cli", "var", "train"]
+    assert [i.name for i in items] == ["data", "dog", "dev", "sig", "cli", "var", "train"]
     items = fast_items()
     longest_first(items, ROOT, workers=1)
-    assert [i.name for i in items] == ["dog", "sig", "cli", "var", "train", "dev", "data"]
+    assert [i.name for i in items] == ["data", "sig", "cli", "var", "dog", "train", "dev"]
     # Fewer free files than workers: all of them first.
     items = [i for i in fast_items() if i.name != "dog" and i.name != "data"]
     longest_first(items, ROOT, workers=3)
@@ -52,4 +52,4 @@ def test_every_worker_starts_on_a_file_that_does_not_wait_for_the_default_build(
     # Nothing needs the build: by weight alone.
     items = [i for i in fast_items() if not {"built", "bundle_tarball"} & set(i.fixturenames)]
     longest_first(items, ROOT, workers=3)
-    assert [i.name for i in items] == ["dog", "dev", "data"]
+    assert [i.name for i in items] == ["data", "dog", "dev"]

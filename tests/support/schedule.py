@@ -45,21 +45,20 @@ SECONDS = {
 # The same for `make test-fast` (no slow, ssh, qemu or root test selected), where most long files
 # above are left out: each file's time in one run of it (3 workers, 2 cores).
 FAST_SECONDS = {
-    "tests/runtime/test_runtime_signature.py": 21,
+    "tests/runtime/test_runtime_signature.py": 17,
     "tests/runtime/test_runtime_cli.py": 17,
-    "tests/pipeline/test_variants.py": 15,
-    "tests/pipeline/test_train.py": 12,
-    "tests/runtime/test_serve_watchdog.py": 10,
-    "tests/deploy/test_devicecheck.py": 10,
-    "tests/pipeline/test_bundle.py": 8,
-    "tests/runtime/test_runtime_env.py": 6,
-    "tests/runtime/test_serve.py": 6,
-    "tests/pipeline/test_dataset.py": 5,
-    "tests/deploy/test_deploy_arguments.py": 5,
-    "tests/pipeline/test_signing_build.py": 5,
+    "tests/pipeline/test_variants.py": 13,
+    "tests/pipeline/test_dataset.py": 12,
+    "tests/runtime/test_serve_watchdog.py": 11,
+    "tests/deploy/test_deploy_arguments.py": 8,
+    "tests/runtime/test_trust.py": 5,
+    "tests/runtime/test_runtime_env.py": 5,
+    "tests/runtime/test_serve.py": 5,
+    "tests/pipeline/test_signing_build.py": 4,
     "tests/pipeline/test_verify.py": 4,
-    "tests/runtime/test_trust.py": 3,
-    "tests/deploy/test_deploy_wheelhouse.py": 3,
+    "tests/deploy/test_deploy_wheelhouse.py": 4,
+    "tests/pipeline/test_bundle.py": 3,
+    "tests/pipeline/test_train.py": 3,
     "tests/runtime/test_runtime_multi.py": 3,
 }
 
