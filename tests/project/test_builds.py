@@ -33,7 +33,9 @@ def test_a_folder_begun_in_the_background_is_made_once_and_waited_for(tmp_path):
     thread = begin_shared(f, "thing", make)
     wait_until("the background thread making the folder", lambda: calls)
     assert shared(f, "thing", make, wait=False) is None  # being made: not a second time
-    assert begin_shared(f, "thing", make).join(timeout=120) is None  # a second start: nothing to do
+    second = begin_shared(f, "thing", make)  # a second start: ends at once, without waiting for the first
+    second.join(timeout=120)
+    assert not second.is_alive()
     go.set()
     thread.join(timeout=120)
     assert not thread.is_alive()
