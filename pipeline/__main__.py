@@ -195,10 +195,14 @@ def stage_export(cfg, layout: Layout, worker=None, model=None, kind=None, ds=Non
     o, gp = s["onnx"], s.get("graph_pass") or {}
     fused = (f", graph pass {gp['nodes_before']} -> {gp['nodes_after']} nodes"
              if gp.get("nodes_before") != gp.get("nodes_after") else "")
+    w = s["from_worker"]
+    by_worker = ("" if w is None else f" ({w} from the TFLite worker)" if w
+                 else " (none from the TFLite worker: converted here)")
     _say(
         f"export: {layout.model_onnx} ({s['onnx_bytes']} B, opset {o['opset_imports'].get('ai.onnx')}, "
         f"IR {o['ir_version']}{fused}), {layout.model_tflite} ({s['tflite_bytes']} B), "
-        f"{sum(v['built'] for v in s['variants'].values())} of {len(s['variants'])} variants in {layout.variants_dir}/, "
+        f"{sum(v['built'] for v in s['variants'].values())} of {len(s['variants'])} variants in {layout.variants_dir}/"
+        f"{by_worker}, "
         f"Keras reference on {s['probes']} probes [{time.perf_counter() - t0:.1f} s]"
     )
 

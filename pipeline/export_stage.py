@@ -163,9 +163,12 @@ def _export(cfg: dict[str, Any], layout: Layout, ds, worker, model, kind: str | 
             variants = build_variants(cfg, tflite_saved, onnx_model, calibration, names[0],
                                       "onnx" if worker else None)
             ref = reference_of(model)
+            from_worker = None
             if worker is not None:  # its TFLite variants; any it did not deliver are built here
+                delivered = worker.result()
+                from_worker = len(delivered or {})
                 variants.update(build_variants(cfg, tflite_saved, onnx_model, calibration, names[0], "tflite",
-                                               worker.result()))
+                                               delivered))
     except tf.errors.OpError as e:  # TensorFlow's own I/O errors (disk full, read-only folder)
         raise OutputError(build, e.message.splitlines()[0] if e.message else type(e).__name__) from None
 
@@ -180,4 +183,5 @@ def _export(cfg: dict[str, Any], layout: Layout, ds, worker, model, kind: str | 
         "onnx_bytes": onnx_model.ByteSize(),
         "tflite_bytes": len(tflite_bytes),
         "probes": int(len(ref["group"])),
+        "from_worker": from_worker,  # the TFLite variants the worker delivered; None: no worker
     }
