@@ -183,5 +183,5 @@ def _export(cfg: dict[str, Any], layout: Layout, ds, worker, model, kind: str | 
         "onnx_bytes": onnx_model.ByteSize(),
         "tflite_bytes": len(tflite_bytes),
         "probes": int(len(ref["group"])),
-        "from_worker": from_worker,  # the TFLite variants the worker delivered; None: no worker
+        "from_worker": from_worker,  # how many TFLite variants the worker delivered (built or refused); None: no worker
     }
