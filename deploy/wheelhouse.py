@@ -328,6 +328,20 @@ def read_bundle(tarball: Path, cache: Path) -> tuple[str, dict]:
     }
 
 
+# What wheelhouses() raises for a bundle, requirements file, target or pip run it cannot use.
+FAILURES = (WheelhouseError, OSError, tarfile.TarError, KeyError, ValueError)
+
+
+def wheelhouses(targets: list[str], cache: Path, *, tarball: Path | None = None, requirements: Path | None = None) -> dict:
+    """What main prints: the bundle's (tarball) or the requirements file's wheelhouse for each
+    target, and the bundle's names and checks (None with requirements). Raises FAILURES."""
+    if requirements is not None:
+        text, bundle = Path(requirements).read_text(), None
+    else:
+        text, bundle = read_bundle(Path(tarball), Path(cache))
+    return {"bundle": bundle, "wheelhouses": {t: build(text, t, Path(cache)) for t in dict.fromkeys(targets)}}
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m deploy.wheelhouse", description=__doc__.splitlines()[0])
     p.add_argument("--tarball", type=Path, default=Path("dist/bundle.tar.gz"),
@@ -339,12 +353,8 @@ def main(argv: list[str] | None = None) -> int:
                         "e.g. ansible-core for a device in pull mode")
     a = p.parse_args(argv)
     try:
-        if a.requirements:
-            text, bundle = a.requirements.read_text(), None
-        else:
-            text, bundle = read_bundle(a.tarball, a.cache)
-        out = {"bundle": bundle, "wheelhouses": {t: build(text, t, a.cache) for t in dict.fromkeys(a.target)}}
-    except (WheelhouseError, OSError, tarfile.TarError, KeyError, ValueError) as e:
+        out = wheelhouses(a.target, a.cache, tarball=a.tarball, requirements=a.requirements)
+    except FAILURES as e:
         print(f"error: wheelhouse: {e}", file=sys.stderr)
         return 3
     print(json.dumps(out, indent=1))

@@ -121,3 +121,20 @@ def test_every_entry_point_the_playbooks_import_has_an_argument_spec():
     internal = {"edge_min_python", "edge_launcher"}  # in defaults/main.yml, not for the inventory
     for name in entry_points:
         assert options[name] == set(defaults) - internal, name  # every user variable, in every entry point
+
+
+def test_a_bundle_the_wheelhouse_cannot_read_fails_the_run_with_the_wheelhouses_line(bundle, tmp_path):
+    """Past the checks, on a device the run can reach (this machine, connection local): the
+    wheelhouse step (the role's edge_wheelhouse action, in Ansible's own process) cannot read an
+    empty bundle, and the device's row is wheelhouse.py's one line; nothing was written there."""
+    root = tmp_path / "edge-model"
+    root.mkdir()
+    inventory = tmp_path / "inventory.ini"
+    inventory.write_text(f"[edge]\n{HOST} ansible_connection=local ansible_python_interpreter=/usr/bin/python3 "
+                         f"edge_root={root}\n")
+    r = fleet_cmd("deploy", inventory, tmp=tmp_path, bundle=bundle)
+    assert r.rc == 2, r.out[-3000:] + r.err[-2000:]
+    assert r.result(Host) == ("failed: edge : Build the wheelhouse for every target, and read the bundle (on the "
+                              f"deploying machine): error: wheelhouse: {bundle}: not a readable tarball (file could not "
+                              "be opened successfully)"), r.report
+    assert list(root.iterdir()) == []
