@@ -1,5 +1,5 @@
-"""deploy/wheelhouse.py and the device-side release script, without SSH: the pins, the markers,
-what the device gets, and the release script's refusals."""
+"""deploy/wheelhouse.py and the device-side release and venv scripts, without SSH: the pins, the
+markers, what the device gets, and the scripts' refusals."""
 
 from __future__ import annotations
 
@@ -201,3 +201,37 @@ def test_pull_modes_ansible_core_is_the_version_the_deploying_machine_pins():
 
     assert pins("deploy/pull-requirements.txt") == pins("requirements.txt") != [], (
         pins("deploy/pull-requirements.txt"), pins("requirements.txt"))
+
+
+VENV_PY = ROOT / "deploy" / "roles" / "edge" / "files" / "venv.py"
+
+
+@pytest.mark.parametrize("case", ["pip-wheel-changed", "not-a-tar"])
+def test_the_device_side_venv_install_refuses_and_leaves_no_wheels_and_no_complete_venv(tmp_path, case):
+    """venv.py as `script` runs it, on the wheels' tar `copy` put in wheels/<id>/: pip's wheel
+    whose bytes are not the wheelhouse's sha256 (a venv is never made), or a tar that is not one.
+    Exit 1, the JSON line names the step, and wheels/ is gone; no .edge-complete."""
+    root, wid = tmp_path / "edge-model", "cp311-x86_64-000000000000"
+    (root / "wheels" / wid).mkdir(parents=True)
+    tar = root / "wheels" / wid / "wheels.tar"
+    if case == "not-a-tar":
+        tar.write_bytes(b"not a tar")
+    else:
+        with tarfile.open(tar, "w") as t:
+            for name, data in (("pip-26.3-py3-none-any.whl", b"changed in transit"), ("requirements.lock", b"")):
+                info = tarfile.TarInfo(name)
+                info.size = len(data)
+                t.addfile(info, io.BytesIO(data))
+    venv, want = root / "venvs" / wid, sha256_bytes(b"the wheelhouse's pip")
+    r = subprocess.run([sys.executable, str(VENV_PY), str(root), wid, str(venv), "pip-26.3-py3-none-any.whl", want,
+                        "numpy", "--launcher", ""],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 1 and r.stderr == "", r.stdout + r.stderr
+    [line] = r.stdout.splitlines()
+    reason = json.loads(line)["reason"]
+    if case == "not-a-tar":
+        assert reason.startswith("Copy the wheels this device needs: "), reason
+    else:
+        assert reason == (f"pip-26.3-py3-none-any.whl | sha256 mismatch: expected {want}, "
+                          f"got {sha256_bytes(b'changed in transit')}"), reason
+    assert sorted(p.name for p in root.iterdir()) == [] and not venv.exists()
