@@ -539,7 +539,7 @@ def start_deploy(inventory: Path, bundle: Path, tmp: Path) -> tuple[subprocess.P
 def restart_tasks(out: str) -> int:
     """How many times a deploy's output shows the role restarting the service (the restart task, changed)."""
     tasks = out.split("\nTASK [")[1:]
-    return sum(1 for s in tasks if s.startswith("edge : Restart the service with systemd]") and "\nchanged: " in s)
+    return sum(1 for s in tasks if s.startswith("edge : Restart the service and wait for /healthz") and "\nchanged: " in s)
 
 
 def test_two_deploys_of_one_bundle_at_once_restart_the_service_once(host, inventory, models, answers, tmp,
