@@ -235,3 +235,71 @@ def test_the_device_side_venv_install_refuses_and_leaves_no_wheels_and_no_comple
         assert reason == (f"pip-26.3-py3-none-any.whl | sha256 mismatch: expected {want}, "
                           f"got {sha256_bytes(b'changed in transit')}"), reason
     assert sorted(p.name for p in root.iterdir()) == [] and not venv.exists()
+
+
+RESTART_PY = ROOT / "deploy" / "roles" / "edge" / "files" / "restart.py"
+
+
+@pytest.fixture
+def healthz():
+    """A /healthz on 127.0.0.1 (an ephemeral port) answering 200 with the model in `state`."""
+    import http.server
+    import threading
+
+    state = {"model": "a" * 64, "gets": 0}
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 - http.server's name
+            state["gets"] += 1
+            body = json.dumps({"status": "ok", "model": state["model"]}).encode()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    state["url"] = f"http://127.0.0.1:{server.server_address[1]}/healthz"
+    yield state
+    server.shutdown()
+    thread.join(timeout=10)
+
+
+def restart(*args):
+    r = subprocess.run([sys.executable, str(RESTART_PY), *args], capture_output=True, text=True, timeout=60)
+    [line] = r.stdout.splitlines()
+    return r.returncode, json.loads(line)
+
+
+def test_the_device_side_restart_waits_for_the_model_and_names_the_step_that_failed(healthz, tmp_path):
+    """restart.py with the command manager, as `script` runs it: the restart command runs, then
+    /healthz is polled until it reports the expected model; the wrong model until the timeout, a
+    restart command that fails, or nothing listening: exit 1, the reason naming the step."""
+    marker = tmp_path / "restarted"
+    ok = ["--command", json.dumps(["touch", str(marker)]), "--url", healthz["url"], "--timeout", "1"]
+    assert restart(*ok, "--expect", healthz["model"]) == (0, {"ok": True}) and marker.exists()
+    assert restart(*ok, "--expect", "") == (0, {"ok": True})  # any healthy model
+    gets = healthz["gets"]
+    rc, doc = restart(*ok, "--expect", "b" * 64)
+    assert rc == 1 and doc["reason"] == (f"Wait for /healthz to answer 200 for the model: after 2 tries, status 200, "
+                                         f"model {healthz['model']} (expected {'b' * 64})"), doc
+    assert healthz["gets"] == gets + 2
+    rc, doc = restart("--command", json.dumps(["false"]), "--url", healthz["url"], "--timeout", "1", "--expect", "")
+    assert rc == 1 and doc["reason"] == "Restart the service with edge_service_restart_command: exit 1", doc
+    rc, doc = restart("--command", '["true"]', "--url", closed_port_url(), "--timeout", "0", "--expect", "")
+    assert rc == 1 and doc["reason"].startswith("Wait for /healthz to answer 200 for the model: after 1 tries, "
+                                                "Request failed: "), doc
+    assert restart("--url", healthz["url"], "--timeout", "1")[0] == 2  # neither --systemd nor --command
+
+
+def closed_port_url() -> str:
+    """A /healthz URL on a port the kernel picked and that was closed again: nothing listens there."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return f"http://127.0.0.1:{s.getsockname()[1]}/healthz"
