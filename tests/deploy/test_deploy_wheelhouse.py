@@ -1,4 +1,4 @@
-"""deploy/wheelhouse.py and the device-side release and venv scripts, without SSH: the pins, the
+"""deploy/wheelhouse.py and the device-side release, venv and restart scripts, without SSH: the pins, the
 markers, what the device gets, and the scripts' refusals."""
 
 from __future__ import annotations
