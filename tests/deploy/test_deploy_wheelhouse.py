@@ -303,3 +303,33 @@ def closed_port_url() -> str:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return f"http://127.0.0.1:{s.getsockname()[1]}/healthz"
+
+
+def test_the_device_side_drop_in_names_the_release_and_the_trusted_keys_and_is_written_once(tmp_path, monkeypatch,
+                                                                                           capsys):
+    """service.py's drop-in (its dropin mode, as revert.yml runs it; install writes the same): the
+    lines systemd reads, rewritten only when they change, mode 0644. Its path moved under tmp_path:
+    the real one is /etc/systemd/system, the systemd tier's (tests/deploy/test_deploy_systemd.py)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("edge_service_py", ROOT / "deploy" / "roles" / "edge" / "files" /
+                                                  "service.py")
+    service = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(service)
+    monkeypatch.setattr(service, "DROPIN", str(tmp_path / "edge-model.service.d" / "deploy.conf"))
+    runs = [["dropin", "/opt/edge-model", "--trusted-keys", "/etc/edge-model/trusted_keys", "--ssh-keygen", "/usr/bin/ssh-keygen"],
+            ["dropin", "/opt/edge-model", "--trusted-keys", "/etc/edge-model/trusted_keys", "--ssh-keygen", "/usr/bin/ssh-keygen"],
+            ["dropin", "/opt/edge-model"]]
+    changed = []
+    for argv in runs:
+        assert service.main(argv) == 0
+        changed.append(json.loads(capsys.readouterr().out)["changed"])
+        if argv is runs[0]:
+            assert Path(service.DROPIN).read_text() == (
+                "# Written by the deploy (deploy/roles/edge): the release the service runs, and the keys it trusts.\n"
+                "[Service]\nEnvironment=EDGE_BUNDLE=/opt/edge-model/current\n"
+                "Environment=EDGE_TRUSTED_KEYS=/etc/edge-model/trusted_keys\nEnvironment=EDGE_SSH_KEYGEN=/usr/bin/ssh-keygen\n")
+    assert changed == [True, False, True]
+    assert Path(service.DROPIN).read_text().splitlines()[1:] == ["[Service]", "Environment=EDGE_BUNDLE=/opt/edge-model/current"]
+    assert Path(service.DROPIN).stat().st_mode & 0o777 == 0o644 and sorted(p.name for p in Path(service.DROPIN).parent.iterdir()) == ["deploy.conf"]
+    assert service.main(["install", "/x"]) == 2 and "usage: " in capsys.readouterr().out
