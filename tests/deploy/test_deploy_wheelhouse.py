@@ -206,11 +206,12 @@ def test_pull_modes_ansible_core_is_the_version_the_deploying_machine_pins():
 VENV_PY = ROOT / "deploy" / "roles" / "edge" / "files" / "venv.py"
 
 
-@pytest.mark.parametrize("case", ["pip-wheel-changed", "not-a-tar"])
+@pytest.mark.parametrize("case", ["pip-wheel-changed", "not-a-tar", "no-python"])
 def test_the_device_side_venv_install_refuses_and_leaves_no_wheels_and_no_complete_venv(tmp_path, case):
     """venv.py as `script` runs it, on the wheels' tar `copy` put in wheels/<id>/: pip's wheel
-    whose bytes are not the wheelhouse's sha256 (a venv is never made), or a tar that is not one.
-    Exit 1, the JSON line names the step, and wheels/ is gone; no .edge-complete."""
+    whose bytes are not the wheelhouse's sha256 (a venv is never made), a tar that is not one, or
+    a device Python that does not run. Exit 1, the JSON line names the step, and wheels/ is gone;
+    no .edge-complete."""
     root, wid = tmp_path / "edge-model", "cp311-x86_64-000000000000"
     (root / "wheels" / wid).mkdir(parents=True)
     tar = root / "wheels" / wid / "wheels.tar"
@@ -222,19 +223,23 @@ def test_the_device_side_venv_install_refuses_and_leaves_no_wheels_and_no_comple
                 info = tarfile.TarInfo(name)
                 info.size = len(data)
                 t.addfile(info, io.BytesIO(data))
-    venv, want = root / "venvs" / wid, sha256_bytes(b"the wheelhouse's pip")
+    venv = root / "venvs" / wid
+    want = sha256_bytes(b"changed in transit" if case == "no-python" else b"the wheelhouse's pip")
     r = subprocess.run([sys.executable, str(VENV_PY), str(root), wid, str(venv), "pip-26.3-py3-none-any.whl", want,
-                        "numpy", "--launcher", ""],
+                        "numpy", "--python", str(tmp_path / "no-python3"), "--launcher", ""],
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 1 and r.stderr == "", r.stdout + r.stderr
     [line] = r.stdout.splitlines()
     reason = json.loads(line)["reason"]
     if case == "not-a-tar":
         assert reason.startswith("Copy the wheels this device needs: "), reason
+    elif case == "no-python":
+        assert reason == f"Create the venv: [Errno 2] No such file or directory: '{tmp_path / 'no-python3'}'", reason
     else:
         assert reason == (f"pip-26.3-py3-none-any.whl | sha256 mismatch: expected {want}, "
                           f"got {sha256_bytes(b'changed in transit')}"), reason
-    assert sorted(p.name for p in root.iterdir()) == [] and not venv.exists()
+    assert sorted(p.name for p in root.iterdir()) == (["venvs"] if case == "no-python" else []), list(root.iterdir())
+    assert not venv.exists()
 
 
 RESTART_PY = ROOT / "deploy" / "roles" / "edge" / "files" / "restart.py"

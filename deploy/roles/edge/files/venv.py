@@ -50,7 +50,10 @@ def sha256(path):
 
 def run(step, cmd):
     """cmd; Failed naming the step with its last error line, and the last lines it printed."""
-    p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, universal_newlines=True)
+    try:
+        p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, universal_newlines=True)
+    except OSError as e:  # the Python or the launcher named cannot be run
+        raise Failed("%s: %s" % (step, e))
     if p.returncode != 0:
         lines = [ln.strip() for ln in p.stdout.splitlines() if ln.strip()]
         errors = [ln for ln in lines if ln.startswith("ERROR")]
@@ -82,7 +85,10 @@ def install(root, wheel_id, venv, pip_wheel, pip_sha256, imports, python, launch
         got = sha256(pip) if os.path.isfile(pip) else "no file"
         if got != pip_sha256:
             raise Failed("%s | sha256 mismatch: expected %s, got %s" % (pip_wheel, pip_sha256, got))
-        os.makedirs(os.path.dirname(venv), exist_ok=True)
+        try:
+            os.makedirs(os.path.dirname(venv), exist_ok=True)
+        except OSError as e:
+            raise Failed("Create the venv: %s" % e)
         run("Create the venv", [python, "-m", "venv", "--clear", "--without-pip", venv])
         python = os.path.join(venv, "bin", "python")
         run("Install the wheels, offline and hash-checked",
@@ -90,8 +96,11 @@ def install(root, wheel_id, venv, pip_wheel, pip_sha256, imports, python, launch
                         "--no-index", "--no-cache-dir", "--no-compile", "--find-links", wheels, "--require-hashes",
                         "-r", os.path.join(wheels, "requirements.lock")])
         run("Check that the venv imports its packages", launcher + [python, "-c", "import " + imports])
-        with open(os.path.join(venv, ".edge-complete"), "w"):
-            pass
+        try:
+            with open(os.path.join(venv, ".edge-complete"), "w"):
+                pass
+        except OSError as e:
+            raise Failed("Mark the venv complete: %s" % e)
     finally:
         shutil.rmtree(wheels, ignore_errors=True)
         try:
