@@ -6,8 +6,8 @@ repository's `deploy/deploy.yml` against `localhost` (docs/deploy.md, "Pull mode
 command writes what that run needs, and nothing of the deploying machine's own (no
 inventory, no key):
 
-    deploy/                 the playbooks, the role, the plugins (the table's callback, the
-                            wheelhouse's action), wheelhouse.py
+    deploy/                 the playbooks, the role (its wheelhouse action among it), the
+                            table's callback, wheelhouse.py
     runtime/                what wheelhouse.py imports (runtime.manifest), as in this checkout
     dist/bundle.tar.gz      the bundle to run (signed, if the build signed it)
     .cache/wheelhouse/      the wheels for each --target (the bundle's, and ansible-core's for

@@ -24,9 +24,10 @@ from pathlib import Path
 
 from ansible.plugins.action import ActionBase
 
-# deploy/plugins/action/ -> the folder that holds deploy/ and runtime/ (a checkout, or pull
-# mode's published repository: deploy/publish.py copies both).
-PROJECT = Path(__file__).resolve().parents[3]
+# deploy/roles/edge/action_plugins/ (the role's own, which Ansible finds with the role, whatever
+# its config) -> the folder that holds deploy/ and runtime/ (a checkout, or pull mode's
+# published repository: deploy/publish.py copies both).
+PROJECT = Path(__file__).resolve().parents[4]
 ARGS = {"tarball", "requirements", "cache", "targets", "chdir"}
 
 
