@@ -1,4 +1,4 @@
-"""deploy/wheelhouse.py and the device-side release, venv and restart scripts, without SSH: the pins, the
+"""deploy/wheelhouse.py and the device-side release, venv and service scripts, without SSH: the pins, the
 markers, what the device gets, and the scripts' refusals."""
 
 from __future__ import annotations
@@ -242,7 +242,7 @@ def test_the_device_side_venv_install_refuses_and_leaves_no_wheels_and_no_comple
     assert not venv.exists()
 
 
-RESTART_PY = ROOT / "deploy" / "roles" / "edge" / "files" / "restart.py"
+SERVICE_PY = ROOT / "deploy" / "roles" / "edge" / "files" / "service.py"
 
 
 @pytest.fixture
@@ -275,13 +275,13 @@ def healthz():
 
 
 def restart(*args):
-    r = subprocess.run([sys.executable, str(RESTART_PY), *args], capture_output=True, text=True, timeout=60)
+    r = subprocess.run([sys.executable, str(SERVICE_PY), "restart", *args], capture_output=True, text=True, timeout=60)
     [line] = r.stdout.splitlines()
     return r.returncode, json.loads(line)
 
 
 def test_the_device_side_restart_waits_for_the_model_and_names_the_step_that_failed(healthz, tmp_path):
-    """restart.py with the command manager, as `script` runs it: the restart command runs, then
+    """service.py restart with the command manager, as `script` runs it: the restart command runs, then
     /healthz is polled until it reports the expected model; the wrong model until the timeout, a
     restart command that fails, or nothing listening: exit 1, the reason naming the step."""
     marker = tmp_path / "restarted"
@@ -317,8 +317,7 @@ def test_the_device_side_drop_in_names_the_release_and_the_trusted_keys_and_is_w
     the real one is /etc/systemd/system, the systemd tier's (tests/deploy/test_deploy_systemd.py)."""
     import importlib.util
 
-    spec = importlib.util.spec_from_file_location("edge_service_py", ROOT / "deploy" / "roles" / "edge" / "files" /
-                                                  "service.py")
+    spec = importlib.util.spec_from_file_location("edge_service_py", SERVICE_PY)
     service = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(service)
     monkeypatch.setattr(service, "DROPIN", str(tmp_path / "edge-model.service.d" / "deploy.conf"))
